@@ -1,0 +1,12 @@
+//! Data types shared by every edgecd component (serde only, no I/O).
+//!
+//! Owns: model metadata (`model`), the bundle's edgecd profile layer (`profile`: hardware
+//! profile, runtime pin, model signatures, self-test vectors) and the installed-slot layout
+//! constants (`layout`). Later: the agent ↔ server protocol.
+
+pub mod layout;
+pub mod model;
+pub mod profile;
+
+/// Version of the HTTP API (`/api/v1/...`).
+pub const API_VERSION: &str = "v1";

@@ -1,0 +1,334 @@
+//! `edgecd bundle build|inspect|sign|verify`.
+use crate::output::{byte_progress, print_json};
+use anyhow::Context;
+use edgecd_api::profile::{HardwareProfile, RuntimePin};
+use edgecd_bundle::{BuildSpec, BundleMeta, BundleSummary};
+use edgecd_sign::SigstoreBundle;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BundleCommand {
+    /// Package model files into a reproducible NAME-VERSION.edgecd bundle and its SBOM.
+    Build(BuildArgs),
+    /// Show what a bundle holds (structure and digests are checked; signatures are not).
+    Inspect(InspectArgs),
+    /// Sign a bundle's manifest: writes FILE.sigstore.json (Sigstore bundle v0.3).
+    Sign(SignArgs),
+    /// Verify a bundle's signature, every blob digest and size, and its structure.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// A model file (ONNX, TFLite, or an accelerator's compiled file); repeat for several.
+    #[arg(long = "model", required = true, value_name = "PATH")]
+    pub models: Vec<PathBuf>,
+    #[arg(long)]
+    pub name: String,
+    /// Semantic version, e.g. 1.4.0.
+    #[arg(long)]
+    pub version: String,
+    /// Target board, e.g. rpi5.
+    #[arg(long)]
+    pub board: String,
+    /// Accelerator the model needs, e.g. hailo-10h.
+    #[arg(long)]
+    pub accelerator: Option<String>,
+    /// Runtime pin NAME@VERSION, e.g. edgecd-infer@0.1.0.
+    #[arg(long)]
+    pub runtime: String,
+    #[arg(long, value_name = "N")]
+    pub min_ram_mb: Option<u64>,
+    /// Self-test vectors: a selftest.json file, or a directory holding one.
+    #[arg(long, value_name = "DIR")]
+    pub selftest: Option<PathBuf>,
+    /// A label k=v recorded in the profile; repeat for several.
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    pub file: PathBuf,
+    /// Private key (PKCS#8 PEM, or a cosign encrypted key with COSIGN_PASSWORD set).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Where to write the signature (default FILE.sigstore.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    pub file: PathBuf,
+    /// Public key (SPKI PEM) the bundle must be signed with.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Signature file (default FILE.sigstore.json).
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(c: BundleCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        BundleCommand::Build(a) => build(a),
+        BundleCommand::Inspect(a) => inspect(a),
+        BundleCommand::Sign(a) => sign(a),
+        BundleCommand::Verify(a) => verify(a),
+    }
+}
+
+/// Parses repeated `k=v` arguments.
+pub fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("label {l:?} must look like key=value"))?;
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            anyhow::bail!("label {k:?} is given twice");
+        }
+    }
+    Ok(out)
+}
+
+pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let runtime = RuntimePin::parse(&a.runtime).map_err(anyhow::Error::msg)?;
+    let selftest = a
+        .selftest
+        .as_deref()
+        .map(edgecd_bundle::load_selftest)
+        .transpose()?;
+    let spec = BuildSpec {
+        meta: BundleMeta {
+            name: a.name,
+            version: a.version,
+            hardware: HardwareProfile {
+                board: a.board,
+                accelerator: a.accelerator,
+                min_ram_mb: a.min_ram_mb,
+            },
+            runtime,
+            selftest,
+            labels: parse_labels(&a.labels)?,
+        },
+        models: a.models,
+    };
+    let pb = byte_progress(edgecd_bundle::build::total_model_bytes(&spec), "packing");
+    let built = edgecd_bundle::build_bundle(&spec, &a.out, &mut |n| pb.inc(n))?;
+    pb.finish_and_clear();
+    if a.json {
+        print_json(&json!({
+            "bundle": built.path, "sbom": built.sbom_path, "digest": built.digest,
+            "size": built.archive_size, "name": built.profile.name, "version": built.profile.version,
+        }))?;
+    } else {
+        println!(
+            "built {} ({} bytes)",
+            built.path.display(),
+            built.archive_size
+        );
+        println!("digest {}", built.digest);
+        println!("sbom   {}", built.sbom_path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_signature(path: &Path) -> anyhow::Result<SigstoreBundle> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading signature {}", path.display()))?;
+    SigstoreBundle::from_json(&bytes)
+        .with_context(|| format!("parsing signature {}", path.display()))
+}
+
+pub fn summary_json(s: &BundleSummary, signatures: &[String]) -> serde_json::Value {
+    let p = &s.profile;
+    json!({
+        "name": p.name,
+        "version": p.version,
+        "digest": s.digest,
+        "archive": {"size": s.archive_size, "digest": s.archive_digest},
+        "format": s.config.config.format,
+        "precision": s.config.config.precision,
+        "quantization": s.config.config.quantization,
+        "hardware": p.hardware,
+        "runtime": p.runtime,
+        "models": p.models.iter().map(|m| json!({
+            "file": m.filepath, "size": m.size, "digest": m.digest,
+            "format": m.info.format, "precision": m.info.precision,
+            "quantization": edgecd_bundle::metadata::quantization_summary(&m.info),
+            "quantizedTensors": m.info.quantization,
+            "opset": m.info.opset, "producer": m.info.producer,
+            "inputs": m.info.inputs, "outputs": m.info.outputs, "operators": m.info.operators,
+        })).collect::<Vec<_>>(),
+        "selftestCases": p.selftest.as_ref().map_or(0, |t| t.cases.len()),
+        "labels": p.labels,
+        "sbom": s.sbom_digest,
+        "signatures": signatures,
+    })
+}
+
+fn tensors(ts: &[edgecd_api::model::TensorSignature]) -> String {
+    ts.iter()
+        .map(|t| {
+            let dims: Vec<String> = t
+                .shape
+                .iter()
+                .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+                .collect();
+            format!("{}:{}[{}]", t.name, t.dtype, dims.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let size = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let pb = byte_progress(size, "reading");
+    let s = edgecd_bundle::read_bundle(&a.file, &mut |n| pb.inc(n))
+        .with_context(|| format!("reading bundle {}", a.file.display()))?;
+    pb.finish_and_clear();
+    let sig_path = edgecd_bundle::signature_path(&a.file);
+    let signatures: Vec<String> = match read_signature(&sig_path) {
+        Ok(sig) => vec![format!(
+            "{} (key {}, not verified: use `edgecd bundle verify`)",
+            sig_path.display(),
+            sig.key_hint()
+        )],
+        Err(_) => vec![],
+    };
+    if a.json {
+        print_json(&summary_json(&s, &signatures))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = &s.profile;
+    println!("{} {}", p.name, p.version);
+    println!("  digest       {}", s.digest);
+    println!(
+        "  archive      {} bytes, {}",
+        s.archive_size, s.archive_digest
+    );
+    println!(
+        "  format       {} / precision {}",
+        s.config.config.format, s.config.config.precision
+    );
+    println!(
+        "  hardware     board {}, accelerator {}, min RAM {}",
+        p.hardware.board,
+        p.hardware.accelerator.as_deref().unwrap_or("none"),
+        p.hardware
+            .min_ram_mb
+            .map_or("-".into(), |m| format!("{m} MB"))
+    );
+    println!("  runtime      {}", p.runtime);
+    for m in &p.models {
+        println!(
+            "  model        {} ({} bytes) {}",
+            m.filepath, m.size, m.digest
+        );
+        println!(
+            "    format     {:?}, precision {:?}, opset {}",
+            m.info.format,
+            m.info.precision,
+            m.info.opset.map_or("-".into(), |o| o.to_string())
+        );
+        println!(
+            "    quantized  {}",
+            edgecd_bundle::metadata::quantization_summary(&m.info)
+        );
+        if !m.info.inputs.is_empty() {
+            println!("    inputs     {}", tensors(&m.info.inputs));
+            println!("    outputs    {}", tensors(&m.info.outputs));
+        }
+    }
+    println!(
+        "  self-test    {} cases",
+        p.selftest.as_ref().map_or(0, |t| t.cases.len())
+    );
+    for (k, v) in &p.labels {
+        println!("  label        {k}={v}");
+    }
+    println!(
+        "  sbom         {}",
+        s.sbom_digest.as_deref().unwrap_or("none")
+    );
+    if signatures.is_empty() {
+        println!("  signatures   none found at {}", sig_path.display());
+    }
+    for sig in signatures {
+        println!("  signature    {sig}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
+    let key = super::keys::load_signing_key(&a.key)?;
+    let size = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let pb = byte_progress(size, "checking");
+    // Never sign something broken: read and check the whole bundle first.
+    let s = edgecd_bundle::read_bundle(&a.file, &mut |n| pb.inc(n))
+        .with_context(|| format!("checking bundle {} before signing", a.file.display()))?;
+    pb.finish_and_clear();
+    let sig = edgecd_sign::sign_artifact(&key, &s.manifest_bytes);
+    let out = a
+        .out
+        .unwrap_or_else(|| edgecd_bundle::signature_path(&a.file));
+    edgecd_bundle::write_atomic(&out, sig.to_json_pretty().as_bytes())?;
+    println!(
+        "signed {} ({}) with key {}",
+        a.file.display(),
+        s.digest,
+        key.verifying_key().hint()
+    );
+    println!("wrote {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let key = super::keys::load_public_key(&a.key)?;
+    let sig_path = a
+        .signature
+        .unwrap_or_else(|| edgecd_bundle::signature_path(&a.file));
+    let sig = read_signature(&sig_path)?;
+    let size = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let pb = byte_progress(size, "verifying");
+    let s = edgecd_bundle::verify_bundle(&a.file, &key, &sig, &mut |n| pb.inc(n)).with_context(
+        || {
+            format!(
+                "verifying {} with key {} ({})",
+                a.file.display(),
+                a.key.display(),
+                key.hint()
+            )
+        },
+    )?;
+    pb.finish_and_clear();
+    if a.json {
+        print_json(&summary_json(&s, &[sig_path.display().to_string()]))?;
+    } else {
+        println!("OK {} {}@{}", s.digest, s.profile.name, s.profile.version);
+        println!(
+            "  signature by key {} verified; {} blobs match their digests and sizes",
+            key.hint(),
+            s.manifest.layers.len() + 1
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,159 @@
+//! `edgecd release create|verify`: signed release manifests binding a bundle, its SBOM,
+//! an optional container image digest and the runtime pin.
+use crate::output::{byte_progress, print_json};
+use anyhow::Context;
+use edgecd_bundle::release::{ReleaseManifest, rfc3339_utc};
+use edgecd_sign::SigstoreBundle;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ReleaseCommand {
+    /// Create and sign release.json for a bundle.
+    Create(CreateArgs),
+    /// Verify release.json's signature (and, with --bundle, that it names that bundle).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Container image pinned by digest: registry/name@sha256:<hex>.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Private signing key (PKCS#8 PEM or cosign encrypted key with COSIGN_PASSWORD).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Output path; the signature goes to OUT.sigstore.json.
+    #[arg(long, default_value = "release.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The release manifest.
+    pub file: PathBuf,
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Signature (default FILE.sigstore.json).
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// Also check that this bundle is the one the release names (and its signature, if present).
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(c: ReleaseCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        ReleaseCommand::Create(a) => create(a),
+        ReleaseCommand::Verify(a) => verify(a),
+    }
+}
+
+fn now_rfc3339() -> String {
+    // SOURCE_DATE_EPOCH makes release manifests reproducible too.
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    rfc3339_utc(secs)
+}
+
+/// Reads a bundle, verifying its signature with `key` when FILE.sigstore.json exists.
+fn read_bundle_checked(
+    path: &Path,
+    key: &edgecd_sign::VerifyingKey,
+) -> anyhow::Result<(edgecd_bundle::BundleSummary, bool)> {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let pb = byte_progress(size, "verifying bundle");
+    let sig_path = edgecd_bundle::signature_path(path);
+    let r = if sig_path.exists() {
+        let sig = SigstoreBundle::from_json(&std::fs::read(&sig_path)?)
+            .with_context(|| format!("parsing {}", sig_path.display()))?;
+        edgecd_bundle::verify_bundle(path, key, &sig, &mut |n| pb.inc(n))
+            .map(|v| (v.into_inner(), true))
+    } else {
+        edgecd_bundle::read_bundle(path, &mut |n| pb.inc(n)).map(|s| (s, false))
+    };
+    pb.finish_and_clear();
+    r.with_context(|| format!("checking bundle {}", path.display()))
+}
+
+fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
+    let key = super::keys::load_signing_key(&a.key)?;
+    let (summary, signed) = read_bundle_checked(&a.bundle, &key.verifying_key())?;
+    if !signed {
+        eprintln!(
+            "note: {} has no signature file; sign it with `edgecd bundle sign` so devices can check it",
+            a.bundle.display()
+        );
+    }
+    let release = ReleaseManifest::for_bundle(&summary, a.image, now_rfc3339())?;
+    let bytes = release.to_json();
+    let sig = edgecd_sign::sign_artifact(&key, &bytes);
+    edgecd_bundle::write_atomic(&a.out, &bytes)?;
+    let sig_path = edgecd_bundle::signature_path(&a.out);
+    edgecd_bundle::write_atomic(&sig_path, sig.to_json_pretty().as_bytes())?;
+    println!(
+        "release {}@{} → bundle {}",
+        release.app, release.version, release.bundle.digest
+    );
+    println!("wrote {} and {}", a.out.display(), sig_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let key = super::keys::load_public_key(&a.key)?;
+    let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let sig_path = a
+        .signature
+        .unwrap_or_else(|| edgecd_bundle::signature_path(&a.file));
+    let sig = SigstoreBundle::from_json(
+        &std::fs::read(&sig_path)
+            .with_context(|| format!("reading signature {}", sig_path.display()))?,
+    )
+    .with_context(|| format!("parsing signature {}", sig_path.display()))?;
+    edgecd_sign::verify_artifact(&sig, &bytes, &key)
+        .with_context(|| format!("verifying {} with key {}", a.file.display(), key.hint()))?;
+    let release = ReleaseManifest::from_json(&bytes)?;
+    let mut bundle_checked = None;
+    if let Some(b) = &a.bundle {
+        let (summary, signed) = read_bundle_checked(b, &key)?;
+        release
+            .check_bundle(&summary)
+            .with_context(|| format!("checking {} against {}", b.display(), a.file.display()))?;
+        bundle_checked = Some(signed);
+    }
+    if a.json {
+        print_json(
+            &serde_json::json!({"release": release, "keyId": key.hint(), "bundleChecked": bundle_checked.is_some(), "bundleSignatureChecked": bundle_checked == Some(true)}),
+        )?;
+    } else {
+        println!(
+            "OK release {}@{} signed by key {}",
+            release.app,
+            release.version,
+            key.hint()
+        );
+        println!(
+            "  bundle {} ({} bytes)",
+            release.bundle.digest, release.bundle.archive_size
+        );
+        if let Some(i) = &release.image {
+            println!("  image  {i}");
+        }
+        match bundle_checked {
+            Some(true) => println!("  bundle file matches, and its own signature verified"),
+            Some(false) => println!("  bundle file matches (it has no signature file)"),
+            None => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,75 @@
+//! The `edgecd` command line: clap definitions and thin glue to the libraries.
+//!
+//! Owns: argument parsing, human and `--json` output, progress bars, exit codes. Each
+//! subcommand lives in `cmd/<name>.rs` and calls into a library crate.
+
+pub mod cmd;
+pub mod demo_model;
+pub mod output;
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgecd",
+    version,
+    about = "Safe, observable model rollouts to edge device fleets"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an ECDSA P-256 release signing key pair.
+    Keygen(cmd::keys::KeygenArgs),
+    /// Build, inspect, sign and verify model bundles.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCommand),
+    /// Create and verify signed release manifests; publish and list releases on a server.
+    #[command(subcommand)]
+    Release(cmd::release::ReleaseCommand),
+    /// Run the end-to-end demo (nothing to install).
+    Demo(cmd::demo::DemoArgs),
+}
+
+/// Parses `args` and runs the command; errors are printed with their causes.
+pub fn main_from_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Keygen(a) => cmd::keys::keygen(a),
+        Command::Bundle(c) => cmd::bundle::run(c),
+        Command::Release(c) => cmd::release::run(c),
+        Command::Demo(a) => cmd::demo::run(a),
+    }
+}
