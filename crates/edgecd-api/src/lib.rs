@@ -5,6 +5,7 @@
 //! constants (`layout`). Later: the agent ↔ server protocol.
 
 pub mod layout;
+pub mod metrics;
 pub mod model;
 pub mod profile;
 
