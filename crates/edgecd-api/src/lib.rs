@@ -8,6 +8,7 @@ pub mod layout;
 pub mod metrics;
 pub mod model;
 pub mod profile;
+pub mod protocol;
 
 /// Version of the HTTP API (`/api/v1/...`).
 pub const API_VERSION: &str = "v1";

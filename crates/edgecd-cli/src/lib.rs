@@ -34,6 +34,16 @@ pub enum Command {
     Release(cmd::release::ReleaseCommand),
     /// Run the end-to-end demo (nothing to install).
     Demo(cmd::demo::DemoArgs),
+    /// Run the control-plane server.
+    Server(cmd::server::ServerArgs),
+    /// Manage which keys the server trusts to sign releases.
+    #[command(subcommand)]
+    Keys(cmd::admin::KeysCommand),
+    /// Manage devices: enrollment tokens, listing, labels, revocation.
+    #[command(subcommand)]
+    Device(cmd::admin::DeviceCommand),
+    /// Assign a release directly to the devices matching a selector.
+    Deploy(cmd::admin::DeployArgs),
 }
 
 /// Parses `args` and runs the command; errors are printed with their causes.
@@ -71,5 +81,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bundle(c) => cmd::bundle::run(c),
         Command::Release(c) => cmd::release::run(c),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Server(a) => cmd::server::run(a),
+        Command::Keys(c) => cmd::admin::run_keys(c),
+        Command::Device(c) => cmd::admin::run_device(c),
+        Command::Deploy(a) => cmd::admin::run_deploy(a),
     }
 }

@@ -1,5 +1,7 @@
 //! One module per top-level subcommand.
+pub mod admin;
 pub mod bundle;
 pub mod demo;
 pub mod keys;
 pub mod release;
+pub mod server;

@@ -13,6 +13,11 @@ pub enum ReleaseCommand {
     Create(CreateArgs),
     /// Verify release.json's signature (and, with --bundle, that it names that bundle).
     Verify(VerifyArgs),
+    /// Upload a release (bundle, signatures, release manifest, SBOM) to a server, which
+    /// verifies it and refuses untrusted or broken releases.
+    Publish(super::admin::remote::PublishArgs),
+    /// List the releases published on a server.
+    List(super::admin::remote::ListArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +55,12 @@ pub fn run(c: ReleaseCommand) -> anyhow::Result<ExitCode> {
     match c {
         ReleaseCommand::Create(a) => create(a),
         ReleaseCommand::Verify(a) => verify(a),
+        ReleaseCommand::Publish(a) => {
+            super::admin::remote::run(super::admin::remote::RemoteReleaseCommand::Publish(a))
+        }
+        ReleaseCommand::List(a) => {
+            super::admin::remote::run(super::admin::remote::RemoteReleaseCommand::List(a))
+        }
     }
 }
 

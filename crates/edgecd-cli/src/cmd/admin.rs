@@ -1,0 +1,357 @@
+//! Admin commands that talk to a running server: `keys`, `device`, `deploy` (and, in
+//! `remote`, `release publish|list`). Server and token come from `--server`/`--token` or
+//! `EDGECD_SERVER`/`EDGECD_TOKEN`; `--ca-cert` pins the server's CA for HTTPS.
+use anyhow::Context as _;
+use edgecd_agent::admin::AdminClient;
+use edgecd_api::protocol::{CreateTokenRequest, DeployRequest, DeviceInfo};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[path = "remote.rs"]
+pub mod remote;
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// Server URL, e.g. https://edgecd.example:8443.
+    #[arg(long, env = "EDGECD_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Admin token (printed by the server's first start, in DATA/admin-token).
+    #[arg(long, env = "EDGECD_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// PEM CA certificate the server's certificate must chain to.
+    #[arg(long, env = "EDGECD_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl Remote {
+    pub fn client(&self) -> anyhow::Result<AdminClient> {
+        let ca = match &self.ca_cert {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .with_context(|| format!("reading CA certificate {}", p.display()))?,
+            ),
+            None => None,
+        };
+        AdminClient::new(&self.server, &self.token, ca.as_deref()).map_err(anyhow::Error::from)
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Trust a CI public key (PEM) to sign releases.
+    Trust {
+        /// The public key file, e.g. release.pub.
+        key: PathBuf,
+        /// A name to remember it by.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the trusted release keys.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DeviceCommand {
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List devices with what they really run.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one device.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Set labels (`k=v`; `k=` removes a label).
+    Label {
+        id: String,
+        #[arg(required = true, value_parser = parse_label_edit)]
+        labels: Vec<(String, String)>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a device: its credential is refused from now on.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create an enrollment token.
+    Create {
+        /// Labels every device enrolled with it gets (`k=v`, repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Validity, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        expires: u64,
+        /// How many devices may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        max_uses: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `edgecd deploy APP@VERSION --selector k=v…`: assign a release directly.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The release, APP@VERSION.
+    pub release: String,
+    /// Devices whose labels match all of these (`k=v`, repeatable).
+    #[arg(long = "selector", required = true, value_parser = parse_label)]
+    pub selector: Vec<(String, String)>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !v.is_empty() && edgecd_api::protocol::valid_label(k, v) => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?} must be k=v with 1-63 characters of [A-Za-z0-9._-] (keys may contain /)"
+        )),
+    }
+}
+
+fn parse_label_edit(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, "")) if edgecd_api::protocol::valid_label(k, "") => {
+            Ok((k.to_string(), String::new()))
+        }
+        _ => parse_label(s),
+    }
+}
+
+/// Parses `90s`, `30m`, `24h`, `7d` (or plain seconds) into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))
+}
+
+fn ago(t: Option<u64>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match t {
+        None => "never".into(),
+        Some(t) => format!("{}s ago", now.saturating_sub(t)),
+    }
+}
+
+fn print_device_row(d: &DeviceInfo) {
+    let running = d
+        .status
+        .as_ref()
+        .and_then(|s| s.running.as_ref())
+        .map_or("-".to_string(), |r| {
+            format!("{}@{} ({})", r.app, r.version, r.slot)
+        });
+    let phase = d
+        .status
+        .as_ref()
+        .map_or("-".to_string(), |s| s.phase.to_string());
+    let outcome = d
+        .status
+        .as_ref()
+        .and_then(|s| s.last_outcome.as_ref())
+        .map_or("-".to_string(), |o| {
+            if o.reason.is_empty() {
+                format!("{:?}", o.kind)
+            } else {
+                format!("{:?}: {}", o.kind, o.reason)
+            }
+        });
+    let labels = d
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "{:<22} {:<28} {:<12} {:<24} {:<10} {}{}  {}",
+        d.id,
+        running,
+        phase,
+        d.assigned.as_deref().unwrap_or("-"),
+        ago(d.last_seen),
+        if d.revoked { "REVOKED " } else { "" },
+        labels,
+        outcome
+    );
+}
+
+pub fn run_keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        KeysCommand::Trust { key, name, remote } => {
+            let pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let k = remote
+                .client()?
+                .trust_key(&pem, name.as_deref())
+                .context("trusting the key")?;
+            println!("trusted release key {}", k.hint);
+        }
+        KeysCommand::List { json, remote } => {
+            let keys = remote.client()?.list_keys()?;
+            if json {
+                crate::output::print_json(&keys)?;
+            } else {
+                for k in keys {
+                    println!("{}  {}", k.hint, k.name.unwrap_or_default());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_device(c: DeviceCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        DeviceCommand::Token(TokenCommand::Create {
+            labels,
+            expires,
+            max_uses,
+            json,
+            remote,
+        }) => {
+            let t = remote.client()?.create_token(&CreateTokenRequest {
+                labels: labels.into_iter().collect(),
+                expires_in_secs: Some(expires),
+                max_uses: Some(max_uses),
+            })?;
+            if json {
+                crate::output::print_json(&t)?;
+            } else {
+                println!("{}", t.token);
+            }
+        }
+        DeviceCommand::List { json, remote } => {
+            let devices = remote.client()?.list_devices()?;
+            if json {
+                crate::output::print_json(&devices)?;
+            } else {
+                println!(
+                    "{:<22} {:<28} {:<12} {:<24} {:<10} LABELS  LAST OUTCOME",
+                    "ID", "RUNNING", "PHASE", "ASSIGNED", "SEEN"
+                );
+                devices.iter().for_each(print_device_row);
+            }
+        }
+        DeviceCommand::Show { id, json, remote } => {
+            let d = remote.client()?.show_device(&id)?;
+            if json {
+                crate::output::print_json(&d)?;
+            } else {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            }
+        }
+        DeviceCommand::Label { id, labels, remote } => {
+            let d = remote
+                .client()?
+                .label_device(&id, labels.into_iter().collect::<BTreeMap<_, _>>())?;
+            println!(
+                "{}: {}",
+                d.id,
+                d.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+        DeviceCommand::Revoke { id, remote } => {
+            remote.client()?.revoke_device(&id)?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_deploy(a: DeployArgs) -> anyhow::Result<ExitCode> {
+    let (app, version) = a
+        .release
+        .split_once('@')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("release {:?} must look like APP@VERSION", a.release))?;
+    let r = a.remote.client()?.deploy(&DeployRequest {
+        app: app.to_string(),
+        version: version.to_string(),
+        selector: a.selector.into_iter().collect(),
+    })?;
+    if a.json {
+        crate::output::print_json(&r)?;
+    } else if r.assigned.is_empty() {
+        println!("no device matches the selector");
+    } else {
+        for d in &r.assigned {
+            println!(
+                "assigned {app}@{version} to {} (assignment version {})",
+                d.device_id, d.assignment_version
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_labels() {
+        assert_eq!(parse_duration("24h"), Ok(86400));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("7d"), Ok(604800));
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(
+            parse_label("site=berlin"),
+            Ok(("site".into(), "berlin".into()))
+        );
+        assert!(parse_label("site").is_err());
+        assert_eq!(
+            parse_label_edit("site="),
+            Ok(("site".into(), String::new()))
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! `edgecd release publish DIR/NAME-VERSION.edgecd` and `edgecd release list`: upload a
+//! release (bundle, its signature, the signed release manifest and the SBOM) to a server,
+//! which verifies it against its trusted keys; list what is published.
+//!
+//! Declared from `admin.rs` (`cmd::admin::remote`); route `edgecd release publish|list`
+//! to [`run_publish`] / [`run_list`] (or [`run`] with [`RemoteReleaseCommand`]).
+use super::Remote;
+use anyhow::Context as _;
+use edgecd_api::protocol::{BlobRef, PublishRequest};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RemoteReleaseCommand {
+    /// Upload a release to the server (it verifies signatures and digests and refuses
+    /// untrusted or broken releases).
+    Publish(PublishArgs),
+    /// List the releases published on the server.
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The bundle, DIR/NAME-VERSION.edgecd; its signature, release manifest and SBOM are
+    /// found next to it.
+    pub bundle: PathBuf,
+    /// The release manifest (default: DIR/release.json, else DIR/NAME-VERSION.release.json).
+    #[arg(long)]
+    pub release_manifest: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+pub fn run(c: RemoteReleaseCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        RemoteReleaseCommand::Publish(a) => run_publish(a),
+        RemoteReleaseCommand::List(a) => run_list(a),
+    }
+}
+
+fn blob_ref(path: &Path) -> anyhow::Result<BlobRef> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok(BlobRef {
+        digest: format!("sha256:{}", hex::encode(h.finalize())),
+        size,
+    })
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The files of a release next to its bundle.
+fn release_files(
+    a: &PublishArgs,
+) -> anyhow::Result<(PathBuf, PathBuf, PathBuf, PathBuf, Option<PathBuf>)> {
+    let bundle = a.bundle.clone();
+    let dir = bundle.parent().unwrap_or(Path::new("."));
+    let stem = bundle
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".edgecd"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("{} is not a NAME-VERSION.edgecd bundle", bundle.display())
+        })?;
+    let bundle_sig = with_suffix(&bundle, ".sigstore.json");
+    let manifest = match &a.release_manifest {
+        Some(m) => m.clone(),
+        None => [
+            dir.join("release.json"),
+            dir.join(format!("{stem}.release.json")),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no release.json next to {} (create it with `edgecd release create`)",
+                bundle.display()
+            )
+        })?,
+    };
+    let manifest_sig = with_suffix(&manifest, ".sigstore.json");
+    let sbom = dir.join(format!("{stem}.cdx.json"));
+    for p in [&bundle, &bundle_sig, &manifest, &manifest_sig] {
+        anyhow::ensure!(p.exists(), "{} is missing", p.display());
+    }
+    Ok((
+        bundle,
+        bundle_sig,
+        manifest,
+        manifest_sig,
+        sbom.exists().then_some(sbom),
+    ))
+}
+
+pub fn run_publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
+    let (bundle, bundle_sig, manifest, manifest_sig, sbom) = release_files(&a)?;
+    let client = a.remote.client()?;
+    let mut upload = |p: &Path| -> anyhow::Result<BlobRef> {
+        let b = blob_ref(p)?;
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pb = crate::output::byte_progress(b.size, &name);
+        client
+            .upload_blob(&b, p, &mut |n| pb.set_position(n))
+            .with_context(|| format!("uploading {}", p.display()))?;
+        pb.finish_and_clear();
+        Ok(b)
+    };
+    let req = PublishRequest {
+        manifest: upload(&manifest)?,
+        manifest_sig: upload(&manifest_sig)?,
+        bundle_sig: upload(&bundle_sig)?,
+        bundle: upload(&bundle)?,
+        sbom: sbom.as_deref().map(&mut upload).transpose()?,
+    };
+    let info = client
+        .publish(&req)
+        .context("the server refused the release")?;
+    if a.json {
+        crate::output::print_json(&info)?;
+    } else {
+        println!(
+            "published {}@{} (bundle {}, signed by {})",
+            info.release.app, info.release.version, info.release.bundle_digest, info.signed_by
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let list = a.remote.client()?.list_releases()?;
+    if a.json {
+        crate::output::print_json(&list)?;
+    } else {
+        println!("{:<32} {:<16} {:<12} BUNDLE", "RELEASE", "BOARD", "RUNTIME");
+        for r in &list {
+            let x = &r.release;
+            println!(
+                "{:<32} {:<16} {:<12} {}",
+                format!("{}@{}", x.app, x.version),
+                x.hardware.board,
+                x.runtime.to_string(),
+                x.bundle_digest
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_and_list_against_a_real_server() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut cfg = edgecd_server::Config::new(d.path().join("data"));
+        cfg.listen = "127.0.0.1:0".parse().expect("addr");
+        let srv = edgecd_server::TestServer::start(cfg).expect("server");
+        let remote = Remote {
+            server: format!("http://{}", srv.addr),
+            token: srv.admin_token.clone(),
+            ca_cert: None,
+        };
+        let key = edgecd_sign::SigningKey::generate();
+        let files = edgecd_server::fixtures::make_release(
+            &d.path().join("rel"),
+            &key,
+            "shop-model",
+            "1.2.0",
+            edgecd_server::fixtures::rpi5(),
+            edgecd_server::fixtures::infer_pin(),
+            10_000,
+        )
+        .expect("release");
+        let args = || PublishArgs {
+            bundle: files.bundle.clone(),
+            release_manifest: None,
+            json: true,
+            remote: remote.clone(),
+        };
+        // Refused while the key is not trusted.
+        let err = run_publish(args()).expect_err("untrusted");
+        assert!(format!("{err:#}").contains("trust"), "{err:#}");
+        remote
+            .client()
+            .expect("client")
+            .trust_key(&key.verifying_key().to_spki_pem(), None)
+            .expect("trust");
+        assert_eq!(run_publish(args()).expect("publish"), ExitCode::SUCCESS);
+        let list = remote
+            .client()
+            .expect("client")
+            .list_releases()
+            .expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].release.bundle_digest, files.bundle_digest);
+        assert!(list[0].sbom.is_some());
+        assert_eq!(
+            run_list(ListArgs {
+                json: false,
+                remote
+            })
+            .expect("list"),
+            ExitCode::SUCCESS
+        );
+    }
+}

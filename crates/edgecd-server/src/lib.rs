@@ -1,0 +1,326 @@
+//! The edgecd control plane (design §3–4, §7): enrollment, check-in, signed assignments,
+//! releases verified on publish, a content-addressed blob store served with HTTP Range, and
+//! the admin API. Embedded SQLite (WAL) and blobs live under one data directory.
+//!
+//! Owns: [`Config`], [`Server`] (open data dir, build the axum router, serve HTTP or HTTPS
+//! with graceful shutdown), and [`TestServer`] (an in-process server on its own runtime, for
+//! tests of this crate and of the agent).
+//!
+//! Data directory layout:
+//! ```text
+//! DATA/edgecd.db (+ -wal, -shm)    SQLite store
+//! DATA/blobs/sha256/<hex>          content-addressed blobs
+//! DATA/keys/assignment.key|.pub    the online key that signs assignments (0600 private key)
+//! DATA/admin-token                 the admin token, written once (0600)
+//! ```
+
+pub mod api;
+pub mod blobs;
+pub mod error;
+pub mod fixtures;
+pub mod release;
+pub mod rollouts;
+pub mod store;
+pub mod util;
+
+pub use error::{ApiError, ServerError};
+
+use edgecd_sign::SigningKey;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key: serve HTTPS when set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Delay the server asks devices to wait between check-ins.
+    pub checkin_interval_secs: u64,
+    /// Lifetime of a signed assignment.
+    pub assignment_ttl_secs: u64,
+    /// Re-sign (with a higher version) assignments past half their lifetime on check-in.
+    pub refresh_assignments: bool,
+    /// Largest blob an admin may upload.
+    pub max_blob_bytes: u64,
+    /// Bandwidth cap of each blob download to a device, in KiB/s.
+    pub blob_rate_kbps: Option<u64>,
+    /// How often the rollout controller drives active rollouts.
+    pub controller_tick_ms: u64,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            checkin_interval_secs: 60,
+            assignment_ttl_secs: 7 * 24 * 3600,
+            refresh_assignments: true,
+            max_blob_bytes: 4 << 30,
+            blob_rate_kbps: None,
+            controller_tick_ms: 1000,
+        }
+    }
+}
+
+/// Shared state of the request handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: store::Store,
+    pub blobs: blobs::BlobStore,
+    pub signing_key: Arc<SigningKey>,
+    pub admin_token_hash: Arc<String>,
+    pub config: Arc<Config>,
+}
+
+/// An opened server: data dir, store, keys.
+pub struct Server {
+    pub state: AppState,
+    /// The admin token, only on the first start (it is stored hashed).
+    pub new_admin_token: Option<String>,
+}
+
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+
+impl Server {
+    /// Opens the data directory: store (migrated), blob store, assignment-signing key and
+    /// admin token, creating what is missing.
+    pub async fn open(config: Config) -> Result<Self, ServerError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
+        let store = store::Store::open(dir).await?;
+        let blobs = blobs::BlobStore::open(dir)?;
+        let signing_key = Arc::new(load_or_create_key(dir)?);
+        let (admin_hash, new_admin_token) = match store.setting(ADMIN_TOKEN_SETTING).await? {
+            Some(h) => (h, None),
+            None => {
+                let token = util::random_token("eda");
+                let path = dir.join("admin-token");
+                let _ = std::fs::remove_file(&path);
+                util::write_private_new(&path, format!("{token}\n").as_bytes())
+                    .map_err(|e| ServerError::io(&path, e))?;
+                let h = util::hash_secret(&token);
+                store.set_setting(ADMIN_TOKEN_SETTING, &h).await?;
+                (h, Some(token))
+            }
+        };
+        let state = AppState {
+            store,
+            blobs,
+            signing_key,
+            admin_token_hash: Arc::new(admin_hash),
+            config: Arc::new(config),
+        };
+        Ok(Self {
+            state,
+            new_admin_token,
+        })
+    }
+
+    /// The axum router with all routes, limits and request logging.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `handle.graceful_shutdown` is called.
+    pub async fn serve(
+        self,
+        listener: std::net::TcpListener,
+        handle: axum_server::Handle<SocketAddr>,
+    ) -> Result<(), ServerError> {
+        let app = self.router().into_make_service();
+        let controller = rollouts::spawn_controller(
+            self.state.clone(),
+            Duration::from_millis(self.state.config.controller_tick_ms.max(10)),
+        );
+        let _stop_controller = AbortOnDrop(controller);
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::io("listener", e))?;
+        match &self.state.config.tls {
+            Some((cert, key)) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
+                tracing::info!(%addr, "serving HTTPS");
+                axum_server::from_tcp_rustls(listener, tls)
+                    .map_err(|e| ServerError::io("listener", e))?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .map_err(|e| ServerError::io("server", e))
+            }
+            None => {
+                tracing::info!(%addr, "serving HTTP");
+                axum_server::from_tcp(listener)
+                    .map_err(|e| ServerError::io("listener", e))?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .map_err(|e| ServerError::io("server", e))
+            }
+        }
+    }
+}
+
+/// Stops the rollout controller when serving ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn load_or_create_key(dir: &Path) -> Result<SigningKey, ServerError> {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| ServerError::io(&keys, e))?;
+    let prefix = keys.join("assignment");
+    let priv_path = keys.join("assignment.key");
+    if priv_path.exists() {
+        SigningKey::load(&priv_path, None).map_err(|e| ServerError::Key(e.to_string()))
+    } else {
+        let key =
+            edgecd_sign::write_key_pair(&prefix).map_err(|e| ServerError::Key(e.to_string()))?;
+        tracing::info!(path = %priv_path.display(), "created the assignment-signing key");
+        Ok(key)
+    }
+}
+
+/// Sets up structured JSON logs on stderr (`RUST_LOG` filters, default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the server until SIGTERM or Ctrl-C (graceful shutdown: in-flight requests finish,
+/// up to 10 s). Prints a newly created admin token once on stdout.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let listen = config.listen;
+    let server = Server::open(config).await?;
+    if let Some(token) = &server.new_admin_token {
+        println!(
+            "admin token (shown once; also in {}): {token}",
+            server.state.config.data_dir.join("admin-token").display()
+        );
+    }
+    let listener =
+        std::net::TcpListener::bind(listen).map_err(|e| ServerError::io(listen.to_string(), e))?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        h.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    server.serve(listener, handle).await
+}
+
+/// [`run`] on a new multi-threaded tokio runtime (for the `edgecd server` command).
+pub fn run_blocking(config: Config) -> Result<(), ServerError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::io("tokio runtime", e))?
+        .block_on(run(config))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// An in-process server on its own runtime (for tests): bound to 127.0.0.1 on a free port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub admin_token: String,
+    pub state: AppState,
+    rt: Option<tokio::runtime::Runtime>,
+    handle: axum_server::Handle<SocketAddr>,
+}
+
+impl TestServer {
+    /// Opens `config.data_dir` and serves (HTTPS when `config.tls` is set).
+    pub fn start(config: Config) -> Result<Self, ServerError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| ServerError::io("runtime", e))?;
+        let listener =
+            std::net::TcpListener::bind(config.listen).map_err(|e| ServerError::io("bind", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::io("bind", e))?;
+        let server = rt.block_on(Server::open(config))?;
+        let admin_token = match &server.new_admin_token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(server.state.config.data_dir.join("admin-token"))
+                .map_err(|e| ServerError::io("admin-token", e))?
+                .trim()
+                .to_string(),
+        };
+        let state = server.state.clone();
+        let handle = axum_server::Handle::new();
+        let h = handle.clone();
+        rt.spawn(async move {
+            if let Err(e) = server.serve(listener, h).await {
+                tracing::error!(error = %e, "test server stopped");
+            }
+        });
+        Ok(Self {
+            addr,
+            admin_token,
+            state,
+            rt: Some(rt),
+            handle,
+        })
+    }
+
+    /// Runs a future on the server's runtime (e.g. store queries from a test).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt
+            .as_ref()
+            .map(|rt| rt.block_on(f))
+            .unwrap_or_else(|| unreachable_runtime())
+    }
+
+    /// Stops serving (the port is closed; the data dir stays).
+    pub fn stop(&mut self) {
+        self.handle.shutdown();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+fn unreachable_runtime() -> ! {
+    panic!("TestServer used after stop()")
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,166 @@
+//! Verification of a release on publish: every blob present with its declared size, the
+//! release manifest signed by a trusted CI key, the bundle's signature and digest matching
+//! the release manifest, and the SBOM matching its recorded digest. Untrusted or broken
+//! releases are refused with the reason.
+
+use crate::error::ApiError;
+use crate::{AppState, util};
+use edgecd_api::protocol::{BlobRef, PublishRequest, ReleaseInfo, ReleaseRef, valid_digest};
+use edgecd_sign::{SigstoreBundle, VerifyingKey, verify_artifact};
+
+/// Largest accepted release manifest, signature or SBOM file.
+const MAX_METADATA_BYTES: u64 = 16 << 20;
+
+fn read_blob(st: &AppState, r: &BlobRef, what: &str, max: u64) -> Result<Vec<u8>, ApiError> {
+    if !valid_digest(&r.digest) {
+        return Err(ApiError::bad_request(format!(
+            "{what}: invalid digest {:?}",
+            r.digest
+        )));
+    }
+    let size = st.blobs.size(&r.digest).ok_or_else(|| {
+        ApiError::unprocessable(format!("{what}: blob {} was not uploaded", r.digest))
+    })?;
+    if size != r.size {
+        return Err(ApiError::unprocessable(format!(
+            "{what}: blob {} has {size} bytes, not {}",
+            r.digest, r.size
+        )));
+    }
+    if size > max {
+        return Err(ApiError::unprocessable(format!(
+            "{what}: {size} bytes is more than the limit of {max}"
+        )));
+    }
+    std::fs::read(st.blobs.path(&r.digest)).map_err(ApiError::internal)
+}
+
+/// Finds the trusted key a Sigstore bundle names (by hint) and verifies `artifact` with it.
+fn verify_with_trusted(
+    keys: &[VerifyingKey],
+    sig: &SigstoreBundle,
+    artifact: &[u8],
+    what: &str,
+) -> Result<VerifyingKey, ApiError> {
+    let hint = sig.key_hint();
+    let candidates: Vec<&VerifyingKey> = if hint.is_empty() {
+        keys.iter().collect()
+    } else {
+        keys.iter().filter(|k| k.hint() == hint).collect()
+    };
+    if candidates.is_empty() {
+        return Err(ApiError::unprocessable(format!(
+            "{what} is signed by key {hint:?}, which the server does not trust (edgecd keys trust KEY.pub)"
+        )));
+    }
+    let mut last = String::new();
+    for k in candidates {
+        match verify_artifact(sig, artifact, k) {
+            Ok(()) => return Ok(k.clone()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(ApiError::unprocessable(format!(
+        "{what}: signature does not verify: {last}"
+    )))
+}
+
+/// Verifies an uploaded release and returns what will be stored.
+pub async fn verify_publish(st: &AppState, req: &PublishRequest) -> Result<ReleaseInfo, ApiError> {
+    let keys: Vec<VerifyingKey> = crate::api::trusted_keys(st)
+        .await?
+        .iter()
+        .filter_map(|k| VerifyingKey::from_pem(&k.public_key_pem).ok())
+        .collect();
+    if keys.is_empty() {
+        return Err(ApiError::unprocessable(
+            "no release keys are trusted yet (edgecd keys trust KEY.pub)",
+        ));
+    }
+    let manifest = read_blob(st, &req.manifest, "release manifest", MAX_METADATA_BYTES)?;
+    let manifest_sig = read_blob(
+        st,
+        &req.manifest_sig,
+        "release manifest signature",
+        MAX_METADATA_BYTES,
+    )?;
+    let bundle_sig_bytes = read_blob(st, &req.bundle_sig, "bundle signature", MAX_METADATA_BYTES)?;
+    let manifest_sig = SigstoreBundle::from_json(&manifest_sig)
+        .map_err(|e| ApiError::unprocessable(format!("release manifest signature: {e}")))?;
+    let key = verify_with_trusted(&keys, &manifest_sig, &manifest, "release manifest")?;
+    let m = edgecd_bundle::release::ReleaseManifest::from_json(&manifest)
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    if m.bundle.archive_digest != req.bundle.digest || m.bundle.archive_size != req.bundle.size {
+        return Err(ApiError::unprocessable(format!(
+            "the release manifest names bundle file {} ({} bytes), but {} ({} bytes) was uploaded",
+            m.bundle.archive_digest, m.bundle.archive_size, req.bundle.digest, req.bundle.size
+        )));
+    }
+    let bundle_sig = SigstoreBundle::from_json(&bundle_sig_bytes)
+        .map_err(|e| ApiError::unprocessable(format!("bundle signature: {e}")))?;
+    if !valid_digest(&req.bundle.digest) {
+        return Err(ApiError::bad_request("bundle: invalid digest"));
+    }
+    let bundle_size = st.blobs.size(&req.bundle.digest).ok_or_else(|| {
+        ApiError::unprocessable(format!(
+            "bundle: blob {} was not uploaded",
+            req.bundle.digest
+        ))
+    })?;
+    if bundle_size != req.bundle.size {
+        return Err(ApiError::unprocessable(format!(
+            "bundle: blob has {bundle_size} bytes, not {}",
+            req.bundle.size
+        )));
+    }
+    let bundle_path = st.blobs.path(&req.bundle.digest);
+    let summary = {
+        let key = key.clone();
+        let sig = bundle_sig.clone();
+        tokio::task::spawn_blocking(move || check_bundle(&bundle_path, &key, &sig))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::unprocessable(format!("bundle: {e}")))?
+    };
+    m.check_bundle(&summary)
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    match (&req.sbom, &m.sbom) {
+        (Some(up), Some(signed)) if up.digest != signed.digest || up.size != signed.size => {
+            return Err(ApiError::unprocessable(format!(
+                "SBOM {} ({} bytes) is not the one the release manifest names: {} ({} bytes)",
+                up.digest, up.size, signed.digest, signed.size
+            )));
+        }
+        (Some(up), _) => {
+            read_blob(st, up, "SBOM", MAX_METADATA_BYTES)?;
+        }
+        _ => {}
+    }
+    Ok(ReleaseInfo {
+        release: ReleaseRef {
+            app: m.app,
+            version: m.version,
+            bundle_digest: summary.digest.clone(),
+            manifest: req.manifest.clone(),
+            manifest_sig: req.manifest_sig.clone(),
+            bundle: req.bundle.clone(),
+            bundle_sig: req.bundle_sig.clone(),
+            hardware: m.hardware,
+            runtime: m.runtime,
+        },
+        sbom: req.sbom.clone(),
+        signed_by: key.hint(),
+        published: util::now(),
+    })
+}
+
+/// Verifies the bundle file's signature with `key` (and every digest and size inside it).
+pub fn check_bundle(
+    path: &std::path::Path,
+    key: &VerifyingKey,
+    sig: &SigstoreBundle,
+) -> Result<edgecd_bundle::BundleSummary, String> {
+    edgecd_bundle::verify_bundle(path, key, sig, &mut |_| {})
+        .map(|v| v.into_inner())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,453 @@
+//! Progressive rollouts in the control plane: stores rollouts and their audit log, keeps the
+//! metric aggregates devices send with check-ins, and runs the controller that drives the
+//! pure `edgecd-rollout` engine on a tick and applies its effects as new signed assignments
+//! (a rollback is a new, higher assignment version pointing at the baseline).
+//!
+//! Restart safety: effects are applied before the new state is saved, and applying one is
+//! idempotent (a device already assigned the target release is skipped), so a crash between
+//! the two re-applies nothing twice and loses nothing.
+use crate::api::{admin, json_col, sign_assignment};
+use crate::{ApiError, AppState, util};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use edgecd_api::metrics::MetricsAggregate;
+use edgecd_api::protocol::{DeviceStatus, Inventory, OutcomeKind, ReleaseInfo};
+use edgecd_rollout::cohort::{Device, Requirements};
+use edgecd_rollout::engine::{AuditRecord, Command, Decision, Effect, Observation, Rollout};
+use edgecd_rollout::spec::RolloutSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// `POST /api/v1/admin/rollouts` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRollout {
+    pub spec: RolloutSpec,
+    /// The release to roll back to; default: the release most selected devices run now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+}
+
+/// A rollout's status as the API reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub rollout: Rollout,
+    pub eligible: usize,
+    pub incompatible: Vec<(String, String)>,
+    pub running_release: usize,
+    pub step_description: Option<String>,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/admin/rollouts", post(start).get(list))
+        .route("/api/v1/admin/rollouts/{id}", get(show))
+        .route("/api/v1/admin/rollouts/{id}/history", get(history))
+        .route("/api/v1/admin/rollouts/{id}/{command}", post(command))
+}
+
+fn release_name(app: &str, version: &str) -> String {
+    format!("{app}@{version}")
+}
+
+/// Stores the aggregates a device sent with its check-in, tagged with what it runs.
+pub async fn record_metrics(
+    st: &AppState,
+    device_id: &str,
+    status: &DeviceStatus,
+    metrics: &MetricsAggregate,
+) -> Result<(), ApiError> {
+    metrics
+        .validate()
+        .map_err(|e| ApiError::bad_request(format!("metrics: {e}")))?;
+    let Some(running) = &status.running else {
+        return Ok(());
+    };
+    if metrics.requests == 0 && metrics.temp_samples == 0 {
+        return Ok(());
+    }
+    sqlx::query("INSERT INTO device_metrics (device_id, at, release, agg) VALUES (?, ?, ?, ?)")
+        .bind(device_id)
+        .bind(util::now() as i64)
+        .bind(release_name(&running.app, &running.version))
+        .bind(serde_json::to_string(metrics).map_err(ApiError::internal)?)
+        .execute(&st.store.pool)
+        .await?;
+    Ok(())
+}
+
+async fn release_info(st: &AppState, release: &str) -> Result<ReleaseInfo, ApiError> {
+    let (app, version) = release
+        .split_once('@')
+        .ok_or_else(|| ApiError::bad_request(format!("release {release:?} must be APP@VERSION")))?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT info FROM releases WHERE app = ? AND version = ?")
+            .bind(app)
+            .bind(version)
+            .fetch_optional(&st.store.pool)
+            .await?;
+    json_col(
+        &row.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no published release {release}: publish it first (edgecd release publish)"
+            ))
+        })?
+        .0,
+    )
+}
+
+/// The fleet as the engine sees it.
+async fn fleet(st: &AppState) -> Result<Vec<Device>, ApiError> {
+    let mut out = vec![];
+    for d in st.store.devices().await? {
+        if d.revoked {
+            continue;
+        }
+        let inv: Option<Inventory> = d
+            .inventory
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok());
+        let status: Option<DeviceStatus> = d
+            .status
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok());
+        let running = status
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .map(|r| release_name(&r.app, &r.version));
+        let failed = status
+            .as_ref()
+            .and_then(|s| s.last_outcome.as_ref())
+            .filter(|o| {
+                matches!(
+                    o.kind,
+                    OutcomeKind::Failed | OutcomeKind::RolledBack | OutcomeKind::Refused
+                )
+            })
+            .and_then(|o| o.release.clone());
+        out.push(Device {
+            id: d.id,
+            labels: json_col(&d.labels)?,
+            board: inv.as_ref().map(|i| i.board.clone()),
+            accelerator: inv.as_ref().and_then(|i| i.accelerator.clone()),
+            runtimes: inv.as_ref().map(|i| i.runtimes.clone()).unwrap_or_default(),
+            ram_mb: inv.as_ref().map(|i| i.ram_mb),
+            running,
+            failed,
+        });
+    }
+    Ok(out)
+}
+
+async fn load(st: &AppState, id: &str) -> Result<Rollout, ApiError> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM rollouts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&st.store.pool)
+        .await?;
+    json_col(
+        &row.ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?
+            .0,
+    )
+}
+
+/// Applies a decision's effects (idempotently), then saves the rollout and its audit records.
+async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError> {
+    for e in &d.effects {
+        match e {
+            Effect::Assign { devices, release } | Effect::Rollback { devices, release } => {
+                let info = release_info(st, release).await?;
+                for id in devices {
+                    let current = st.store.assignment(id).await?;
+                    if current
+                        .as_ref()
+                        .is_some_and(|a| release_name(&a.app, &a.release_version) == *release)
+                    {
+                        continue;
+                    }
+                    let version = current.map_or(1, |a| a.version as u64 + 1);
+                    let a = sign_assignment(st, id, version, info.release.clone())?;
+                    st.store.put_assignment(&a).await?;
+                    st.store
+                        .event(
+                            Some(id),
+                            "assigned",
+                            &format!("{release} v{version} by rollout {}", r.id),
+                        )
+                        .await?;
+                }
+            }
+            Effect::Notify { event } => {
+                tracing::info!(rollout = %r.id, event = %serde_json::to_string(event).unwrap_or_default(), "rollout event");
+            }
+        }
+    }
+    let now = util::now() as i64;
+    let mut tx = st.store.pool.begin().await?;
+    sqlx::query("UPDATE rollouts SET state = ?, updated = ?, finished = ? WHERE id = ?")
+        .bind(serde_json::to_string(r).map_err(ApiError::internal)?)
+        .bind(now)
+        .bind(r.is_finished())
+        .bind(&r.id)
+        .execute(&mut *tx)
+        .await?;
+    for a in &d.audit {
+        sqlx::query("INSERT INTO rollout_audit (rollout_id, at, kind, record) VALUES (?, ?, ?, ?)")
+            .bind(&r.id)
+            .bind(a.at)
+            .bind(&a.kind)
+            .bind(serde_json::to_string(a).map_err(ApiError::internal)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Merged metrics since `since` of `devices` running `release`.
+async fn merged(
+    st: &AppState,
+    since: i64,
+    release: &str,
+    devices: &BTreeSet<String>,
+) -> Result<MetricsAggregate, ApiError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT device_id, agg FROM device_metrics WHERE at >= ? AND release = ?")
+            .bind(since)
+            .bind(release)
+            .fetch_all(&st.store.pool)
+            .await?;
+    let mut m = MetricsAggregate::default();
+    for (dev, agg) in rows {
+        if devices.contains(&dev)
+            && let Ok(a) = serde_json::from_str::<MetricsAggregate>(&agg)
+        {
+            m.merge(&a);
+        }
+    }
+    Ok(m)
+}
+
+/// One controller pass over every active rollout.
+pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
+    let ids: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM rollouts WHERE finished = 0 ORDER BY created")
+            .fetch_all(&st.store.pool)
+            .await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let fleet = fleet(st).await?;
+    for (id,) in ids {
+        let mut r = load(st, &id).await?;
+        let now = util::now() as i64;
+        let (eligible, _) = r.eligible(&fleet);
+        let selected: BTreeSet<String> = eligible.iter().map(|d| d.id.clone()).collect();
+        let canary_devices: BTreeSet<String> = r.state.cohort.clone();
+        let baseline_devices: BTreeSet<String> =
+            selected.difference(&canary_devices).cloned().collect();
+        let canary = merged(st, r.metrics_since(), &r.spec.release, &canary_devices).await?;
+        let baseline = match &r.baseline {
+            Some(b) => merged(st, r.metrics_since(), b, &baseline_devices).await?,
+            None => MetricsAggregate::default(),
+        };
+        let external = BTreeMap::new();
+        let d = r.tick(&Observation {
+            now,
+            fleet: &fleet,
+            canary: &canary,
+            baseline: &baseline,
+            external: &external,
+        });
+        if !d.effects.is_empty() || !d.audit.is_empty() {
+            apply(st, &r, &d).await?;
+        }
+    }
+    // Keep a day of metrics.
+    sqlx::query("DELETE FROM device_metrics WHERE at < ?")
+        .bind(util::now() as i64 - 86_400)
+        .execute(&st.store.pool)
+        .await?;
+    Ok(())
+}
+
+/// Runs the controller every `every` until the runtime shuts down.
+pub fn spawn_controller(st: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            t.tick().await;
+            if let Err(e) = tick_all(&st).await {
+                tracing::warn!(error = ?e, "rollout controller pass failed; retrying next tick");
+            }
+        }
+    })
+}
+
+async fn start(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<StartRollout>,
+) -> Result<Json<RolloutStatus>, ApiError> {
+    admin(&st, &headers)?;
+    req.spec
+        .validate()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let info = release_info(&st, &req.spec.release).await?;
+    let app = req
+        .spec
+        .app_and_version()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?
+        .0
+        .to_string();
+    let active: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM rollouts WHERE app = ? AND finished = 0")
+            .bind(&app)
+            .fetch_optional(&st.store.pool)
+            .await?;
+    if let Some((other,)) = active {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!("rollout {other} of {app} is still running: abort or finish it first"),
+        ));
+    }
+    let fleet = fleet(&st).await?;
+    let baseline = match req.baseline {
+        Some(b) => {
+            release_info(&st, &b).await?;
+            Some(b)
+        }
+        None => {
+            // The release most selected devices of this app run now.
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for d in fleet.iter().filter(|d| {
+                req.spec
+                    .selector
+                    .iter()
+                    .all(|(k, v)| d.labels.get(k) == Some(v))
+            }) {
+                if let Some(r) = d
+                    .running
+                    .as_ref()
+                    .filter(|r| r.starts_with(&format!("{app}@")) && **r != req.spec.release)
+                {
+                    *counts.entry(r.clone()).or_default() += 1;
+                }
+            }
+            counts.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r)
+        }
+    };
+    let id = format!("{app}-{}", &util::random_id()[..8]);
+    let requirements = Requirements {
+        hardware: info.release.hardware.clone(),
+        runtime: info.release.runtime.clone(),
+    };
+    let (r, d) = Rollout::start(&id, req.spec, requirements, baseline, util::now() as i64)
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    sqlx::query("INSERT INTO rollouts (id, app, state, created, updated, finished) VALUES (?, ?, ?, ?, ?, 0)")
+        .bind(&id)
+        .bind(&app)
+        .bind(serde_json::to_string(&r).map_err(ApiError::internal)?)
+        .bind(util::now() as i64)
+        .bind(util::now() as i64)
+        .execute(&st.store.pool)
+        .await?;
+    apply(&st, &r, &d).await?;
+    Ok(Json(status_of(&st, r).await?))
+}
+
+async fn status_of(st: &AppState, r: Rollout) -> Result<RolloutStatus, ApiError> {
+    let fleet = fleet(st).await?;
+    let (eligible, bad) = r.eligible(&fleet);
+    let running_release = fleet
+        .iter()
+        .filter(|d| d.running.as_deref() == Some(r.spec.release.as_str()))
+        .count();
+    Ok(RolloutStatus {
+        eligible: eligible.len(),
+        incompatible: bad
+            .into_iter()
+            .map(|(d, why)| (d.id.clone(), why))
+            .collect(),
+        running_release,
+        step_description: r
+            .spec
+            .steps
+            .get(r.state.step)
+            .map(edgecd_rollout::engine::describe),
+        rollout: r,
+    })
+}
+
+async fn list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<RolloutStatus>>, ApiError> {
+    admin(&st, &headers)?;
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT state FROM rollouts ORDER BY created DESC")
+        .fetch_all(&st.store.pool)
+        .await?;
+    let mut out = vec![];
+    for (s,) in rows {
+        out.push(status_of(&st, json_col(&s)?).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn show(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RolloutStatus>, ApiError> {
+    admin(&st, &headers)?;
+    let r = load(&st, &id).await?;
+    Ok(Json(status_of(&st, r).await?))
+}
+
+async fn history(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    admin(&st, &headers)?;
+    load(&st, &id).await?;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT record FROM rollout_audit WHERE rollout_id = ? ORDER BY id")
+            .bind(&id)
+            .fetch_all(&st.store.pool)
+            .await?;
+    rows.iter()
+        .map(|(s,)| json_col(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Json)
+}
+
+async fn command(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((id, cmd)): Path<(String, String)>,
+) -> Result<Json<RolloutStatus>, ApiError> {
+    admin(&st, &headers)?;
+    let cmd = match cmd.as_str() {
+        "promote" => Command::Promote,
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        "abort" => Command::Abort,
+        "approve" => Command::Approve,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "unknown rollout command {other:?}: use promote, pause, resume, abort or approve"
+            )));
+        }
+    };
+    let mut r = load(&st, &id).await?;
+    let d = r
+        .command(cmd, util::now() as i64)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::CONFLICT, e))?;
+    apply(&st, &r, &d).await?;
+    Ok(Json(status_of(&st, r).await?))
+}

@@ -1,0 +1,58 @@
+//! Small helpers: clock, random tokens, hashing, atomic private files.
+
+use base64::Engine as _;
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A random secret with a readable prefix, e.g. `edt_…` (32 random bytes, base64url).
+pub fn random_token(prefix: &str) -> String {
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    format!(
+        "{prefix}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    )
+}
+
+/// A random device id (16 hex chars).
+pub fn random_id() -> String {
+    let mut b = [0u8; 8];
+    OsRng.fill_bytes(&mut b);
+    format!("dev-{}", hex::encode(b))
+}
+
+/// SHA-256 hex of a secret: secrets are high-entropy random strings, so a fast hash suffices.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Compares two strings in time independent of where they differ.
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Writes `bytes` to `path` with mode 0600 (fails if it exists).
+pub fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

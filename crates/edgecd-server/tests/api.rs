@@ -1,0 +1,575 @@
+//! The server's HTTP API over real HTTP on 127.0.0.1: authentication (401 without a
+//! credential, 403 across devices, for unassigned blobs and for revoked devices), publish
+//! verification (untrusted key, tampered bundle, wrong digest), input validation, body
+//! limits, Range downloads, ETags and signed assignments.
+
+use edgecd_api::protocol::*;
+use edgecd_server::fixtures::{self, ReleaseFiles};
+use edgecd_server::{Config, TestServer};
+use edgecd_sign::SigningKey;
+use std::collections::BTreeMap;
+
+struct H {
+    _dir: tempfile::TempDir,
+    srv: TestServer,
+    url: String,
+    http: ureq::Agent,
+    ci: SigningKey,
+    dir: std::path::PathBuf,
+}
+
+type Resp = (u16, String, Vec<(String, String)>);
+
+impl H {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut cfg = Config::new(d.path().join("data"));
+        cfg.listen = "127.0.0.1:0".parse().expect("addr");
+        cfg.max_blob_bytes = 8 << 20;
+        tweak(&mut cfg);
+        let srv = TestServer::start(cfg).expect("start");
+        let url = format!("http://{}", srv.addr);
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let dir = d.path().to_path_buf();
+        Self {
+            _dir: d,
+            srv,
+            url,
+            http,
+            ci: SigningKey::generate(),
+            dir,
+        }
+    }
+
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let url = format!("{}{path}", self.url);
+        let mut r = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(a) = auth {
+            r = r.header("authorization", format!("Bearer {a}"));
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if body.is_some() && !headers.iter().any(|(k, _)| *k == "content-type") {
+            r = r.header("content-type", "application/json");
+        }
+        let req = r
+            .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+            .expect("request");
+        let mut resp = self.http.run(req).expect("http");
+        let status = resp.status().as_u16();
+        let hs = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        (status, text, hs)
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Resp {
+        let b = body.map(|v| serde_json::to_vec(&v).expect("json"));
+        self.req(method, path, Some(&self.srv.admin_token), b.as_deref(), &[])
+    }
+
+    fn trust_ci(&self) {
+        let (s, t, _) = self.admin(
+            "POST",
+            "/api/v1/admin/keys",
+            Some(serde_json::json!({"publicKeyPem": self.ci.verifying_key().to_spki_pem()})),
+        );
+        assert_eq!(s, 200, "{t}");
+    }
+
+    fn upload(&self, p: &std::path::Path) -> BlobRef {
+        let b = fixtures::blob_ref(p).expect("ref");
+        let bytes = std::fs::read(p).expect("read");
+        let (s, t, _) = self.req(
+            "PUT",
+            &format!("/api/v1/admin/blobs/{}", b.digest),
+            Some(&self.srv.admin_token),
+            Some(&bytes),
+            &[("content-type", "application/octet-stream")],
+        );
+        assert!(s == 200 || s == 201, "{s} {t}");
+        b
+    }
+
+    fn publish(&self, r: &ReleaseFiles) -> Resp {
+        for (_, p) in r.blobs().expect("blobs") {
+            self.upload(&p);
+        }
+        let req = r.publish_request().expect("req");
+        self.admin(
+            "POST",
+            "/api/v1/admin/releases",
+            Some(serde_json::to_value(&req).expect("json")),
+        )
+    }
+
+    fn release(&self, version: &str, key: &SigningKey) -> ReleaseFiles {
+        fixtures::make_release(
+            &self.dir.join("rel"),
+            key,
+            "app",
+            version,
+            fixtures::rpi5(),
+            fixtures::infer_pin(),
+            4096,
+        )
+        .expect("release")
+    }
+
+    fn enroll(&self, labels: &[(&str, &str)]) -> EnrollResponse {
+        let (s, t, _) = self.admin(
+            "POST",
+            "/api/v1/admin/enrollment-tokens",
+            Some(serde_json::json!({})),
+        );
+        assert_eq!(s, 200, "{t}");
+        let tok: CreateTokenResponse = serde_json::from_str(&t).expect("token");
+        let req = EnrollRequest {
+            token: tok.token,
+            inventory: inv(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let (s, t, _) = self.req(
+            "POST",
+            "/api/v1/devices/enroll",
+            None,
+            Some(&serde_json::to_vec(&req).expect("json")),
+            &[],
+        );
+        assert_eq!(s, 200, "{t}");
+        serde_json::from_str(&t).expect("enroll response")
+    }
+
+    fn checkin(&self, d: &EnrollResponse, etag: Option<&str>) -> Resp {
+        let req = CheckinRequest {
+            inventory: inv(),
+            status: DeviceStatus {
+                phase: Phase::Idle,
+                running: None,
+                assignment_version: 0,
+                last_outcome: None,
+            },
+            labels: BTreeMap::new(),
+            metrics: None,
+        };
+        let mut hs = vec![];
+        if let Some(e) = etag {
+            hs.push(("if-none-match", e));
+        }
+        self.req(
+            "POST",
+            &format!("/api/v1/devices/{}/checkin", d.device_id),
+            Some(&d.credential),
+            Some(&serde_json::to_vec(&req).expect("json")),
+            &hs,
+        )
+    }
+}
+
+fn inv() -> Inventory {
+    Inventory {
+        board: "rpi5".into(),
+        board_model: None,
+        ram_mb: 4096,
+        accelerator: None,
+        runtimes: BTreeMap::from([("edgecd-infer".into(), "0.1.0".into())]),
+        agent_version: "test".into(),
+    }
+}
+
+#[test]
+fn first_start_creates_key_and_private_admin_token() {
+    let h = H::new();
+    use std::os::unix::fs::PermissionsExt;
+    let data = h.dir.join("data");
+    for f in ["admin-token", "keys/assignment.key"] {
+        let mode = std::fs::metadata(data.join(f))
+            .expect(f)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{f} must be private");
+    }
+    assert_eq!(
+        std::fs::read_to_string(data.join("admin-token"))
+            .expect("token")
+            .trim(),
+        h.srv.admin_token
+    );
+    let (s, _, _) = h.req("GET", "/api/v1/admin/devices", None, None, &[]);
+    assert_eq!(s, 401);
+    let (s, _, _) = h.req("GET", "/api/v1/admin/devices", Some("eda_wrong"), None, &[]);
+    assert_eq!(s, 401);
+    let (s, t, _) = h.admin("GET", "/api/v1/admin/devices", None);
+    assert_eq!((s, t.as_str()), (200, "[]"));
+}
+
+#[test]
+fn publish_verifies_releases() {
+    let h = H::new();
+    let r = h.release("1.0.0", &h.ci);
+    // Nobody trusted yet.
+    let (s, t, _) = h.publish(&r);
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("no release keys are trusted"), "{t}");
+    h.trust_ci();
+    // Signed by another key.
+    let rogue = SigningKey::generate();
+    let r_rogue = h.release("6.6.6", &rogue);
+    let (s, t, _) = h.publish(&r_rogue);
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("does not trust"), "{t}");
+    // A tampered bundle (one byte flipped in a model blob), re-uploaded under its new digest.
+    let r2 = h.release("2.0.0", &h.ci);
+    let mut bytes = std::fs::read(&r2.bundle).expect("bundle");
+    let n = bytes.len();
+    bytes[n - 2048] ^= 1;
+    let bad = h.dir.join("bad.edgecd");
+    std::fs::write(&bad, &bytes).expect("write");
+    let mut tampered = r2.clone();
+    tampered.bundle = bad;
+    let (s, t, _) = h.publish(&tampered);
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("bundle"), "{t}");
+    // An upload whose body does not hash to the digest in the URL.
+    let fake = format!("sha256:{}", "0".repeat(64));
+    let (s, t, _) = h.req(
+        "PUT",
+        &format!("/api/v1/admin/blobs/{fake}"),
+        Some(&h.srv.admin_token),
+        Some(b"hello"),
+        &[("content-type", "application/octet-stream")],
+    );
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("digest mismatch"), "{t}");
+    // The good one.
+    let (s, t, _) = h.publish(&r);
+    assert_eq!(s, 201, "{t}");
+    let info: ReleaseInfo = serde_json::from_str(&t).expect("info");
+    assert_eq!(info.release.bundle_digest, r.bundle_digest);
+    assert_eq!(info.signed_by, h.ci.verifying_key().hint());
+    // Idempotent re-publish; list.
+    let (s, _, _) = h.publish(&r);
+    assert_eq!(s, 200);
+    let (s, t, _) = h.admin("GET", "/api/v1/admin/releases", None);
+    assert_eq!(s, 200);
+    let list: Vec<ReleaseInfo> = serde_json::from_str(&t).expect("list");
+    assert_eq!(list.len(), 1);
+}
+
+#[test]
+fn device_auth_assignments_and_blobs() {
+    let h = H::new();
+    h.trust_ci();
+    let r = h.release("1.0.0", &h.ci);
+    let (s, t, _) = h.publish(&r);
+    assert_eq!(s, 201, "{t}");
+    let a = h.enroll(&[("site", "a")]);
+    let b = h.enroll(&[("site", "b")]);
+    assert_eq!(a.trusted_release_keys.len(), 1);
+    // Enrollment tokens are single-use by default and must be valid.
+    let bad = EnrollRequest {
+        token: "edt_nope".into(),
+        inventory: inv(),
+        labels: BTreeMap::new(),
+    };
+    let (s, _, _) = h.req(
+        "POST",
+        "/api/v1/devices/enroll",
+        None,
+        Some(&serde_json::to_vec(&bad).expect("json")),
+        &[],
+    );
+    assert_eq!(s, 401);
+
+    // Deploy to site=a only.
+    let (s, t, _) = h.admin(
+        "POST",
+        "/api/v1/admin/deployments",
+        Some(serde_json::json!({"app": "app", "version": "1.0.0", "selector": {"site": "a"}})),
+    );
+    assert_eq!(s, 200, "{t}");
+    let dep: DeployResponse = serde_json::from_str(&t).expect("deploy");
+    assert_eq!(
+        dep.assigned,
+        vec![DeployedDevice {
+            device_id: a.device_id.clone(),
+            assignment_version: 1
+        }]
+    );
+
+    // No credential → 401; another device's assignment → 403.
+    let (s, _, _) = h.req(
+        "GET",
+        &format!("/api/v1/devices/{}/assignment", a.device_id),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(s, 401);
+    let (s, _, _) = h.req(
+        "GET",
+        &format!("/api/v1/devices/{}/assignment", a.device_id),
+        Some("edc_x.y"),
+        None,
+        &[],
+    );
+    assert_eq!(s, 401);
+    let (s, t, _) = h.req(
+        "GET",
+        &format!("/api/v1/devices/{}/assignment", a.device_id),
+        Some(&b.credential),
+        None,
+        &[],
+    );
+    assert_eq!(s, 403, "{t}");
+    let (s, _, _) = h.checkin(&b, None);
+    assert_eq!(s, 200);
+
+    // A's check-in carries the signed assignment and an ETag; a repeat with it is a 304.
+    let (s, t, hs) = h.checkin(&a, None);
+    assert_eq!(s, 200, "{t}");
+    let resp: CheckinResponse = serde_json::from_str(&t).expect("checkin");
+    let sa = resp.assignment.expect("assignment");
+    let key = edgecd_sign::VerifyingKey::from_pem(&a.assignment_key_pem).expect("key");
+    use base64::Engine as _;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(&sa.signature)
+        .expect("b64");
+    key.verify(sa.payload.as_bytes(), &sig)
+        .expect("assignment signature verifies");
+    let asg: Assignment = serde_json::from_str(&sa.payload).expect("payload");
+    assert_eq!(
+        (asg.device_id.as_str(), asg.version),
+        (a.device_id.as_str(), 1)
+    );
+    assert!(asg.expires > asg.issued);
+    let etag = hs
+        .iter()
+        .find(|(k, _)| k == "etag")
+        .map(|(_, v)| v.clone())
+        .expect("etag");
+    let (s, _, hs) = h.checkin(&a, Some(&etag));
+    assert_eq!(s, 304);
+    assert!(
+        hs.iter()
+            .any(|(k, v)| k == NEXT_CHECKIN_HEADER && v == "60")
+    );
+
+    // Blobs: A may read its assigned blobs (with Range); B may not; unassigned → 403.
+    let blob = asg.release.bundle.clone();
+    let path = format!("/api/v1/blobs/{}", blob.digest);
+    let (s, body, _) = h.req("GET", &path, Some(&b.credential), None, &[]);
+    assert_eq!(s, 403, "{body}");
+    let (s, _, _) = h.req("GET", &path, None, None, &[]);
+    assert_eq!(s, 401);
+    let sbom = fixtures::blob_ref(&r.sbom).expect("sbom");
+    let (s, _, _) = h.req(
+        "GET",
+        &format!("/api/v1/blobs/{}", sbom.digest),
+        Some(&a.credential),
+        None,
+        &[],
+    );
+    assert_eq!(s, 403, "the SBOM is not part of the assignment");
+    let full = std::fs::read(&r.bundle).expect("bundle");
+    let url = format!("{}{path}", h.url);
+    let mut resp = h
+        .http
+        .get(&url)
+        .header("authorization", &format!("Bearer {}", a.credential))
+        .header("range", "bytes=100-")
+        .call()
+        .expect("range");
+    assert_eq!(resp.status().as_u16(), 206);
+    let cr = resp
+        .headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(cr, format!("bytes 100-{}/{}", full.len() - 1, full.len()));
+    let part = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .expect("body");
+    assert_eq!(part, full[100..]);
+    let (s, _, _) = h.req(
+        "GET",
+        &path,
+        Some(&a.credential),
+        None,
+        &[("range", &format!("bytes={}-", full.len()))],
+    );
+    assert_eq!(s, 416);
+    let (s, _, _) = h.req(
+        "GET",
+        "/api/v1/blobs/sha256:..%2F..%2Fetc",
+        Some(&a.credential),
+        None,
+        &[],
+    );
+    assert_eq!(s, 400);
+
+    // The device list shows what devices reported.
+    let (s, t, _) = h.admin(
+        "GET",
+        &format!("/api/v1/admin/devices/{}", a.device_id),
+        None,
+    );
+    assert_eq!(s, 200);
+    let info: DeviceInfo = serde_json::from_str(&t).expect("device");
+    assert_eq!(info.assigned.as_deref(), Some("app@1.0.0"));
+    assert_eq!(info.inventory.expect("inventory").board, "rpi5");
+
+    // Revoked devices are refused.
+    let (s, _, _) = h.admin(
+        "POST",
+        &format!("/api/v1/admin/devices/{}/revoke", a.device_id),
+        None,
+    );
+    assert_eq!(s, 200);
+    let (s, t, _) = h.checkin(&a, None);
+    assert_eq!(s, 403, "{t}");
+    assert!(t.contains("revoked"));
+    let (s, _, _) = h.req("GET", &path, Some(&a.credential), None, &[]);
+    assert_eq!(s, 403);
+}
+
+#[test]
+fn input_validation_and_limits() {
+    let h = H::new();
+    // Bad labels.
+    let (s, t, _) = h.admin(
+        "POST",
+        "/api/v1/admin/enrollment-tokens",
+        Some(serde_json::json!({"labels": {"bad key": "x"}})),
+    );
+    assert_eq!(s, 400, "{t}");
+    // Unknown fields are rejected.
+    let (s, _, _) = h.admin(
+        "POST",
+        "/api/v1/admin/enrollment-tokens",
+        Some(serde_json::json!({"labelz": {}})),
+    );
+    assert_eq!(s, 422);
+    // Oversized JSON bodies.
+    let big = serde_json::json!({"labels": {}, "pad": "x".repeat(MAX_JSON_BODY + 10)});
+    let (s, _, _) = h.admin("POST", "/api/v1/admin/enrollment-tokens", Some(big));
+    assert_eq!(s, 413);
+    // Oversized blob uploads (limit 8 MiB in this test).
+    let body = vec![0u8; (8 << 20) + 1];
+    let d = format!("sha256:{}", "1".repeat(64));
+    let (s, _, _) = h.req(
+        "PUT",
+        &format!("/api/v1/admin/blobs/{d}"),
+        Some(&h.srv.admin_token),
+        Some(&body),
+        &[("content-type", "application/octet-stream")],
+    );
+    assert_eq!(s, 413);
+    // Labels and devices.
+    let dev = h.enroll(&[]);
+    let (s, t, _) = h.admin(
+        "PATCH",
+        &format!("/api/v1/admin/devices/{}/labels", dev.device_id),
+        Some(serde_json::json!({"labels": {"fleet": "retail"}})),
+    );
+    assert_eq!(s, 200, "{t}");
+    let info: DeviceInfo = serde_json::from_str(&t).expect("info");
+    assert_eq!(info.labels.get("fleet").map(String::as_str), Some("retail"));
+    let (s, _, _) = h.admin("GET", "/api/v1/admin/devices/dev-nope", None);
+    assert_eq!(s, 404);
+    let (s, _, _) = h.admin(
+        "POST",
+        "/api/v1/admin/deployments",
+        Some(serde_json::json!({"app": "x", "version": "1", "selector": {}})),
+    );
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn restart_keeps_state_and_key() {
+    let d = tempfile::tempdir().expect("tmp");
+    let mk = || {
+        let mut c = Config::new(d.path().join("data"));
+        c.listen = "127.0.0.1:0".parse().expect("addr");
+        c
+    };
+    let s1 = TestServer::start(mk()).expect("start");
+    let token = s1.admin_token.clone();
+    let hint = s1.state.signing_key.verifying_key().hint();
+    drop(s1);
+    let s2 = TestServer::start(mk()).expect("restart");
+    assert_eq!(s2.admin_token, token);
+    assert_eq!(s2.state.signing_key.verifying_key().hint(), hint);
+}
+
+#[test]
+fn blob_downloads_are_rate_limited_per_device() {
+    let h = H::with(|c| c.blob_rate_kbps = Some(256));
+    h.trust_ci();
+    let r = fixtures::make_release(
+        &h.dir.join("rel"),
+        &h.ci,
+        "app",
+        "1.0.0",
+        fixtures::rpi5(),
+        fixtures::infer_pin(),
+        200 * 1024,
+    )
+    .expect("release");
+    let (s, t, _) = h.publish(&r);
+    assert_eq!(s, 201, "{t}");
+    let a = h.enroll(&[]);
+    let (s, _, _) = h.admin(
+        "POST",
+        "/api/v1/admin/deployments",
+        Some(serde_json::json!({"app": "app", "version": "1.0.0", "selector": {}})),
+    );
+    assert_eq!(s, 200);
+    let bundle = fixtures::blob_ref(&r.bundle).expect("ref");
+    let start = std::time::Instant::now();
+    let (s, _, _) = h.req(
+        "GET",
+        &format!("/api/v1/blobs/{}", bundle.digest),
+        Some(&a.credential),
+        None,
+        &[],
+    );
+    assert_eq!(s, 200);
+    let secs = start.elapsed().as_secs_f64();
+    let expected = bundle.size as f64 / (256.0 * 1024.0);
+    assert!(
+        secs >= expected * 0.9,
+        "{} bytes took {secs:.2}s, the cap allows {expected:.2}s at the fastest",
+        bundle.size
+    );
+}
