@@ -78,7 +78,7 @@ impl AdminClient {
         serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let resp = self
             .agent
             .get(&self.url(path))
@@ -88,7 +88,7 @@ impl AdminClient {
         Self::finish(resp)
     }
 
-    fn send<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    pub fn send<B: serde::Serialize, T: serde::de::DeserializeOwned>(
         &self,
         method: &str,
         path: &str,

@@ -77,6 +77,10 @@ pub struct Config {
     pub checkin_interval: Option<Duration>,
     /// Stop after this many check-ins (tests and benchmarks).
     pub max_checkins: Option<u64>,
+    /// The local inference runtime's Prometheus endpoint (e.g. edgecd-infer's /metrics).
+    pub metrics_url: Option<String>,
+    /// SoC temperature file (millidegrees), e.g. /sys/class/thermal/thermal_zone0/temp.
+    pub thermal_path: Option<PathBuf>,
 }
 
 /// Enrollment, persisted in `device.json`.
@@ -104,6 +108,8 @@ pub struct Agent {
     refused: Vec<String>,
     failures: u32,
     checkins: u64,
+    /// The runtime's counters as of the last successful check-in (metrics are deltas).
+    metrics_sent: Option<crate::metrics::Snapshot>,
 }
 
 fn now() -> u64 {
@@ -157,6 +163,7 @@ impl Agent {
             refused: Vec::new(),
             failures: 0,
             checkins: 0,
+            metrics_sent: None,
         })
     }
 
@@ -297,17 +304,52 @@ impl Agent {
         }
     }
 
+    /// Reads the runtime's metrics endpoint; `None` when not configured or unreachable (the
+    /// check-in goes on without metrics, and the next one carries the whole delta).
+    fn scrape_metrics(&self) -> Option<crate::metrics::Snapshot> {
+        let url = self.cfg.metrics_url.as_deref()?;
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        match agent
+            .get(url)
+            .call()
+            .and_then(|r| r.into_body().with_config().limit(4 << 20).read_to_string())
+        {
+            Ok(text) => Some(crate::metrics::parse(&text)),
+            Err(e) => {
+                tracing::warn!(url, error = %e, "could not read the runtime's metrics");
+                None
+            }
+        }
+    }
+
     /// Checks in once; returns the delay before the next check-in.
     pub fn checkin(&mut self) -> Result<Duration, ClientError> {
         let e = self
             .enrollment
             .clone()
             .ok_or_else(|| ClientError::Config("not enrolled".into()))?;
+        let scrape = self.scrape_metrics();
+        let mut metrics = scrape
+            .as_ref()
+            .map(|s| crate::metrics::delta(self.metrics_sent.as_ref(), s));
+        if let Some(t) = self
+            .cfg
+            .thermal_path
+            .as_deref()
+            .and_then(crate::metrics::read_temperature)
+        {
+            metrics
+                .get_or_insert_with(Default::default)
+                .record_temperature(t, false);
+        }
         let req = CheckinRequest {
             inventory: self.cfg.inventory.clone(),
             status: self.status(),
             labels: self.cfg.labels.clone(),
-            metrics: None,
+            metrics,
         };
         let etag = if self.pending.is_none() {
             self.etag.as_deref()
@@ -318,6 +360,9 @@ impl Agent {
             .client
             .checkin(&e.device_id, &e.credential, &req, etag)?;
         self.checkins += 1;
+        if scrape.is_some() {
+            self.metrics_sent = scrape;
+        }
         let next = match r {
             Checkin::NotModified { next_secs } => next_secs,
             Checkin::New { response, etag } => {

@@ -73,6 +73,13 @@ pub struct Args {
     /// Exit after this many check-ins (testing).
     #[arg(long, hide = true)]
     pub max_checkins: Option<u64>,
+    /// The local inference runtime's Prometheus metrics (latency, errors, confidence), sent
+    /// as deltas with each check-in for rollout gates, e.g. http://127.0.0.1:9500/metrics.
+    #[arg(long, env = "EDGECD_METRICS_URL")]
+    pub metrics_url: Option<String>,
+    /// SoC temperature file in millidegrees (default: /sys/class/thermal/thermal_zone0/temp).
+    #[arg(long)]
+    pub thermal_path: Option<PathBuf>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -137,6 +144,11 @@ impl Args {
             max_trial_starts: self.max_trial_starts,
             checkin_interval: self.checkin_interval_ms.map(Duration::from_millis),
             max_checkins: self.max_checkins,
+            metrics_url: self.metrics_url,
+            thermal_path: self.thermal_path.or_else(|| {
+                let p = PathBuf::from("/sys/class/thermal/thermal_zone0/temp");
+                p.exists().then_some(p)
+            }),
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod install;
 pub mod inventory;
 pub mod machine;
+pub mod metrics;
 pub mod verify;
 
 pub use agent::{Agent, AgentError, Config};

@@ -324,6 +324,8 @@ fn disk_full_mid_download_is_reported_and_nothing_installed() {
         max_trial_starts: 3,
         checkin_interval_ms: Some(100),
         max_checkins: None,
+        metrics_url: None,
+        thermal_path: None,
     }
     .into_config()
     .expect("config");

@@ -6,6 +6,7 @@
 pub mod cmd;
 pub mod demo_model;
 pub mod output;
+pub mod story;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -44,6 +45,13 @@ pub enum Command {
     Device(cmd::admin::DeviceCommand),
     /// Assign a release directly to the devices matching a selector.
     Deploy(cmd::admin::DeployArgs),
+    /// Progressive rollouts: start, status, promote, pause, resume, abort, approve, history.
+    #[command(subcommand)]
+    Rollout(cmd::rollout::RolloutCommand),
+    /// Send a whole fleet (or a selector) back to an earlier version of an app.
+    Rollback(cmd::rollout::RollbackArgs),
+    /// Simulate a fleet of devices against a server.
+    Sim(cmd::sim::SimArgs),
 }
 
 /// Parses `args` and runs the command; errors are printed with their causes.
@@ -85,5 +93,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => cmd::admin::run_keys(c),
         Command::Device(c) => cmd::admin::run_device(c),
         Command::Deploy(a) => cmd::admin::run_deploy(a),
+        Command::Rollout(c) => cmd::rollout::run(c),
+        Command::Rollback(a) => cmd::rollout::rollback(a),
+        Command::Sim(a) => cmd::sim::run(a),
     }
 }

@@ -764,3 +764,71 @@ fn real_models_build_inspect_and_verify() {
     }
     let _ = run_in(d, &["--version"]);
 }
+
+#[test]
+fn selftest_auto_records_vectors_with_the_reference_runtime() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    demo_model(d, "m.onnx", 9);
+    std::fs::write(d.join("npu.hef"), b"compiled for an accelerator").unwrap();
+    ok(
+        d,
+        &[
+            "bundle",
+            "build",
+            "--model",
+            "m.onnx",
+            "--model",
+            "npu.hef",
+            "--name",
+            "clf",
+            "--version",
+            "1.0.0",
+            "--board",
+            "rpi5",
+            "--runtime",
+            "edgecd-infer@0.1.0",
+            "--selftest",
+            "auto",
+            "--out",
+            "dist",
+        ],
+    );
+    let v = json(d, &["bundle", "inspect", "dist/clf-1.0.0.edgecd", "--json"]);
+    assert_eq!(
+        v["selftestCases"], 2,
+        "two cases for the ONNX model, none for the opaque one"
+    );
+    let s = edgecd_bundle::read_bundle(&d.join("dist/clf-1.0.0.edgecd"), &mut |_| {}).unwrap();
+    let st = s.profile.selftest.unwrap();
+    assert!(
+        st.cases
+            .iter()
+            .all(|c| c.model == "m.onnx" && c.outputs[0].data.len() == 4)
+    );
+    // The recorded outputs are the model's: probabilities summing to 1.
+    let sum: f64 = st.cases[0].outputs[0].data.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-4, "{sum}");
+    let err = fails(
+        d,
+        &[
+            "bundle",
+            "build",
+            "--model",
+            "npu.hef",
+            "--name",
+            "x",
+            "--version",
+            "1.0.0",
+            "--board",
+            "rpi5",
+            "--runtime",
+            "r@1",
+            "--selftest",
+            "auto",
+            "--out",
+            "dist",
+        ],
+    );
+    assert!(err.contains("no ONNX or TFLite model"), "{err}");
+}

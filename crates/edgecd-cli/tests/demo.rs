@@ -15,6 +15,14 @@ fn demo_runs_and_keeps_its_files() {
         "{out}"
     );
     assert!(out.contains("demo complete"), "{out}");
+    assert!(
+        out.contains("completed") && out.contains("all back on 1.0.0"),
+        "rollout story: {out}"
+    );
+    assert!(
+        out.contains("FAIL: "),
+        "the failing gate and its numbers are shown: {out}"
+    );
     for v in ["1.0.0", "1.1.0"] {
         let b = keep.join(format!("dist/receipt-classifier-{v}.edgecd"));
         common::ok(

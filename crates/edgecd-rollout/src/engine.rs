@@ -170,6 +170,12 @@ impl Rollout {
                 spec.release
             )));
         }
+        if baseline.is_none() && spec.gates.iter().any(|g| g.against.is_some()) {
+            return Err(SpecError::Invalid(format!(
+                "gates compare with the baseline, but no selected device runs an earlier release of {}: deploy a baseline first or drop the `against: baseline` gates",
+                spec.app_and_version().map(|(a, _)| a).unwrap_or("the app")
+            )));
+        }
         let target = describe(&spec.steps[0]);
         let r = Rollout {
             id: id.to_string(),

@@ -169,24 +169,30 @@ async fn enroll(
     let now = util::now() as i64;
     let hash = util::hash_secret(&req.token);
     let mut tx = st.store.pool.begin().await?;
-    let row: Option<(String, i64, i64)> =
-        sqlx::query_as("SELECT labels, expires, uses_left FROM enroll_tokens WHERE hash = ?")
-            .bind(&hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((token_labels, expires, uses_left)) = row else {
-        return Err(ApiError::unauthorized("unknown enrollment token"));
+    // Take one use of the token with a single write, so concurrent enrollments queue on
+    // SQLite's write lock instead of failing a read-then-write upgrade.
+    let taken: Option<(String,)> = sqlx::query_as(
+        "UPDATE enroll_tokens SET uses_left = uses_left - 1 \
+         WHERE hash = ? AND expires > ? AND uses_left > 0 RETURNING labels",
+    )
+    .bind(&hash)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((token_labels,)) = taken else {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT expires, uses_left FROM enroll_tokens WHERE hash = ?")
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(match row {
+            None => ApiError::unauthorized("unknown enrollment token"),
+            Some((expires, _)) if expires <= now => {
+                ApiError::unauthorized("enrollment token expired")
+            }
+            Some(_) => ApiError::unauthorized("enrollment token already used"),
+        });
     };
-    if expires <= now {
-        return Err(ApiError::unauthorized("enrollment token expired"));
-    }
-    if uses_left <= 0 {
-        return Err(ApiError::unauthorized("enrollment token already used"));
-    }
-    sqlx::query("UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE hash = ?")
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
     let mut labels = req.labels.clone();
     labels.extend(json_col::<BTreeMap<String, String>>(&token_labels)?);
     let id = util::random_id();

@@ -231,8 +231,13 @@ async fn merged(
     Ok(m)
 }
 
+/// Serializes every change to rollouts (controller passes, starts, commands), so a command
+/// and a concurrent controller pass cannot overwrite each other's state.
+static ROLLOUT_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One controller pass over every active rollout.
 pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
+    let _serialized = ROLLOUT_LOCK.lock().await;
     let ids: Vec<(String,)> =
         sqlx::query_as("SELECT id FROM rollouts WHERE finished = 0 ORDER BY created")
             .fetch_all(&st.store.pool)
@@ -294,6 +299,7 @@ async fn start(
     Json(req): Json<StartRollout>,
 ) -> Result<Json<RolloutStatus>, ApiError> {
     admin(&st, &headers)?;
+    let _serialized = ROLLOUT_LOCK.lock().await;
     req.spec
         .validate()
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -341,7 +347,7 @@ async fn start(
             counts.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r)
         }
     };
-    let id = format!("{app}-{}", &util::random_id()[..8]);
+    let id = format!("{app}-{}", &util::random_id()[4..12]);
     let requirements = Requirements {
         hardware: info.release.hardware.clone(),
         runtime: info.release.runtime.clone(),
@@ -444,6 +450,7 @@ async fn command(
             )));
         }
     };
+    let _serialized = ROLLOUT_LOCK.lock().await;
     let mut r = load(&st, &id).await?;
     let d = r
         .command(cmd, util::now() as i64)

@@ -42,8 +42,9 @@ pub struct BuildArgs {
     pub runtime: String,
     #[arg(long, value_name = "N")]
     pub min_ram_mb: Option<u64>,
-    /// Self-test vectors: a selftest.json file, or a directory holding one.
-    #[arg(long, value_name = "DIR")]
+    /// Self-test vectors: a selftest.json file, a directory holding one, or `auto` to run
+    /// each ONNX/TFLite model here on deterministic inputs and record its outputs.
+    #[arg(long, value_name = "DIR|auto")]
     pub selftest: Option<PathBuf>,
     /// A label k=v recorded in the profile; repeat for several.
     #[arg(long = "label", value_name = "K=V")]
@@ -111,11 +112,11 @@ pub fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String
 
 pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let runtime = RuntimePin::parse(&a.runtime).map_err(anyhow::Error::msg)?;
-    let selftest = a
-        .selftest
-        .as_deref()
-        .map(edgecd_bundle::load_selftest)
-        .transpose()?;
+    let selftest = match a.selftest.as_deref() {
+        Some(p) if p == std::path::Path::new("auto") => Some(record_selftests(&a.models)?),
+        Some(p) => Some(edgecd_bundle::load_selftest(p)?),
+        None => None,
+    };
     let spec = BuildSpec {
         meta: BundleMeta {
             name: a.name,
@@ -149,6 +150,52 @@ pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         println!("sbom   {}", built.sbom_path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs every ONNX/TFLite model on deterministic inputs with the reference runtime and records
+/// the outputs as self-test vectors (2 cases per model).
+fn record_selftests(models: &[PathBuf]) -> anyhow::Result<edgecd_api::profile::SelfTest> {
+    let mut all = edgecd_api::profile::SelfTest {
+        cases: vec![],
+        tolerance: edgecd_api::profile::Tolerance { abs: 0.0, rel: 0.0 },
+        latency_budget_ms: None,
+    };
+    for m in models {
+        let ext = m
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if ext != "onnx" && ext != "tflite" {
+            continue;
+        }
+        let st = edgecd_infer::record_selftest(m, 2, 7).with_context(|| {
+            format!(
+                "recording self-test vectors for {} (--selftest auto)",
+                m.display()
+            )
+        })?;
+        let file = m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        for mut c in st.cases {
+            c.name = format!("{file}#{}", c.name);
+            c.model = file.clone();
+            all.cases.push(c);
+        }
+        all.tolerance.abs = all.tolerance.abs.max(st.tolerance.abs);
+        all.tolerance.rel = all.tolerance.rel.max(st.tolerance.rel);
+        all.latency_budget_ms = match (all.latency_budget_ms, st.latency_budget_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    if all.cases.is_empty() {
+        anyhow::bail!("--selftest auto found no ONNX or TFLite model to run");
+    }
+    Ok(all)
 }
 
 fn read_signature(path: &Path) -> anyhow::Result<SigstoreBundle> {

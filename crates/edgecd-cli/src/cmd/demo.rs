@@ -1,9 +1,12 @@
 //! `edgecd demo`: the end-to-end story on this machine with nothing installed.
 //!
-//! Today it shows the supply-chain half: a release key, two versions of a real (generated)
-//! ONNX classifier packaged into reproducible signed bundles with SBOMs, signed release
-//! manifests, verification, and the refusals a device relies on (a tampered byte, a wrong
-//! key). The exit code says whether every step came out as expected.
+//! Part 1, supply chain: a release key, two versions of a real (generated) ONNX classifier
+//! packaged into reproducible signed bundles with SBOMs, signed release manifests,
+//! verification, and the refusals a device relies on (a tampered byte, a wrong key).
+//! Part 2, fleet: an embedded server in the same directory, 50 simulated devices in 10
+//! stores, release 1.0.0 rolled out canary → analysis → 25% → 100%, then 1.1.0 with a latency
+//! regression that the canary catches and the server rolls back. The exit code says whether
+//! every step came out as expected.
 use crate::demo_model::classifier_onnx;
 use anyhow::{Context, bail};
 use edgecd_api::profile::{HardwareProfile, RuntimePin};
@@ -149,9 +152,132 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         Err(e) => bail!("wrong-key check failed for the wrong reason: {e}"),
         Ok(_) => bail!("a bundle verified with the wrong key"),
     }
+    fleet_story(&dir, &t)?;
     t.step("demo complete: every step behaved as expected");
     if a.keep.is_some() {
         println!("files kept in {}", dir.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+const SCENARIO: &str = r#"
+default: {latency_ms: {p50: 60, p95: 120}, error_rate: 0.004, confidence: {mean: 0.91, sd: 0.04}, temp_c: {mean: 61, sd: 2}, requests_per_checkin: 60}
+releases:
+  "receipt-classifier@1.1.0": {latency_ms: {p50: 190, p95: 430}}
+"#;
+
+fn spec(version: &str, with_baseline_gates: bool) -> String {
+    let mut s = format!(
+        "release: {}@{version}\nselector: {{fleet: retail}}\nsteps:\n  - canary: {{devices: 4, spread_by: site}}\n  - analyze: {{duration: 6s, interval: 2s}}\n  - canary: {{percent: 25}}\n  - analyze: {{duration: 4s, interval: 2s}}\n  - canary: {{percent: 100}}\ngates:\n  - {{metric: latency_p95_ms, max: 300}}\n  - {{metric: error_rate, max: 0.03}}\n",
+        crate::story::APP
+    );
+    if with_baseline_gates {
+        s.push_str("  - {metric: latency_p95_ms, max_ratio: 1.2, against: baseline}\n  - {metric: confidence_psi, max: 0.2, against: baseline}\n");
+    }
+    s.push_str("min_samples: 200\non_failure: rollback\n");
+    s
+}
+
+fn print_record(t: &Timeline, rec: &edgecd_rollout::engine::AuditRecord) {
+    t.step(&format!(
+        "  step {} {:<10} {}",
+        rec.step + 1,
+        rec.kind,
+        rec.message
+    ));
+    for g in &rec.gates {
+        let v = g.value.map_or("-".to_string(), |v| format!("{v:.3}"));
+        let b = g
+            .baseline
+            .map_or(String::new(), |b| format!(" (baseline {b:.3})"));
+        let verdict = match &g.verdict {
+            edgecd_rollout::Verdict::Pass => "pass".to_string(),
+            edgecd_rollout::Verdict::Fail(w) => format!("FAIL: {w}"),
+            edgecd_rollout::Verdict::Inconclusive(w) => format!("hold: {w}"),
+            edgecd_rollout::Verdict::Error(w) => format!("error: {w}"),
+        };
+        println!(
+            "{:>12}      {:<44} = {v}{b} [{} samples] {verdict}",
+            "", g.gate, g.samples
+        );
+    }
+}
+
+fn fleet_story(dir: &std::path::Path, t: &Timeline) -> anyhow::Result<()> {
+    use crate::story::{Lab, census, drive};
+    let lab = Lab::start(&dir.join("fleet"), 1, 250)?;
+    t.step(&format!(
+        "embedded control plane on {} (SQLite in {})",
+        lab.url(),
+        dir.join("fleet/server").display()
+    ));
+    lab.release("1.0.0", 1)?;
+    lab.release("1.1.0", 2)?;
+    t.step("published receipt-classifier 1.0.0 and 1.1.0 (server verified signatures, release manifests, SBOMs)");
+    let scenario: edgecd_sim::Scenario = serde_yaml::from_str(SCENARIO)?;
+    let fleet = lab.fleet(50, 10, scenario, 42)?;
+    t.step(
+        "enrolled 50 simulated Raspberry Pi 5 devices in 10 stores (real agent protocol over HTTP)",
+    );
+
+    let r1 = lab.start_rollout(&spec("1.0.0", false))?;
+    let id1 = r1["rollout"]["id"].as_str().unwrap_or_default().to_string();
+    t.step(&format!("rollout {id1}: receipt-classifier@1.0.0 — canary 4 devices in 4 stores → analyze → 25% → analyze → 100%"));
+    let o1 = drive(
+        &lab,
+        &fleet,
+        &id1,
+        std::time::Duration::from_secs(90),
+        &mut |rec, _| print_record(t, rec),
+    )?;
+    let c1 = census(&fleet);
+    t.step(&format!(
+        "rollout {id1} {} in {:.1}s; fleet: {c1:?}",
+        o1.phase(),
+        o1.elapsed.as_secs_f64()
+    ));
+    if o1.phase() != "completed" || c1.get("receipt-classifier@1.0.0") != Some(&50) {
+        bail!("release 1.0.0 should have reached all 50 devices");
+    }
+
+    let r2 = lab.start_rollout(&spec("1.1.0", true))?;
+    let id2 = r2["rollout"]["id"].as_str().unwrap_or_default().to_string();
+    t.step(&format!(
+        "rollout {id2}: receipt-classifier@1.1.0 (a latency regression) against baseline 1.0.0"
+    ));
+    let mut abort_at = None;
+    let o2 = drive(
+        &lab,
+        &fleet,
+        &id2,
+        std::time::Duration::from_secs(90),
+        &mut |rec, _| {
+            if rec.kind == "abort" {
+                abort_at = Some(std::time::Instant::now());
+            }
+            print_record(t, rec)
+        },
+    )?;
+    let c2 = census(&fleet);
+    let cohort = o2.cohort();
+    let leaked: Vec<&String> = o2
+        .ever_ran
+        .iter()
+        .filter(|d| !cohort.contains(*d))
+        .collect();
+    let to_rollback = abort_at.map_or(0.0, |a| a.elapsed().as_secs_f64());
+    t.step(&format!(
+        "rollout {id2} {}: {} canary devices ran 1.1.0, none outside the canary; all back on 1.0.0 {to_rollback:.1}s after the abort; fleet: {c2:?}",
+        o2.phase(),
+        o2.ever_ran.len()
+    ));
+    if o2.phase() != "aborted"
+        || !leaked.is_empty()
+        || c2.get("receipt-classifier@1.0.0") != Some(&50)
+    {
+        bail!(
+            "the canary should have caught 1.1.0 and rolled it back (leaked to {leaked:?}, fleet {c2:?})"
+        );
+    }
+    Ok(())
 }

@@ -4,4 +4,6 @@ pub mod bundle;
 pub mod demo;
 pub mod keys;
 pub mod release;
+pub mod rollout;
 pub mod server;
+pub mod sim;

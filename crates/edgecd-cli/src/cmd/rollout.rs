@@ -1,0 +1,263 @@
+//! `edgecd rollout start|status|promote|pause|resume|abort|approve|history` and
+//! `edgecd rollback APP --to VERSION`: progressive rollouts on a server (verbs as in Argo
+//! Rollouts).
+use super::admin::Remote;
+use crate::output::print_json;
+use anyhow::Context as _;
+use edgecd_api::protocol::DeployRequest;
+use edgecd_rollout::engine::{AuditRecord, Phase};
+use edgecd_rollout::gates::Verdict;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout from a YAML spec (see the README for its fields).
+    Start {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Release to roll back to (default: what most selected devices run now).
+        #[arg(long)]
+        baseline: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a rollout (or all): step, cohort, each gate's value vs threshold, why it holds.
+    Status {
+        id: Option<String>,
+        /// Refresh until the rollout finishes.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Skip the rest of the current step.
+    Promote(IdArgs),
+    Pause(IdArgs),
+    Resume(IdArgs),
+    /// Stop and send every device that got the release back to the baseline.
+    Abort(IdArgs),
+    /// Pass a manual approval step.
+    Approve(IdArgs),
+    /// Every decision with the numbers behind it.
+    History {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The app to roll back.
+    pub app: String,
+    /// The version to go back to.
+    #[arg(long = "to")]
+    pub to: String,
+    /// Only devices with these labels (default: every device).
+    #[arg(long = "selector", value_name = "K=V")]
+    pub selector: Vec<String>,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        RolloutCommand::Start {
+            file,
+            baseline,
+            json,
+            remote,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let spec: edgecd_rollout::RolloutSpec = serde_yaml::from_str(&text)
+                .with_context(|| format!("parsing rollout spec {}", file.display()))?;
+            spec.validate()?;
+            let body = serde_json::json!({"spec": spec, "baseline": baseline});
+            let st: Value = remote
+                .client()?
+                .send("POST", "/api/v1/admin/rollouts", &body)?;
+            if json {
+                print_json(&st)?;
+            } else {
+                println!(
+                    "started rollout {} of {}",
+                    st["rollout"]["id"].as_str().unwrap_or("?"),
+                    st["rollout"]["spec"]["release"].as_str().unwrap_or("?")
+                );
+                print_status(&st);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutCommand::Status {
+            id,
+            watch,
+            json,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let Some(id) = id else {
+                let all: Vec<Value> = client.get("/api/v1/admin/rollouts")?;
+                if json {
+                    print_json(&all)?;
+                } else {
+                    for st in &all {
+                        print_status(st);
+                        println!();
+                    }
+                    if all.is_empty() {
+                        println!("no rollouts");
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            loop {
+                let st: Value = client.get(&format!("/api/v1/admin/rollouts/{id}"))?;
+                if json {
+                    print_json(&st)?;
+                } else {
+                    print_status(&st);
+                }
+                let phase: Phase = serde_json::from_value(st["rollout"]["state"]["phase"].clone())
+                    .unwrap_or(Phase::Progressing);
+                if !watch || matches!(phase, Phase::Completed | Phase::Aborted) {
+                    // With --watch the exit code says how it ended (3: aborted), like a CI gate.
+                    return Ok(if watch && phase == Phase::Aborted {
+                        ExitCode::from(3)
+                    } else {
+                        ExitCode::SUCCESS
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                println!();
+            }
+        }
+        RolloutCommand::Promote(a) => command(a, "promote"),
+        RolloutCommand::Pause(a) => command(a, "pause"),
+        RolloutCommand::Resume(a) => command(a, "resume"),
+        RolloutCommand::Abort(a) => command(a, "abort"),
+        RolloutCommand::Approve(a) => command(a, "approve"),
+        RolloutCommand::History { id, json, remote } => {
+            let h: Vec<AuditRecord> = remote
+                .client()?
+                .get(&format!("/api/v1/admin/rollouts/{id}/history"))?;
+            if json {
+                print_json(&h)?;
+            } else {
+                for r in &h {
+                    println!(
+                        "{}  step {}  {:<10} {}",
+                        edgecd_bundle::release::rfc3339_utc(r.at.max(0) as u64),
+                        r.step + 1,
+                        r.kind,
+                        r.message
+                    );
+                    for g in &r.gates {
+                        println!(
+                            "      {}",
+                            gate_line(&serde_json::to_value(g).unwrap_or_default())
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn command(a: IdArgs, verb: &str) -> anyhow::Result<ExitCode> {
+    let st: Value = a.remote.client()?.send(
+        "POST",
+        &format!("/api/v1/admin/rollouts/{}/{verb}", a.id),
+        &serde_json::json!({}),
+    )?;
+    println!("{verb}: ok");
+    print_status(&st);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gate_line(g: &Value) -> String {
+    let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+    let verdict = g["verdict"]["verdict"].as_str().unwrap_or("?");
+    let why = g["verdict"]["why"].as_str().unwrap_or("");
+    format!(
+        "{:<40} value {:>10}  baseline {:>10}  samples {:>6}  {verdict} {why}",
+        g["gate"].as_str().unwrap_or("?"),
+        num(&g["value"]),
+        num(&g["baseline"]),
+        g["samples"]
+    )
+}
+
+/// Prints a rollout status (the API's `RolloutStatus` JSON).
+pub fn print_status(st: &Value) {
+    let r = &st["rollout"];
+    let s = &r["state"];
+    let steps = r["spec"]["steps"].as_array().map_or(0, Vec::len);
+    println!(
+        "rollout {}  {}  (baseline {})",
+        r["id"].as_str().unwrap_or("?"),
+        r["spec"]["release"].as_str().unwrap_or("?"),
+        r["baseline"].as_str().unwrap_or("none")
+    );
+    println!("  phase   {}", s["phase"].as_str().unwrap_or("?"));
+    println!(
+        "  step    {}/{} {}",
+        s["step"].as_u64().unwrap_or(0) + 1,
+        steps,
+        st["stepDescription"].as_str().unwrap_or("")
+    );
+    println!(
+        "  cohort  {} assigned, {} running the release, {} eligible, {} incompatible",
+        s["cohort"].as_array().map_or(0, Vec::len),
+        st["runningRelease"],
+        st["eligible"],
+        st["incompatible"].as_array().map_or(0, Vec::len)
+    );
+    for g in s["lastGates"].as_array().into_iter().flatten() {
+        println!("  gate    {}", gate_line(g));
+    }
+    if let Some(reason) = s["reason"].as_str() {
+        println!("  reason  {reason}");
+    }
+    for i in st["incompatible"].as_array().into_iter().flatten().take(5) {
+        println!(
+            "  skip    {} ({})",
+            i[0].as_str().unwrap_or("?"),
+            i[1].as_str().unwrap_or("?")
+        );
+    }
+    let _ = Verdict::Pass;
+}
+
+pub fn rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let selector = super::bundle::parse_labels(&a.selector)?;
+    let req = DeployRequest {
+        app: a.app.clone(),
+        version: a.to.clone(),
+        selector,
+    };
+    let resp: edgecd_api::protocol::DeployResponse = a.remote.client()?.deploy(&req)?;
+    println!(
+        "rolled {} back to {}: {} devices assigned",
+        a.app,
+        a.to,
+        resp.assigned.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
