@@ -81,6 +81,8 @@ pub struct Config {
     pub metrics_url: Option<String>,
     /// SoC temperature file (millidegrees), e.g. /sys/class/thermal/thermal_zone0/temp.
     pub thermal_path: Option<PathBuf>,
+    /// The firmware's throttling report (Raspberry Pi: `get_throttled`).
+    pub throttle_path: Option<PathBuf>,
 }
 
 /// Enrollment, persisted in `device.json`.
@@ -341,9 +343,16 @@ impl Agent {
             .as_deref()
             .and_then(crate::metrics::read_temperature)
         {
+            let throttled = self
+                .cfg
+                .throttle_path
+                .as_deref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|s| crate::metrics::parse_throttled(&s))
+                .unwrap_or(false);
             metrics
                 .get_or_insert_with(Default::default)
-                .record_temperature(t, false);
+                .record_temperature(t, throttled);
         }
         let req = CheckinRequest {
             inventory: self.cfg.inventory.clone(),

@@ -80,6 +80,10 @@ pub struct Args {
     /// SoC temperature file in millidegrees (default: /sys/class/thermal/thermal_zone0/temp).
     #[arg(long)]
     pub thermal_path: Option<PathBuf>,
+    /// The firmware's throttling bits (default on a Pi:
+    /// /sys/devices/platform/soc/soc:firmware/get_throttled).
+    #[arg(long)]
+    pub throttle_path: Option<PathBuf>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -145,6 +149,10 @@ impl Args {
             checkin_interval: self.checkin_interval_ms.map(Duration::from_millis),
             max_checkins: self.max_checkins,
             metrics_url: self.metrics_url,
+            throttle_path: self.throttle_path.or_else(|| {
+                let p = PathBuf::from("/sys/devices/platform/soc/soc:firmware/get_throttled");
+                p.exists().then_some(p)
+            }),
             thermal_path: self.thermal_path.or_else(|| {
                 let p = PathBuf::from("/sys/class/thermal/thermal_zone0/temp");
                 p.exists().then_some(p)

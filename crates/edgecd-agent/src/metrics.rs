@@ -132,6 +132,17 @@ pub fn delta(prev: Option<&Snapshot>, now: &Snapshot) -> MetricsAggregate {
     m
 }
 
+/// Whether the SoC reports throttling now: the Raspberry Pi firmware's `get_throttled` bits
+/// (1: ARM frequency capped, 2: throttled, 3: soft temperature limit active), hex or decimal.
+pub fn parse_throttled(text: &str) -> Option<bool> {
+    let t = text.trim();
+    let v = match t.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => t.parse::<u64>().ok()?,
+    };
+    Some(v & 0b1110 != 0)
+}
+
 /// Reads a thermal zone file (millidegrees Celsius).
 pub fn read_temperature(path: &std::path::Path) -> Option<f64> {
     std::fs::read_to_string(path)
@@ -160,6 +171,16 @@ edgecd_infer_confidence_bucket{le=\"0.5\"} 5
 edgecd_infer_confidence_bucket{le=\"0.9\"} 20
 edgecd_infer_confidence_bucket{le=\"+Inf\"} 98
 ";
+
+    #[test]
+    fn throttling_bits() {
+        assert_eq!(parse_throttled("0x0\n"), Some(false));
+        assert_eq!(parse_throttled("0x50005"), Some(true)); // under-voltage + throttled now
+        assert_eq!(parse_throttled("0x50000"), Some(false)); // only "has occurred" bits
+        assert_eq!(parse_throttled("0x1"), Some(false)); // under-voltage alone is not throttling
+        assert_eq!(parse_throttled("8"), Some(true));
+        assert_eq!(parse_throttled("nope"), None);
+    }
 
     #[test]
     fn parses_and_diffs_cumulative_counters() {

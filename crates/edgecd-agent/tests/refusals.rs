@@ -326,6 +326,7 @@ fn disk_full_mid_download_is_reported_and_nothing_installed() {
         max_checkins: None,
         metrics_url: None,
         thermal_path: None,
+        throttle_path: None,
     }
     .into_config()
     .expect("config");

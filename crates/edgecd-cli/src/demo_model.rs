@@ -68,33 +68,62 @@ fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>)
 
 /// The encoded model for `seed` (different seeds: different weights, same architecture).
 pub fn classifier_onnx(seed: u64) -> Vec<u8> {
+    classifier_onnx_sized(seed, HIDDEN, 0)
+}
+
+/// The same classifier with `hidden` units per layer and `extra_layers` more hidden layers:
+/// a heavier model, for a real latency regression.
+pub fn classifier_onnx_sized(seed: u64, hidden: usize, extra_layers: usize) -> Vec<u8> {
+    classifier_onnx_custom(seed, hidden, extra_layers, "features")
+}
+
+/// Fully configurable: also the name of the input tensor (a model whose input signature no
+/// longer matches what callers send is a classic bad release).
+pub fn classifier_onnx_custom(
+    seed: u64,
+    hidden: usize,
+    extra_layers: usize,
+    input: &str,
+) -> Vec<u8> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let (i, h, c) = (INPUTS as i64, HIDDEN as i64, CLASSES as i64);
+    let (i, h, c) = (INPUTS as i64, hidden as i64, CLASSES as i64);
+    let mut initializer = vec![weights("W1", &[i, h], &mut s), weights("b1", &[h], &mut s)];
+    let mut nodes = vec![
+        node("Gemm", &[input, "W1", "b1"], "hidden0", vec![]),
+        node("Relu", &["hidden0"], "act0", vec![]),
+    ];
+    for l in 1..=extra_layers {
+        let (w, b) = (format!("Wh{l}"), format!("bh{l}"));
+        initializer.push(weights(&w, &[h, h], &mut s));
+        initializer.push(weights(&b, &[h], &mut s));
+        let (prev, hid, act) = (
+            format!("act{}", l - 1),
+            format!("hidden{l}"),
+            format!("act{l}"),
+        );
+        nodes.push(node("Gemm", &[&prev, &w, &b], &hid, vec![]));
+        nodes.push(node("Relu", &[&hid], &act, vec![]));
+    }
+    initializer.push(weights("W2", &[h, c], &mut s));
+    initializer.push(weights("b2", &[c], &mut s));
+    let last = format!("act{extra_layers}");
+    nodes.push(node("Gemm", &[&last, "W2", "b2"], "logits", vec![]));
+    nodes.push(node(
+        "Softmax",
+        &["logits"],
+        "probs",
+        vec![AttributeProto {
+            name: "axis".into(),
+            r#type: Some(attribute_type::INT),
+            i: Some(1),
+            ..Default::default()
+        }],
+    ));
     let graph = GraphProto {
         name: "receipt-classifier".into(),
-        initializer: vec![
-            weights("W1", &[i, h], &mut s),
-            weights("b1", &[h], &mut s),
-            weights("W2", &[h, c], &mut s),
-            weights("b2", &[c], &mut s),
-        ],
-        node: vec![
-            node("Gemm", &["features", "W1", "b1"], "hidden", vec![]),
-            node("Relu", &["hidden"], "act", vec![]),
-            node("Gemm", &["act", "W2", "b2"], "logits", vec![]),
-            node(
-                "Softmax",
-                &["logits"],
-                "probs",
-                vec![AttributeProto {
-                    name: "axis".into(),
-                    r#type: Some(attribute_type::INT),
-                    i: Some(1),
-                    ..Default::default()
-                }],
-            ),
-        ],
-        input: vec![value_info("features", &[1, i])],
+        initializer,
+        node: nodes,
+        input: vec![value_info(input, &[1, i])],
         output: vec![value_info("probs", &[1, c])],
         ..Default::default()
     };

@@ -78,11 +78,16 @@ impl Lab {
 
     /// Builds, signs and publishes `APP@version` of the generated classifier.
     pub fn release(&self, version: &str, seed: u64) -> anyhow::Result<ReleaseFiles> {
+        self.release_model(version, &classifier_onnx(seed))
+    }
+
+    /// Builds, signs and publishes `APP@version` with the given ONNX model bytes.
+    pub fn release_model(&self, version: &str, onnx: &[u8]) -> anyhow::Result<ReleaseFiles> {
         let dist = self.dir.join("dist");
         let src = self.dir.join(format!("models/{version}"));
         std::fs::create_dir_all(&src)?;
         let model = src.join("receipt-classifier.onnx");
-        std::fs::write(&model, classifier_onnx(seed))?;
+        std::fs::write(&model, onnx)?;
         let spec = edgecd_bundle::BuildSpec {
             meta: edgecd_bundle::BundleMeta {
                 name: APP.into(),
@@ -244,9 +249,19 @@ pub fn drive(
     std::thread::scope(|s| {
         s.spawn(|| fleet.run(&stop));
         let out = (|| loop {
-            for (dev, r) in fleet.running() {
+            // What devices report to the server (simulated or real agents alike).
+            let mut running = fleet.running();
+            for d in lab.admin.list_devices()? {
+                let r = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.running.as_ref())
+                    .map(|r| format!("{}@{}", r.app, r.version));
+                running.insert(d.id, r);
+            }
+            for (dev, r) in &running {
                 if r.as_deref() == Some(release.as_str()) {
-                    ever_ran.insert(dev);
+                    ever_ran.insert(dev.clone());
                 }
             }
             let status = lab.status(id)?;
@@ -269,7 +284,6 @@ pub fn drive(
                         .flatten()
                         .filter_map(|v| v.as_str().map(str::to_string))
                         .collect();
-                    let running = fleet.running();
                     baseline.is_none()
                         || back
                             .iter()

@@ -167,6 +167,30 @@ impl Fleet {
         })
     }
 
+    /// A fleet without virtual devices (for runs where real agents do the work).
+    pub fn empty() -> Fleet {
+        let cfg = SimConfig {
+            server: "http://127.0.0.1:9".into(),
+            enroll_token: String::new(),
+            devices: 0,
+            labels: vec![],
+            scenario: Scenario::default(),
+            runtimes: BTreeMap::new(),
+            board: "rpi5".into(),
+            ram_mb: 0,
+            threads: 1,
+            time_scale: 1.0,
+            seed: 0,
+        };
+        Fleet {
+            devices: vec![],
+            client: Client::new(&cfg.server, None).expect("a loopback URL is valid"),
+            http: ureq::Agent::new_with_defaults(),
+            cfg,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
     pub fn device_ids(&self) -> Vec<String> {
         self.devices
             .iter()
