@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/devices/{id}/labels", patch(label_device))
         .route("/api/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/api/v1/admin/deployments", post(deploy))
+        .route("/metrics", get(crate::metrics::metrics))
         .merge(crate::rollouts::routes())
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
@@ -248,6 +249,18 @@ fn signed(a: &AssignmentRow, st: &AppState) -> SignedAssignment {
 }
 
 async fn checkin(
+    state: State<AppState>,
+    path: Path<String>,
+    headers: HeaderMap,
+    req: Json<CheckinRequest>,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let r = checkin_inner(state, path, headers, req).await;
+    crate::metrics::observe_checkin(started.elapsed().as_secs_f64());
+    r
+}
+
+async fn checkin_inner(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,

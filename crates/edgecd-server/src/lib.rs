@@ -18,6 +18,7 @@ pub mod api;
 pub mod blobs;
 pub mod error;
 pub mod fixtures;
+pub mod metrics;
 pub mod release;
 pub mod rollouts;
 pub mod store;

@@ -1,0 +1,195 @@
+//! The server's Prometheus exposition (`GET /metrics`, text format 0.0.4): check-in rate and
+//! latency (counted in-process), devices by running release and phase, rollouts by phase,
+//! each active rollout's step and last gate values (read from the store at scrape time).
+//! Names follow Prometheus conventions (base units, `_total` counters, bounded labels).
+use crate::{ApiError, AppState};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use edgecd_api::protocol::DeviceStatus;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const BOUNDS_SECONDS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+struct Checkins {
+    buckets: [AtomicU64; 11],
+    sum_micros: AtomicU64,
+}
+
+static CHECKINS: Checkins = Checkins {
+    buckets: [const { AtomicU64::new(0) }; 11],
+    sum_micros: AtomicU64::new(0),
+};
+
+/// Records one handled check-in and how long it took.
+pub fn observe_checkin(seconds: f64) {
+    let i = BOUNDS_SECONDS
+        .iter()
+        .position(|b| seconds <= *b)
+        .unwrap_or(BOUNDS_SECONDS.len());
+    CHECKINS.buckets[i].fetch_add(1, Ordering::Relaxed);
+    CHECKINS
+        .sum_micros
+        .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_checkin_duration_seconds Time to handle a device check-in."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_checkin_duration_seconds histogram");
+    let mut cumulative = 0;
+    for (i, b) in BOUNDS_SECONDS.iter().enumerate() {
+        cumulative += CHECKINS.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            w,
+            "edgecd_server_checkin_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+        );
+    }
+    cumulative += CHECKINS.buckets[BOUNDS_SECONDS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(
+        w,
+        "edgecd_server_checkin_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        w,
+        "edgecd_server_checkin_duration_seconds_sum {}",
+        CHECKINS.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(
+        w,
+        "edgecd_server_checkin_duration_seconds_count {cumulative}"
+    );
+
+    let mut by_release: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let (mut total, mut revoked) = (0u64, 0u64);
+    for d in st.store.devices().await? {
+        total += 1;
+        if d.revoked {
+            revoked += 1;
+            continue;
+        }
+        let status: Option<DeviceStatus> = d
+            .status
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok());
+        let release = status
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .map_or("none".to_string(), |r| format!("{}@{}", r.app, r.version));
+        let phase = status
+            .as_ref()
+            .map_or("unknown".to_string(), |s| s.phase.to_string());
+        *by_release.entry((release, phase)).or_default() += 1;
+    }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_devices Enrolled devices by the release they report running and their install phase."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_devices gauge");
+    for ((release, phase), n) in &by_release {
+        let _ = writeln!(
+            w,
+            "edgecd_server_devices{{release=\"{}\",phase=\"{}\"}} {n}",
+            escape(release),
+            escape(phase)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_devices_enrolled Devices ever enrolled, including revoked ones."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_devices_enrolled gauge");
+    let _ = writeln!(w, "edgecd_server_devices_enrolled {total}");
+    let _ = writeln!(w, "# HELP edgecd_server_devices_revoked Revoked devices.");
+    let _ = writeln!(w, "# TYPE edgecd_server_devices_revoked gauge");
+    let _ = writeln!(w, "edgecd_server_devices_revoked {revoked}");
+
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT state FROM rollouts")
+        .fetch_all(&st.store.pool)
+        .await?;
+    let mut phases: BTreeMap<String, u64> = [
+        "progressing",
+        "paused",
+        "awaiting_approval",
+        "completed",
+        "aborted",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), 0))
+    .collect();
+    let mut active = vec![];
+    for (s,) in rows {
+        if let Ok(r) = serde_json::from_str::<edgecd_rollout::engine::Rollout>(&s) {
+            let phase = serde_json::to_value(r.state.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            *phases.entry(phase).or_default() += 1;
+            if !r.is_finished() {
+                active.push(r);
+            }
+        }
+    }
+    let _ = writeln!(w, "# HELP edgecd_server_rollouts Rollouts by phase.");
+    let _ = writeln!(w, "# TYPE edgecd_server_rollouts gauge");
+    for (p, n) in &phases {
+        let _ = writeln!(w, "edgecd_server_rollouts{{phase=\"{p}\"}} {n}");
+    }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_rollout_step Current step (1-based) of each active rollout."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_rollout_step gauge");
+    for r in &active {
+        let _ = writeln!(
+            w,
+            "edgecd_server_rollout_step{{rollout=\"{}\",release=\"{}\"}} {}",
+            escape(&r.id),
+            escape(&r.spec.release),
+            r.state.step + 1
+        );
+    }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_rollout_gate_value Last evaluated value of each gate of each active rollout."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_rollout_gate_value gauge");
+    for r in &active {
+        for g in &r.state.last_gates {
+            if let Some(v) = g.value.filter(|v| v.is_finite()) {
+                let verdict = match g.verdict {
+                    edgecd_rollout::Verdict::Pass => "pass",
+                    edgecd_rollout::Verdict::Fail(_) => "fail",
+                    edgecd_rollout::Verdict::Inconclusive(_) => "inconclusive",
+                    edgecd_rollout::Verdict::Error(_) => "error",
+                };
+                let _ = writeln!(
+                    w,
+                    "edgecd_server_rollout_gate_value{{rollout=\"{}\",gate=\"{}\",verdict=\"{verdict}\"}} {v}",
+                    escape(&r.id),
+                    escape(&g.gate)
+                );
+            }
+        }
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}
