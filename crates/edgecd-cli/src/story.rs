@@ -106,40 +106,13 @@ impl Lab {
             },
             models: vec![model],
         };
-        let built = edgecd_bundle::build_bundle(&spec, &dist, &mut |_| {})?;
-        let summary = edgecd_bundle::read_bundle(&built.path, &mut |_| {})?;
-        let bundle_sig = edgecd_bundle::signature_path(&built.path);
-        edgecd_bundle::write_atomic(
-            &bundle_sig,
-            edgecd_sign::sign_artifact(&self.key, &summary.manifest_bytes)
-                .to_json_pretty()
-                .as_bytes(),
-        )?;
-        let release = edgecd_bundle::release::ReleaseManifest::for_bundle(
-            &summary,
-            None,
-            edgecd_bundle::release::rfc3339_utc(0),
-        )?;
-        let manifest = dist.join(format!("{APP}-{version}.release.json"));
-        let bytes = release.to_json();
-        edgecd_bundle::write_atomic(&manifest, &bytes)?;
-        let manifest_sig = edgecd_bundle::signature_path(&manifest);
-        edgecd_bundle::write_atomic(
-            &manifest_sig,
-            edgecd_sign::sign_artifact(&self.key, &bytes)
-                .to_json_pretty()
-                .as_bytes(),
-        )?;
-        let files = ReleaseFiles {
-            app: APP.into(),
-            version: version.into(),
-            bundle: built.path,
-            bundle_sig,
-            manifest,
-            manifest_sig,
-            sbom: built.sbom_path,
-            bundle_digest: built.digest,
-        };
+        let files = edgecd_server::fixtures::package_release(
+            &dist,
+            &self.key,
+            &spec,
+            &edgecd_bundle::release::rfc3339_utc(0),
+        )
+        .map_err(anyhow::Error::msg)?;
         for (blob, path) in files.blobs()? {
             self.admin.upload_blob(&blob, &path, &mut |_| {})?;
         }

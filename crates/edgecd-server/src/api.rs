@@ -701,17 +701,20 @@ async fn list_devices(
     Ok(Json(out))
 }
 
+async fn device_or_404(st: &AppState, id: &str) -> Result<DeviceRow, ApiError> {
+    st.store
+        .device(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))
+}
+
 async fn show_device(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<DeviceInfo>, ApiError> {
     admin(&st, &headers)?;
-    let d = st
-        .store
-        .device(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    let d = device_or_404(&st, &id).await?;
     Ok(Json(device_info(&st, d).await?))
 }
 
@@ -723,11 +726,7 @@ async fn label_device(
 ) -> Result<Json<DeviceInfo>, ApiError> {
     admin(&st, &headers)?;
     check_labels(&req.labels)?;
-    let d = st
-        .store
-        .device(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    let d = device_or_404(&st, &id).await?;
     let mut labels: BTreeMap<String, String> = json_col(&d.labels)?;
     for (k, v) in req.labels {
         if v.is_empty() {
@@ -741,11 +740,7 @@ async fn label_device(
         .bind(&id)
         .execute(&st.store.pool)
         .await?;
-    let d = st
-        .store
-        .device(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    let d = device_or_404(&st, &id).await?;
     Ok(Json(device_info(&st, d).await?))
 }
 
@@ -763,11 +758,7 @@ async fn revoke_device(
         return Err(ApiError::not_found(format!("no device {id}")));
     }
     st.store.event(Some(&id), "revoked", "").await?;
-    let d = st
-        .store
-        .device(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    let d = device_or_404(&st, &id).await?;
     Ok(Json(device_info(&st, d).await?))
 }
 

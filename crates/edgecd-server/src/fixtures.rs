@@ -1,4 +1,5 @@
-//! Test support (used by this crate's and the agent's tests, and by `scripts/bench-agent`):
+//! Test and demo support (used by this crate's and the agent's tests, `scripts/bench-agent`
+//! and `edgecd demo`):
 //! builds real, signed releases on disk — a bundle (via `edgecd-bundle`), its Sigstore
 //! signature, a CI-signed `release.json` and the SBOM — with any hardware profile.
 
@@ -117,7 +118,20 @@ pub fn make_release(
         },
         models: vec![model],
     };
-    let built = edgecd_bundle::build_bundle(&spec, dir, &mut |_| {}).map_err(|e| e.to_string())?;
+    let created = edgecd_bundle::release::rfc3339_utc(crate::util::now());
+    package_release(dir, key, &spec, &created)
+}
+
+/// Builds `spec` into `dir`, signs the bundle, and writes the CI-signed release manifest
+/// (`APP-VERSION.release.json` + `.sigstore.json`) created at `created` (RFC 3339).
+pub fn package_release(
+    dir: &Path,
+    key: &SigningKey,
+    spec: &edgecd_bundle::BuildSpec,
+    created: &str,
+) -> Result<ReleaseFiles, String> {
+    let (app, version) = (&spec.meta.name, &spec.meta.version);
+    let built = edgecd_bundle::build_bundle(spec, dir, &mut |_| {}).map_err(|e| e.to_string())?;
     let summary =
         edgecd_bundle::read_bundle(&built.path, &mut |_| {}).map_err(|e| e.to_string())?;
     let bundle_sig = edgecd_bundle::signature_path(&built.path);
@@ -126,18 +140,18 @@ pub fn make_release(
         sign_artifact(key, &summary.manifest_bytes).to_json_pretty(),
     )
     .map_err(|e| e.to_string())?;
-    let created = edgecd_bundle::release::rfc3339_utc(crate::util::now());
-    let manifest = edgecd_bundle::release::ReleaseManifest::for_bundle(&summary, None, created)
-        .map_err(|e| e.to_string())?;
+    let manifest =
+        edgecd_bundle::release::ReleaseManifest::for_bundle(&summary, None, created.to_string())
+            .map_err(|e| e.to_string())?;
     let manifest_path = dir.join(format!("{app}-{version}.release.json"));
     let bytes = manifest.to_json();
     std::fs::write(&manifest_path, &bytes).map_err(|e| e.to_string())?;
-    let manifest_sig = dir.join(format!("{app}-{version}.release.json.sigstore.json"));
+    let manifest_sig = edgecd_bundle::signature_path(&manifest_path);
     std::fs::write(&manifest_sig, sign_artifact(key, &bytes).to_json_pretty())
         .map_err(|e| e.to_string())?;
     Ok(ReleaseFiles {
-        app: app.into(),
-        version: version.into(),
+        app: app.clone(),
+        version: version.clone(),
         bundle: built.path,
         bundle_sig,
         manifest: manifest_path,
