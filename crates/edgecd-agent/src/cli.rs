@@ -1,0 +1,191 @@
+//! Flags of the `edgecd-agent` binary and their translation into a [`Config`].
+
+use crate::agent::Config;
+use crate::hooks::HealthCheck;
+use edgecd_api::profile::RuntimePin;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `edgecd-agent`: the edgecd device agent.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "edgecd-agent",
+    version,
+    about = "edgecd device agent: pulls, verifies, installs and health-checks model releases"
+)]
+pub struct Args {
+    /// Server URL (https://…; plain http:// only to loopback addresses).
+    #[arg(long, env = "EDGECD_SERVER")]
+    pub server: String,
+    /// Where the agent keeps its credential, state, slots and downloads.
+    #[arg(
+        long,
+        env = "EDGECD_AGENT_DATA_DIR",
+        default_value = "/var/lib/edgecd-agent"
+    )]
+    pub data_dir: PathBuf,
+    /// One-time enrollment token (only needed until the device is enrolled).
+    #[arg(long, env = "EDGECD_ENROLL_TOKEN")]
+    pub enroll_token: Option<String>,
+    /// Labels sent at enrollment, `k=v` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Command run after `current` is switched (gets EDGECD_CURRENT, EDGECD_SLOT_DIR, EDGECD_RELEASE).
+    #[arg(long, env = "EDGECD_ACTIVATE_CMD")]
+    pub activate_cmd: Option<String>,
+    /// Health check command (exit 0 = healthy).
+    #[arg(long, env = "EDGECD_HEALTH_CMD", conflicts_with = "health_url")]
+    pub health_cmd: Option<String>,
+    /// Health check URL (2xx = healthy).
+    #[arg(long, env = "EDGECD_HEALTH_URL")]
+    pub health_url: Option<String>,
+    /// Deadline for the health check to pass, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub health_timeout_secs: u64,
+    /// Deadline for the activation command, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub activate_timeout_secs: u64,
+    /// Download bandwidth cap in KiB/s.
+    #[arg(long)]
+    pub max_download_kbps: Option<u64>,
+    /// PEM CA certificate the server's certificate must chain to (pinned).
+    #[arg(long, env = "EDGECD_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Release public key (PEM) to pin instead of those received at enrollment (repeatable).
+    #[arg(long = "release-key")]
+    pub release_keys: Vec<PathBuf>,
+    /// Board id (default: from /proc/device-tree/model).
+    #[arg(long)]
+    pub board: Option<String>,
+    /// Accelerator id, e.g. hailo-10h.
+    #[arg(long)]
+    pub accelerator: Option<String>,
+    /// Installed runtime `NAME@VERSION` (repeatable).
+    #[arg(long = "runtime", value_parser = RuntimePin::parse)]
+    pub runtimes: Vec<RuntimePin>,
+    /// Unconfirmed starts of a new release before falling back to the previous one.
+    #[arg(long, default_value_t = 3)]
+    pub max_trial_starts: u32,
+    /// Override the server's check-in delay, in milliseconds (testing).
+    #[arg(long, hide = true)]
+    pub checkin_interval_ms: Option<u64>,
+    /// Exit after this many check-ins (testing).
+    #[arg(long, hide = true)]
+    pub max_checkins: Option<u64>,
+    /// The local inference runtime's Prometheus metrics (latency, errors, confidence), sent
+    /// as deltas with each check-in for rollout gates, e.g. http://127.0.0.1:9500/metrics.
+    #[arg(long, env = "EDGECD_METRICS_URL")]
+    pub metrics_url: Option<String>,
+    /// SoC temperature file in millidegrees (default: /sys/class/thermal/thermal_zone0/temp).
+    #[arg(long)]
+    pub thermal_path: Option<PathBuf>,
+    /// The firmware's throttling bits (default on a Pi:
+    /// /sys/devices/platform/soc/soc:firmware/get_throttled).
+    #[arg(long)]
+    pub throttle_path: Option<PathBuf>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if edgecd_api::protocol::valid_label(k, v) && !v.is_empty() => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!(
+            "label {s:?} must be k=v with [A-Za-z0-9._-] characters"
+        )),
+    }
+}
+
+impl Args {
+    /// Reads key and CA files and detects the inventory.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        use anyhow::Context as _;
+        let ca_pem = match &self.ca_cert {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .with_context(|| format!("reading CA certificate {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let release_keys = self
+            .release_keys
+            .iter()
+            .map(|p| {
+                edgecd_sign::VerifyingKey::load(p)
+                    .with_context(|| format!("release key {}", p.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let runtimes: BTreeMap<String, String> = self
+            .runtimes
+            .iter()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect();
+        let inventory = crate::inventory::detect(
+            self.board.as_deref(),
+            self.accelerator.as_deref(),
+            &runtimes,
+        );
+        let health = match (self.health_cmd, self.health_url) {
+            (Some(c), _) => Some(HealthCheck::Cmd(c)),
+            (None, Some(u)) => Some(HealthCheck::Url(u)),
+            (None, None) => None,
+        };
+        Ok(Config {
+            server: self.server,
+            data_dir: self.data_dir,
+            enroll_token: self.enroll_token,
+            labels: self.labels.into_iter().collect(),
+            activate_cmd: self.activate_cmd,
+            health,
+            activate_timeout: Duration::from_secs(self.activate_timeout_secs),
+            health_timeout: Duration::from_secs(self.health_timeout_secs),
+            health_interval: Duration::from_millis(500),
+            max_download_kbps: self.max_download_kbps,
+            ca_pem,
+            release_keys,
+            inventory,
+            max_trial_starts: self.max_trial_starts,
+            checkin_interval: self.checkin_interval_ms.map(Duration::from_millis),
+            max_checkins: self.max_checkins,
+            metrics_url: self.metrics_url,
+            throttle_path: self.throttle_path.or_else(|| {
+                let p = PathBuf::from("/sys/devices/platform/soc/soc:firmware/get_throttled");
+                p.exists().then_some(p)
+            }),
+            thermal_path: self.thermal_path.or_else(|| {
+                let p = PathBuf::from("/sys/class/thermal/thermal_zone0/temp");
+                p.exists().then_some(p)
+            }),
+        })
+    }
+}
+
+/// Structured JSON logs on stderr (`RUST_LOG`-style level via `EDGECD_LOG`, default info).
+pub fn init_tracing() {
+    let level = std::env::var("EDGECD_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// The binary's body: parse flags, set up logs, run the agent.
+pub fn main() -> anyhow::Result<()> {
+    use clap::Parser as _;
+    let args = Args::parse();
+    init_tracing();
+    let cfg = args.into_config()?;
+    let mut agent = crate::Agent::new(
+        cfg,
+        std::sync::Arc::new(crate::install::EdgecdBundleInstaller),
+        std::sync::Arc::new(crate::client::FileStorage),
+    )?;
+    agent.run()?;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! Data types shared by every edgecd component (serde only, no I/O).
+//!
+//! Owns: model metadata (`model`), the bundle's edgecd profile layer (`profile`: hardware
+//! profile, runtime pin, model signatures, self-test vectors) and the installed-slot layout
+//! constants (`layout`). Later: the agent ↔ server protocol.
+
+pub mod layout;
+pub mod metrics;
+pub mod model;
+pub mod profile;
+pub mod protocol;
+
+/// Version of the HTTP API (`/api/v1/...`).
+pub const API_VERSION: &str = "v1";

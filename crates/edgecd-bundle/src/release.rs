@@ -1,0 +1,203 @@
+//! Release manifests: the signed statement that binds an app version to exactly one bundle
+//! (manifest digest and archive digest/size), its SBOM, an optional container image digest,
+//! the runtime pin and the hardware profile. Signed like bundles (Sigstore bundle v0.3 over
+//! the file's bytes, stored as `release.json.sigstore.json`). Pure: time comes in as an argument.
+use crate::digest::digest_hex;
+use crate::error::BundleError;
+use crate::oci::canonical_json;
+use crate::read::BundleSummary;
+use edgecd_api::profile::{HardwareProfile, RuntimePin};
+use serde::{Deserialize, Serialize};
+
+pub const RELEASE_MEDIA_TYPE: &str = "application/vnd.edgecd.release.v1+json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseManifest {
+    pub media_type: String,
+    pub app: String,
+    pub version: String,
+    pub bundle: BundleRef,
+    /// A container image pinned by digest: `name@sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<BlobRef>,
+    pub runtime: RuntimePin,
+    pub hardware: HardwareProfile,
+    /// RFC 3339 UTC time the release was created.
+    pub created: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleRef {
+    /// The bundle's identity: `sha256:` of its OCI manifest (what its signature covers).
+    pub digest: String,
+    /// `sha256:` of the whole `.edgecd` file, and its size: a download is capped at this size.
+    pub archive_digest: String,
+    pub archive_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlobRef {
+    pub digest: String,
+    pub size: u64,
+}
+
+/// Checks `name@sha256:<64 hex>` (a tag alone is mutable and is refused).
+pub fn validate_image_ref(image: &str) -> Result<(), BundleError> {
+    let bad = |why: &str| BundleError::InvalidMetadata {
+        what: "image reference",
+        reason: format!("{image:?} {why}; pin it by digest: registry/name@sha256:<64 hex>"),
+    };
+    let (name, digest) = image
+        .rsplit_once('@')
+        .ok_or_else(|| bad("has no @sha256: digest"))?;
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("has an empty or invalid name"));
+    }
+    digest_hex(digest)
+        .map(|_| ())
+        .ok_or_else(|| bad("has a malformed digest"))
+}
+
+impl ReleaseManifest {
+    /// A release for a verified bundle.
+    pub fn for_bundle(
+        summary: &BundleSummary,
+        image: Option<String>,
+        created: String,
+    ) -> Result<Self, BundleError> {
+        if let Some(i) = &image {
+            validate_image_ref(i)?;
+        }
+        let p = &summary.profile;
+        Ok(Self {
+            media_type: RELEASE_MEDIA_TYPE.to_string(),
+            app: p.name.clone(),
+            version: p.version.clone(),
+            bundle: BundleRef {
+                digest: summary.digest.clone(),
+                archive_digest: summary.archive_digest.clone(),
+                archive_size: summary.archive_size,
+            },
+            image,
+            sbom: summary
+                .sbom_digest
+                .clone()
+                .zip(summary.sbom.as_ref())
+                .map(|(digest, b)| BlobRef {
+                    digest,
+                    size: b.len() as u64,
+                }),
+            runtime: p.runtime.clone(),
+            hardware: p.hardware.clone(),
+            created,
+        })
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        canonical_json(self)
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, BundleError> {
+        let r: Self = serde_json::from_slice(bytes).map_err(|e| BundleError::InvalidMetadata {
+            what: "release manifest",
+            reason: e.to_string(),
+        })?;
+        if r.media_type != RELEASE_MEDIA_TYPE {
+            return Err(BundleError::InvalidMetadata {
+                what: "release manifest",
+                reason: format!("mediaType {:?} is not {RELEASE_MEDIA_TYPE}", r.media_type),
+            });
+        }
+        if let Some(i) = &r.image {
+            validate_image_ref(i)?;
+        }
+        Ok(r)
+    }
+
+    /// Checks that `summary` (a bundle that was read and verified) is the bundle this release names.
+    pub fn check_bundle(&self, summary: &BundleSummary) -> Result<(), BundleError> {
+        let mut problems = Vec::new();
+        if self.bundle.digest != summary.digest {
+            problems.push(format!(
+                "bundle digest is {} but the release names {}",
+                summary.digest, self.bundle.digest
+            ));
+        }
+        if self.bundle.archive_digest != summary.archive_digest
+            || self.bundle.archive_size != summary.archive_size
+        {
+            problems.push(format!(
+                "bundle file is {} ({} bytes) but the release names {} ({} bytes)",
+                summary.archive_digest,
+                summary.archive_size,
+                self.bundle.archive_digest,
+                self.bundle.archive_size
+            ));
+        }
+        if self.app != summary.profile.name || self.version != summary.profile.version {
+            problems.push(format!(
+                "bundle is {}@{} but the release is {}@{}",
+                summary.profile.name, summary.profile.version, self.app, self.version
+            ));
+        }
+        if self.sbom.as_ref().map(|s| &s.digest) != summary.sbom_digest.as_ref() {
+            problems.push("SBOM digest differs".to_string());
+        }
+        if self.runtime != summary.profile.runtime || self.hardware != summary.profile.hardware {
+            problems.push("runtime pin or hardware profile differs".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(BundleError::ReleaseMismatch(problems.join("; ")))
+        }
+    }
+}
+
+/// Formats seconds since the Unix epoch as RFC 3339 UTC (`2026-11-27T16:49:41Z`).
+pub fn rfc3339_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_795_798_181), "2026-11-27T16:49:41Z");
+    }
+
+    #[test]
+    fn image_refs_must_be_pinned() {
+        let hex = "a".repeat(64);
+        assert!(validate_image_ref(&format!("ghcr.io/org/edge-infer@sha256:{hex}")).is_ok());
+        assert!(validate_image_ref("ghcr.io/org/edge-infer:latest").is_err());
+        assert!(validate_image_ref("ghcr.io/org/edge-infer@sha256:abc").is_err());
+        assert!(validate_image_ref(&format!("@sha256:{hex}")).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! Helpers for the CLI tests: run the built `edgecd` binary, read JSON output.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn edgecd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgecd"))
+}
+
+/// Runs `edgecd args…` in `dir`; returns the output (any exit code).
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    edgecd()
+        .current_dir(dir)
+        .args(args)
+        .env_remove("COSIGN_PASSWORD")
+        .output()
+        .expect("run edgecd")
+}
+
+/// Runs and asserts success; returns stdout.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run_in(dir, args);
+    assert!(
+        out.status.success(),
+        "edgecd {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs and asserts failure; returns stderr.
+pub fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = run_in(dir, args);
+    assert!(
+        !out.status.success(),
+        "edgecd {args:?} unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+pub fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(dir, args)).expect("JSON output")
+}
+
+pub fn py_script(crate_name: &str, name: &str) -> PathBuf {
+    edgecd_testkit::workspace_root()
+        .join("crates")
+        .join(crate_name)
+        .join("tests/py")
+        .join(name)
+}
+
+/// Extracts the manifest bytes (what signatures cover) from a bundle via `unpack`-free reading.
+pub fn manifest_bytes(bundle: &Path) -> Vec<u8> {
+    edgecd_bundle::read_bundle(bundle, &mut |_| {})
+        .unwrap()
+        .manifest_bytes
+}

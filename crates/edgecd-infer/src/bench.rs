@@ -1,0 +1,104 @@
+//! Latency benchmark of one model file, in process (used by `scripts/bench-infer` through
+//! `edgecd-infer --bench-model`): load time, p50/p99/mean latency, sequential throughput, peak RSS.
+
+use crate::error::InferError;
+use crate::model::Model;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use tract_onnx::prelude::Tensor;
+
+/// Benchmark results (milliseconds unless named otherwise).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchStats {
+    pub model: String,
+    pub threads: usize,
+    pub iterations: usize,
+    pub load_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    /// Sequential inferences per second (1 / mean latency).
+    pub throughput_per_s: f64,
+    /// Peak resident set size of this process (Linux `VmHWM`), in KiB.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Loads `model_path`, runs `warmup` untimed and `iterations` timed inferences on `inputs`
+/// (default: zeros in the model's shapes, symbolic dimensions 1).
+pub fn bench(
+    model_path: &Path,
+    inputs: Option<Vec<Tensor>>,
+    threads: usize,
+    warmup: usize,
+    iterations: usize,
+) -> Result<BenchStats, InferError> {
+    let started = Instant::now();
+    let name = model_path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let model = Model::load(model_path, &name)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let inputs = match inputs {
+        Some(i) => i,
+        None => model
+            .inputs()
+            .iter()
+            .zip(model.default_input_shapes())
+            .map(|(spec, shape)| {
+                Tensor::zero_dt(spec.dtype, &shape)
+                    .map_err(|e| InferError::InvalidInput(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    for _ in 0..warmup {
+        model.run(inputs.clone(), threads)?;
+    }
+    let iterations = iterations.max(1);
+    let mut times = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        model.run(inputs.clone(), threads)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mean_ms = times.iter().sum::<f64>() / times.len() as f64;
+    times.sort_by(f64::total_cmp);
+    Ok(BenchStats {
+        model: name,
+        threads,
+        iterations,
+        load_ms,
+        p50_ms: percentile(&times, 0.50),
+        p99_ms: percentile(&times, 0.99),
+        mean_ms,
+        throughput_per_s: 1e3 / mean_ms,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(super::percentile(&v, 0.5), 50.0);
+        assert_eq!(super::percentile(&v, 0.99), 99.0);
+        assert_eq!(super::percentile(&[3.0], 0.99), 3.0);
+    }
+}

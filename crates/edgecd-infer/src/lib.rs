@@ -1,0 +1,25 @@
+//! edgecd's reference inference runtime: serves the active model of an installed bundle over
+//! HTTP with tract, runs its self-test, exports Prometheus metrics and throttles itself when the
+//! SoC gets hot.
+//!
+//! Modules: `model` (loading and running ONNX/TFLite with tract; the bundle's active model),
+//! `server` (axum API and hot reload), `selftest` (running and recording self-test vectors),
+//! `metrics` (hand-written Prometheus text format), `governor` (pure thermal state machine),
+//! `thermal` (sensor IO driving the governor), `npy` (NumPy `.npy` bodies), `bench` (in-process
+//! latency benchmark), `error`.
+
+pub mod bench;
+pub mod error;
+pub mod governor;
+pub mod metrics;
+pub mod model;
+pub mod npy;
+pub mod selftest;
+pub mod server;
+pub mod thermal;
+
+pub use error::InferError;
+pub use governor::{Governor, GovernorConfig, GovernorState};
+pub use model::{Engine, Model};
+pub use selftest::{SelfTestReport, record_selftest, run_selftest};
+pub use server::{RunningServer, ServeConfig, serve, start};

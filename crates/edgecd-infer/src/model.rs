@@ -1,0 +1,640 @@
+//! Loading one model file with tract (ONNX via `tract-onnx`, TFLite via `tract-tflite`) and
+//! running it; loading the active model of an installed bundle directory (`Engine`).
+//!
+//! A model whose inputs all have concrete shapes gets one optimized plan. A model with symbolic
+//! dimensions gets a plan optimized for symbolic shapes when tract can build one, otherwise a plan
+//! per concrete input shape, built on first use and kept in a small cache.
+
+use crate::error::{InferError, chain};
+use edgecd_api::layout::{MODELS_DIR, PROFILE_FILE};
+use edgecd_api::model::ModelFormat;
+use edgecd_api::profile::{Profile, TensorData};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// Matrix-product panel count from which tract spreads work over threads
+/// (`EDGECD_INFER_PANEL_THRESHOLD` overrides it). tract's default, 64, kept most convolutions of
+/// squeezenet on one thread: 16 took its 2-thread p50 from 15.2 to 12.8 ms here.
+const PANEL_THRESHOLD: usize = 16;
+
+/// How many per-shape plans a model with symbolic input dimensions keeps.
+const SHAPE_CACHE: usize = 8;
+
+/// The file format of a model, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Onnx,
+    Tflite,
+}
+
+impl Format {
+    /// Guesses the format from the file name (`.onnx`, `.tflite`).
+    pub fn from_path(p: &Path) -> Option<Format> {
+        match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "onnx" => Some(Format::Onnx),
+            "tflite" => Some(Format::Tflite),
+            _ => None,
+        }
+    }
+}
+
+/// One input of the model: its name, element type and shape (`None` = symbolic).
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: DatumType,
+    pub shape: Vec<Option<usize>>,
+}
+
+/// The graph plans are built from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Typed and decluttered at load time.
+    Typed(TypedModel),
+    /// Only typeable once input shapes are concrete: typed per input shape.
+    Inference(InferenceModel),
+}
+
+/// A loaded, runnable model.
+pub struct Model {
+    name: String,
+    source: Source,
+    inputs: Vec<InputSpec>,
+    outputs: Vec<String>,
+    generic: Option<Plan>,
+    by_shape: Mutex<Vec<(Vec<Vec<usize>>, Plan)>>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Loads a model file. `name` is used in messages (the bundle's filepath).
+    pub fn load(path: &Path, name: &str) -> Result<Model, InferError> {
+        let format = Format::from_path(path)
+            .ok_or_else(|| InferError::NoModel(format!("{name}: not an .onnx or .tflite file")))?;
+        let load_err = |e: TractError| InferError::Load {
+            model: name.to_string(),
+            message: chain(&e),
+        };
+        if !path.is_file() {
+            return Err(InferError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model file not found"),
+            ));
+        }
+        let source = match format {
+            Format::Onnx => {
+                let inference = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
+                let mut unsupported: Vec<String> = inference
+                    .nodes()
+                    .iter()
+                    .filter_map(|n| {
+                        let op = n.op.name();
+                        op.strip_prefix("Unimplemented(")
+                            .and_then(|s| s.strip_suffix(')'))
+                            .map(str::to_string)
+                    })
+                    .collect();
+                unsupported.sort();
+                unsupported.dedup();
+                if !unsupported.is_empty() {
+                    return Err(InferError::UnsupportedOperator {
+                        model: name.to_string(),
+                        operator: unsupported.join(", "),
+                    });
+                }
+                let symbolic = inference_inputs(&inference)
+                    .map_err(load_err)?
+                    .iter()
+                    .any(|i| i.shape.iter().any(Option::is_none));
+                match inference
+                    .clone()
+                    .into_typed()
+                    .and_then(|t| t.into_decluttered())
+                {
+                    Ok(t) => Source::Typed(t),
+                    // Some graphs (PP-OCR det) only type-check once the input shape is known.
+                    Err(e) if symbolic => {
+                        tracing::info!(model = name, error = %chain(&e), "model needs concrete input shapes; typing it per input shape");
+                        Source::Inference(inference)
+                    }
+                    Err(e) => return Err(load_err(e)),
+                }
+            }
+            Format::Tflite => Source::Typed(
+                tract_tflite::tflite()
+                    .model_for_path(path)
+                    .map_err(|e| {
+                        let msg = chain(&e);
+                        match tflite_unsupported(&msg) {
+                            Some(op) => InferError::UnsupportedOperator {
+                                model: name.to_string(),
+                                operator: op,
+                            },
+                            None => InferError::Load {
+                                model: name.to_string(),
+                                message: msg,
+                            },
+                        }
+                    })?
+                    .into_decluttered()
+                    .map_err(load_err)?,
+            ),
+        };
+        let (inputs, outputs, generic) = match &source {
+            Source::Typed(typed) => {
+                let mut inputs = Vec::new();
+                for (ix, outlet) in typed.input_outlets().map_err(load_err)?.iter().enumerate() {
+                    let fact = typed.input_fact(ix).map_err(load_err)?;
+                    let shape = fact
+                        .shape
+                        .iter()
+                        .map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok()))
+                        .collect();
+                    inputs.push(InputSpec {
+                        name: typed.node(outlet.node).name.clone(),
+                        dtype: fact.datum_type,
+                        shape,
+                    });
+                }
+                let concrete = inputs.iter().all(|i| i.shape.iter().all(Option::is_some));
+                let generic = match typed
+                    .clone()
+                    .into_optimized()
+                    .and_then(|m| m.into_runnable())
+                {
+                    Ok(plan) => Some(plan),
+                    Err(e) if concrete => return Err(load_err(e)),
+                    Err(e) => {
+                        tracing::info!(model = name, error = %chain(&e), "no symbolic-shape plan; building one plan per input shape");
+                        None
+                    }
+                };
+                (inputs, output_names(typed).map_err(load_err)?, generic)
+            }
+            Source::Inference(inference) => (
+                inference_inputs(inference).map_err(load_err)?,
+                output_names(inference).map_err(load_err)?,
+                None,
+            ),
+        };
+        Ok(Model {
+            name: name.to_string(),
+            source,
+            inputs,
+            outputs,
+            generic,
+            by_shape: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    pub fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Checks input count and shapes against the model (a caller error when they differ).
+    pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), InferError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(InferError::InvalidInput(format!(
+                "model {} takes {} input(s) ({}), got {}",
+                self.name,
+                self.inputs.len(),
+                self.inputs
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                inputs.len()
+            )));
+        }
+        for (spec, t) in self.inputs.iter().zip(inputs) {
+            let fits = spec.shape.len() == t.rank()
+                && spec
+                    .shape
+                    .iter()
+                    .zip(t.shape())
+                    .all(|(want, got)| want.is_none_or(|w| w == *got));
+            if !fits {
+                return Err(InferError::InvalidInput(format!(
+                    "input {} has shape {:?}, the model wants {}",
+                    spec.name,
+                    t.shape(),
+                    shape_string(&spec.shape)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the model on `inputs` (converted to the model's input types) with `threads` threads.
+    pub fn run(&self, inputs: Vec<Tensor>, threads: usize) -> Result<Vec<Tensor>, InferError> {
+        self.check_inputs(&inputs)?;
+        let mut values = TVec::new();
+        for (spec, t) in self.inputs.iter().zip(inputs) {
+            let t = if t.datum_type() == spec.dtype {
+                t
+            } else {
+                t.cast_to_dt(spec.dtype)
+                    .map_err(|e| {
+                        InferError::InvalidInput(format!(
+                            "input {}: cannot convert to {:?}: {e}",
+                            spec.name, spec.dtype
+                        ))
+                    })?
+                    .into_owned()
+            };
+            values.push(t.into_tvalue());
+        }
+        let plan = match &self.generic {
+            Some(p) => p.clone(),
+            None => self.plan_for(&values)?,
+        };
+        let out = multithread_tract_scope(executor(threads), || plan.run(values))
+            .map_err(|e| InferError::Execution(chain(&e)))?;
+        Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+    }
+
+    fn plan_for(&self, values: &[TValue]) -> Result<Plan, InferError> {
+        let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
+        if let Some((_, p)) = self
+            .by_shape
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(s, _)| *s == shapes)
+        {
+            return Ok(p.clone());
+        }
+        let build = || -> TractResult<Plan> {
+            let typed = match &self.source {
+                Source::Typed(t) => {
+                    let mut m = t.clone();
+                    for (ix, (spec, shape)) in self.inputs.iter().zip(&shapes).enumerate() {
+                        m.set_input_fact(ix, spec.dtype.fact(shape))?;
+                    }
+                    m
+                }
+                Source::Inference(i) => {
+                    let mut m = i.clone();
+                    for (ix, (spec, shape)) in self.inputs.iter().zip(&shapes).enumerate() {
+                        m.set_input_fact(
+                            ix,
+                            InferenceFact::dt_shape(spec.dtype, shape.as_slice()),
+                        )?;
+                    }
+                    m.into_typed()?
+                }
+            };
+            typed.into_optimized()?.into_runnable()
+        };
+        let plan = build().map_err(|e| {
+            InferError::Execution(format!(
+                "cannot plan for input shapes {shapes:?}: {}",
+                chain(&e)
+            ))
+        })?;
+        let mut cache = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= SHAPE_CACHE {
+            cache.remove(0);
+        }
+        cache.push((shapes, plan.clone()));
+        Ok(plan)
+    }
+
+    /// Converts request tensors to model inputs: matched by name, or by position when the
+    /// request's names are empty.
+    pub fn tensors_from_data(&self, data: &[TensorData]) -> Result<Vec<Tensor>, InferError> {
+        let by_name = data.iter().all(|d| !d.name.is_empty());
+        if data.len() != self.inputs.len() {
+            return Err(InferError::InvalidInput(format!(
+                "model {} takes {} input(s) ({}), got {}",
+                self.name,
+                self.inputs.len(),
+                self.inputs
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                data.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(data.len());
+        for (ix, spec) in self.inputs.iter().enumerate() {
+            let d = if by_name {
+                data.iter().find(|d| d.name == spec.name).ok_or_else(|| {
+                    InferError::InvalidInput(format!(
+                        "missing input {:?} (got {:?})",
+                        spec.name,
+                        data.iter().map(|d| &d.name).collect::<Vec<_>>()
+                    ))
+                })?
+            } else {
+                &data[ix]
+            };
+            out.push(tensor_from_data(d)?);
+        }
+        Ok(out)
+    }
+
+    /// The model's output tensors as `TensorData` (named after the graph's outputs).
+    pub fn tensors_to_data(&self, outputs: &[Tensor]) -> Result<Vec<TensorData>, InferError> {
+        outputs
+            .iter()
+            .zip(&self.outputs)
+            .map(|(t, name)| tensor_to_data(name, t))
+            .collect()
+    }
+
+    /// Input shapes with symbolic dimensions replaced by 1.
+    pub fn default_input_shapes(&self) -> Vec<Vec<usize>> {
+        self.inputs
+            .iter()
+            .map(|i| i.shape.iter().map(|d| d.unwrap_or(1)).collect())
+            .collect()
+    }
+}
+
+/// Inputs of a not-yet-typed ONNX graph (dtype defaults to float32 when the file leaves it open).
+fn inference_inputs(m: &InferenceModel) -> TractResult<Vec<InputSpec>> {
+    let mut inputs = Vec::new();
+    for (ix, outlet) in m.input_outlets()?.iter().enumerate() {
+        let fact = m.input_fact(ix)?;
+        let shape = fact
+            .shape
+            .dims()
+            .map(|d| {
+                d.concretize()
+                    .and_then(|v| v.to_i64().ok())
+                    .and_then(|v| usize::try_from(v).ok())
+            })
+            .collect();
+        inputs.push(InputSpec {
+            name: m.node(outlet.node).name.clone(),
+            dtype: fact.datum_type.concretize().unwrap_or(DatumType::F32),
+            shape,
+        });
+    }
+    Ok(inputs)
+}
+
+fn output_names<F, O>(m: &Graph<F, O>) -> TractResult<Vec<String>>
+where
+    F: Fact + Clone + 'static,
+    O: std::fmt::Debug + std::fmt::Display + AsRef<dyn Op> + AsMut<dyn Op> + Clone + 'static,
+{
+    Ok(m.output_outlets()?
+        .iter()
+        .map(|o| {
+            m.outlet_label(*o)
+                .map(str::to_string)
+                .unwrap_or_else(|| m.node(o.node).name.clone())
+        })
+        .collect())
+}
+
+/// Finds the operator name in tract-tflite's "Unsupported: OperatorCode { … }" error.
+fn tflite_unsupported(msg: &str) -> Option<String> {
+    let rest = &msg[msg.find("Unsupported")?..];
+    let code_of = |key: &str| -> Option<&str> {
+        rest.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim_end_matches(',').trim_matches('"'))
+    };
+    if let Some(custom) =
+        code_of("custom_code: Some(").map(|v| v.trim_end_matches(')').trim_matches('"'))
+    {
+        return Some(format!("custom {custom}"));
+    }
+    let code = code_of("builtin_code: ").or_else(|| code_of("deprecated_builtin_code: "))?;
+    let name = code
+        .parse::<i32>()
+        .ok()
+        .and_then(|n| tract_tflite::tflite::BuiltinOperator(n).variant_name())
+        .unwrap_or(code)
+        .trim_start_matches("BuiltinOperator(")
+        .trim_end_matches(')');
+    Some(name.to_string())
+}
+
+fn shape_string(s: &[Option<usize>]) -> String {
+    let dims: Vec<String> = s
+        .iter()
+        .map(|d| d.map_or_else(|| "?".to_string(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// A rayon pool per thread count, shared by every model (built once, on first use).
+pub fn executor(threads: usize) -> Executor {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Executor>>> = OnceLock::new();
+    if threads <= 1 {
+        return Executor::SingleThread;
+    }
+    static TUNED: std::sync::Once = std::sync::Once::new();
+    TUNED.call_once(|| {
+        let panels = std::env::var("EDGECD_INFER_PANEL_THRESHOLD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PANEL_THRESHOLD);
+        tract_linalg::multithread::set_threading_panel_threshold(panels);
+    });
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pools
+        .entry(threads)
+        .or_insert_with(|| Executor::multithread_with_name(threads, "edgecd-infer"))
+        .clone()
+}
+
+/// The lower-case dtype name used in `TensorData` and the profile (numpy names).
+pub fn dtype_name(dt: DatumType) -> &'static str {
+    match dt {
+        DatumType::F32 => "float32",
+        DatumType::F64 => "float64",
+        DatumType::F16 => "float16",
+        DatumType::I64 => "int64",
+        DatumType::I32 => "int32",
+        DatumType::I16 => "int16",
+        DatumType::I8 => "int8",
+        DatumType::U64 => "uint64",
+        DatumType::U32 => "uint32",
+        DatumType::U16 => "uint16",
+        DatumType::U8 => "uint8",
+        DatumType::Bool => "bool",
+        _ => "unknown",
+    }
+}
+
+/// Parses a dtype name (`float32`, `int64`, …; `f32`-style short names too).
+pub fn parse_dtype(s: &str) -> Option<DatumType> {
+    Some(match s {
+        "float32" | "f32" | "float" => DatumType::F32,
+        "float64" | "f64" | "double" => DatumType::F64,
+        "float16" | "f16" => DatumType::F16,
+        "int64" | "i64" => DatumType::I64,
+        "int32" | "i32" => DatumType::I32,
+        "int16" | "i16" => DatumType::I16,
+        "int8" | "i8" => DatumType::I8,
+        "uint64" | "u64" => DatumType::U64,
+        "uint32" | "u32" => DatumType::U32,
+        "uint16" | "u16" => DatumType::U16,
+        "uint8" | "u8" => DatumType::U8,
+        "bool" => DatumType::Bool,
+        _ => return None,
+    })
+}
+
+/// Converts one JSON tensor to a tract tensor of its declared dtype.
+pub fn tensor_from_data(d: &TensorData) -> Result<Tensor, InferError> {
+    let dt = parse_dtype(&d.dtype).ok_or_else(|| {
+        InferError::InvalidInput(format!("input {}: unknown dtype {:?}", d.name, d.dtype))
+    })?;
+    let n = d.shape.iter().try_fold(1usize, |a, b| a.checked_mul(*b));
+    if n != Some(d.data.len()) {
+        return Err(InferError::InvalidInput(format!(
+            "input {}: shape {:?} needs {} values, got {}",
+            d.name,
+            d.shape,
+            n.map_or_else(|| "too many".to_string(), |n| n.to_string()),
+            d.data.len()
+        )));
+    }
+    let t = Tensor::from_shape(&d.shape, &d.data)
+        .map_err(|e| InferError::InvalidInput(format!("input {}: {e}", d.name)))?;
+    if dt == DatumType::F64 {
+        return Ok(t);
+    }
+    let t = if dt == DatumType::Bool {
+        t.cast_to_dt(DatumType::F32).map(|c| c.into_owned())
+    } else {
+        Ok(t)
+    }
+    .and_then(|t| t.cast_to_dt(dt).map(|c| c.into_owned()));
+    t.map_err(|e| {
+        InferError::InvalidInput(format!(
+            "input {}: cannot convert to {}: {e}",
+            d.name, d.dtype
+        ))
+    })
+}
+
+/// Converts a tract tensor to a JSON tensor.
+pub fn tensor_to_data(name: &str, t: &Tensor) -> Result<TensorData, InferError> {
+    let as_f64 = t
+        .cast_to::<f64>()
+        .map_err(|e| InferError::Execution(format!("output {name}: {e}")))?;
+    let view = as_f64
+        .to_plain_array_view::<f64>()
+        .map_err(|e| InferError::Execution(format!("output {name}: {e}")))?;
+    Ok(TensorData {
+        name: name.to_string(),
+        dtype: dtype_name(t.datum_type()).to_string(),
+        shape: t.shape().to_vec(),
+        data: view.iter().copied().collect(),
+    })
+}
+
+/// The active model of an installed bundle, as loaded at one moment.
+#[derive(Debug)]
+pub struct Engine {
+    /// The directory the bundle was read from, with symlinks resolved (a slot, not `current`).
+    pub dir: PathBuf,
+    pub profile: Profile,
+    /// `name@version` of the profile.
+    pub release: String,
+    pub model: Model,
+    pub load_seconds: f64,
+}
+
+impl Engine {
+    /// Loads `DIR/profile.json` and the chosen model (`model`: a filepath or file name; default
+    /// the first ONNX/TFLite model of the profile).
+    pub fn load(dir: &Path, model: Option<&str>) -> Result<Engine, InferError> {
+        let started = Instant::now();
+        let dir = dir.canonicalize().map_err(|e| InferError::io(dir, e))?;
+        let profile = read_profile(&dir)?;
+        let entry = profile
+            .models
+            .iter()
+            .find(|m| match model {
+                Some(want) => {
+                    m.filepath == want
+                        || Path::new(&m.filepath)
+                            .file_name()
+                            .is_some_and(|f| f == want)
+                        || Path::new(&m.filepath)
+                            .file_stem()
+                            .is_some_and(|f| f == want)
+                }
+                None => matches!(m.info.format, ModelFormat::Onnx | ModelFormat::Tflite),
+            })
+            .ok_or_else(|| {
+                let have: Vec<&str> = profile.models.iter().map(|m| m.filepath.as_str()).collect();
+                InferError::NoModel(match model {
+                    Some(want) => format!("profile has no model {want:?} (has {have:?})"),
+                    None => format!("profile has no ONNX or TFLite model (has {have:?})"),
+                })
+            })?;
+        let path = model_path(&dir, &entry.filepath)?;
+        let loaded = Model::load(&path, &entry.filepath)?;
+        let release = format!("{}@{}", profile.name, profile.version);
+        Ok(Engine {
+            dir,
+            release,
+            model: loaded,
+            profile,
+            load_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Reads and parses `DIR/profile.json`.
+pub fn read_profile(dir: &Path) -> Result<Profile, InferError> {
+    let p = dir.join(PROFILE_FILE);
+    let bytes = std::fs::read(&p).map_err(|e| InferError::io(&p, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| InferError::Profile {
+        path: p,
+        message: e.to_string(),
+    })
+}
+
+/// `DIR/models/<filepath>`, refusing paths that leave the models directory.
+pub fn model_path(dir: &Path, filepath: &str) -> Result<PathBuf, InferError> {
+    let rel = Path::new(filepath);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(InferError::NoModel(format!(
+            "model filepath {filepath:?} is not a plain relative path"
+        )));
+    }
+    Ok(dir.join(MODELS_DIR).join(rel))
+}

@@ -1,0 +1,306 @@
+//! Self-test: running a profile's vectors on the device (`run_selftest`) and recording them when
+//! a bundle is built (`record_selftest`).
+
+use crate::error::InferError;
+use crate::model::{Engine, Model, model_path, tensor_to_data};
+use edgecd_api::profile::{SelfTest, SelfTestCase, TensorData, Tolerance};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use tract_onnx::prelude::{DatumType, Tensor};
+
+/// Tolerance recorded by `record_selftest`: covers the different SIMD kernels and summation
+/// orders of x86-64 (where bundles are built) and aarch64 (where they run).
+pub const RECORD_TOLERANCE: Tolerance = Tolerance {
+    abs: 1e-3,
+    rel: 1e-3,
+};
+
+/// The outcome of one self-test case.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseReport {
+    pub name: String,
+    pub model: String,
+    pub passed: bool,
+    /// Largest |actual - expected| over all output elements.
+    pub max_abs_error: f64,
+    /// Largest |actual - expected| / (abs + rel·|expected|): ≤ 1 passes.
+    pub max_tolerance_ratio: f64,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_budget_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The outcome of a whole self-test.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfTestReport {
+    pub release: String,
+    pub passed: bool,
+    pub cases: Vec<CaseReport>,
+}
+
+/// Runs every case of `st` against the engine's bundle. Cases for another model file of the same
+/// bundle load that file for the test.
+pub fn run_selftest(engine: &Engine, st: &SelfTest, threads: usize) -> SelfTestReport {
+    let mut others: Vec<Model> = Vec::new();
+    let mut cases = Vec::new();
+    for case in &st.cases {
+        let model: Result<&Model, InferError> = if case.model == engine.model.name() {
+            Ok(&engine.model)
+        } else if let Some(i) = others.iter().position(|m| m.name() == case.model) {
+            Ok(&others[i])
+        } else {
+            match model_path(&engine.dir, &case.model).and_then(|p| Model::load(&p, &case.model)) {
+                Ok(m) => {
+                    others.push(m);
+                    Ok(others.last().unwrap_or(&engine.model))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        cases.push(match model {
+            Ok(m) => run_case(m, case, st, threads),
+            Err(e) => failed(case, st, e.to_string()),
+        });
+    }
+    SelfTestReport {
+        release: engine.release.clone(),
+        passed: cases.iter().all(|c| c.passed),
+        cases,
+    }
+}
+
+fn failed(case: &SelfTestCase, st: &SelfTest, error: String) -> CaseReport {
+    CaseReport {
+        name: case.name.clone(),
+        model: case.model.clone(),
+        passed: false,
+        max_abs_error: f64::NAN,
+        max_tolerance_ratio: f64::NAN,
+        latency_ms: 0.0,
+        latency_budget_ms: st.latency_budget_ms,
+        error: Some(error),
+    }
+}
+
+fn run_case(model: &Model, case: &SelfTestCase, st: &SelfTest, threads: usize) -> CaseReport {
+    let inputs = match model.tensors_from_data(&case.inputs) {
+        Ok(i) => i,
+        Err(e) => return failed(case, st, e.to_string()),
+    };
+    let started = Instant::now();
+    let outputs = match model.run(inputs, threads) {
+        Ok(o) => o,
+        Err(e) => return failed(case, st, e.to_string()),
+    };
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let actual = match model.tensors_to_data(&outputs) {
+        Ok(a) => a,
+        Err(e) => return failed(case, st, e.to_string()),
+    };
+    let mut report = CaseReport {
+        name: case.name.clone(),
+        model: case.model.clone(),
+        passed: true,
+        max_abs_error: 0.0,
+        max_tolerance_ratio: 0.0,
+        latency_ms,
+        latency_budget_ms: st.latency_budget_ms,
+        error: None,
+    };
+    let mut problems = Vec::new();
+    for (i, want) in case.outputs.iter().enumerate() {
+        let got = actual
+            .iter()
+            .find(|a| !want.name.is_empty() && a.name == want.name)
+            .or_else(|| actual.get(i));
+        let Some(got) = got else {
+            problems.push(format!("output {} missing", want.name));
+            continue;
+        };
+        if got.shape != want.shape {
+            problems.push(format!(
+                "output {}: shape {:?}, expected {:?}",
+                want.name, got.shape, want.shape
+            ));
+            continue;
+        }
+        let (abs, ratio) = compare(&got.data, &want.data, st.tolerance);
+        report.max_abs_error = report.max_abs_error.max(abs);
+        report.max_tolerance_ratio = report.max_tolerance_ratio.max(ratio);
+        if ratio.is_nan() || ratio > 1.0 {
+            problems.push(format!(
+                "output {}: max error {abs:e} exceeds tolerance",
+                want.name
+            ));
+        }
+    }
+    if let Some(budget) = st.latency_budget_ms.filter(|b| latency_ms > *b) {
+        problems.push(format!(
+            "latency {latency_ms:.1} ms exceeds budget {budget} ms"
+        ));
+    }
+    if !problems.is_empty() {
+        report.passed = false;
+        report.error = Some(problems.join("; "));
+    }
+    report
+}
+
+/// Max |a - e| and max |a - e| / (abs + rel·|e|) (NaN if any value is NaN where the other is not).
+pub fn compare(actual: &[f64], expected: &[f64], tol: Tolerance) -> (f64, f64) {
+    let (mut max_abs, mut max_ratio) = (0f64, 0f64);
+    for (a, e) in actual.iter().zip(expected) {
+        if a.is_nan() && e.is_nan() {
+            continue;
+        }
+        let d = (a - e).abs();
+        if d.is_nan() {
+            return (f64::NAN, f64::NAN);
+        }
+        let allowed = tol.abs + tol.rel * e.abs();
+        max_abs = max_abs.max(d);
+        max_ratio = max_ratio.max(if allowed > 0.0 {
+            d / allowed
+        } else if d > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        });
+    }
+    (max_abs, max_ratio)
+}
+
+/// A small deterministic generator (SplitMix64): the same seed gives the same inputs on every
+/// machine.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), on a 2^-24 grid so it is exact in float32.
+    pub fn next_unit(&mut self) -> f64 {
+        (self.next_u64() >> 40) as f64 / (1u64 << 24) as f64
+    }
+}
+
+/// Deterministic input values for a tensor of `dt`: floats uniform in [0, 1), integers in
+/// [0, 10), booleans 0/1.
+pub fn random_input(
+    rng: &mut SplitMix64,
+    name: &str,
+    dt: DatumType,
+    shape: &[usize],
+) -> TensorData {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|_| match dt {
+            DatumType::F16 | DatumType::F32 | DatumType::F64 => rng.next_unit(),
+            DatumType::Bool => (rng.next_u64() & 1) as f64,
+            _ => (rng.next_u64() % 10) as f64,
+        })
+        .collect();
+    TensorData {
+        name: name.to_string(),
+        dtype: crate::model::dtype_name(dt).to_string(),
+        shape: shape.to_vec(),
+        data,
+    }
+}
+
+/// Runs the model at `model_path` on `cases` deterministic pseudo-random inputs (seeded by
+/// `seed`; symbolic dimensions become 1) and records the outputs as self-test vectors, with
+/// [`RECORD_TOLERANCE`] and a latency budget of 20× the slowest run here plus 100 ms (the
+/// device is slower than the build machine). Each case's `model` is the file name of
+/// `model_path`; callers that put the file elsewhere in the bundle rewrite it.
+pub fn record_selftest(model_path: &Path, cases: usize, seed: u64) -> Result<SelfTest, InferError> {
+    let name = model_path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let model = Model::load(model_path, &name)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shapes = model.default_input_shapes();
+    let mut rng = SplitMix64::new(seed);
+    let mut out = Vec::with_capacity(cases);
+    let mut slowest = 0f64;
+    for i in 0..cases {
+        let inputs: Vec<TensorData> = model
+            .inputs()
+            .iter()
+            .zip(&shapes)
+            .map(|(spec, shape)| random_input(&mut rng, &spec.name, spec.dtype, shape))
+            .collect();
+        let tensors: Vec<Tensor> = model.tensors_from_data(&inputs)?;
+        // The first run also builds any per-shape plan: time a second one.
+        model.run(tensors.clone(), threads)?;
+        let started = Instant::now();
+        let outputs = model.run(tensors, threads)?;
+        slowest = slowest.max(started.elapsed().as_secs_f64() * 1e3);
+        let outputs = outputs
+            .iter()
+            .zip(model.output_names())
+            .map(|(t, n)| tensor_to_data(n, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(SelfTestCase {
+            name: format!("auto-{seed}-{i}"),
+            model: name.clone(),
+            inputs,
+            outputs,
+        });
+    }
+    Ok(SelfTest {
+        cases: out,
+        tolerance: RECORD_TOLERANCE,
+        latency_budget_ms: Some((slowest * 20.0 + 100.0).ceil()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix_is_deterministic() {
+        let a: Vec<u64> = {
+            let mut r = SplitMix64::new(7);
+            (0..4).map(|_| r.next_u64()).collect()
+        };
+        let b: Vec<u64> = {
+            let mut r = SplitMix64::new(7);
+            (0..4).map(|_| r.next_u64()).collect()
+        };
+        assert_eq!(a, b);
+        let mut r = SplitMix64::new(1);
+        assert!(
+            (0..1000)
+                .map(|_| r.next_unit())
+                .all(|v| (0.0..1.0).contains(&v))
+        );
+    }
+
+    #[test]
+    fn compare_uses_abs_and_rel() {
+        let tol = Tolerance { abs: 0.1, rel: 0.1 };
+        assert_eq!(compare(&[1.0], &[1.0], tol), (0.0, 0.0));
+        let (abs, ratio) = compare(&[10.15, 0.0], &[10.0, 0.0], tol);
+        assert!((abs - 0.15).abs() < 1e-9 && ratio < 1.0);
+        assert!(compare(&[2.0], &[1.0], tol).1 > 1.0);
+        assert!(compare(&[f64::NAN], &[1.0], tol).1.is_nan());
+    }
+}

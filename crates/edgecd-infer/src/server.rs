@@ -1,0 +1,477 @@
+//! The HTTP API (axum): `POST /v1/infer`, `GET /healthz`, `GET /readyz`, `POST /v1/selftest`,
+//! `POST /v1/reload`, `GET /metrics`; and starting/stopping the server with its thermal loop.
+//!
+//! The active model is an `Arc<Engine>` behind a lock held only to clone or replace the `Arc`:
+//! a reload builds the new engine off to the side and swaps it in, while requests already running
+//! finish on the engine they started with.
+
+use crate::error::InferError;
+use crate::governor::{Governor, GovernorConfig};
+use crate::metrics::{self, ErrorKind, Metrics};
+use crate::model::{Engine, Model, tensor_to_data};
+use crate::npy;
+use crate::selftest::run_selftest;
+use crate::thermal::{self, GovernorOutput};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use edgecd_api::profile::TensorData;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::Tensor;
+
+/// Everything `serve`/`start` need.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The installed bundle (usually the agent's `current` symlink; re-resolved on reload).
+    pub model_dir: PathBuf,
+    /// Which model of the profile to serve (filepath, file name or stem); default the first
+    /// ONNX/TFLite one.
+    pub model: Option<String>,
+    pub listen: SocketAddr,
+    /// Threads per inference at full speed.
+    pub threads: usize,
+    /// Inference requests running at once (more wait).
+    pub max_concurrency: usize,
+    pub thermal_path: PathBuf,
+    pub thermal_interval: Duration,
+    pub governor: GovernorConfig,
+    /// The classifier output whose top-1 probability feeds the confidence histogram; default:
+    /// the first output shaped like class scores ([N, C] or [N, C, 1, 1]).
+    pub confidence_output: Option<String>,
+    /// `Retry-After` seconds on a 429.
+    pub retry_after_secs: u64,
+    pub max_body_bytes: usize,
+}
+
+impl ServeConfig {
+    /// Defaults for serving `model_dir` on 127.0.0.1:9500 with `threads` threads.
+    pub fn new(model_dir: impl Into<PathBuf>, threads: usize) -> Self {
+        let threads = threads.max(1);
+        ServeConfig {
+            model_dir: model_dir.into(),
+            model: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9500)),
+            threads,
+            max_concurrency: 2,
+            thermal_path: PathBuf::from(thermal::DEFAULT_THERMAL_PATH),
+            thermal_interval: Duration::from_secs(2),
+            governor: GovernorConfig::for_threads(threads),
+            confidence_output: None,
+            retry_after_secs: 10,
+            max_body_bytes: 256 << 20,
+        }
+    }
+}
+
+struct AppState {
+    cfg: ServeConfig,
+    engine: RwLock<Arc<Engine>>,
+    metrics: Arc<Metrics>,
+    governor: Arc<GovernorOutput>,
+    permits: tokio::sync::Semaphore,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl AppState {
+    fn engine(&self) -> Arc<Engine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A running server (tests and `serve`).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    thermal: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and returns.
+    pub async fn shutdown(mut self) -> Result<(), InferError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.thermal.abort();
+        match (&mut self.task).await {
+            Ok(r) => r.map_err(|e| InferError::io("HTTP server", e)),
+            Err(e) => Err(InferError::io("HTTP server", std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Loads the model, binds, and serves in the background.
+pub async fn start(cfg: ServeConfig) -> Result<RunningServer, InferError> {
+    let (dir, want) = (cfg.model_dir.clone(), cfg.model.clone());
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&dir, want.as_deref()))
+        .await
+        .map_err(|e| InferError::Load {
+            model: "?".into(),
+            message: e.to_string(),
+        })??;
+    tracing::info!(release = %engine.release, model = engine.model.name(), dir = %engine.dir.display(), load_seconds = engine.load_seconds, threads = cfg.threads, "model loaded");
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_model(&engine.release, engine.model.name(), engine.load_seconds);
+    let mut gov = Governor::new(cfg.governor);
+    let out = Arc::new(GovernorOutput {
+        threads: cfg.threads.into(),
+        shedding: false.into(),
+    });
+    thermal::apply_reading(
+        &mut gov,
+        thermal::read_temperature(&cfg.thermal_path),
+        &out,
+        &metrics,
+    );
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| InferError::io(format!("listen address {}", cfg.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| InferError::io("listen address", e))?;
+    let thermal = tokio::spawn(thermal::run_thermal_loop(
+        gov,
+        cfg.thermal_path.clone(),
+        cfg.thermal_interval,
+        out.clone(),
+        metrics.clone(),
+    ));
+    let state = Arc::new(AppState {
+        permits: tokio::sync::Semaphore::new(cfg.max_concurrency.max(1)),
+        engine: RwLock::new(Arc::new(engine)),
+        metrics,
+        governor: out,
+        reload_lock: tokio::sync::Mutex::new(()),
+        cfg,
+    });
+    let app = router(state);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "listening");
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(tx),
+        task,
+        thermal,
+    })
+}
+
+/// Serves until SIGINT/SIGTERM, then shuts down gracefully.
+pub async fn serve(cfg: ServeConfig) -> Result<(), InferError> {
+    let server = start(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .route("/v1/infer", post(infer))
+        .route("/v1/selftest", post(selftest))
+        .route("/v1/reload", post(reload))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// `POST /v1/infer` JSON body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InferRequest {
+    pub inputs: Vec<TensorData>,
+}
+
+/// `POST /v1/infer` JSON answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InferResponse {
+    pub outputs: Vec<TensorData>,
+    /// The release that answered (`name@version`).
+    #[serde(default)]
+    pub release: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct InferQuery {
+    /// With `Accept: application/x-npy`: which output to return (default the first).
+    output: Option<String>,
+}
+
+fn error_response(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": message.to_string(), "kind": kind})),
+    )
+        .into_response()
+}
+
+fn infer_error(state: &AppState, e: InferError) -> Response {
+    if e.is_client_error() {
+        state.metrics.error(ErrorKind::MalformedInput);
+        error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::MalformedInput.as_str(),
+            e,
+        )
+    } else {
+        state.metrics.error(ErrorKind::ModelFailure);
+        tracing::error!(error = %e, "inference failed");
+        error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::ModelFailure.as_str(),
+            e,
+        )
+    }
+}
+
+async fn infer(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<InferQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    if s.governor.shedding.load(Ordering::Relaxed) {
+        s.metrics.error(ErrorKind::Overloaded);
+        let mut r = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Overloaded.as_str(),
+            "shedding load: the SoC is above its hard temperature limit",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(s.cfg.retry_after_secs),
+        );
+        return r;
+    }
+    let engine = s.engine();
+    let header_has = |name: header::HeaderName, what: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(what))
+    };
+    let is_npy = header_has(header::CONTENT_TYPE, "application/x-npy");
+    let wants_npy = header_has(header::ACCEPT, "application/x-npy");
+    let names = engine.model.output_names();
+    let output_ix = match &q.output {
+        Some(n) => match names.iter().position(|x| x == n) {
+            Some(i) => i,
+            None => {
+                let e = format!("no output {n:?} (outputs: {names:?})");
+                return infer_error(&s, InferError::InvalidInput(e));
+            }
+        },
+        None => 0,
+    };
+    // Decoding, running and encoding are CPU work: keep them off the async workers.
+    let parse_engine = engine.clone();
+    let inputs =
+        tokio::task::spawn_blocking(move || parse_inputs(&parse_engine.model, is_npy, &body)).await;
+    let inputs = match inputs {
+        Ok(Ok(i)) => i,
+        Ok(Err(e)) => return infer_error(&s, e),
+        Err(e) => return infer_error(&s, InferError::Execution(format!("decoding task: {e}"))),
+    };
+    let Ok(_permit) = s.permits.acquire().await else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "server is shutting down",
+        );
+    };
+    let threads = s.governor.threads.load(Ordering::Relaxed);
+    let state = s.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let outputs = engine.model.run(inputs, threads)?;
+        record_confidence(&state, &engine, &outputs);
+        if wants_npy {
+            let t = outputs
+                .get(output_ix)
+                .ok_or_else(|| InferError::Execution("model produced no output".into()))?;
+            let bytes = npy::write_npy(t).map_err(InferError::Execution)?;
+            Ok(("application/x-npy", bytes))
+        } else {
+            let outputs = engine.model.tensors_to_data(&outputs)?;
+            let body = InferResponse {
+                outputs,
+                release: engine.release.clone(),
+            };
+            let bytes =
+                serde_json::to_vec(&body).map_err(|e| InferError::Execution(e.to_string()))?;
+            Ok(("application/json", bytes))
+        }
+    })
+    .await;
+    match ran {
+        Ok(Ok((content_type, bytes))) => {
+            s.metrics.latency.observe(started.elapsed().as_secs_f64());
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        Ok(Err(e)) => infer_error(&s, e),
+        Err(e) => infer_error(&s, InferError::Execution(format!("inference task: {e}"))),
+    }
+}
+
+/// Decodes a request body (.npy for a single-input model, or JSON tensors) into model inputs.
+fn parse_inputs(model: &Model, is_npy: bool, body: &[u8]) -> Result<Vec<Tensor>, InferError> {
+    let inputs = if is_npy {
+        let t = npy::read_npy(body).map_err(InferError::InvalidInput)?;
+        if model.inputs().len() != 1 {
+            return Err(InferError::InvalidInput(format!(
+                "a .npy body needs a single-input model; this one takes {}",
+                model.inputs().len()
+            )));
+        }
+        vec![t]
+    } else {
+        let r: InferRequest = serde_json::from_slice(body).map_err(|e| {
+            InferError::InvalidInput(format!("request body is not an inference request: {e}"))
+        })?;
+        model.tensors_from_data(&r.inputs)?
+    };
+    model.check_inputs(&inputs)?;
+    Ok(inputs)
+}
+
+/// Adds the top-1 probability of each row of the classifier output to the confidence histogram.
+fn record_confidence(s: &AppState, engine: &Engine, outputs: &[Tensor]) {
+    let names = engine.model.output_names();
+    let ix = match &s.cfg.confidence_output {
+        Some(n) => names.iter().position(|x| x == n),
+        None => outputs.iter().position(|t| {
+            let sh = t.shape();
+            t.datum_type().is_float()
+                && sh.len() >= 2
+                && sh[1] > 1
+                && sh[2..].iter().all(|d| *d == 1)
+        }),
+    };
+    let Some(t) = ix.and_then(|i| outputs.get(i)) else {
+        return;
+    };
+    let Ok(d) = tensor_to_data("", t) else { return };
+    let classes: usize = d.shape.iter().skip(1).product();
+    if classes < 2 {
+        return;
+    }
+    for row in d.data.chunks(classes) {
+        if let Some(p) = metrics::top1_probability(row) {
+            s.metrics.confidence.observe(p);
+        }
+    }
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let engine = s.engine();
+    let shedding = s.governor.shedding.load(Ordering::Relaxed);
+    let body = json!({"ready": !shedding, "release": engine.release, "model": engine.model.name(), "shedding": shedding});
+    let status = if shedding {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_handler(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn selftest(State(s): State<Arc<AppState>>) -> Response {
+    let engine = s.engine();
+    let Some(st) = engine.profile.selftest.clone() else {
+        return axum::Json(json!({"release": engine.release, "passed": true, "cases": [], "note": "the profile has no self-test vectors"})).into_response();
+    };
+    let _permit = s.permits.acquire().await;
+    let threads = s.governor.threads.load(Ordering::Relaxed);
+    let report =
+        match tokio::task::spawn_blocking(move || run_selftest(&engine, &st, threads)).await {
+            Ok(r) => r,
+            Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "model_failure", e),
+        };
+    tracing::info!(release = %report.release, passed = report.passed, cases = report.cases.len(), "self-test ran");
+    let status = if report.passed {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, axum::Json(report)).into_response()
+}
+
+async fn reload(State(s): State<Arc<AppState>>) -> Response {
+    let _guard = s.reload_lock.lock().await;
+    let (dir, want) = (s.cfg.model_dir.clone(), s.cfg.model.clone());
+    let loaded = tokio::task::spawn_blocking(move || Engine::load(&dir, want.as_deref())).await;
+    let previous = s.engine();
+    match loaded {
+        Ok(Ok(engine)) => {
+            let engine = Arc::new(engine);
+            s.metrics
+                .set_model(&engine.release, engine.model.name(), engine.load_seconds);
+            s.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            *s.engine.write().unwrap_or_else(|e| e.into_inner()) = engine.clone();
+            tracing::info!(from = %previous.release, to = %engine.release, model = engine.model.name(), dir = %engine.dir.display(), load_seconds = engine.load_seconds, "model reloaded");
+            axum::Json(json!({"release": engine.release, "model": engine.model.name(), "previous": previous.release, "loadSeconds": engine.load_seconds})).into_response()
+        }
+        Ok(Err(e)) => reload_failed(&s, &previous, e.to_string()),
+        Err(e) => reload_failed(&s, &previous, format!("load task failed: {e}")),
+    }
+}
+
+fn reload_failed(s: &AppState, previous: &Engine, why: String) -> Response {
+    s.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(error = %why, still_serving = %previous.release, "reload failed; keeping the old model");
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({"error": why, "kind": "reload_failed", "release": previous.release})),
+    )
+        .into_response()
+}

@@ -1,0 +1,41 @@
+//! TFLite through tract-tflite: a model it supports runs (checked against LiteRT by the script
+//! that writes it), and one with an operator it lacks (QUANTIZE) fails naming the operator.
+
+use edgecd_infer::{InferError, Model};
+use std::path::PathBuf;
+use tract_onnx::prelude::Tensor;
+
+#[test]
+fn tflite_runs_supported_and_names_unsupported_operators() {
+    let Some(python) = edgecd_testkit::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/make_tflite.py");
+    let st = std::process::Command::new(python)
+        .arg(script)
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "make_tflite.py failed");
+
+    let add = Model::load(&dir.path().join("add.tflite"), "add.tflite").unwrap();
+    assert_eq!(add.inputs()[0].shape, vec![Some(1), Some(4)]);
+    let x = Tensor::from_shape(&[1, 4], &[0.5f32, -1.0, 2.0, 0.0]).unwrap();
+    let y = add.run(vec![x], 1).unwrap();
+    let got: Vec<f32> = y[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(got, vec![1.5, 1.0, 5.0, 4.0]);
+
+    let err = Model::load(&dir.path().join("quantize.tflite"), "quantize.tflite").unwrap_err();
+    match &err {
+        InferError::UnsupportedOperator { operator, .. } => {
+            assert!(operator.contains("QUANTIZE"), "{err}")
+        }
+        other => panic!("expected an unsupported-operator error, got {other}"),
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the tests call: openssl (signature cross-check), node + npm (@sigstore/verify),
+# python3 with venv (independent readers and validators).
+set -euo pipefail
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+command -v python3 >/dev/null || need+=(python3 python3-venv)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
