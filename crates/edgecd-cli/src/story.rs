@@ -32,6 +32,16 @@ pub struct Lab {
 impl Lab {
     /// Starts a server with data under `dir/server`, check-ins every `checkin_secs`.
     pub fn start(dir: &Path, checkin_secs: u64, tick_ms: u64) -> anyhow::Result<Lab> {
+        Self::start_with(dir, checkin_secs, tick_ms, |_| {})
+    }
+
+    /// [`Lab::start`], with `tweak` applied to the server's configuration.
+    pub fn start_with(
+        dir: &Path,
+        checkin_secs: u64,
+        tick_ms: u64,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Lab> {
         std::fs::create_dir_all(dir)?;
         let mut cfg = Config::new(dir.join("server"));
         // A fixed free port, so a restarted server comes back at the same address.
@@ -41,6 +51,7 @@ impl Lab {
         cfg.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         cfg.checkin_interval_secs = checkin_secs;
         cfg.controller_tick_ms = tick_ms;
+        tweak(&mut cfg);
         let server = TestServer::start(cfg.clone()).context("starting the embedded server")?;
         let admin = AdminClient::new(
             &format!("http://{}", server.addr),

@@ -4,7 +4,7 @@
 //! server can persist it and resume after a restart without applying an effect twice
 //! (effects are derived from state changes that are saved together with them).
 use crate::cohort::{Device, Requirements, groups_in_order, grow, select_order};
-use crate::gates::{GateResult, Verdict, evaluate};
+use crate::gates::{ExternalValue, GateResult, Verdict, evaluate};
 use crate::spec::{OnFailure, RolloutSpec, SpecError, Step};
 use edgecd_api::metrics::MetricsAggregate;
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ pub struct Observation<'a> {
     /// Merged metrics over the same period of selected devices running the baseline.
     pub baseline: &'a MetricsAggregate,
     /// Values of `provider: prometheus` gates, by gate index.
-    pub external: &'a BTreeMap<usize, Result<Option<f64>, String>>,
+    pub external: &'a BTreeMap<usize, ExternalValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,6 +376,25 @@ impl Rollout {
     }
 
     /// Drives the rollout one step of time forward.
+    /// Whether a [`tick`](Self::tick) at `now` evaluates the gates: an active rollout in an
+    /// analysis step whose interval has elapsed. The server runs its `provider: prometheus`
+    /// queries only then; a gate evaluated without its value counts as a provider error.
+    pub fn evaluation_due(&self, now: i64) -> bool {
+        if self.is_finished()
+            || self.state.phase == Phase::Paused
+            || self.state.phase == Phase::AwaitingApproval
+        {
+            return false;
+        }
+        match &self.spec.steps[self.state.step] {
+            Step::Analyze(a) => self
+                .state
+                .last_evaluation_at
+                .is_none_or(|t| now - t >= a.interval.as_secs() as i64),
+            _ => false,
+        }
+    }
+
     pub fn tick(&mut self, obs: &Observation<'_>) -> Decision {
         let mut d = Decision::default();
         let now = obs.now;
@@ -682,6 +701,25 @@ impl Rollout {
         self.state.last_passed = true;
         self.state.reason = None;
         self.audit(d, now, "evaluation", "all gates pass".into(), results);
+    }
+
+    /// Stops the rollout because an outside signal (a firing alert) says the release is
+    /// unhealthy: like failing gates, it rolls the cohort back or pauses, per `on_failure`.
+    /// Errs (and changes nothing) when the rollout is already finished, or already paused
+    /// and `on_failure` is `pause`.
+    pub fn fail(&mut self, reason: String, now: i64) -> Result<Decision, String> {
+        let rollback = self.spec.on_failure == OnFailure::Rollback;
+        if self.is_finished() {
+            return Err(
+                format!("rollout {} is already {:?}", self.id, self.state.phase).to_lowercase(),
+            );
+        }
+        if !rollback && self.state.phase == Phase::Paused {
+            return Err(format!("rollout {} is already paused", self.id));
+        }
+        let mut d = Decision::default();
+        self.abort(&mut d, now, reason, rollback);
+        Ok(d)
     }
 
     /// Applies a person's command.

@@ -29,6 +29,17 @@ pub struct GateResult {
     pub baseline: Option<f64>,
     pub samples: u64,
     pub verdict: Verdict,
+    /// The PromQL query as sent (placeholders filled in), for `provider: prometheus` gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+/// What the server's metrics provider answered for one `provider: prometheus` gate: the
+/// query it sent and its single value (`Ok(None)`: the query returned no data).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalValue {
+    pub query: String,
+    pub result: Result<Option<f64>, String>,
 }
 
 /// The value of a builtin metric for one cohort.
@@ -85,24 +96,26 @@ fn compare(gate: &Gate, value: f64, baseline: Option<f64>) -> Verdict {
 }
 
 /// Evaluates `gate` on the canary and baseline aggregates; `external` is the provider's
-/// answer for a `provider: prometheus` gate (`Ok(None)`: the query returned no data).
+/// answer for a `provider: prometheus` gate.
 pub fn evaluate(
     gate: &Gate,
     canary: &MetricsAggregate,
     baseline: &MetricsAggregate,
     min_samples: u64,
-    external: Option<&Result<Option<f64>, String>>,
+    external: Option<&ExternalValue>,
 ) -> GateResult {
     let label = gate.label();
+    let query = external.map(|e| e.query.clone());
     let result = |value, base, samples, verdict| GateResult {
         gate: label.clone(),
         value,
         baseline: base,
         samples,
         verdict,
+        query: query.clone(),
     };
     if gate.provider == Provider::Prometheus {
-        return match external {
+        return match external.map(|e| &e.result) {
             None => result(
                 None,
                 None,
@@ -251,12 +264,22 @@ mod tests {
             ..gate(Metric::Query)
         };
         let m = MetricsAggregate::default();
+        let ext = |result: Result<Option<f64>, String>| ExternalValue {
+            query: "up".into(),
+            result,
+        };
+        let r = evaluate(&g, &m, &m, 200, Some(&ext(Ok(Some(0.5)))));
+        assert_eq!(
+            r.query.as_deref(),
+            Some("up"),
+            "the query is kept for the audit log"
+        );
         assert!(matches!(
-            evaluate(&g, &m, &m, 200, Some(&Err("refused".into()))).verdict,
+            evaluate(&g, &m, &m, 200, Some(&ext(Err("refused".into())))).verdict,
             Verdict::Error(_)
         ));
         assert!(matches!(
-            evaluate(&g, &m, &m, 200, Some(&Ok(None))).verdict,
+            evaluate(&g, &m, &m, 200, Some(&ext(Ok(None)))).verdict,
             Verdict::Inconclusive(_)
         ));
         assert!(matches!(
@@ -264,12 +287,12 @@ mod tests {
             Verdict::Error(_)
         ));
         assert!(
-            evaluate(&g, &m, &m, 200, Some(&Ok(Some(0.5))))
+            evaluate(&g, &m, &m, 200, Some(&ext(Ok(Some(0.5)))))
                 .verdict
                 .is_pass()
         );
         assert!(matches!(
-            evaluate(&g, &m, &m, 200, Some(&Ok(Some(1.5)))).verdict,
+            evaluate(&g, &m, &m, 200, Some(&ext(Ok(Some(1.5))))).verdict,
             Verdict::Fail(_)
         ));
     }

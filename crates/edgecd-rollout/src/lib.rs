@@ -18,5 +18,5 @@ pub mod window;
 
 pub use cohort::{Device, select_order};
 pub use engine::{AuditRecord, Command, Effect, Observation, Phase, Rollout, RolloutEvent};
-pub use gates::{GateResult, Verdict};
+pub use gates::{ExternalValue, GateResult, Verdict};
 pub use spec::{Gate, Metric, OnFailure, Provider, RolloutSpec, SpecError, Step};

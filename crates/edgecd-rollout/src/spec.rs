@@ -242,6 +242,8 @@ pub enum Against {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gate {
+    /// A builtin metric; `query` (the default) for `provider: prometheus` gates.
+    #[serde(default = "query_metric")]
     pub metric: Metric,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -258,6 +260,10 @@ pub struct Gate {
     /// PromQL with `{{cohort}}`, `{{baseline}}`, `{{release}}` placeholders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+}
+
+fn query_metric() -> Metric {
+    Metric::Query
 }
 
 impl Gate {
@@ -371,6 +377,11 @@ impl RolloutSpec {
                     if g.query.as_deref().is_none_or(str::is_empty) {
                         return Err(bad(format!("gate {l}: provider prometheus needs a query")));
                     }
+                    if g.metric != Metric::Query {
+                        return Err(bad(format!(
+                            "gate {l}: a prometheus gate's value is its query's; drop `metric` (builtin metrics come from check-ins)"
+                        )));
+                    }
                     if g.max_ratio.is_some() {
                         return Err(bad(format!(
                             "gate {l}: a prometheus gate compares its query's value with max/min; express ratios in PromQL"
@@ -378,6 +389,11 @@ impl RolloutSpec {
                     }
                 }
                 Provider::Builtin => {
+                    if g.metric == Metric::Query && g.query.is_none() {
+                        return Err(bad(format!(
+                            "gate {l}: name a metric (latency_p95_ms, error_rate, cpu_temp_c, confidence_psi, …) or use `provider: prometheus` with a query"
+                        )));
+                    }
                     if g.metric == Metric::Query || g.query.is_some() {
                         return Err(bad(format!(
                             "gate {l}: queries need `provider: prometheus`"

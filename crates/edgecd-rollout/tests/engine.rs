@@ -3,6 +3,7 @@ use edgecd_api::metrics::MetricsAggregate;
 use edgecd_api::profile::{HardwareProfile, RuntimePin};
 use edgecd_rollout::cohort::{Device, Requirements};
 use edgecd_rollout::engine::{Command, Effect, Observation, Phase, Rollout, RolloutEvent};
+use edgecd_rollout::gates::ExternalValue;
 use edgecd_rollout::spec::{RolloutSpec, Step};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,19 +124,28 @@ impl Sim {
     }
 
     fn step(&mut self, dt: i64, canary: &MetricsAggregate, baseline: &MetricsAggregate) {
+        self.step_with(dt, canary, baseline, &BTreeMap::new());
+    }
+
+    fn step_with(
+        &mut self,
+        dt: i64,
+        canary: &MetricsAggregate,
+        baseline: &MetricsAggregate,
+        external: &BTreeMap<usize, ExternalValue>,
+    ) {
         self.now += dt;
         for d in &mut self.fleet {
             if self.assigned.contains(&d.id) && self.rolled_back.is_none() {
                 d.running = Some(NEW.into());
             }
         }
-        let external = BTreeMap::new();
         let obs = Observation {
             now: self.now,
             fleet: &self.fleet,
             canary,
             baseline,
-            external: &external,
+            external,
         };
         let d = self.rollout.tick(&obs);
         self.apply(d.effects);
@@ -344,4 +354,138 @@ proptest! {
         let b = run()?;
         prop_assert_eq!(a, b, "same inputs, same decisions");
     }
+}
+
+const PROMQL: &str = r#"
+release: clf@2.0.0
+selector: {fleet: retail}
+steps:
+  - canary: {devices: 4}
+  - analyze: {duration: 30m, interval: 5m}
+  - canary: {percent: 100}
+gates:
+  - {name: p95, provider: prometheus, query: 'p95{release="{{release}}"}', max: 300}
+error_limit: 4
+"#;
+
+/// `provider: prometheus` gates: a provider outage holds the rollout (past the end of the
+/// analysis, never promoting), it resumes when answers come back, and too many consecutive
+/// errors abort it. `evaluation_due` says exactly when the engine wants the values.
+#[test]
+fn prometheus_gates_hold_on_outage_resume_and_abort_at_the_error_limit() {
+    let ext = |result: Result<Option<f64>, String>| -> BTreeMap<usize, ExternalValue> {
+        [(
+            0,
+            ExternalValue {
+                query: "p95{release=\"clf@2.0.0\"}".into(),
+                result,
+            },
+        )]
+        .into()
+    };
+    let none = MetricsAggregate::default();
+    let mut sim = Sim::new(spec(PROMQL), fleet(20, 4), 1_000_000);
+    assert!(
+        !sim.rollout.evaluation_due(sim.now),
+        "canary step: no queries"
+    );
+    sim.step(60, &none, &none); // the canary installs
+    sim.step(60, &none, &none);
+    assert_eq!(sim.rollout.state.step, 1, "{:?}", sim.rollout.state);
+    assert!(sim.rollout.evaluation_due(sim.now));
+    sim.step_with(1, &none, &none, &ext(Ok(Some(120.0))));
+    assert!(
+        !sim.rollout.evaluation_due(sim.now + 60),
+        "interval not elapsed"
+    );
+    assert!(sim.rollout.evaluation_due(sim.now + 300));
+    // Prometheus goes away: three failing queries (error_limit 4) across the end of the
+    // analysis; the rollout holds and never promotes.
+    for _ in 0..3 {
+        sim.step_with(600, &none, &none, &ext(Err("connection refused".into())));
+        assert_eq!(sim.rollout.state.step, 1, "held in analysis");
+        assert_eq!(sim.rollout.state.phase, Phase::Progressing);
+        let why = sim.rollout.state.reason.as_deref().unwrap_or_default();
+        assert!(
+            why.contains("Prometheus query failed: connection refused"),
+            "{why}"
+        );
+    }
+    let last = &sim.rollout.state.last_gates[0];
+    assert_eq!(last.query.as_deref(), Some("p95{release=\"clf@2.0.0\"}"));
+    // Back: the next evaluation passes and the analysis (long over) promotes.
+    sim.step_with(600, &none, &none, &ext(Ok(Some(110.0))));
+    assert_eq!(sim.rollout.state.step, 2, "{:?}", sim.rollout.state);
+
+    // Same again, but the outage outlasts error_limit: aborted and rolled back.
+    let mut sim = Sim::new(spec(PROMQL), fleet(20, 4), 1_000_000);
+    sim.step(60, &none, &none);
+    sim.step(60, &none, &none);
+    for i in 1..=4 {
+        sim.step_with(600, &none, &none, &ext(Err("timeout".into())));
+        if i < 4 {
+            assert_eq!(sim.rollout.state.phase, Phase::Progressing);
+        }
+    }
+    assert_eq!(
+        sim.rollout.state.phase,
+        Phase::Aborted,
+        "{:?}",
+        sim.rollout.state
+    );
+    assert!(sim.rolled_back.is_some());
+    // Empty results are inconclusive, not errors: they hold without counting to the limit.
+    let mut sim = Sim::new(spec(PROMQL), fleet(20, 4), 1_000_000);
+    sim.step(60, &none, &none);
+    sim.step(60, &none, &none);
+    for _ in 0..8 {
+        sim.step_with(600, &none, &none, &ext(Ok(None)));
+    }
+    assert_eq!(sim.rollout.state.phase, Phase::Progressing);
+    assert_eq!(sim.rollout.state.step, 1, "{:?}", sim.rollout.state);
+    let why = sim.rollout.state.reason.as_deref().unwrap_or_default();
+    assert!(why.contains("returned no data"), "{why}");
+}
+
+/// An outside failure signal (a firing alert) rolls back or pauses per `on_failure`, once.
+#[test]
+fn fail_follows_on_failure_and_is_idempotent() {
+    let none = MetricsAggregate::default();
+    let mut sim = Sim::new(spec(STANDARD), fleet(20, 4), 1_000_000);
+    sim.step(60, &none, &none);
+    let d = sim
+        .rollout
+        .fail("alert EdgeInferenceErrors firing".into(), sim.now)
+        .expect("fails");
+    sim.apply(d.effects);
+    assert_eq!(sim.rollout.state.phase, Phase::Aborted);
+    assert_eq!(
+        sim.rollout.state.reason.as_deref(),
+        Some("alert EdgeInferenceErrors firing")
+    );
+    assert_eq!(sim.rolled_back.as_ref().map(Vec::len), Some(4));
+    assert!(
+        sim.events
+            .iter()
+            .any(|e| matches!(e, RolloutEvent::Aborted { .. }))
+    );
+    assert!(
+        sim.rollout.fail("again".into(), sim.now).is_err(),
+        "already aborted"
+    );
+
+    let mut sim = Sim::new(
+        spec(&format!("{STANDARD}on_failure: pause\n")),
+        fleet(20, 4),
+        1_000_000,
+    );
+    sim.step(60, &none, &none);
+    let d = sim.rollout.fail("alert".into(), sim.now).expect("pauses");
+    sim.apply(d.effects);
+    assert_eq!(sim.rollout.state.phase, Phase::Paused);
+    assert!(sim.rolled_back.is_none(), "pause keeps the cohort");
+    assert!(
+        sim.rollout.fail("alert".into(), sim.now).is_err(),
+        "already paused"
+    );
 }

@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/api/v1/admin/deployments", post(deploy))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/api/v1/hooks/alertmanager", post(crate::alerts::receive))
         .merge(crate::rollouts::routes())
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));

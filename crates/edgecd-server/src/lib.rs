@@ -14,11 +14,13 @@
 //! DATA/admin-token                 the admin token, written once (0600)
 //! ```
 
+pub mod alerts;
 pub mod api;
 pub mod blobs;
 pub mod error;
 pub mod fixtures;
 pub mod metrics;
+pub mod promql;
 pub mod release;
 pub mod rollouts;
 pub mod store;
@@ -51,6 +53,15 @@ pub struct Config {
     pub blob_rate_kbps: Option<u64>,
     /// How often the rollout controller drives active rollouts.
     pub controller_tick_ms: u64,
+    /// Root URL of the Prometheus that `provider: prometheus` gates query, and the timeout
+    /// of each query.
+    pub prometheus_url: Option<String>,
+    pub prometheus_timeout_ms: u64,
+    /// Credentials an alert source (Alertmanager) presents at
+    /// `POST /api/v1/hooks/alertmanager`: a bearer token and/or an HMAC-SHA256 key signing
+    /// the body. With neither set the receiver answers 404.
+    pub alert_hook_token: Option<util::Secret>,
+    pub alert_hook_hmac_key: Option<util::Secret>,
 }
 
 impl Config {
@@ -65,6 +76,10 @@ impl Config {
             max_blob_bytes: 4 << 30,
             blob_rate_kbps: None,
             controller_tick_ms: 1000,
+            prometheus_url: None,
+            prometheus_timeout_ms: 5000,
+            alert_hook_token: None,
+            alert_hook_hmac_key: None,
         }
     }
 }
@@ -77,6 +92,8 @@ pub struct AppState {
     pub signing_key: Arc<SigningKey>,
     pub admin_token_hash: Arc<String>,
     pub config: Arc<Config>,
+    /// The gate provider for `provider: prometheus` gates, when `prometheus_url` is set.
+    pub prometheus: Option<promql::Prometheus>,
 }
 
 /// An opened server: data dir, store, keys.
@@ -110,12 +127,16 @@ impl Server {
                 (h, Some(token))
             }
         };
+        let prometheus = config.prometheus_url.as_deref().map(|u| {
+            promql::Prometheus::new(u, Duration::from_millis(config.prometheus_timeout_ms))
+        });
         let state = AppState {
             store,
             blobs,
             signing_key,
             admin_token_hash: Arc::new(admin_hash),
             config: Arc::new(config),
+            prometheus,
         };
         Ok(Self {
             state,

@@ -7,6 +7,7 @@
 //! idempotent (a device already assigned the target release is skipped), so a crash between
 //! the two re-applies nothing twice and loses nothing.
 use crate::api::{admin, json_col, sign_assignment};
+use crate::promql::{self, QueryContext};
 use crate::{ApiError, AppState, util};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -16,7 +17,8 @@ use edgecd_api::metrics::MetricsAggregate;
 use edgecd_api::protocol::{DeviceStatus, Inventory, OutcomeKind, ReleaseInfo};
 use edgecd_rollout::cohort::{Device, Requirements};
 use edgecd_rollout::engine::{AuditRecord, Command, Decision, Effect, Observation, Rollout};
-use edgecd_rollout::spec::RolloutSpec;
+use edgecd_rollout::gates::ExternalValue;
+use edgecd_rollout::spec::{Provider, RolloutSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -259,7 +261,7 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
             Some(b) => merged(st, r.metrics_since(), b, &baseline_devices).await?,
             None => MetricsAggregate::default(),
         };
-        let external = BTreeMap::new();
+        let external = external_values(st, &r, now).await;
         let d = r.tick(&Observation {
             now,
             fleet: &fleet,
@@ -277,6 +279,54 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
         .execute(&st.store.pool)
         .await?;
     Ok(())
+}
+
+/// Runs the `provider: prometheus` gates' queries when the engine is about to evaluate
+/// (concurrently, each bounded by the provider's timeout). Failures become errors the engine
+/// holds on; they are logged here and recorded, with the query, in the audit log.
+async fn external_values(st: &AppState, r: &Rollout, now: i64) -> BTreeMap<usize, ExternalValue> {
+    let gates: Vec<(usize, &str)> = r
+        .spec
+        .gates
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.provider == Provider::Prometheus)
+        .filter_map(|(i, g)| g.query.as_deref().map(|q| (i, q)))
+        .collect();
+    if gates.is_empty() || !r.evaluation_due(now) {
+        return BTreeMap::new();
+    }
+    let cohort: Vec<String> = r.state.cohort.iter().cloned().collect();
+    let ctx = QueryContext {
+        rollout: &r.id,
+        release: &r.spec.release,
+        baseline: r.baseline.as_deref(),
+        cohort: &cohort,
+    };
+    let runs = gates.iter().map(|(i, template)| {
+        let rendered = promql::render(template, &ctx);
+        async move {
+            let (query, result) = match (rendered, &st.prometheus) {
+                (Err(e), _) => (template.to_string(), Err(e)),
+                (Ok(q), None) => (
+                    q,
+                    Err("no Prometheus configured: start the server with --prometheus-url".into()),
+                ),
+                (Ok(q), Some(p)) => {
+                    let res = p.query(&q).await;
+                    (q, res)
+                }
+            };
+            if let Err(e) = &result {
+                tracing::warn!(rollout = %r.id, gate = i, query = %query, error = %e, "prometheus gate query failed");
+            }
+            (*i, ExternalValue { query, result })
+        }
+    });
+    futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Runs the controller every `every` until the runtime shuts down.
@@ -303,6 +353,18 @@ async fn start(
     req.spec
         .validate()
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    if st.prometheus.is_none()
+        && let Some(g) = req
+            .spec
+            .gates
+            .iter()
+            .find(|g| g.provider == Provider::Prometheus)
+    {
+        return Err(ApiError::unprocessable(format!(
+            "gate {} queries Prometheus, but this server has none: start it with --prometheus-url",
+            g.label()
+        )));
+    }
     let info = release_info(&st, &req.spec.release).await?;
     let app = req
         .spec
@@ -430,6 +492,33 @@ async fn history(
         .map(|(s,)| json_col(s))
         .collect::<Result<Vec<_>, _>>()
         .map(Json)
+}
+
+/// Active (unfinished) rollouts.
+pub(crate) async fn active(st: &AppState) -> Result<Vec<Rollout>, ApiError> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT state FROM rollouts WHERE finished = 0 ORDER BY created")
+            .fetch_all(&st.store.pool)
+            .await?;
+    rows.iter().map(|(s,)| json_col(s)).collect()
+}
+
+/// Stops rollout `id` for an outside reason (a firing alert), per its `on_failure`.
+/// `Ok(Err(why))`: nothing to do (already finished or paused).
+pub(crate) async fn fail(
+    st: &AppState,
+    id: &str,
+    reason: String,
+) -> Result<Result<Rollout, String>, ApiError> {
+    let _serialized = ROLLOUT_LOCK.lock().await;
+    let mut r = load(st, id).await?;
+    match r.fail(reason, util::now() as i64) {
+        Ok(d) => {
+            apply(st, &r, &d).await?;
+            Ok(Ok(r))
+        }
+        Err(why) => Ok(Err(why)),
+    }
 }
 
 async fn command(

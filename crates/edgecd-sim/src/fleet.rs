@@ -2,6 +2,7 @@
 //! with inventory, status and synthesized metrics, verify signed assignments (the agent's own
 //! verification code), download the bundle and check its digest and size, then "install"
 //! according to the scenario (success, install failure, crash on activation) and report.
+use crate::exporter::Exposition;
 use crate::scenario::Scenario;
 use crate::synth::{Rng, synthesize};
 use edgecd_agent::client::{Checkin, Client};
@@ -110,6 +111,8 @@ pub struct Fleet {
     http: ureq::Agent,
     cfg: SimConfig,
     pub counters: Arc<Counters>,
+    /// What the devices' runtimes would export to Prometheus (see [`crate::exporter`]).
+    pub exposition: Arc<Mutex<Exposition>>,
 }
 
 fn now_secs() -> u64 {
@@ -164,6 +167,7 @@ impl Fleet {
             http,
             cfg,
             counters: Arc::new(Counters::default()),
+            exposition: Arc::default(),
         })
     }
 
@@ -188,6 +192,7 @@ impl Fleet {
             http: ureq::Agent::new_with_defaults(),
             cfg,
             counters: Arc::new(Counters::default()),
+            exposition: Arc::default(),
         }
     }
 
@@ -248,7 +253,12 @@ impl Fleet {
             let b = self.cfg.scenario.resolve(Some(rel), &d.labels);
             let n = (b.requests_per_checkin as f64 * self.cfg.time_scale.clamp(1.0, 20.0)).round()
                 as u64;
-            synthesize(&b, &mut d.rng, Some(n))
+            let m = synthesize(&b, &mut d.rng, Some(n));
+            self.exposition
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(&d.id, rel, &m);
+            m
         });
         let req = CheckinRequest {
             inventory: inventory(&self.cfg),

@@ -2,8 +2,11 @@
 //!
 //! Owns: scenario files (`scenario`: per-release and per-label behaviour — latency
 //! distribution, error rate, confidence distribution, temperature, install failures, crash on
-//! activate) and the synthesis of mergeable metric aggregates from them (`synth`).
+//! activate) and the synthesis of mergeable metric aggregates from them (`synth`); the virtual
+//! devices (`fleet`); and their Prometheus exporter (`exporter`), which serves what each
+//! device's runtime would export.
 
+pub mod exporter;
 pub mod fleet;
 pub mod scenario;
 pub mod synth;

@@ -1,9 +1,12 @@
 //! Shared test fixtures (dev-dependency only).
 //!
 //! Owns: finding the external verifiers and test material that `scripts/test` installs
-//! (Python venv with onnx/onnxruntime/cyclonedx, npm `@sigstore/verify`, downloaded wheels).
+//! (Python venv with onnx/onnxruntime/cyclonedx, npm `@sigstore/verify`, downloaded wheels),
+//! and running real Prometheus and Alertmanager processes (`services`).
 //! When `EDGECD_REQUIRE_EXTERNAL=1` (set by `scripts/test` and CI) a missing tool is a test
 //! failure; otherwise the test prints why it skipped, so plain `cargo test` works on a bare box.
+
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

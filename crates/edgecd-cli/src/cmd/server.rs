@@ -30,6 +30,37 @@ pub struct ServerArgs {
     /// Bandwidth cap of each blob download to a device, in KiB/s.
     #[arg(long)]
     pub device_max_kbps: Option<u64>,
+    /// Prometheus that `provider: prometheus` rollout gates query (root URL, e.g.
+    /// http://127.0.0.1:9090).
+    #[arg(long, env = "EDGECD_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// Timeout of each gate query, in seconds (a timeout is a provider error: the rollout holds).
+    #[arg(long, default_value_t = 5)]
+    pub prometheus_timeout_secs: u64,
+    /// File holding the bearer token Alertmanager presents at /api/v1/hooks/alertmanager
+    /// (its webhook_configs http_config.authorization.credentials_file).
+    #[arg(long, env = "EDGECD_ALERT_HOOK_TOKEN_FILE")]
+    pub alert_hook_token_file: Option<PathBuf>,
+    /// File holding an HMAC-SHA256 key: requests signed with it (X-Edgecd-Signature-256:
+    /// sha256=<hex of HMAC(body)>) are accepted at /api/v1/hooks/alertmanager.
+    #[arg(long, env = "EDGECD_ALERT_HOOK_HMAC_KEY_FILE")]
+    pub alert_hook_hmac_key_file: Option<PathBuf>,
+}
+
+/// Reads a one-line secret from `path` (surrounding whitespace dropped).
+fn read_secret(path: &std::path::Path, what: &str) -> anyhow::Result<edgecd_server::util::Secret> {
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {what} from {}", path.display()))?;
+    let s = s.trim();
+    if s.len() < 16 {
+        anyhow::bail!(
+            "the {what} in {} is {} characters: use at least 16 random characters (e.g. `openssl rand -hex 32 > {}`)",
+            path.display(),
+            s.len(),
+            path.display()
+        );
+    }
+    Ok(edgecd_server::util::Secret::new(s))
 }
 
 pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -41,6 +72,23 @@ pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     cfg.assignment_ttl_secs = a.assignment_ttl_secs.max(60);
     cfg.max_blob_bytes = a.max_blob_mib.saturating_mul(1 << 20);
     cfg.blob_rate_kbps = a.device_max_kbps.filter(|k| *k > 0);
+    if let Some(u) = &a.prometheus_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            anyhow::bail!("--prometheus-url {u:?} must be an http:// or https:// URL");
+        }
+        cfg.prometheus_url = Some(u.clone());
+    }
+    cfg.prometheus_timeout_ms = a.prometheus_timeout_secs.max(1) * 1000;
+    cfg.alert_hook_token = a
+        .alert_hook_token_file
+        .as_deref()
+        .map(|p| read_secret(p, "alert hook token"))
+        .transpose()?;
+    cfg.alert_hook_hmac_key = a
+        .alert_hook_hmac_key_file
+        .as_deref()
+        .map(|p| read_secret(p, "alert hook HMAC key"))
+        .transpose()?;
     edgecd_server::run_blocking(cfg).context("control-plane server")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,10 @@ pub struct SimArgs {
     pub runtime: String,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Serve the devices' inference metrics (edgecd-infer's families, labelled with
+    /// `device` and `release`) for Prometheus at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -94,6 +98,17 @@ pub fn run(a: SimArgs) -> anyhow::Result<ExitCode> {
         a.devices,
         enroll_started.elapsed().as_secs_f64()
     );
+    let exporter_stop = std::sync::Arc::new(AtomicBool::new(false));
+    let exporter = match a.metrics_listen {
+        Some(addr) => {
+            let (bound, h) =
+                edgecd_sim::exporter::serve(addr, fleet.exposition.clone(), exporter_stop.clone())
+                    .with_context(|| format!("--metrics-listen {addr}"))?;
+            eprintln!("device metrics at http://{bound}/metrics");
+            Some(h)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -124,6 +139,10 @@ pub fn run(a: SimArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
+    exporter_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = exporter {
+        let _ = h.join();
+    }
     let c = &fleet.counters;
     let elapsed = started.elapsed().as_secs_f64();
     let mut lat = c.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
