@@ -428,3 +428,82 @@ fn simulator_exporter_passes_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A Prometheus that accepts connections and never answers: gate queries time out (held,
+/// with the reason), and an operator's command is not held up behind the hung query.
+#[test]
+fn a_hung_prometheus_holds_the_rollout_without_blocking_operators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    let lab = Lab::start_with(tmp.path(), 1, 300, |c| {
+        c.prometheus_url = Some(format!("http://{hung_addr}"));
+        c.prometheus_timeout_ms = 8000;
+    })
+    .unwrap();
+    for (v, seed) in [("1.0.0", 1), ("1.1.0", 2)] {
+        lab.release(v, seed).unwrap();
+    }
+    let fleet = lab
+        .fleet(8, 2, serde_yaml::from_str(SCENARIO).unwrap(), 9)
+        .unwrap();
+    deploy_everywhere(&lab, &fleet, "1.0.0");
+    let stop = AtomicBool::new(false);
+    // Keep accepted connections open and silent.
+    let held = std::sync::Mutex::new(vec![]);
+    hung.set_nonblocking(true).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| fleet.run(&stop));
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((c, _)) = hung.accept() {
+                    held.lock().unwrap().push(c);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let st = lab.start_rollout(&promql_spec("1.1.0", 5)).unwrap();
+        let id = st["rollout"]["id"].as_str().unwrap().to_string();
+        wait_for("a query to hang", Duration::from_secs(60), || {
+            let st = lab.status(&id).ok()?;
+            (st["rollout"]["state"]["step"] == 1 && !held.lock().unwrap().is_empty())
+                .then_some(Value::Null)
+        });
+        let t = Instant::now();
+        let paused: Value = lab
+            .admin
+            .send(
+                "POST",
+                &format!("/api/v1/admin/rollouts/{id}/pause"),
+                &json!({}),
+            )
+            .unwrap();
+        let took = t.elapsed();
+        assert_eq!(phase(&paused), "paused");
+        assert!(
+            took < Duration::from_secs(4),
+            "pause waited {took:?} behind an 8 s query"
+        );
+        lab.admin
+            .send::<_, Value>(
+                "POST",
+                &format!("/api/v1/admin/rollouts/{id}/resume"),
+                &json!({}),
+            )
+            .unwrap();
+        let st = wait_for(
+            "the timeout to be recorded",
+            Duration::from_secs(60),
+            || {
+                let st = lab.status(&id).ok()?;
+                let why = st["rollout"]["state"]["reason"].as_str()?.to_string();
+                why.contains("Prometheus query failed").then_some(st)
+            },
+        );
+        assert_eq!(
+            st["rollout"]["state"]["step"], 1,
+            "held, not promoted: {st}"
+        );
+    });
+}

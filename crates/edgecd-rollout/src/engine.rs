@@ -40,6 +40,45 @@ pub struct State {
     pub rolled_back: Vec<String>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// What stopped the rollout (abort, or pause on failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_cause: Option<StopCause>,
+}
+
+/// What stopped a rollout: a bounded set, for metrics and alerting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// Health gates failed `failure_limit` consecutive evaluations.
+    Gates,
+    /// `error_limit` consecutive evaluations had a metrics-provider error.
+    ProviderErrors,
+    /// More than `max_failed_installs` cohort devices failed to install.
+    FailedInstalls,
+    /// A person aborted it.
+    Operator,
+    /// A firing alert (Alertmanager receiver).
+    Alert,
+}
+
+impl StopCause {
+    pub const ALL: [StopCause; 5] = [
+        StopCause::Gates,
+        StopCause::ProviderErrors,
+        StopCause::FailedInstalls,
+        StopCause::Operator,
+        StopCause::Alert,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCause::Gates => "gates",
+            StopCause::ProviderErrors => "provider_errors",
+            StopCause::FailedInstalls => "failed_installs",
+            StopCause::Operator => "operator",
+            StopCause::Alert => "alert",
+        }
+    }
 }
 
 /// A rollout: its spec, what the release needs, what to roll back to, and its state.
@@ -196,6 +235,7 @@ impl Rollout {
                 rolled_back: vec![],
                 started_at: now,
                 finished_at: None,
+                stop_cause: None,
             },
         };
         let mut d = Decision::default();
@@ -328,7 +368,15 @@ impl Rollout {
     }
 
     /// Stops the rollout; with `rollback`, every device that got the release goes back to the baseline.
-    fn abort(&mut self, d: &mut Decision, now: i64, reason: String, rollback: bool) {
+    fn abort(
+        &mut self,
+        d: &mut Decision,
+        now: i64,
+        cause: StopCause,
+        reason: String,
+        rollback: bool,
+    ) {
+        self.state.stop_cause = Some(cause);
         if !rollback {
             self.state.phase = Phase::Paused;
             self.state.reason = Some(reason.clone());
@@ -416,6 +464,7 @@ impl Rollout {
             self.abort(
                 &mut d,
                 now,
+                StopCause::FailedInstalls,
                 reason,
                 self.spec.on_failure == OnFailure::Rollback,
             );
@@ -654,6 +703,7 @@ impl Rollout {
                 self.abort(
                     d,
                     now,
+                    StopCause::Gates,
                     format!("health gates failed: {}", failing.join("; ")),
                     self.spec.on_failure == OnFailure::Rollback,
                 );
@@ -681,6 +731,7 @@ impl Rollout {
                 self.abort(
                     d,
                     now,
+                    StopCause::ProviderErrors,
                     format!(
                         "{} consecutive evaluations with provider errors: {}",
                         self.state.consecutive_errors,
@@ -718,7 +769,7 @@ impl Rollout {
             return Err(format!("rollout {} is already paused", self.id));
         }
         let mut d = Decision::default();
-        self.abort(&mut d, now, reason, rollback);
+        self.abort(&mut d, now, StopCause::Alert, reason, rollback);
         Ok(d)
     }
 
@@ -731,7 +782,13 @@ impl Rollout {
             );
         }
         match cmd {
-            Command::Abort => self.abort(&mut d, now, "aborted by an operator".into(), true),
+            Command::Abort => self.abort(
+                &mut d,
+                now,
+                StopCause::Operator,
+                "aborted by an operator".into(),
+                true,
+            ),
             Command::Pause => {
                 if self.state.phase == Phase::Paused {
                     return Err("already paused".into());

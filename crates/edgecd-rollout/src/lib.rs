@@ -17,6 +17,8 @@ pub mod spec;
 pub mod window;
 
 pub use cohort::{Device, select_order};
-pub use engine::{AuditRecord, Command, Effect, Observation, Phase, Rollout, RolloutEvent};
+pub use engine::{
+    AuditRecord, Command, Effect, Observation, Phase, Rollout, RolloutEvent, StopCause,
+};
 pub use gates::{ExternalValue, GateResult, Verdict};
 pub use spec::{Gate, Metric, OnFailure, Provider, RolloutSpec, SpecError, Step};

@@ -2,7 +2,9 @@
 use edgecd_api::metrics::MetricsAggregate;
 use edgecd_api::profile::{HardwareProfile, RuntimePin};
 use edgecd_rollout::cohort::{Device, Requirements};
-use edgecd_rollout::engine::{Command, Effect, Observation, Phase, Rollout, RolloutEvent};
+use edgecd_rollout::engine::{
+    Command, Effect, Observation, Phase, Rollout, RolloutEvent, StopCause,
+};
 use edgecd_rollout::gates::ExternalValue;
 use edgecd_rollout::spec::{RolloutSpec, Step};
 use proptest::prelude::*;
@@ -183,6 +185,7 @@ fn latency_regression_is_stopped_at_the_canary_and_rolled_back() {
         }
     }
     assert_eq!(s.rollout.state.phase, Phase::Aborted);
+    assert_eq!(s.rollout.state.stop_cause, Some(StopCause::Gates));
     assert_eq!(s.assigned.len(), 4, "nobody outside the canary got it");
     let sites: BTreeSet<String> = s
         .fleet
@@ -434,6 +437,10 @@ fn prometheus_gates_hold_on_outage_resume_and_abort_at_the_error_limit() {
         sim.rollout.state
     );
     assert!(sim.rolled_back.is_some());
+    assert_eq!(
+        sim.rollout.state.stop_cause,
+        Some(StopCause::ProviderErrors)
+    );
     // Empty results are inconclusive, not errors: they hold without counting to the limit.
     let mut sim = Sim::new(spec(PROMQL), fleet(20, 4), 1_000_000);
     sim.step(60, &none, &none);
@@ -464,6 +471,7 @@ fn fail_follows_on_failure_and_is_idempotent() {
         Some("alert EdgeInferenceErrors firing")
     );
     assert_eq!(sim.rolled_back.as_ref().map(Vec::len), Some(4));
+    assert_eq!(sim.rollout.state.stop_cause, Some(StopCause::Alert));
     assert!(
         sim.events
             .iter()

@@ -239,6 +239,18 @@ static ROLLOUT_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One controller pass over every active rollout.
 pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
+    // Prometheus queries run before the lock is taken, so a slow or hung Prometheus never
+    // holds up operators' commands; each answer is used only if the rollout is still where it
+    // was when the query ran (same step and cohort).
+    let mut prefetched: BTreeMap<String, (usize, usize, BTreeMap<usize, ExternalValue>)> =
+        BTreeMap::new();
+    for r in active(st).await? {
+        let now = util::now() as i64;
+        if has_prometheus_gates(&r) && r.evaluation_due(now) {
+            let values = external_values(st, &r, now).await;
+            prefetched.insert(r.id.clone(), (r.state.step, r.state.cohort.len(), values));
+        }
+    }
     let _serialized = ROLLOUT_LOCK.lock().await;
     let ids: Vec<(String,)> =
         sqlx::query_as("SELECT id FROM rollouts WHERE finished = 0 ORDER BY created")
@@ -261,7 +273,17 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
             Some(b) => merged(st, r.metrics_since(), b, &baseline_devices).await?,
             None => MetricsAggregate::default(),
         };
-        let external = external_values(st, &r, now).await;
+        let external = match prefetched.remove(&id) {
+            Some((step, cohort, values))
+                if step == r.state.step && cohort == r.state.cohort.len() =>
+            {
+                values
+            }
+            // Due, but its queries did not run for this state: next pass (never evaluate
+            // without them, which would count as a provider error).
+            _ if has_prometheus_gates(&r) && r.evaluation_due(now) => continue,
+            _ => BTreeMap::new(),
+        };
         let d = r.tick(&Observation {
             now,
             fleet: &fleet,
@@ -284,6 +306,13 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
 /// Runs the `provider: prometheus` gates' queries when the engine is about to evaluate
 /// (concurrently, each bounded by the provider's timeout). Failures become errors the engine
 /// holds on; they are logged here and recorded, with the query, in the audit log.
+fn has_prometheus_gates(r: &Rollout) -> bool {
+    r.spec
+        .gates
+        .iter()
+        .any(|g| g.provider == Provider::Prometheus)
+}
+
 async fn external_values(st: &AppState, r: &Rollout, now: i64) -> BTreeMap<usize, ExternalValue> {
     let gates: Vec<(usize, &str)> = r
         .spec

@@ -195,13 +195,17 @@ fn gate_line(g: &Value) -> String {
     let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
     let verdict = g["verdict"]["verdict"].as_str().unwrap_or("?");
     let why = g["verdict"]["why"].as_str().unwrap_or("");
-    format!(
+    let mut line = format!(
         "{:<40} value {:>10}  baseline {:>10}  samples {:>6}  {verdict} {why}",
         g["gate"].as_str().unwrap_or("?"),
         num(&g["value"]),
         num(&g["baseline"]),
         g["samples"]
-    )
+    );
+    if let Some(q) = g["query"].as_str() {
+        line.push_str(&format!("\n        query: {q}"));
+    }
+    line
 }
 
 /// Prints a rollout status (the API's `RolloutStatus` JSON).
