@@ -2,9 +2,9 @@
 //! releases verified on publish, a content-addressed blob store served with HTTP Range, and
 //! the admin API. Embedded SQLite (WAL) and blobs live under one data directory.
 //!
-//! Owns: [`Config`], [`Server`] (open data dir, build the axum router, serve HTTP or HTTPS
-//! with graceful shutdown), and [`TestServer`] (an in-process server on its own runtime, for
-//! tests of this crate and of the agent).
+//! Owns: [`Config`], [`Server`] (open data dir, start the notifier, build the axum router,
+//! serve HTTP or HTTPS with graceful shutdown), and [`TestServer`] (an in-process server on
+//! its own runtime, for tests of this crate and of the agent).
 //!
 //! Data directory layout:
 //! ```text
@@ -19,6 +19,7 @@ pub mod blobs;
 pub mod error;
 pub mod fixtures;
 pub mod metrics;
+pub mod notify;
 pub mod release;
 pub mod rollouts;
 pub mod store;
@@ -51,6 +52,13 @@ pub struct Config {
     pub blob_rate_kbps: Option<u64>,
     /// How often the rollout controller drives active rollouts.
     pub controller_tick_ms: u64,
+
+    // --- Rollout notifications ---
+    /// Notification channels (Slack, Teams, signed webhooks), the public URL of rollout
+    /// links and the delivery policy, from `edgecd server --notifications FILE`
+    /// ([`notify::NotifyConfig::load`] validates it). Default: no channels, links derived
+    /// from `listen`. Webhook URLs and keys inside are redacted in `Debug`.
+    pub notifications: notify::NotifyConfig,
 }
 
 impl Config {
@@ -65,6 +73,7 @@ impl Config {
             max_blob_bytes: 4 << 30,
             blob_rate_kbps: None,
             controller_tick_ms: 1000,
+            notifications: notify::NotifyConfig::default(),
         }
     }
 }
@@ -77,6 +86,8 @@ pub struct AppState {
     pub signing_key: Arc<SigningKey>,
     pub admin_token_hash: Arc<String>,
     pub config: Arc<Config>,
+    /// Sends rollout notifications without blocking (see [`notify`]).
+    pub notifier: notify::Notifier,
 }
 
 /// An opened server: data dir, store, keys.
@@ -110,12 +121,17 @@ impl Server {
                 (h, Some(token))
             }
         };
+        let notifier = notify::Notifier::start(
+            &config.notifications,
+            &notify::default_public_url(config.listen, config.tls.is_some()),
+        );
         let state = AppState {
             store,
             blobs,
             signing_key,
             admin_token_hash: Arc::new(admin_hash),
             config: Arc::new(config),
+            notifier,
         };
         Ok(Self {
             state,
@@ -262,8 +278,9 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Opens `config.data_dir` and serves (HTTPS when `config.tls` is set).
-    pub fn start(config: Config) -> Result<Self, ServerError> {
+    /// Opens `config.data_dir` and serves (HTTPS when `config.tls` is set); `config.listen`
+    /// becomes the bound address (so a port 0 is replaced by the real one).
+    pub fn start(mut config: Config) -> Result<Self, ServerError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -274,6 +291,7 @@ impl TestServer {
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::io("bind", e))?;
+        config.listen = addr;
         let server = rt.block_on(Server::open(config))?;
         let admin_token = match &server.new_admin_token {
             Some(t) => t.clone(),

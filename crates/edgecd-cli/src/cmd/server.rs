@@ -1,5 +1,6 @@
 //! `edgecd server`: runs the control plane (see `edgecd-server`): SQLite + blob store under
-//! `--data-dir`, HTTPS when given a certificate and key, graceful shutdown on SIGTERM.
+//! `--data-dir`, HTTPS when given a certificate and key, rollout notifications from
+//! `--notifications FILE`, graceful shutdown on SIGTERM.
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ pub struct ServerArgs {
     /// Bandwidth cap of each blob download to a device, in KiB/s.
     #[arg(long)]
     pub device_max_kbps: Option<u64>,
+    /// Rollout notification channels (Slack, Teams, signed webhooks): a YAML file, see the
+    /// README. Checked at start: the server refuses to start when it is wrong.
+    #[arg(long, env = "EDGECD_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
 }
 
 pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -41,6 +46,10 @@ pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     cfg.assignment_ttl_secs = a.assignment_ttl_secs.max(60);
     cfg.max_blob_bytes = a.max_blob_mib.saturating_mul(1 << 20);
     cfg.blob_rate_kbps = a.device_max_kbps.filter(|k| *k > 0);
+    if let Some(path) = &a.notifications {
+        cfg.notifications = edgecd_server::notify::NotifyConfig::load(path)
+            .with_context(|| format!("--notifications {}", path.display()))?;
+    }
     edgecd_server::run_blocking(cfg).context("control-plane server")?;
     Ok(ExitCode::SUCCESS)
 }
