@@ -78,8 +78,11 @@ pub struct RolloutSpec {
     pub error_limit: u32,
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Notification channels (names from the server's `--notifications` file) that hear
+    /// about this rollout's events.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// The runbook linked from this rollout's notifications (overrides the channel's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_url: Option<String>,
 }
@@ -412,6 +415,27 @@ impl RolloutSpec {
         }
         if self.failure_limit == 0 || self.error_limit == 0 {
             return Err(bad("failure_limit and error_limit must be at least 1"));
+        }
+        let mut channels = std::collections::BTreeSet::new();
+        for c in &self.notify {
+            if c.trim().is_empty() {
+                return Err(bad("notify lists an empty channel name"));
+            }
+            if !channels.insert(c) {
+                return Err(bad(format!("notify lists channel {c:?} twice")));
+            }
+        }
+        if let Some(u) = &self.runbook_url {
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+                || u.chars().any(char::is_whitespace)
+            {
+                return Err(bad(format!(
+                    "runbook_url {u:?} must be an absolute http(s) URL, e.g. https://wiki.example/runbooks/app"
+                )));
+            }
         }
         Ok(())
     }

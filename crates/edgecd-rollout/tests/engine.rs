@@ -299,6 +299,21 @@ fn spec_errors_say_what_to_fix() {
             .is_err()
     );
     assert!(matches!(spec(STANDARD).steps[1], Step::Analyze(_)));
+    let one = "release: a@1\nsteps: [{canary: {devices: 1}}]\n";
+    assert!(
+        bad(&format!("{one}runbook_url: wiki/runbook\n"))
+            .contains("runbook_url \"wiki/runbook\" must be an absolute http(s) URL")
+    );
+    assert!(bad(&format!("{one}runbook_url: \"https:// x\"\n")).contains("runbook_url"));
+    assert!(
+        bad(&format!("{one}notify: [ops, ops]\n")).contains("notify lists channel \"ops\" twice")
+    );
+    assert!(bad(&format!("{one}notify: [\"\"]\n")).contains("empty channel name"));
+    let ok = spec(&format!(
+        "{one}notify: [ops, audit]\nrunbook_url: https://wiki.example/rb\n"
+    ));
+    ok.validate().expect("valid");
+    assert_eq!(ok.runbook_url.as_deref(), Some("https://wiki.example/rb"));
 }
 
 proptest! {

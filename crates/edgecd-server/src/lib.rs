@@ -2,9 +2,9 @@
 //! releases verified on publish, a content-addressed blob store served with HTTP Range, and
 //! the admin API. Embedded SQLite (WAL) and blobs live under one data directory.
 //!
-//! Owns: [`Config`], [`Server`] (open data dir, build the axum router, serve HTTP or HTTPS
-//! with graceful shutdown), and [`TestServer`] (an in-process server on its own runtime, for
-//! tests of this crate and of the agent).
+//! Owns: [`Config`], [`Server`] (open data dir, start the notifier, build the axum router,
+//! serve HTTP or HTTPS with graceful shutdown), and [`TestServer`] (an in-process server on
+//! its own runtime, for tests of this crate and of the agent).
 //!
 //! Data directory layout:
 //! ```text
@@ -20,6 +20,7 @@ pub mod blobs;
 pub mod error;
 pub mod fixtures;
 pub mod metrics;
+pub mod notify;
 pub mod promql;
 pub mod release;
 pub mod rollouts;
@@ -62,6 +63,13 @@ pub struct Config {
     /// the body. With neither set the receiver answers 404.
     pub alert_hook_token: Option<util::Secret>,
     pub alert_hook_hmac_key: Option<util::Secret>,
+
+    // --- Rollout notifications ---
+    /// Notification channels (Slack, Teams, signed webhooks), the public URL of rollout
+    /// links and the delivery policy, from `edgecd server --notifications FILE`
+    /// ([`notify::NotifyConfig::load`] validates it). Default: no channels, links derived
+    /// from `listen`. Webhook URLs and keys inside are redacted in `Debug`.
+    pub notifications: notify::NotifyConfig,
 }
 
 impl Config {
@@ -80,6 +88,7 @@ impl Config {
             prometheus_timeout_ms: 5000,
             alert_hook_token: None,
             alert_hook_hmac_key: None,
+            notifications: notify::NotifyConfig::default(),
         }
     }
 }
@@ -94,6 +103,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The gate provider for `provider: prometheus` gates, when `prometheus_url` is set.
     pub prometheus: Option<promql::Prometheus>,
+    /// Sends rollout notifications without blocking (see [`notify`]).
+    pub notifier: notify::Notifier,
 }
 
 /// An opened server: data dir, store, keys.
@@ -130,6 +141,10 @@ impl Server {
         let prometheus = config.prometheus_url.as_deref().map(|u| {
             promql::Prometheus::new(u, Duration::from_millis(config.prometheus_timeout_ms))
         });
+        let notifier = notify::Notifier::start(
+            &config.notifications,
+            &notify::default_public_url(config.listen, config.tls.is_some()),
+        );
         let state = AppState {
             store,
             blobs,
@@ -137,6 +152,7 @@ impl Server {
             admin_token_hash: Arc::new(admin_hash),
             config: Arc::new(config),
             prometheus,
+            notifier,
         };
         Ok(Self {
             state,
@@ -283,8 +299,9 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Opens `config.data_dir` and serves (HTTPS when `config.tls` is set).
-    pub fn start(config: Config) -> Result<Self, ServerError> {
+    /// Opens `config.data_dir` and serves (HTTPS when `config.tls` is set); `config.listen`
+    /// becomes the bound address (so a port 0 is replaced by the real one).
+    pub fn start(mut config: Config) -> Result<Self, ServerError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -295,6 +312,7 @@ impl TestServer {
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::io("bind", e))?;
+        config.listen = addr;
         let server = rt.block_on(Server::open(config))?;
         let admin_token = match &server.new_admin_token {
             Some(t) => t.clone(),

@@ -1,6 +1,7 @@
 //! The server's Prometheus exposition (`GET /metrics`, text format 0.0.4): check-in rate and
 //! latency (counted in-process), devices by running release and phase, rollouts by phase,
-//! each active rollout's step and last gate values (read from the store at scrape time).
+//! each active rollout's step and last gate values (read from the store at scrape time),
+//! rollout notifications and delivery attempts per channel (counted by `notify`).
 //! Names follow Prometheus conventions (base units, `_total` counters, bounded labels).
 use crate::{ApiError, AppState};
 use axum::extract::State;
@@ -185,6 +186,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
             }
         }
     }
+    notification_metrics(w, &st.notifier);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -192,4 +194,45 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         )],
         out,
     ))
+}
+
+/// Notification counters: every configured channel with every result, zeros included.
+fn notification_metrics(w: &mut String, notifier: &crate::notify::Notifier) {
+    let counts = notifier.counts();
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_notifications_total Rollout notifications by channel and result: delivered, failed (refused or out of attempts), dropped (queue full)."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_notifications_total counter");
+    for c in &counts {
+        for (result, n) in [
+            ("delivered", c.delivered),
+            ("failed", c.failed),
+            ("dropped", c.dropped),
+        ] {
+            let _ = writeln!(
+                w,
+                "edgecd_server_notifications_total{{channel=\"{}\",type=\"{}\",result=\"{result}\"}} {n}",
+                escape(&c.channel),
+                c.kind.as_str()
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_notification_attempts_total HTTP attempts to deliver rollout notifications, retries included."
+    );
+    let _ = writeln!(
+        w,
+        "# TYPE edgecd_server_notification_attempts_total counter"
+    );
+    for c in &counts {
+        let _ = writeln!(
+            w,
+            "edgecd_server_notification_attempts_total{{channel=\"{}\",type=\"{}\"}} {}",
+            escape(&c.channel),
+            c.kind.as_str(),
+            c.attempts
+        );
+    }
 }

@@ -157,7 +157,9 @@ async fn load(st: &AppState, id: &str) -> Result<Rollout, ApiError> {
 }
 
 /// Applies a decision's effects (idempotently), then saves the rollout and its audit records.
+/// Notifications go out (queued, never waited for) once the state is saved.
 async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError> {
+    let mut notifications = vec![];
     for e in &d.effects {
         match e {
             Effect::Assign { devices, release } | Effect::Rollback { devices, release } => {
@@ -184,6 +186,15 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
             }
             Effect::Notify { event } => {
                 tracing::info!(rollout = %r.id, event = %serde_json::to_string(event).unwrap_or_default(), "rollout event");
+                for channel in &r.spec.notify {
+                    notifications.push(st.notifier.notification(
+                        channel,
+                        r,
+                        d,
+                        event,
+                        util::now() as i64,
+                    ));
+                }
             }
         }
     }
@@ -206,6 +217,9 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
             .await?;
     }
     tx.commit().await?;
+    for n in notifications {
+        st.notifier.send(n);
+    }
     Ok(())
 }
 
@@ -394,6 +408,9 @@ async fn start(
             g.label()
         )));
     }
+    st.notifier
+        .check_channels(&req.spec.notify)
+        .map_err(ApiError::unprocessable)?;
     let info = release_info(&st, &req.spec.release).await?;
     let app = req
         .spec

@@ -1,5 +1,6 @@
 //! `edgecd server`: runs the control plane (see `edgecd-server`): SQLite + blob store under
-//! `--data-dir`, HTTPS when given a certificate and key, graceful shutdown on SIGTERM.
+//! `--data-dir`, HTTPS when given a certificate and key, rollout notifications from
+//! `--notifications FILE`, graceful shutdown on SIGTERM.
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,10 @@ pub struct ServerArgs {
     /// sha256=<hex of HMAC(body)>) are accepted at /api/v1/hooks/alertmanager.
     #[arg(long, env = "EDGECD_ALERT_HOOK_HMAC_KEY_FILE")]
     pub alert_hook_hmac_key_file: Option<PathBuf>,
+    /// Rollout notification channels (Slack, Teams, signed webhooks): a YAML file, see the
+    /// README. Checked at start: the server refuses to start when it is wrong.
+    #[arg(long, env = "EDGECD_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
 }
 
 /// Reads a one-line secret from `path` (surrounding whitespace dropped).
@@ -89,6 +94,10 @@ pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|p| read_secret(p, "alert hook HMAC key"))
         .transpose()?;
+    if let Some(path) = &a.notifications {
+        cfg.notifications = edgecd_server::notify::NotifyConfig::load(path)
+            .with_context(|| format!("--notifications {}", path.display()))?;
+    }
     edgecd_server::run_blocking(cfg).context("control-plane server")?;
     Ok(ExitCode::SUCCESS)
 }
