@@ -32,6 +32,46 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// A local webhook receiver: records each POSTed JSON body, answers 200.
+fn capture_webhooks(stop: Arc<AtomicBool>) -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    l.set_nonblocking(true).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(vec![]));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            c.set_nonblocking(false).unwrap();
+            let mut r = BufReader::new(c);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            {
+                seen.lock().unwrap().push(v);
+            }
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, out)
+}
+
 fn deploy_everywhere(lab: &Lab, fleet: &Fleet, version: &str) {
     lab.admin
         .deploy(&edgecd_api::protocol::DeployRequest {
@@ -235,9 +275,21 @@ fn an_alert_through_a_real_alertmanager_aborts_the_matching_rollout() {
     let tmp = tempfile::tempdir().unwrap();
     let token = "am-token-0123456789abcdef";
     let hmac_key = "hmac-key-0123456789abcdef";
+    let hooks_stop = Arc::new(AtomicBool::new(false));
+    let _stop_hooks = StopOnDrop(&hooks_stop);
+    let (hook_url, delivered) = capture_webhooks(hooks_stop.clone());
+    let notify = edgecd_server::notify::NotifyConfig::from_yaml(
+        &format!(
+            "channels:\n  audit: {{type: webhook, url: \"{hook_url}\", secret_env: HOOK_KEY, runbook_url: \"https://runbooks.example/edgecd\"}}\n"
+        ),
+        tmp.path(),
+        &|k| (k == "HOOK_KEY").then(|| "hook-key-0123456789abcdef".to_string()),
+    )
+    .unwrap();
     let lab = Lab::start_with(tmp.path(), 1, 500, |c| {
         c.alert_hook_token = Some(Secret::new(token));
         c.alert_hook_hmac_key = Some(Secret::new(hmac_key));
+        c.notifications = notify;
     })
     .unwrap();
     for (v, seed) in [("1.0.0", 1), ("1.1.0", 2)] {
@@ -325,6 +377,7 @@ steps:
 gates:
   - {{metric: latency_p95_ms, max: 300}}
 min_samples: 50
+notify: [audit]
 "#
             ))
             .unwrap();
@@ -372,6 +425,38 @@ min_samples: 50
                 .any(|r| r.kind == "abort" && r.message == reason)
         );
         assert!(history.iter().any(|r| r.kind == "rollback"));
+        // The channel heard the whole story, with the alert as the reason.
+        let events = wait_for(
+            "started, aborted and rolled_back notifications",
+            Duration::from_secs(30),
+            || {
+                let got = delivered.lock().unwrap().clone();
+                let names: Vec<&str> = got.iter().filter_map(|v| v["event"].as_str()).collect();
+                ["started", "aborted", "rolled_back"]
+                    .iter()
+                    .all(|e| names.contains(e))
+                    .then(|| Value::Array(got.clone()))
+            },
+        );
+        let aborted = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["event"] == "aborted")
+            .unwrap();
+        assert_eq!(aborted["rollout"]["id"], id.as_str());
+        assert_eq!(aborted["rollout"]["reason"], reason);
+        assert_eq!(aborted["runbookUrl"], "https://runbooks.example/edgecd");
+        let rolled = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["event"] == "rolled_back")
+            .unwrap();
+        assert_eq!(
+            rolled["rollout"]["baseline"], "receipt-classifier@1.0.0",
+            "{rolled}"
+        );
     });
     drop(am);
 }

@@ -117,6 +117,42 @@ fn server_metrics_are_promtool_clean_and_true() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+
+    // An operator's abort is counted by cause, with the devices sent back.
+    assert_eq!(
+        value(
+            &text,
+            "edgecd_server_rollout_aborts_total{cause=\"operator\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    lab.admin
+        .send::<_, serde_json::Value>(
+            "POST",
+            &format!("/api/v1/admin/rollouts/{id}/abort"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    let text = scrape(&lab);
+    assert_eq!(
+        value(
+            &text,
+            "edgecd_server_rollout_aborts_total{cause=\"operator\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "edgecd_server_rollout_aborts_total{cause=\"gates\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "edgecd_server_rollback_devices_total"),
+        Some(2.0),
+        "{text}"
+    );
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {

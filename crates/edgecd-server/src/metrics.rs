@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use edgecd_api::protocol::DeviceStatus;
+use edgecd_rollout::StopCause;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,6 +133,8 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     .map(|p| (p.to_string(), 0))
     .collect();
     let mut active = vec![];
+    let mut aborts: BTreeMap<&str, u64> = StopCause::ALL.iter().map(|c| (c.as_str(), 0)).collect();
+    let mut rolled_back_devices = 0u64;
     for (s,) in rows {
         if let Ok(r) = serde_json::from_str::<edgecd_rollout::engine::Rollout>(&s) {
             let phase = serde_json::to_value(r.state.phase)
@@ -139,6 +142,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
             *phases.entry(phase).or_default() += 1;
+            if r.state.phase == edgecd_rollout::Phase::Aborted {
+                // Rollouts stored before causes were recorded count as "unknown".
+                let cause = r.state.stop_cause.map_or("unknown", StopCause::as_str);
+                *aborts.entry(cause).or_default() += 1;
+            }
+            rolled_back_devices += r.state.rolled_back.len() as u64;
             if !r.is_finished() {
                 active.push(r);
             }
@@ -149,6 +158,26 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     for (p, n) in &phases {
         let _ = writeln!(w, "edgecd_server_rollouts{{phase=\"{p}\"}} {n}");
     }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_rollout_aborts_total Rollouts aborted, by what stopped them."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_rollout_aborts_total counter");
+    for (cause, n) in &aborts {
+        let _ = writeln!(
+            w,
+            "edgecd_server_rollout_aborts_total{{cause=\"{cause}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_rollback_devices_total Devices assigned back to the baseline by aborted rollouts."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_rollback_devices_total counter");
+    let _ = writeln!(
+        w,
+        "edgecd_server_rollback_devices_total {rolled_back_devices}"
+    );
     let _ = writeln!(
         w,
         "# HELP edgecd_server_rollout_step Current step (1-based) of each active rollout."
