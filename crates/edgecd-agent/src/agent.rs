@@ -11,6 +11,7 @@
 //! ```
 
 use crate::client::{Checkin, Client, ClientError, DownloadError, Storage};
+use crate::exporter::Telemetry;
 use crate::fsutil;
 use crate::hooks::{self, HealthCheck, HookEnv};
 use crate::install::BundleInstaller;
@@ -83,6 +84,10 @@ pub struct Config {
     pub thermal_path: Option<PathBuf>,
     /// The firmware's throttling report (Raspberry Pi: `get_throttled`).
     pub throttle_path: Option<PathBuf>,
+    /// Where to serve the agent's own Prometheus metrics (`None`: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Allow a non-loopback `metrics_listen` (the endpoint is unauthenticated).
+    pub metrics_listen_any: bool,
 }
 
 /// Enrollment, persisted in `device.json`.
@@ -112,6 +117,8 @@ pub struct Agent {
     checkins: u64,
     /// The runtime's counters as of the last successful check-in (metrics are deltas).
     metrics_sent: Option<crate::metrics::Snapshot>,
+    /// What the local exporter (`--metrics-listen`) reports.
+    telemetry: Arc<Telemetry>,
 }
 
 fn now() -> u64 {
@@ -153,7 +160,11 @@ impl Agent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(&dev_path)(e)),
         };
-        Ok(Self {
+        let telemetry = Arc::new(Telemetry::new(
+            cfg.thermal_path.clone(),
+            cfg.throttle_path.clone(),
+        ));
+        let agent = Self {
             cfg,
             client,
             installer,
@@ -166,7 +177,42 @@ impl Agent {
             failures: 0,
             checkins: 0,
             metrics_sent: None,
-        })
+            telemetry,
+        };
+        agent.update_telemetry();
+        Ok(agent)
+    }
+
+    /// The metrics the local exporter serves (shared with its thread).
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
+    }
+
+    /// Serves `GET /metrics` on `metrics_listen` (if configured) on a background thread.
+    /// Returns the bound address.
+    pub fn start_exporter(&self) -> Result<Option<std::net::SocketAddr>, AgentError> {
+        let Some(addr) = self.cfg.metrics_listen else {
+            return Ok(None);
+        };
+        let listener = crate::exporter::bind(addr, self.cfg.metrics_listen_any)
+            .map_err(|e| AgentError::Config(e.to_string()))?;
+        let local = listener.local_addr().map_err(|source| AgentError::Io {
+            path: addr.to_string(),
+            source,
+        })?;
+        crate::exporter::spawn(listener, self.telemetry.clone()).map_err(|source| {
+            AgentError::Io {
+                path: local.to_string(),
+                source,
+            }
+        })?;
+        tracing::info!(listen = %local, "serving agent metrics at /metrics");
+        Ok(Some(local))
+    }
+
+    fn update_telemetry(&self) {
+        self.telemetry
+            .set_state(self.state.phase, self.status().running);
     }
 
     pub fn state(&self) -> &State {
@@ -199,7 +245,13 @@ impl Agent {
         if s.phase != self.state.phase {
             tracing::info!(from = %self.state.phase, to = %s.phase, "state change");
         }
+        if let Some(o) = &s.last_outcome
+            && self.state.last_outcome.as_ref() != Some(o)
+        {
+            self.telemetry.record_outcome(o.kind);
+        }
         self.state = s;
+        self.update_telemetry();
         Ok(())
     }
 
@@ -329,6 +381,12 @@ impl Agent {
 
     /// Checks in once; returns the delay before the next check-in.
     pub fn checkin(&mut self) -> Result<Duration, ClientError> {
+        let r = self.checkin_inner();
+        self.telemetry.record_checkin(r.is_ok(), now());
+        r
+    }
+
+    fn checkin_inner(&mut self) -> Result<Duration, ClientError> {
         let e = self
             .enrollment
             .clone()
@@ -337,22 +395,10 @@ impl Agent {
         let mut metrics = scrape
             .as_ref()
             .map(|s| crate::metrics::delta(self.metrics_sent.as_ref(), s));
-        if let Some(t) = self
-            .cfg
-            .thermal_path
-            .as_deref()
-            .and_then(crate::metrics::read_temperature)
-        {
-            let throttled = self
-                .cfg
-                .throttle_path
-                .as_deref()
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .and_then(|s| crate::metrics::parse_throttled(&s))
-                .unwrap_or(false);
+        if let (Some(t), throttled) = self.telemetry.read_soc() {
             metrics
                 .get_or_insert_with(Default::default)
-                .record_temperature(t, throttled);
+                .record_temperature(t, throttled.unwrap_or(false));
         }
         let req = CheckinRequest {
             inventory: self.cfg.inventory.clone(),
@@ -590,6 +636,7 @@ impl Agent {
                     &part,
                     self.storage.as_ref(),
                     self.cfg.max_download_kbps,
+                    &|n| self.telemetry.add_download_bytes(n),
                 ) {
                     Ok(()) => break,
                     Err(DownloadError::Refused(reason)) => {
@@ -737,6 +784,7 @@ impl Agent {
 
     /// Runs forever (or until `max_checkins`): start, then sync rounds with jitter.
     pub fn run(&mut self) -> Result<(), AgentError> {
+        self.start_exporter()?;
         self.start()?;
         let mut enroll_failures = 0u32;
         loop {

@@ -84,6 +84,20 @@ pub struct Args {
     /// /sys/devices/platform/soc/soc:firmware/get_throttled).
     #[arg(long)]
     pub throttle_path: Option<PathBuf>,
+    /// Serve the agent's own Prometheus metrics (release, phase, installs, downloads,
+    /// check-ins, temperature, throttling) at http://ADDR/metrics. Off by default;
+    /// `--metrics-listen` alone listens on 127.0.0.1:9101.
+    #[arg(
+        long,
+        env = "EDGECD_METRICS_LISTEN",
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = crate::exporter::DEFAULT_LISTEN
+    )]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Allow `--metrics-listen` on a non-loopback address (the endpoint has no authentication).
+    #[arg(long, requires = "metrics_listen")]
+    pub metrics_listen_any: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -101,6 +115,9 @@ impl Args {
     /// Reads key and CA files and detects the inventory.
     pub fn into_config(self) -> anyhow::Result<Config> {
         use anyhow::Context as _;
+        if let Some(addr) = self.metrics_listen {
+            crate::exporter::check_addr(addr, self.metrics_listen_any)?;
+        }
         let ca_pem = match &self.ca_cert {
             Some(p) => Some(
                 std::fs::read(p)
@@ -153,6 +170,8 @@ impl Args {
                 let p = PathBuf::from("/sys/devices/platform/soc/soc:firmware/get_throttled");
                 p.exists().then_some(p)
             }),
+            metrics_listen: self.metrics_listen,
+            metrics_listen_any: self.metrics_listen_any,
             thermal_path: self.thermal_path.or_else(|| {
                 let p = PathBuf::from("/sys/class/thermal/thermal_zone0/temp");
                 p.exists().then_some(p)
@@ -188,4 +207,42 @@ pub fn main() -> anyhow::Result<()> {
     )?;
     agent.run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut argv = vec!["edgecd-agent", "--server", "http://127.0.0.1:1"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_loopback_by_default() {
+        assert_eq!(parse(&[]).expect("parse").metrics_listen, None);
+        let a = parse(&["--metrics-listen"]).expect("parse");
+        assert_eq!(
+            a.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some(crate::exporter::DEFAULT_LISTEN)
+        );
+        let a = parse(&["--metrics-listen", "127.0.0.1:9200"]).expect("parse");
+        assert_eq!(a.metrics_listen.map(|a| a.port()), Some(9200));
+        // A network address needs the explicit opt-in.
+        let err = parse(&["--metrics-listen", "0.0.0.0:9101"])
+            .expect("parse")
+            .into_config()
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("--metrics-listen-any"), "{err}");
+        let a =
+            parse(&["--metrics-listen", "0.0.0.0:9101", "--metrics-listen-any"]).expect("parse");
+        assert!(a.metrics_listen_any);
+        assert!(
+            parse(&["--metrics-listen-any"]).is_err(),
+            "needs --metrics-listen"
+        );
+    }
 }

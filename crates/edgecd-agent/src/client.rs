@@ -243,6 +243,7 @@ impl Client {
     /// Downloads `blob` into `part` (appending, resuming from its current length) until it
     /// holds exactly `blob.size` bytes. Never accepts more bytes than the signed size; a
     /// server that offers a different length is refused. `max_kbps` caps the rate.
+    /// `received` is told the size of every chunk read from the network.
     pub fn download(
         &self,
         credential: &str,
@@ -250,6 +251,7 @@ impl Client {
         part: &std::path::Path,
         storage: &dyn Storage,
         max_kbps: Option<u64>,
+        received: &dyn Fn(u64),
     ) -> Result<(), DownloadError> {
         let size = blob.size;
         let mut have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
@@ -361,7 +363,10 @@ impl Client {
                             blob.digest
                         )));
                     }
-                    Ok(n) => n,
+                    Ok(n) => {
+                        received(n as u64);
+                        n
+                    }
                     Err(e) => {
                         return Err(DownloadError::Transient(format!(
                             "reading {}: {e}",

@@ -6,12 +6,15 @@
 //! Modules: `machine` (the pure install state machine), `verify` (pure checks), `client`
 //! (HTTP: enroll, check-in, capped resumable downloads), `admin` (admin API client for the CLI and tests), `fsutil` (atomic writes, symlink
 //! switch), `hooks` (activation and health), `inventory`, `install` (bundle unpacking behind
-//! a trait), `agent` (the driver), `cli` (flags of the `edgecd-agent` binary).
+//! a trait), `agent` (the driver), `cli` (flags of the `edgecd-agent` binary), `metrics`
+//! (reads the runtime's metrics for check-ins), `exporter` (the agent's own local Prometheus
+//! endpoint, `--metrics-listen`).
 
 pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod client;
+pub mod exporter;
 pub mod fsutil;
 pub mod hooks;
 pub mod install;

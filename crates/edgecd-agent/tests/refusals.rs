@@ -327,6 +327,8 @@ fn disk_full_mid_download_is_reported_and_nothing_installed() {
         metrics_url: None,
         thermal_path: None,
         throttle_path: None,
+        metrics_listen: None,
+        metrics_listen_any: false,
     }
     .into_config()
     .expect("config");

@@ -3,6 +3,8 @@
 //! installed bundle, under real inference load. The agents read the runtime's Prometheus
 //! metrics and send them with their check-ins; the rollout's gates catch the bad model's
 //! errors at the canary, the server rolls it back, and a healthy release then reaches all.
+mod common;
+use common::{free_port, sibling};
 use edgecd_cli::demo_model::{classifier_onnx, classifier_onnx_custom};
 use edgecd_cli::story::{Lab, Outcome, drive};
 use std::path::{Path, PathBuf};
@@ -11,25 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const AGENTS: usize = 3;
-
-/// A sibling binary of `edgecd` (cargo builds every workspace binary for the workspace tests).
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_edgecd")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run the workspace tests (scripts/test) or `cargo build --bins`",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Procs(Vec<Child>, Vec<PathBuf>);
 

@@ -1,5 +1,6 @@
 //! The server's `/metrics` during a live rollout: promtool-clean, and the numbers agree with
-//! the fleet (devices by release, rollouts by phase, gate values, check-ins counted).
+//! the fleet (devices by release, rollouts by phase, gate values and thresholds, check-ins
+//! counted, devices gone silent).
 use edgecd_cli::story::{Lab, settle};
 use std::process::Command;
 use std::time::Duration;
@@ -91,32 +92,41 @@ fn server_metrics_are_promtool_clean_and_true() {
         "{text}"
     );
     assert!(text.contains("edgecd_server_rollout_gate_value{"), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            &format!(
+                "edgecd_server_rollout_gate_threshold{{rollout=\"{id}\",gate=\"error_rate <= 0.5\",bound=\"max\"}}"
+            )
+        ),
+        Some(0.5),
+        "{text}"
+    );
+    // The fleet checked in every second until just now: nobody is silent yet.
+    assert_eq!(
+        value(&text, "edgecd_server_devices_silent"),
+        Some(0.0),
+        "{text}"
+    );
     assert!(
         value(&text, "edgecd_server_checkin_duration_seconds_count").unwrap() > 12.0,
         "{text}"
     );
 
-    // promtool (Debian's prometheus package, installed by scripts/setup) finds nothing to say.
-    let promtool = match which("promtool") {
-        Some(p) => p,
-        None if std::env::var("EDGECD_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1") => {
-            panic!("promtool not found: run scripts/test")
-        }
-        None => return eprintln!("SKIP: promtool not found"),
-    };
-    let path = tmp.path().join("metrics.txt");
-    std::fs::write(&path, &text).unwrap();
-    let o = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&path).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    promtool_is_silent(tmp.path(), &text);
+
+    // The fleet stopped: past 3 check-in intervals (1 s here) every device is silent, except
+    // a revoked one, which is not expected to check in.
+    std::thread::sleep(Duration::from_millis(4500));
+    let first = lab.admin.list_devices().unwrap()[0].id.clone();
+    lab.admin.revoke_device(&first).unwrap();
+    let text = scrape(&lab);
+    assert_eq!(
+        value(&text, "edgecd_server_devices_silent"),
+        Some(11.0),
+        "{text}"
     );
+    promtool_is_silent(tmp.path(), &text);
 
     // An operator's abort is counted by cause, with the devices sent back.
     assert_eq!(
@@ -155,10 +165,23 @@ fn server_metrics_are_promtool_clean_and_true() {
     );
 }
 
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
+/// `promtool check metrics` (Debian's prometheus package, installed by scripts/setup) finds
+/// nothing to say.
+fn promtool_is_silent(dir: &std::path::Path, text: &str) {
+    let Some(promtool) = edgecd_testkit::tool("promtool") else {
+        return;
+    };
+    let path = dir.join("metrics.txt");
+    std::fs::write(&path, text).unwrap();
+    let o = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -1,7 +1,8 @@
 //! The server's Prometheus exposition (`GET /metrics`, text format 0.0.4): check-in rate and
 //! latency (counted in-process), devices by running release and phase, rollouts by phase,
-//! each active rollout's step and last gate values (read from the store at scrape time),
-//! rollout notifications and delivery attempts per channel (counted by `notify`).
+//! devices that stopped checking in, each active rollout's step and last gate values and
+//! thresholds (read from the store at scrape time), rollouts aborted by cause and devices
+//! rolled back, rollout notifications and delivery attempts per channel (counted by `notify`).
 //! Names follow Prometheus conventions (base units, `_total` counters, bounded labels).
 use crate::{ApiError, AppState};
 use axum::extract::State;
@@ -76,12 +77,22 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     );
 
     let mut by_release: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let (mut total, mut revoked) = (0u64, 0u64);
+    let (mut total, mut revoked, mut silent) = (0u64, 0u64, 0u64);
+    // Silent: the last check-in (the enrollment, for a device that never checked in) is older
+    // than 3 check-in intervals.
+    let silent_before = (crate::util::now() as i64).saturating_sub(
+        i64::try_from(st.config.checkin_interval_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(3),
+    );
     for d in st.store.devices().await? {
         total += 1;
         if d.revoked {
             revoked += 1;
             continue;
+        }
+        if d.last_seen.unwrap_or(d.enrolled) < silent_before {
+            silent += 1;
         }
         let status: Option<DeviceStatus> = d
             .status
@@ -118,6 +129,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     let _ = writeln!(w, "# HELP edgecd_server_devices_revoked Revoked devices.");
     let _ = writeln!(w, "# TYPE edgecd_server_devices_revoked gauge");
     let _ = writeln!(w, "edgecd_server_devices_revoked {revoked}");
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_devices_silent Non-revoked devices whose last check-in is older than 3 check-in intervals."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_devices_silent gauge");
+    let _ = writeln!(w, "edgecd_server_devices_silent {silent}");
 
     let rows: Vec<(String,)> = sqlx::query_as("SELECT state FROM rollouts")
         .fetch_all(&st.store.pool)
@@ -212,6 +229,33 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
                     escape(&r.id),
                     escape(&g.gate)
                 );
+            }
+        }
+    }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_rollout_gate_threshold Bound each gate's value is held to (a ratio gate's bound is the baseline times the ratio)."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_rollout_gate_threshold gauge");
+    for r in &active {
+        for g in &r.state.last_gates {
+            let Some(spec) = r.spec.gates.iter().find(|s| s.label() == g.gate) else {
+                continue;
+            };
+            let ratio_max = spec.max_ratio.zip(g.baseline).map(|(x, b)| x * b);
+            let max = match (spec.max, ratio_max) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            for (bound, v) in [("max", max), ("min", spec.min)] {
+                if let Some(v) = v.filter(|v| v.is_finite()) {
+                    let _ = writeln!(
+                        w,
+                        "edgecd_server_rollout_gate_threshold{{rollout=\"{}\",gate=\"{}\",bound=\"{bound}\"}} {v}",
+                        escape(&r.id),
+                        escape(&g.gate)
+                    );
+                }
             }
         }
     }

@@ -45,6 +45,25 @@ pub fn external(what: &str, path: PathBuf) -> Option<PathBuf> {
     None
 }
 
+/// The executable `name` on `PATH`. Otherwise panics when external tools are required, or
+/// prints a skip notice and returns `None` (e.g. `tool("promtool")`, from Debian's
+/// `prometheus` package that `scripts/setup/infer.sh` installs).
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_some() {
+        return found;
+    }
+    if required() {
+        panic!("{name} not found on PATH: run scripts/test, which installs it");
+    }
+    eprintln!("SKIP: {name} not found on PATH (run scripts/test to install it)");
+    None
+}
+
 /// The Python interpreter of the test venv (has onnx, onnxruntime, numpy, cyclonedx, pynacl).
 pub fn python() -> Option<PathBuf> {
     external("test Python venv", test_cache().join("venv/bin/python"))

@@ -59,3 +59,24 @@ pub fn manifest_bytes(bundle: &Path) -> Vec<u8> {
         .unwrap()
         .manifest_bytes
 }
+
+/// A sibling binary of `edgecd` (`edgecd-agent`, `edgecd-infer`): cargo builds every workspace
+/// binary once for the workspace tests, and all tests share them.
+pub fn sibling(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_edgecd")).with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run the workspace tests (scripts/test) or `cargo build --bins`",
+        p.display()
+    );
+    p
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
