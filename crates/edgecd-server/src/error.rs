@@ -20,6 +20,8 @@ pub enum ServerError {
     Tls(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Outbox(#[from] crate::notify::OutboxError),
 }
 
 impl ServerError {

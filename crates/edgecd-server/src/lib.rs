@@ -118,7 +118,8 @@ const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 
 impl Server {
     /// Opens the data directory: store (migrated), blob store, assignment-signing key and
-    /// admin token, creating what is missing.
+    /// admin token, creating what is missing; starts the notifier, which queues the
+    /// notifications still pending in the outbox.
     pub async fn open(config: Config) -> Result<Self, ServerError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
@@ -144,7 +145,9 @@ impl Server {
         let notifier = notify::Notifier::start(
             &config.notifications,
             &notify::default_public_url(config.listen, config.tls.is_some()),
-        );
+            store.pool.clone(),
+        )
+        .await?;
         let state = AppState {
             store,
             blobs,

@@ -274,14 +274,14 @@ fn notification_metrics(w: &mut String, notifier: &crate::notify::Notifier) {
     let counts = notifier.counts();
     let _ = writeln!(
         w,
-        "# HELP edgecd_server_notifications_total Rollout notifications by channel and result: delivered, failed (refused or out of attempts), dropped (queue full)."
+        "# HELP edgecd_server_notifications_total Rollout notifications by channel and result: delivered, failed (refused or out of attempts), deferred (queue full when sent: kept pending in the outbox and queued later, so also counted once delivered or failed)."
     );
     let _ = writeln!(w, "# TYPE edgecd_server_notifications_total counter");
     for c in &counts {
         for (result, n) in [
             ("delivered", c.delivered),
             ("failed", c.failed),
-            ("dropped", c.dropped),
+            ("deferred", c.deferred),
         ] {
             let _ = writeln!(
                 w,

@@ -8,7 +8,7 @@
 //! the two re-applies nothing twice and loses nothing.
 use crate::api::{admin, json_col, sign_assignment};
 use crate::promql::{self, QueryContext};
-use crate::{ApiError, AppState, util};
+use crate::{ApiError, AppState, notify, util};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -156,8 +156,9 @@ async fn load(st: &AppState, id: &str) -> Result<Rollout, ApiError> {
     )
 }
 
-/// Applies a decision's effects (idempotently), then saves the rollout and its audit records.
-/// Notifications go out (queued, never waited for) once the state is saved.
+/// Applies a decision's effects (idempotently), then saves the rollout, its audit records and
+/// its notifications (in the outbox) in one transaction; the notifications are queued (never
+/// waited for) once it is committed.
 async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError> {
     let mut notifications = vec![];
     for e in &d.effects {
@@ -216,9 +217,17 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
+    let mut queued = Vec::with_capacity(notifications.len());
     for n in notifications {
-        st.notifier.send(n);
+        queued.push(
+            notify::outbox::insert(&mut tx, n)
+                .await
+                .map_err(ApiError::internal)?,
+        );
+    }
+    tx.commit().await?;
+    for q in queued {
+        st.notifier.send(q);
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_rollouts.sql"),
+    include_str!("../migrations/0003_notification_outbox.sql"),
 ];
 
 #[derive(Debug, Clone)]

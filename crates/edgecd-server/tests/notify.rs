@@ -2,7 +2,9 @@
 //! Teams and signed generic webhook payloads of a real rollout (every number, the link, the
 //! runbook, the reason, the gates; the HMAC recomputed here independently), retries with
 //! backoff and Retry-After, no retry on 4xx, a hanging receiver that delays neither the API
-//! nor the controller, dropped notifications, unknown channels refused, and `/metrics`.
+//! nor the controller, deferred notifications, unknown channels refused, and `/metrics`; the
+//! outbox: pending notifications delivered after a restart (once, same delivery id), delivered
+//! ones not sent again, and a notification saved only with the state it announces.
 
 use edgecd_server::fixtures;
 use edgecd_server::notify::NotifyConfig;
@@ -57,7 +59,14 @@ struct Receiver {
 impl Receiver {
     /// Answers the n-th request with `script[n]`, later ones with `then`.
     fn start(script: Vec<Reply>, then: Reply) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_on(
+            TcpListener::bind("127.0.0.1:0").expect("bind"),
+            script,
+            then,
+        )
+    }
+
+    fn start_on(l: TcpListener, script: Vec<Reply>, then: Reply) -> Self {
         let url = format!("http://{}", l.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(vec![]));
         let s = seen.clone();
@@ -219,17 +228,22 @@ struct H {
     http: ureq::Agent,
 }
 
+fn server(d: &std::path::Path, notify_yaml: &str, tick_ms: u64) -> TestServer {
+    let mut cfg = Config::new(d.join("data"));
+    cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.controller_tick_ms = tick_ms;
+    cfg.notifications = NotifyConfig::from_yaml(notify_yaml, d, &|k| {
+        (k == "EDGECD_TEST_HOOK_SECRET").then(|| HOOK_SECRET.to_string())
+    })
+    .expect("notifications config");
+    cfg.notifications.sweep_interval = Duration::from_millis(100);
+    TestServer::start(cfg).expect("start")
+}
+
 impl H {
     fn start(notify_yaml: &str, tick_ms: u64) -> Self {
         let d = tempfile::tempdir().expect("tmp");
-        let mut cfg = Config::new(d.path().join("data"));
-        cfg.listen = "127.0.0.1:0".parse().expect("addr");
-        cfg.controller_tick_ms = tick_ms;
-        cfg.notifications = NotifyConfig::from_yaml(notify_yaml, d.path(), &|k| {
-            (k == "EDGECD_TEST_HOOK_SECRET").then(|| HOOK_SECRET.to_string())
-        })
-        .expect("notifications config");
-        let srv = TestServer::start(cfg).expect("start");
+        let srv = server(d.path(), notify_yaml, tick_ms);
         let url = format!("http://{}", srv.addr);
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -244,6 +258,56 @@ impl H {
         };
         h.publish("1.0.0");
         h
+    }
+
+    /// Stops the server (as a crash would: queued notifications are abandoned).
+    fn stop(&mut self) {
+        self.srv.stop();
+    }
+
+    /// Starts a new server on the same data directory.
+    fn start_again(&mut self, notify_yaml: &str, tick_ms: u64) {
+        self.srv = server(self._dir.path(), notify_yaml, tick_ms);
+        self.url = format!("http://{}", self.srv.addr);
+    }
+
+    /// The outbox, oldest first: (event, delivery id, status, attempts, notification).
+    fn outbox(&self) -> Vec<(String, String, String, i64, Value)> {
+        let rows: Vec<(String, String, i64, String)> = self.srv.block_on(
+            sqlx::query_as(
+                "SELECT delivery_id, status, attempts, notification FROM notification_outbox ORDER BY id",
+            )
+            .fetch_all(&self.srv.state.store.pool),
+        )
+        .expect("outbox");
+        rows.into_iter()
+            .map(|(d, s, a, n)| {
+                let n: Value = serde_json::from_str(&n).expect("JSON");
+                let event = n["event"]["event"].as_str().expect("event").to_string();
+                (event, d, s, a, n)
+            })
+            .collect()
+    }
+
+    /// Waits until the outbox's (event, status, attempts) are `want`.
+    fn wait_outbox(&self, want: &[(&str, &str, i64)], within: Duration) {
+        let until = Instant::now() + within;
+        loop {
+            let got: Vec<(String, String, i64)> = self
+                .outbox()
+                .into_iter()
+                .map(|(e, _, s, a, _)| (e, s, a))
+                .collect();
+            if got
+                .iter()
+                .map(|(e, s, a)| (e.as_str(), s.as_str(), *a))
+                .eq(want.iter().copied())
+            {
+                return;
+            }
+            assert!(Instant::now() < until, "outbox {got:?}, wanted {want:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -703,7 +767,7 @@ runbook_url: https://wiki.example/rollout-runbook
     assert_eq!(counter(&m, "ops-teams", "teams", "delivered"), 11.0);
     assert_eq!(counter(&m, "audit-hook", "webhook", "delivered"), 7.0);
     assert_eq!(counter(&m, "audit-hook", "webhook", "failed"), 0.0);
-    assert_eq!(counter(&m, "audit-hook", "webhook", "dropped"), 0.0);
+    assert_eq!(counter(&m, "audit-hook", "webhook", "deferred"), 0.0);
     assert_eq!(attempts(&m, "ops-teams", "teams"), 11.0);
     assert!(
         m.contains("# TYPE edgecd_server_notifications_total counter"),
@@ -743,7 +807,7 @@ retry: {{attempts: 4, initial_backoff_ms: 150, max_backoff_ms: 3000, timeout_ms:
         ("limited", "slack"),
         ("broken", "teams"),
     ] {
-        for r in ["delivered", "failed", "dropped"] {
+        for r in ["delivered", "failed", "deferred"] {
             assert_eq!(counter(&m, c, k, r), 0.0);
         }
         assert_eq!(attempts(&m, c, k), 0.0);
@@ -878,10 +942,22 @@ queue_capacity: 2
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(attempts(&m, "hung", "slack") >= 3.0, "{m}");
-    // Four events met a queue of two behind a stuck delivery: one at least was dropped.
-    assert!(counter(&m, "hung", "slack", "dropped") >= 1.0, "{m}");
+    // Four events met a queue of two behind a stuck delivery: one at least was deferred, and
+    // none is lost: each is in the outbox, pending until its turn.
+    assert!(counter(&m, "hung", "slack", "deferred") >= 1.0, "{m}");
     assert_eq!(counter(&m, "ok", "slack", "delivered"), 4.0, "{m}");
-    assert_eq!(counter(&m, "ok", "slack", "dropped"), 0.0, "{m}");
+    assert_eq!(counter(&m, "ok", "slack", "deferred"), 0.0, "{m}");
+    let hung_rows: Vec<String> = h
+        .outbox()
+        .into_iter()
+        .filter(|r| r.4["channel"] == "hung")
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        hung_rows,
+        ["started", "step_promoted", "approval_needed", "aborted"],
+        "{m}"
+    );
 }
 
 #[test]
@@ -908,4 +984,162 @@ fn without_channels_a_rollout_naming_one_is_refused() {
     promtool_clean(&m);
     // Without notify the same rollout starts.
     h.start_rollout("release: app@1.0.0\nsteps:\n  - canary: {devices: 1}\n");
+}
+
+/// A free address on 127.0.0.1 nobody listens on (yet).
+fn free_addr() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+fn hook_yaml(addr: std::net::SocketAddr, backoff_ms: u64, extra: &str) -> String {
+    format!(
+        "channels:\n  hook: {{type: webhook, url: \"http://{addr}/hook\", secret_env: EDGECD_TEST_HOOK_SECRET}}\nretry: {{attempts: 5, initial_backoff_ms: {backoff_ms}, max_backoff_ms: {backoff_ms}, timeout_ms: 2000}}\n{extra}"
+    )
+}
+
+const TWO_STEPS: &str =
+    "release: app@1.0.0\nsteps:\n  - canary: {devices: 1}\n  - approve: {}\nnotify: [hook]\n";
+
+#[test]
+fn pending_notifications_are_delivered_once_after_a_restart() {
+    // The receiver is down (connection refused) while the rollout starts and is aborted.
+    let addr = free_addr();
+    let mut h = H::start(&hook_yaml(addr, 60_000, ""), 3_600_000);
+    let id = h.start_rollout(TWO_STEPS);
+    h.command(&id, "abort");
+    // The first attempt failed and is recorded; the retry is a minute away; the second waits.
+    h.wait_outbox(
+        &[("started", "pending", 1), ("aborted", "pending", 0)],
+        Duration::from_secs(10),
+    );
+    let before = h.outbox();
+    assert_eq!(before[1].4["rollout"]["phase"], "aborted");
+    let m = h.metrics();
+    assert_eq!(attempts(&m, "hook", "webhook"), 1.0, "{m}");
+    assert_eq!(counter(&m, "hook", "webhook", "delivered"), 0.0, "{m}");
+    assert_eq!(counter(&m, "hook", "webhook", "failed"), 0.0, "{m}");
+    h.stop();
+
+    // The receiver is up; a new server on the same data dir (a queue of one: not everything
+    // fits at start, the sweep queues the rest; the stored retry time is capped by the new
+    // max_backoff).
+    let hook = Receiver::start_on(
+        TcpListener::bind(addr).expect("rebind"),
+        vec![],
+        Reply::Status(200),
+    );
+    h.start_again(&hook_yaml(addr, 300, "queue_capacity: 1\n"), 3_600_000);
+    let got = hook.wait(2, Duration::from_secs(15));
+    h.wait_outbox(
+        &[("started", "delivered", 2), ("aborted", "delivered", 1)],
+        Duration::from_secs(10),
+    );
+    // Several sweeps later: still exactly once each, in order, with the stored delivery ids.
+    std::thread::sleep(Duration::from_millis(1000));
+    let got_after = hook.requests();
+    assert_eq!(got_after.len(), 2);
+    assert_eq!(
+        got.iter()
+            .map(|r| verify_webhook(r)["event"]
+                .as_str()
+                .expect("event")
+                .to_string())
+            .collect::<Vec<_>>(),
+        ["started", "aborted"]
+    );
+    for (r, row) in got.iter().zip(&before) {
+        assert_eq!(r.header("x-edgecd-delivery"), Some(row.1.as_str()));
+        assert_eq!(r.json()["rollout"]["id"], id.as_str());
+    }
+    let m = h.metrics();
+    assert_eq!(counter(&m, "hook", "webhook", "delivered"), 2.0, "{m}");
+    assert_eq!(attempts(&m, "hook", "webhook"), 2.0, "{m}");
+    promtool_clean(&m);
+}
+
+#[test]
+fn delivered_notifications_are_not_sent_again_after_a_restart() {
+    let hook = Receiver::start(vec![], Reply::Status(200));
+    let yaml = format!(
+        "channels:\n  hook: {{type: webhook, url: \"{}/hook\", secret_env: EDGECD_TEST_HOOK_SECRET}}\n",
+        hook.url
+    );
+    let mut h = H::start(&yaml, 3_600_000);
+    // Finished before the restart, so the new server's controller has nothing to announce.
+    let id = h.start_rollout(TWO_STEPS);
+    h.command(&id, "abort");
+    hook.wait(2, Duration::from_secs(10));
+    let done = [("started", "delivered", 1), ("aborted", "delivered", 1)];
+    h.wait_outbox(&done, Duration::from_secs(10));
+    h.stop();
+    h.start_again(&yaml, 3_600_000);
+    // Ten sweeps (every 100 ms in these tests) later, nothing was sent again.
+    std::thread::sleep(Duration::from_millis(1000));
+    let got = hook.requests();
+    assert_eq!(
+        got.iter()
+            .map(|r| r.json()["event"].as_str().expect("event").to_string())
+            .collect::<Vec<_>>(),
+        ["started", "aborted"]
+    );
+    h.wait_outbox(&done, Duration::ZERO);
+    let m = h.metrics();
+    assert_eq!(attempts(&m, "hook", "webhook"), 0.0, "{m}");
+    assert_eq!(counter(&m, "hook", "webhook", "delivered"), 0.0, "{m}");
+}
+
+#[test]
+fn a_notification_is_saved_only_with_the_state_it_announces() {
+    let hook = Receiver::start(vec![], Reply::Status(200));
+    let h = H::start(
+        &format!(
+            "channels:\n  hook: {{type: webhook, url: \"{}/hook\", secret_env: EDGECD_TEST_HOOK_SECRET}}\n",
+            hook.url
+        ),
+        3_600_000,
+    );
+    let id = h.start_rollout(TWO_STEPS);
+    // Saved with the state it announces.
+    let rows = h.outbox();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "started");
+    assert_eq!(rows[0].4["rollout"]["id"], id.as_str());
+    let history = |h: &H| {
+        let (s, v) = h.admin("GET", &format!("/api/v1/admin/rollouts/{id}/history"), None);
+        assert_eq!(s, 200, "{v}");
+        v.as_array().expect("records").len()
+    };
+    let records = history(&h);
+    hook.wait(1, Duration::from_secs(10));
+
+    // The outbox refuses writes: the abort's state is not saved either.
+    let exec = |sql: &str| {
+        h.srv
+            .block_on(sqlx::query(sql).execute(&h.srv.state.store.pool))
+            .expect(sql);
+    };
+    exec(
+        "CREATE TRIGGER refuse_outbox BEFORE INSERT ON notification_outbox BEGIN SELECT RAISE(ABORT, 'outbox refused'); END",
+    );
+    let (s, v) = h.admin("POST", &format!("/api/v1/admin/rollouts/{id}/abort"), None);
+    assert_eq!(s, 500, "{v}");
+    let (_, v) = h.admin("GET", &format!("/api/v1/admin/rollouts/{id}"), None);
+    assert_eq!(v["rollout"]["state"]["phase"], "progressing", "{v}");
+    assert_eq!(history(&h), records, "no audit record of the abort");
+    assert_eq!(h.outbox().len(), 1);
+
+    // Once it accepts them again, the abort is saved with its notification.
+    exec("DROP TRIGGER refuse_outbox");
+    h.command(&id, "abort");
+    let rows = h.outbox();
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["started", "aborted"]
+    );
+    assert_eq!(rows[1].4["rollout"]["phase"], "aborted");
+    let got = hook.wait(2, Duration::from_secs(10));
+    assert_eq!(verify_webhook(&got[1])["event"], "aborted");
 }

@@ -1,7 +1,10 @@
 //! HTTP delivery: each channel's background task ([`worker`]) takes notifications off the
 //! channel's queue one at a time, renders them ([`super::payload`]) and POSTs them with
 //! [`deliver`]: ureq (blocking; the agent's client, so one TLS stack) on tokio's blocking
-//! pool, with a timeout per attempt.
+//! pool, with a timeout per attempt. Each one is an outbox row ([`super::outbox`]): a failed
+//! attempt records the attempt count and the next due time there, and the task marks the row
+//! delivered or failed when done — so after a restart delivery resumes where it stopped, with
+//! the attempts left.
 //!
 //! Retries: up to `retry.attempts` attempts; 5xx, 429, connection errors and timeouts are
 //! retried after `initial_backoff · 2^(k-1)` (capped at `max_backoff`), or after the
@@ -11,10 +14,12 @@
 //!
 //! Logs name the channel, its type and URL host, the event, the rollout and the delivery id;
 //! error text is redacted (see [`super::redact`]) — never the URL's path or the HMAC key.
-use super::{ChannelConfig, ChannelKind, ChannelStats, Notification, RetryConfig};
+use super::outbox::{self, Queued};
+use super::{ChannelConfig, ChannelKind, ChannelStats, InFlight, Notification, RetryConfig};
 use super::{event_name, payload, redact};
 use bytes::Bytes;
 use rand_core::{OsRng, RngCore};
+use sqlx::SqlitePool;
 use std::io::Read as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +46,17 @@ pub enum DeliveryError {
     Rejected { attempts: u32, why: String },
     #[error("gave up after {attempts} attempt(s); last: {why}")]
     GaveUp { attempts: u32, why: String },
+}
+
+impl DeliveryError {
+    /// Attempts made, those before a restart included.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            DeliveryError::Rejected { attempts, .. } | DeliveryError::GaveUp { attempts, .. } => {
+                *attempts
+            }
+        }
+    }
 }
 
 /// One rendered notification on its way.
@@ -207,19 +223,30 @@ fn secrets(ch: &ChannelConfig) -> Vec<String> {
     s
 }
 
-/// Delivers `d` to `ch` with retries; counts every attempt in `attempts`. Returns the number
-/// of attempts it took.
+/// Where [`deliver`] records failed attempts that will be retried: an outbox row.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub pool: &'a SqlitePool,
+    pub row: i64,
+}
+
+/// Delivers `d` to `ch` with retries, `done` attempts having been made already (before a
+/// restart); counts every attempt in `attempts` and records each failed one that will be
+/// retried in `progress`. Makes at least one attempt. Returns the number of attempts it took,
+/// `done` included.
 pub async fn deliver(
     agent: &ureq::Agent,
     ch: &ChannelConfig,
     retry: &RetryConfig,
     attempts: &AtomicU64,
     d: &Delivery,
+    done: u32,
+    progress: Option<Progress<'_>>,
 ) -> Result<u32, DeliveryError> {
     let secrets = secrets(ch);
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let max = retry.attempts.max(1);
-    let mut attempt = 0;
+    let mut attempt = done;
     loop {
         attempt += 1;
         attempts.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +293,12 @@ pub async fn deliver(
                     error = %why,
                     "notification attempt failed; retrying"
                 );
+                if let Some(p) = progress {
+                    let due = outbox::now_ms().saturating_add(delay.as_millis() as i64);
+                    if let Err(e) = outbox::retry_later(p.pool, p.row, attempt, due, &why).await {
+                        tracing::warn!(channel = %ch.name, delivery = %d.id, error = %e, "cannot record the attempt in the notification outbox");
+                    }
+                }
                 tokio::time::sleep(delay).await;
             }
         }
@@ -282,30 +315,86 @@ pub fn render(kind: ChannelKind, n: &Notification) -> Bytes {
     Bytes::from(v.to_string())
 }
 
-/// A channel's background task: delivers its queue in order until the notifier is dropped.
-pub async fn worker(
-    ch: Arc<ChannelConfig>,
-    retry: RetryConfig,
-    stats: Arc<ChannelStats>,
-    mut queue: mpsc::Receiver<Notification>,
-) {
+/// What a channel's background task works with.
+pub struct Worker {
+    pub ch: Arc<ChannelConfig>,
+    pub retry: RetryConfig,
+    pub stats: Arc<ChannelStats>,
+    pub pool: SqlitePool,
+    pub in_flight: Arc<InFlight>,
+}
+
+/// Takes a row out of the in-flight set when its delivery is over (or abandoned).
+struct Release<'a>(&'a InFlight, i64);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
+}
+
+/// A channel's background task: delivers its queue in order until the notifier is dropped,
+/// marking each outbox row delivered or failed. A row found no longer pending (finished
+/// while it was queued a second time) is skipped; one not yet due (a retry before a restart)
+/// is waited for, at most `max_backoff`.
+pub async fn worker(w: Worker, mut queue: mpsc::Receiver<Queued>) {
+    let Worker {
+        ch,
+        retry,
+        stats,
+        pool,
+        in_flight,
+    } = w;
     let agent = agent(&retry);
-    while let Some(n) = queue.recv().await {
+    while let Some(q) = queue.recv().await {
+        let _release = Release(&in_flight, q.id);
+        let (done, due_ms) = match outbox::pending_state(&pool, q.id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(channel = %ch.name, delivery = %q.delivery_id, error = %e, "cannot read the notification outbox; the notification stays pending");
+                continue;
+            }
+        };
+        let wait = Duration::from_millis(due_ms.saturating_sub(outbox::now_ms()).max(0) as u64);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait.min(retry.max_backoff)).await;
+        }
+        let n = &q.notification;
         let d = Delivery {
             event: event_name(&n.event),
             rollout: n.rollout.id.clone(),
-            id: delivery_id(),
-            body: render(ch.kind, &n),
+            id: q.delivery_id.clone(),
+            body: render(ch.kind, n),
         };
-        match deliver(&agent, &ch, &retry, &stats.attempts, &d).await {
+        let progress = Some(Progress {
+            pool: &pool,
+            row: q.id,
+        });
+        let (attempts, error) = match deliver(
+            &agent,
+            &ch,
+            &retry,
+            &stats.attempts,
+            &d,
+            done,
+            progress,
+        )
+        .await
+        {
             Ok(attempts) => {
                 stats.delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(channel = %ch.name, r#type = ch.kind.as_str(), host = %ch.host, event = d.event, rollout = %d.rollout, delivery = %d.id, attempts, "notification delivered");
+                (attempts, None)
             }
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(channel = %ch.name, r#type = ch.kind.as_str(), host = %ch.host, event = d.event, rollout = %d.rollout, delivery = %d.id, error = %e, "notification not delivered");
+                (e.attempts(), Some(e.to_string()))
             }
+        };
+        if let Err(e) = outbox::finish(&pool, q.id, attempts, error.as_deref()).await {
+            tracing::warn!(channel = %ch.name, delivery = %d.id, error = %e, "cannot mark the notification done in the outbox: it may be sent again");
         }
     }
 }
@@ -505,13 +594,17 @@ mod tests {
                 .build()
                 .expect("rt");
             rt.block_on(async {
-                let notifier = Notifier::start(&cfg, "http://127.0.0.1:1");
+                let dir = tempfile::tempdir().expect("tmp");
+                let store = crate::store::Store::open(dir.path()).await.expect("store");
+                let notifier = Notifier::start(&cfg, "http://127.0.0.1:1", store.pool.clone())
+                    .await
+                    .expect("notifier");
                 let dbg = format!("{notifier:?}");
                 assert!(!dbg.contains("TOPSECRETPATH"), "{dbg}");
                 for name in ["flaky", "refusing", "down"] {
                     let mut n = crate::notify::payload::tests_support::notification();
                     n.channel = name.into();
-                    notifier.send(n);
+                    notifier.enqueue(n).await.expect("enqueue");
                 }
                 for _ in 0..200 {
                     let c = notifier.counts();
@@ -520,9 +613,41 @@ mod tests {
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                notifier.counts()
+                // The outbox rows are marked done once delivered or failed.
+                let mut rows: Vec<(String, String, String, i64, Option<String>)> = vec![];
+                for _ in 0..100 {
+                    rows = sqlx::query_as(
+                        "SELECT channel, delivery_id, status, attempts, last_error FROM notification_outbox ORDER BY channel",
+                    )
+                    .fetch_all(&store.pool)
+                    .await
+                    .expect("rows");
+                    if rows.iter().all(|r| r.2 != "pending") {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (notifier.counts(), rows)
             })
         });
+        let (counts, rows) = counts;
+        let summary: Vec<(&str, &str, i64)> = rows
+            .iter()
+            .map(|r| (r.0.as_str(), r.2.as_str(), r.3))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("down", "failed", 3),
+                ("flaky", "delivered", 3),
+                ("refusing", "failed", 1)
+            ]
+        );
+        assert!(
+            rows[2].4.as_deref().is_some_and(|e| e.contains("HTTP 400")),
+            "{rows:?}"
+        );
+        assert!(!format!("{rows:?}").contains("TOPSECRETPATH"), "{rows:?}");
         let by: std::collections::BTreeMap<String, (u64, u64, u64)> = counts
             .iter()
             .map(|c| (c.channel.clone(), (c.delivered, c.failed, c.attempts)))
@@ -543,6 +668,10 @@ mod tests {
             })
             .collect();
         assert_eq!(ids.len(), 1, "{ids:?}");
+        assert!(
+            ids.contains(&rows[1].1),
+            "the outbox row's delivery id: {ids:?}"
+        );
 
         let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf8");
         assert!(text.contains("notification delivered"), "{text}");
@@ -584,7 +713,7 @@ mod tests {
         };
         // A port nobody listens on: connection refused, retried, then given up.
         let e = rt
-            .block_on(deliver(&agent(&retry(1)), &ch, &retry(1), &n, &d))
+            .block_on(deliver(&agent(&retry(1)), &ch, &retry(1), &n, &d, 0, None))
             .expect_err("refused");
         assert_eq!(n.load(Ordering::Relaxed), 3);
         let s = format!("{e} {e:?}");
@@ -597,7 +726,7 @@ mod tests {
         let mut bad = ch.clone();
         bad.url = Secret::new("http://exa mple/TOPSECRETPATH");
         let e = rt
-            .block_on(deliver(&agent(&retry(1)), &bad, &retry(1), &n, &d))
+            .block_on(deliver(&agent(&retry(1)), &bad, &retry(1), &n, &d, 0, None))
             .expect_err("bad url");
         assert!(!e.to_string().contains("TOPSECRETPATH"), "{e}");
     }

@@ -7,8 +7,11 @@
 //!   rollout and its decision, and the [`Notifier`] handle with its per-channel counters
 //!   (read by `/metrics`). [`Notifier::send`] never blocks: each channel has a bounded queue
 //!   drained by its own background task, so a slow or hanging receiver delays neither the
-//!   controller nor the other channels; a full queue drops the notification with a warning
-//!   and counts it (`result="dropped"`).
+//!   controller nor the other channels. A notification is queued only once it is saved in the
+//!   outbox ([`outbox`]); a full queue leaves it pending there, with a warning, counted
+//!   (`result="deferred"`), and a sweep every [`NotifyConfig::sweep_interval`] queues it later.
+//! - [`outbox`]: the `notification_outbox` table — pending notifications survive restarts
+//!   and crashes, and are queued again when the notifier starts.
 //! - [`payload`]: pure builders of the Slack, Teams and generic JSON bodies and of the
 //!   webhook signature.
 //! - [`deliver`]: the HTTP POST (ureq on tokio's blocking pool, a timeout per attempt) and the
@@ -21,20 +24,23 @@
 //! [`redact`] first.
 
 pub mod deliver;
+pub mod outbox;
 pub mod payload;
 
 use edgecd_rollout::engine::{Decision, Rollout, RolloutEvent, describe};
 use edgecd_rollout::{GateResult, Verdict};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use sqlx::SqlitePool;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use crate::util::Secret;
+pub use outbox::{OutboxError, Queued};
 
 /// What a channel speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,8 +119,12 @@ pub struct NotifyConfig {
     pub public_url: Option<String>,
     pub channels: BTreeMap<String, ChannelConfig>,
     pub retry: RetryConfig,
-    /// Notifications each channel may have waiting; more are dropped (and counted).
+    /// Notifications each channel may have queued in memory; more wait in the outbox (counted
+    /// as deferred) for the sweep.
     pub queue_capacity: usize,
+    /// How often pending outbox rows nobody queued are queued (not in the file; tests shorten
+    /// it). Default 2 s.
+    pub sweep_interval: Duration,
 }
 
 impl Default for NotifyConfig {
@@ -124,6 +134,7 @@ impl Default for NotifyConfig {
             channels: BTreeMap::new(),
             retry: RetryConfig::default(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
         }
     }
 }
@@ -377,6 +388,7 @@ impl NotifyConfig {
                 timeout: Duration::from_millis(r.timeout_ms),
             },
             queue_capacity,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
         })
     }
 }
@@ -454,7 +466,7 @@ pub fn event_name(e: &RolloutEvent) -> &'static str {
 }
 
 /// One message for one channel: the event and the numbers behind it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub channel: String,
@@ -470,7 +482,7 @@ pub struct Notification {
 }
 
 /// The rollout as a message shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSummary {
     pub id: String,
@@ -489,7 +501,7 @@ pub struct RolloutSummary {
 }
 
 /// One gate's last result with its thresholds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GateSummary {
     pub gate: String,
@@ -589,7 +601,10 @@ impl Notification {
 pub struct ChannelStats {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
-    pub dropped: AtomicU64,
+    /// Notifications the channel's queue could not take when they were sent: they stay
+    /// pending in the outbox and the sweep queues them later (so they are also counted as
+    /// delivered or failed eventually).
+    pub deferred: AtomicU64,
     pub attempts: AtomicU64,
 }
 
@@ -600,19 +615,48 @@ pub struct ChannelCounts {
     pub kind: ChannelKind,
     pub delivered: u64,
     pub failed: u64,
-    pub dropped: u64,
+    pub deferred: u64,
     pub attempts: u64,
+}
+
+/// Outbox rows queued for, or being delivered by, a channel's task: a row is offered to the
+/// queue only if it is not in here, and leaves only once the task marked it (or found it
+/// already finished), so no row is ever delivered twice at the same time.
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::Mutex<HashSet<i64>>);
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn claim(&self, id: i64) -> bool {
+        self.lock().insert(id)
+    }
+    pub(crate) fn release(&self, id: i64) {
+        self.lock().remove(&id);
+    }
+    fn snapshot(&self) -> HashSet<i64> {
+        self.lock().clone()
+    }
 }
 
 struct Handle {
     config: Arc<ChannelConfig>,
-    queue: mpsc::Sender<Notification>,
+    queue: mpsc::Sender<Queued>,
     stats: Arc<ChannelStats>,
+    in_flight: Arc<InFlight>,
+    /// Set while deferred rows wait in the outbox: new notifications then wait too (for the
+    /// sweep), so a channel's messages keep their order.
+    backlog: AtomicBool,
+    capacity: usize,
 }
 
 struct Inner {
     public_url: String,
     channels: BTreeMap<String, Handle>,
+    pool: SqlitePool,
 }
 
 /// The server's notification sender (cheap to clone). See the module docs.
@@ -631,22 +675,35 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// Starts one delivery task per channel on the current tokio runtime (call it from
-    /// within one). `default_public_url` is used when the file sets no `public_url`.
-    pub fn start(cfg: &NotifyConfig, default_public_url: &str) -> Self {
+    /// Starts one delivery task per channel and the outbox sweep on the current tokio runtime
+    /// (call it from within one), then queues the outbox's pending rows, oldest first: rows of
+    /// channels no longer configured are marked failed (with a warning), the ones a full queue
+    /// cannot take stay pending for the sweep. `default_public_url` is used when the file sets
+    /// no `public_url`.
+    pub async fn start(
+        cfg: &NotifyConfig,
+        default_public_url: &str,
+        pool: SqlitePool,
+    ) -> Result<Self, OutboxError> {
         let public_url = cfg
             .public_url
             .clone()
             .unwrap_or_else(|| default_public_url.trim_end_matches('/').to_string());
         let mut channels = BTreeMap::new();
         for (name, ch) in &cfg.channels {
-            let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+            let capacity = cfg.queue_capacity.max(1);
+            let (tx, rx) = mpsc::channel(capacity);
             let config = Arc::new(ch.clone());
             let stats = Arc::new(ChannelStats::default());
+            let in_flight = Arc::new(InFlight::default());
             tokio::spawn(deliver::worker(
-                config.clone(),
-                cfg.retry.clone(),
-                stats.clone(),
+                deliver::Worker {
+                    ch: config.clone(),
+                    retry: cfg.retry.clone(),
+                    stats: stats.clone(),
+                    pool: pool.clone(),
+                    in_flight: in_flight.clone(),
+                },
                 rx,
             ));
             tracing::info!(channel = %name, r#type = ch.kind.as_str(), host = %ch.host, "notification channel ready");
@@ -656,15 +713,27 @@ impl Notifier {
                     config,
                     queue: tx,
                     stats,
+                    in_flight,
+                    backlog: AtomicBool::new(false),
+                    capacity,
                 },
             );
         }
-        Self {
+        let notifier = Self {
             inner: Arc::new(Inner {
                 public_url,
                 channels,
+                pool,
             }),
-        }
+        };
+        // Restart: everything still pending, due or not (the task waits for the due time).
+        notifier.sweep(i64::MAX).await?;
+        outbox::purge(&notifier.inner.pool, crate::util::now() as i64).await?;
+        tokio::spawn(sweeper(
+            Arc::downgrade(&notifier.inner),
+            cfg.sweep_interval.max(Duration::from_millis(10)),
+        ));
+        Ok(notifier)
     }
 
     /// The base of rollout links.
@@ -726,23 +795,60 @@ impl Notifier {
         Notification::new(channel, r, decision, event, runbook, self.link(&r.id), at)
     }
 
-    /// Queues `n` for its channel without waiting; drops it (logged and counted) when the
-    /// channel's queue is full.
-    pub fn send(&self, n: Notification) {
-        let event = event_name(&n.event);
-        let Some(h) = self.inner.channels.get(&n.channel) else {
-            tracing::warn!(channel = %n.channel, event, rollout = %n.rollout.id, "notification for a channel that is not configured: dropped");
+    /// Queues a notification already saved in the outbox ([`outbox::insert`], in the
+    /// transaction of the state it announces) for its channel, without waiting. When the
+    /// queue is full (or older rows wait) it stays pending in the outbox, counted as
+    /// deferred, and the sweep queues it later.
+    pub fn send(&self, q: Queued) {
+        let event = event_name(&q.notification.event);
+        let Some(h) = self.inner.channels.get(&q.notification.channel) else {
+            tracing::warn!(channel = %q.notification.channel, event, rollout = %q.notification.rollout.id, "notification for a channel that is not configured: it will be marked failed");
             return;
         };
-        let rollout = n.rollout.id.clone();
-        if let Err(e) = h.queue.try_send(n) {
-            h.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            let why = match e {
-                mpsc::error::TrySendError::Full(_) => "the channel's queue is full",
-                mpsc::error::TrySendError::Closed(_) => "the channel's delivery task stopped",
-            };
-            tracing::warn!(channel = %h.config.name, r#type = h.config.kind.as_str(), host = %h.config.host, event, %rollout, "notification dropped: {why}");
+        let rollout = q.notification.rollout.id.clone();
+        let why = if h.backlog.load(Ordering::Acquire) {
+            "older notifications of the channel are waiting"
+        } else {
+            match offer(h, q) {
+                Ok(()) => return,
+                Err(why) => why,
+            }
+        };
+        h.stats.deferred.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(channel = %h.config.name, r#type = h.config.kind.as_str(), host = %h.config.host, event, %rollout, "notification deferred ({why}): it stays pending in the outbox and is queued again shortly");
+    }
+
+    /// Saves `n` in the outbox in a transaction of its own, then [`Self::send`]s it — for
+    /// notifications that announce no saved state change (tests, tools).
+    pub async fn enqueue(&self, n: Notification) -> Result<(), OutboxError> {
+        let mut tx = self.inner.pool.begin().await?;
+        let q = outbox::insert(&mut tx, n).await?;
+        tx.commit().await?;
+        self.send(q);
+        Ok(())
+    }
+
+    /// Queues the pending rows due by `due_ms` that are not queued yet, oldest first, until a
+    /// queue is full; marks failed the rows of channels that are not configured.
+    async fn sweep(&self, due_ms: i64) -> Result<(), OutboxError> {
+        let pool = &self.inner.pool;
+        for (channel, n) in outbox::fail_unconfigured(pool, &self.channel_names()).await? {
+            tracing::warn!(%channel, notifications = n, "pending notifications for a channel that is no longer configured: marked failed");
         }
+        for h in self.inner.channels.values() {
+            let skip = h.in_flight.snapshot();
+            let limit = h.capacity + skip.len() + 1;
+            let (rows, more) = outbox::pending(pool, &h.config.name, due_ms, limit, &skip).await?;
+            let mut all = !more;
+            for q in rows {
+                if offer(h, q).is_err() {
+                    all = false;
+                    break;
+                }
+            }
+            h.backlog.store(!all, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Every channel's counters.
@@ -755,10 +861,50 @@ impl Notifier {
                 kind: h.config.kind,
                 delivered: h.stats.delivered.load(Ordering::Relaxed),
                 failed: h.stats.failed.load(Ordering::Relaxed),
-                dropped: h.stats.dropped.load(Ordering::Relaxed),
+                deferred: h.stats.deferred.load(Ordering::Relaxed),
                 attempts: h.stats.attempts.load(Ordering::Relaxed),
             })
             .collect()
+    }
+}
+
+/// Puts `q` on its channel's queue unless it is already queued (then nothing to do).
+fn offer(h: &Handle, q: Queued) -> Result<(), &'static str> {
+    let id = q.id;
+    if !h.in_flight.claim(id) {
+        return Ok(());
+    }
+    h.queue.try_send(q).map_err(|e| {
+        h.in_flight.release(id);
+        match e {
+            mpsc::error::TrySendError::Full(_) => "the channel's queue is full",
+            mpsc::error::TrySendError::Closed(_) => "the channel's delivery task stopped",
+        }
+    })
+}
+
+/// How often the sweep runs by default.
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Every `every`: queues due pending rows nobody queued, and (hourly) deletes old finished
+/// rows. Ends with the notifier.
+async fn sweeper(inner: std::sync::Weak<Inner>, every: Duration) {
+    let mut last_purge = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let n = Notifier { inner };
+        if let Err(e) = n.sweep(outbox::now_ms()).await {
+            tracing::warn!(error = %e, "notification outbox sweep failed; retrying");
+        }
+        if last_purge.elapsed() >= Duration::from_secs(3600) {
+            last_purge = tokio::time::Instant::now();
+            match outbox::purge(&n.inner.pool, crate::util::now() as i64).await {
+                Ok(k) if k > 0 => tracing::info!(rows = k, "deleted old finished notifications"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot delete old finished notifications"),
+            }
+        }
     }
 }
 
@@ -929,6 +1075,15 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("https://hooks.slack.com/<redacted>"), "{e}");
+    }
+
+    #[test]
+    fn notifications_round_trip_through_the_outbox_json() {
+        let n = payload::tests_support::notification();
+        let text = serde_json::to_string(&n).expect("serialize");
+        let back: Notification = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, n);
+        assert_eq!(payload::webhook(&back), payload::webhook(&n));
     }
 
     #[test]
