@@ -260,6 +260,27 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         }
     }
     notification_metrics(w, &st.notifier);
+    let pending: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT channel, COUNT(*) FROM notification_outbox WHERE status = 'pending' GROUP BY channel",
+    )
+    .fetch_all(&st.store.pool)
+    .await?;
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_notifications_pending Rollout notifications waiting in the outbox for delivery, by channel."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_notifications_pending gauge");
+    let mut pending: BTreeMap<String, i64> = pending.into_iter().collect();
+    for c in st.notifier.channel_names() {
+        pending.entry(c.to_string()).or_insert(0);
+    }
+    for (channel, n) in &pending {
+        let _ = writeln!(
+            w,
+            "edgecd_server_notifications_pending{{channel=\"{}\"}} {n}",
+            escape(channel)
+        );
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

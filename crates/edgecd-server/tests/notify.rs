@@ -947,6 +947,17 @@ queue_capacity: 2
     assert!(counter(&m, "hung", "slack", "deferred") >= 1.0, "{m}");
     assert_eq!(counter(&m, "ok", "slack", "delivered"), 4.0, "{m}");
     assert_eq!(counter(&m, "ok", "slack", "deferred"), 0.0, "{m}");
+    // What has not failed for good waits in the outbox, and the gauge says so.
+    assert_eq!(
+        value(&m, "edgecd_server_notifications_pending{channel=\"hung\"}"),
+        Some(4.0 - counter(&m, "hung", "slack", "failed")),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "edgecd_server_notifications_pending{channel=\"ok\"}"),
+        Some(0.0),
+        "{m}"
+    );
     let hung_rows: Vec<String> = h
         .outbox()
         .into_iter()
