@@ -3,6 +3,7 @@
 //! SoC gets hot.
 //!
 //! Modules: `model` (loading and running ONNX/TFLite with tract; the bundle's active model),
+//! `fuse` (graph rewrites before tract optimizes: hard-swish),
 //! `server` (axum API and hot reload), `selftest` (running and recording self-test vectors),
 //! `metrics` (hand-written Prometheus text format), `governor` (pure thermal state machine),
 //! `thermal` (sensor IO driving the governor), `npy` (NumPy `.npy` bodies), `bench` (in-process
@@ -10,6 +11,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod fuse;
 pub mod governor;
 pub mod metrics;
 pub mod model;
