@@ -148,6 +148,10 @@ fn rollout_verbs_through_the_cli() {
                 .unwrap()
                 .contains("operator")
         );
+        assert!(
+            ok(&lab, &["rollout", "status", &id]).contains("phase   aborted (stopped by operator)"),
+            "status names what stopped the rollout"
+        );
         // The manual abort rolls every device that got 1.1.0 back.
         let t = Instant::now();
         while census(&fleet).get("receipt-classifier@1.0.0") != Some(&20) {

@@ -219,7 +219,13 @@ pub fn print_status(st: &Value) {
         r["spec"]["release"].as_str().unwrap_or("?"),
         r["baseline"].as_str().unwrap_or("none")
     );
-    println!("  phase   {}", s["phase"].as_str().unwrap_or("?"));
+    match s["stopCause"].as_str() {
+        Some(cause) => println!(
+            "  phase   {} (stopped by {cause})",
+            s["phase"].as_str().unwrap_or("?")
+        ),
+        None => println!("  phase   {}", s["phase"].as_str().unwrap_or("?")),
+    }
     println!(
         "  step    {}/{} {}",
         s["step"].as_u64().unwrap_or(0) + 1,
