@@ -18,6 +18,7 @@
 //! `edgecd_agent_temperature_celsius`, `edgecd_agent_throttled`,
 //! `edgecd_agent_throttle_events_total`, `edgecd_agent_start_time_seconds`.
 
+use edgecd_api::exposition::{escape_label_value, sample_value};
 use edgecd_api::protocol::{OutcomeKind, Phase, RunningRelease};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -233,27 +234,8 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Escapes a label value (backslash, double quote, newline).
-pub fn escape(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Go float syntax for finite values (`NaN`/`±Inf` are never exported here).
-fn num(v: f64) -> String {
-    format!("{v}")
 }
 
 /// The exposition text (format 0.0.4) of `s`.
@@ -269,9 +251,9 @@ pub fn render(s: &Sample) -> String {
         let _ = writeln!(
             o,
             "edgecd_agent_release_info{{app=\"{}\",version=\"{}\",slot=\"{}\"}} 1",
-            escape(&r.app),
-            escape(&r.version),
-            escape(&r.slot)
+            escape_label_value(&r.app),
+            escape_label_value(&r.version),
+            escape_label_value(&r.slot)
         );
     }
     family(
@@ -339,7 +321,7 @@ pub fn render(s: &Sample) -> String {
         "Last SoC temperature reading (absent when unknown).",
     );
     if let Some(t) = s.temperature_celsius.filter(|t| t.is_finite()) {
-        let _ = writeln!(o, "edgecd_agent_temperature_celsius {}", num(t));
+        let _ = writeln!(o, "edgecd_agent_temperature_celsius {}", sample_value(t));
     }
     family(
         &mut o,
@@ -635,7 +617,7 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
         let mut s = full();
         if let Some(r) = s.release.as_mut() {
             r.app = "we\"ird\\app\nx".into();

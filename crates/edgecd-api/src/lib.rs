@@ -2,8 +2,10 @@
 //!
 //! Owns: model metadata (`model`), the bundle's edgecd profile layer (`profile`: hardware
 //! profile, runtime pin, model signatures, self-test vectors) and the installed-slot layout
-//! constants (`layout`). Later: the agent ↔ server protocol.
+//! constants (`layout`), the agent ↔ server protocol (`protocol`), mergeable inference metrics
+//! (`metrics`) and Prometheus text syntax shared by every exporter (`exposition`).
 
+pub mod exposition;
 pub mod layout;
 pub mod metrics;
 pub mod model;

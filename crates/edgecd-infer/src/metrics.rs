@@ -2,6 +2,7 @@
 //! (clean under `promtool check metrics`). Bucket bounds are fixed so the server can merge
 //! histograms from many devices.
 
+use edgecd_api::exposition::{escape_label_value, sample_value};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,14 +87,18 @@ impl Histogram {
         let mut cumulative = 0;
         for (b, c) in self.bounds.iter().zip(&self.counts) {
             cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", fmt_f64(*b));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                sample_value(*b)
+            );
         }
         let count = self.count();
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(
             out,
             "{name}_sum {}",
-            fmt_f64(f64::from_bits(self.sum_bits.load(Ordering::Relaxed)))
+            sample_value(f64::from_bits(self.sum_bits.load(Ordering::Relaxed)))
         );
         let _ = writeln!(out, "{name}_count {count}");
     }
@@ -181,8 +186,8 @@ impl Metrics {
         let _ = writeln!(
             o,
             "edgecd_infer_model_info{{release=\"{}\",model=\"{}\",runtime=\"tract\"}} 1",
-            escape(&release),
-            escape(&model)
+            escape_label_value(&release),
+            escape_label_value(&model)
         );
         gauge(
             &mut o,
@@ -264,34 +269,12 @@ fn gauge(o: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(
         o,
         "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-        fmt_f64(v)
+        sample_value(v)
     );
 }
 
 fn counter(o: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-}
-
-/// Go/Prometheus float syntax (`NaN`, `+Inf`).
-fn fmt_f64(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Escapes a label value (backslash, double quote, newline).
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Top-1 probability of a classifier row: the largest value if the row already is a distribution

@@ -8,6 +8,7 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use edgecd_api::exposition::escape_label_value;
 use edgecd_api::protocol::DeviceStatus;
 use edgecd_rollout::StopCause;
 use std::collections::BTreeMap;
@@ -36,12 +37,6 @@ pub fn observe_checkin(seconds: f64) {
     CHECKINS
         .sum_micros
         .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// `GET /metrics`.
@@ -116,8 +111,8 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         let _ = writeln!(
             w,
             "edgecd_server_devices{{release=\"{}\",phase=\"{}\"}} {n}",
-            escape(release),
-            escape(phase)
+            escape_label_value(release),
+            escape_label_value(phase)
         );
     }
     let _ = writeln!(
@@ -204,8 +199,8 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         let _ = writeln!(
             w,
             "edgecd_server_rollout_step{{rollout=\"{}\",release=\"{}\"}} {}",
-            escape(&r.id),
-            escape(&r.spec.release),
+            escape_label_value(&r.id),
+            escape_label_value(&r.spec.release),
             r.state.step + 1
         );
     }
@@ -226,8 +221,8 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
                 let _ = writeln!(
                     w,
                     "edgecd_server_rollout_gate_value{{rollout=\"{}\",gate=\"{}\",verdict=\"{verdict}\"}} {v}",
-                    escape(&r.id),
-                    escape(&g.gate)
+                    escape_label_value(&r.id),
+                    escape_label_value(&g.gate)
                 );
             }
         }
@@ -252,8 +247,8 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
                     let _ = writeln!(
                         w,
                         "edgecd_server_rollout_gate_threshold{{rollout=\"{}\",gate=\"{}\",bound=\"{bound}\"}} {v}",
-                        escape(&r.id),
-                        escape(&g.gate)
+                        escape_label_value(&r.id),
+                        escape_label_value(&g.gate)
                     );
                 }
             }
@@ -278,7 +273,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         let _ = writeln!(
             w,
             "edgecd_server_notifications_pending{{channel=\"{}\"}} {n}",
-            escape(channel)
+            escape_label_value(channel)
         );
     }
     Ok((
@@ -307,7 +302,7 @@ fn notification_metrics(w: &mut String, notifier: &crate::notify::Notifier) {
             let _ = writeln!(
                 w,
                 "edgecd_server_notifications_total{{channel=\"{}\",type=\"{}\",result=\"{result}\"}} {n}",
-                escape(&c.channel),
+                escape_label_value(&c.channel),
                 c.kind.as_str()
             );
         }
@@ -324,7 +319,7 @@ fn notification_metrics(w: &mut String, notifier: &crate::notify::Notifier) {
         let _ = writeln!(
             w,
             "edgecd_server_notification_attempts_total{{channel=\"{}\",type=\"{}\"}} {}",
-            escape(&c.channel),
+            escape_label_value(&c.channel),
             c.kind.as_str(),
             c.attempts
         );

@@ -9,6 +9,7 @@
 //! real deployment adds with target labels (see deploy/prometheus). Counters are cumulative per
 //! (device, release) from the start of the simulation. Rendering is pure ([`Exposition::render`]);
 //! [`serve`] answers `GET /metrics` on a small std-only HTTP thread.
+use edgecd_api::exposition::{escape_label_value, sample_value};
 use edgecd_api::metrics::{CONFIDENCE_BUCKETS, MetricsAggregate, latency_bound_ms};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,24 +45,6 @@ pub struct Exposition {
     series: BTreeMap<(String, String), Series>,
     /// device → (release it runs now, last temperature).
     devices: BTreeMap<String, (String, Option<f64>)>,
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else if v.is_nan() {
-        "NaN".into()
-    } else if v > 0.0 {
-        "+Inf".into()
-    } else {
-        "-Inf".into()
-    }
 }
 
 impl Exposition {
@@ -122,8 +105,8 @@ impl Exposition {
             let _ = writeln!(
                 o,
                 "edgecd_infer_model_info{{device=\"{}\",release=\"{}\",model=\"simulated\",runtime=\"edgecd-sim\"}} 1",
-                escape(dev),
-                escape(rel)
+                escape_label_value(dev),
+                escape_label_value(rel)
             );
         }
         head(
@@ -133,14 +116,18 @@ impl Exposition {
             "Latency of inference requests that ran the model.",
         );
         for ((dev, rel), s) in &self.series {
-            let l = format!("device=\"{}\",release=\"{}\"", escape(dev), escape(rel));
+            let l = format!(
+                "device=\"{}\",release=\"{}\"",
+                escape_label_value(dev),
+                escape_label_value(rel)
+            );
             let mut cum = 0;
             for (le, n) in LATENCY_BOUNDS_SECONDS.iter().zip(&s.latency) {
                 cum += n;
                 let _ = writeln!(
                     o,
                     "edgecd_infer_request_duration_seconds_bucket{{{l},le=\"{}\"}} {cum}",
-                    num(*le)
+                    sample_value(*le)
                 );
             }
             cum += s.latency.last().copied().unwrap_or(0);
@@ -149,7 +136,7 @@ impl Exposition {
                 "edgecd_infer_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {cum}\n\
                  edgecd_infer_request_duration_seconds_sum{{{l}}} {}\n\
                  edgecd_infer_request_duration_seconds_count{{{l}}} {cum}",
-                num(s.latency_sum)
+                sample_value(s.latency_sum)
             );
         }
         head(
@@ -159,7 +146,11 @@ impl Exposition {
             "Top-1 probability of classifier outputs.",
         );
         for ((dev, rel), s) in &self.series {
-            let l = format!("device=\"{}\",release=\"{}\"", escape(dev), escape(rel));
+            let l = format!(
+                "device=\"{}\",release=\"{}\"",
+                escape_label_value(dev),
+                escape_label_value(rel)
+            );
             let mut cum = 0;
             for (i, n) in s.confidence.iter().enumerate() {
                 cum += n;
@@ -168,7 +159,7 @@ impl Exposition {
                     let _ = writeln!(
                         o,
                         "edgecd_infer_confidence_bucket{{{l},le=\"{}\"}} {cum}",
-                        num((le * 10.0).round() / 10.0)
+                        sample_value((le * 10.0).round() / 10.0)
                     );
                 }
             }
@@ -178,7 +169,7 @@ impl Exposition {
                  edgecd_infer_confidence_sum{{{l}}} {}\n\
                  edgecd_infer_confidence_count{{{l}}} {}",
                 s.confidence_count,
-                num(s.confidence_sum),
+                sample_value(s.confidence_sum),
                 s.confidence_count
             );
         }
@@ -192,8 +183,8 @@ impl Exposition {
             let _ = writeln!(
                 o,
                 "edgecd_infer_requests_total{{device=\"{}\",release=\"{}\"}} {}",
-                escape(dev),
-                escape(rel),
+                escape_label_value(dev),
+                escape_label_value(rel),
                 s.requests
             );
         }
@@ -207,8 +198,8 @@ impl Exposition {
             let _ = writeln!(
                 o,
                 "edgecd_infer_request_errors_total{{device=\"{}\",release=\"{}\",kind=\"model_failure\"}} {}",
-                escape(dev),
-                escape(rel),
+                escape_label_value(dev),
+                escape_label_value(rel),
                 s.errors
             );
         }
@@ -223,9 +214,9 @@ impl Exposition {
                 let _ = writeln!(
                     o,
                     "edgecd_infer_temperature_celsius{{device=\"{}\",release=\"{}\"}} {}",
-                    escape(dev),
-                    escape(rel),
-                    num(*t)
+                    escape_label_value(dev),
+                    escape_label_value(rel),
+                    sample_value(*t)
                 );
             }
         }
