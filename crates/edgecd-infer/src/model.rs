@@ -220,21 +220,26 @@ impl Model {
         &self.outputs
     }
 
+    /// A caller error unless the request has one tensor per model input.
+    fn check_input_count(&self, got: usize) -> Result<(), InferError> {
+        if got == self.inputs.len() {
+            return Ok(());
+        }
+        Err(InferError::InvalidInput(format!(
+            "model {} takes {} input(s) ({}), got {got}",
+            self.name,
+            self.inputs.len(),
+            self.inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )))
+    }
+
     /// Checks input count and shapes against the model (a caller error when they differ).
     pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), InferError> {
-        if inputs.len() != self.inputs.len() {
-            return Err(InferError::InvalidInput(format!(
-                "model {} takes {} input(s) ({}), got {}",
-                self.name,
-                self.inputs.len(),
-                self.inputs
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                inputs.len()
-            )));
-        }
+        self.check_input_count(inputs.len())?;
         for (spec, t) in self.inputs.iter().zip(inputs) {
             let fits = spec.shape.len() == t.rank()
                 && spec
@@ -333,19 +338,7 @@ impl Model {
     /// request's names are empty.
     pub fn tensors_from_data(&self, data: &[TensorData]) -> Result<Vec<Tensor>, InferError> {
         let by_name = data.iter().all(|d| !d.name.is_empty());
-        if data.len() != self.inputs.len() {
-            return Err(InferError::InvalidInput(format!(
-                "model {} takes {} input(s) ({}), got {}",
-                self.name,
-                self.inputs.len(),
-                self.inputs
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                data.len()
-            )));
-        }
+        self.check_input_count(data.len())?;
         let mut out = Vec::with_capacity(data.len());
         for (ix, spec) in self.inputs.iter().enumerate() {
             let d = if by_name {
