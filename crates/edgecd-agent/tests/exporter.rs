@@ -6,18 +6,9 @@
 
 mod common;
 use common::*;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn scrape(url: &str) -> Result<(String, String), String> {
     let r = ureq::get(url).call().map_err(|e| e.to_string())?;
@@ -50,7 +41,7 @@ fn agent_serves_live_promtool_clean_metrics() {
     let (thermal, throttle) = (env.path("temp"), env.path("get_throttled"));
     std::fs::write(&thermal, "47500\n").expect("thermal");
     std::fs::write(&throttle, "0x0\n").expect("throttle");
-    let port = free_port();
+    let port = edgecd_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let token = env.token(1, &[]);
     let before = std::time::SystemTime::now()
@@ -170,31 +161,7 @@ fn agent_serves_live_promtool_clean_metrics() {
     assert_eq!(r.status().as_u16(), 405);
 
     // promtool has nothing to say about the live text.
-    let Some(promtool) = edgecd_testkit::tool("promtool") else {
-        return;
-    };
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(hot.as_bytes())
-        .expect("write");
-    let o = child.wait_with_output().expect("promtool");
-    assert!(
-        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
-        "promtool check metrics: {}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    edgecd_testkit::assert_promtool_clean(&hot);
     agent.kill();
 }
 

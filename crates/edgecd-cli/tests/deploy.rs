@@ -5,12 +5,13 @@
 //!   control plane, device agent (`--metrics-listen`) and inference runtime, so renaming a
 //!   metric fails here instead of silently breaking an alert.
 mod common;
-use common::{free_port, sibling};
+use common::sibling;
 use edgecd_cli::story::Lab;
+use edgecd_testkit::{free_port, wait_for};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Referenced metrics that another change adds in parallel. The final integrator empties this
 /// list once they are exported (the test fails when a listed name is already exported).
@@ -490,17 +491,6 @@ fn get(url: &str) -> Option<String> {
         .ok()
 }
 
-fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn every_metric_the_rules_and_dashboard_use_is_exported_live() {
     let wanted = referenced();
@@ -563,7 +553,7 @@ fn every_metric_the_rules_and_dashboard_use_is_exported_live() {
             .spawn()
             .expect("agent"),
     );
-    wait("the agent to enroll", Duration::from_secs(30), || {
+    wait_for("the agent to enroll", Duration::from_secs(30), || {
         (lab.admin.list_devices().ok()?.len() == 1).then_some(())
     });
     lab.admin
@@ -574,7 +564,7 @@ fn every_metric_the_rules_and_dashboard_use_is_exported_live() {
         })
         .expect("deploy");
     let agent_url = format!("http://127.0.0.1:{agent_port}/metrics");
-    let agent_text = wait(
+    let agent_text = wait_for(
         "the agent to install 1.0.0",
         Duration::from_secs(60),
         || get(&agent_url).filter(|t| t.contains("edgecd_agent_release_info{")),
@@ -597,7 +587,7 @@ fn every_metric_the_rules_and_dashboard_use_is_exported_live() {
             .expect("edgecd-infer"),
     );
     let base = format!("http://127.0.0.1:{infer_port}");
-    wait("the runtime to be ready", Duration::from_secs(60), || {
+    wait_for("the runtime to be ready", Duration::from_secs(60), || {
         get(&format!("{base}/readyz"))
     });
     let body = serde_json::json!({"inputs": [{"name": "features", "dtype": "float32", "shape": [1, 16], "data": (0..16).map(|i| i as f64 / 16.0).collect::<Vec<_>>()}]}).to_string();

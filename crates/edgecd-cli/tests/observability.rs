@@ -10,7 +10,8 @@ use edgecd_cli::story::{Lab, census, settle};
 use edgecd_rollout::Verdict;
 use edgecd_server::util::Secret;
 use edgecd_sim::Fleet;
-use edgecd_testkit::services::{Service, binary};
+use edgecd_testkit::services::Service;
+use edgecd_testkit::{StopOnDrop, wait_for};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,14 +24,6 @@ default: {latency_ms: {p50: 60, p95: 120}, error_rate: 0.004, confidence: {mean:
 releases:
   "receipt-classifier@1.2.0": {latency_ms: {p50: 190, p95: 430}}
 "#;
-
-/// Sets a flag when dropped, so a scoped fleet thread stops even when an assertion fails.
-struct StopOnDrop<'a>(&'a AtomicBool);
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
 
 /// A local webhook receiver: records each POSTed JSON body, answers 200.
 fn capture_webhooks(stop: Arc<AtomicBool>) -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
@@ -89,17 +82,6 @@ fn deploy_everywhere(lab: &Lab, fleet: &Fleet, version: &str) {
     .unwrap();
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<Value>) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn promql_spec(version: &str, analysis_secs: u64) -> String {
     format!(
         r#"
@@ -141,7 +123,7 @@ fn phase(st: &Value) -> String {
 #[test]
 fn promql_gates_on_a_real_prometheus_promote_stop_and_hold_through_an_outage() {
     let tmp = tempfile::tempdir().unwrap();
-    let prom_port = edgecd_testkit::services::free_port();
+    let prom_port = edgecd_testkit::free_port();
     let lab = Lab::start_with(tmp.path(), 1, 500, |c| {
         c.prometheus_url = Some(format!("http://127.0.0.1:{prom_port}"));
         c.prometheus_timeout_ms = 2000;
@@ -463,9 +445,6 @@ notify: [audit]
 
 #[test]
 fn simulator_exporter_passes_promtool() {
-    let Some(promtool) = binary("Debian package prometheus (promtool)", &["promtool"]) else {
-        return;
-    };
     let tmp = tempfile::tempdir().unwrap();
     let lab = Lab::start(tmp.path(), 1, 500).unwrap();
     lab.release("1.0.0", 1).unwrap();
@@ -491,27 +470,7 @@ fn simulator_exporter_passes_promtool() {
         text.contains("edgecd_infer_request_duration_seconds_bucket{device=\""),
         "{text}"
     );
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    edgecd_testkit::assert_promtool_clean(&text);
 }
 
 /// A Prometheus that accepts connections and never answers: gate queries time out (held,

@@ -4,9 +4,10 @@
 //! metrics and send them with their check-ins; the rollout's gates catch the bad model's
 //! errors at the canary, the server rolls it back, and a healthy release then reaches all.
 mod common;
-use common::{free_port, sibling};
+use common::sibling;
 use edgecd_cli::demo_model::{classifier_onnx, classifier_onnx_custom};
 use edgecd_cli::story::{Lab, Outcome, drive};
+use edgecd_testkit::{StopOnDrop, free_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -217,12 +218,4 @@ fn good_and_bad_releases_with_real_agents_and_runtimes() {
     let reason = bad.status["rollout"]["state"]["reason"].as_str().unwrap();
     assert!(reason.contains("error_rate"), "{reason}");
     assert_eq!(good.phase(), "completed", "{}", good.status);
-}
-
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }

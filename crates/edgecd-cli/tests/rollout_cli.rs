@@ -3,6 +3,7 @@
 mod common;
 
 use edgecd_cli::story::{Lab, census, settle};
+use edgecd_testkit::StopOnDrop;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -96,13 +97,6 @@ fn rollout_verbs_through_the_cli() {
     assert_eq!(started["rollout"]["baseline"], "receipt-classifier@1.0.0");
     let id = started["rollout"]["id"].as_str().unwrap().to_string();
     let stop = AtomicBool::new(false);
-    /// Stops the simulated fleet even when an assertion fails inside the scope.
-    struct StopOnDrop<'a>(&'a AtomicBool);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
     std::thread::scope(|s| {
         s.spawn(|| fleet.run(&stop));
         let _guard = StopOnDrop(&stop);

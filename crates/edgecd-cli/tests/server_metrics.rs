@@ -2,7 +2,6 @@
 //! the fleet (devices by release, rollouts by phase, gate values and thresholds, check-ins
 //! counted, devices gone silent).
 use edgecd_cli::story::{Lab, settle};
-use std::process::Command;
 use std::time::Duration;
 
 fn scrape(lab: &Lab) -> String {
@@ -113,7 +112,7 @@ fn server_metrics_are_promtool_clean_and_true() {
         "{text}"
     );
 
-    promtool_is_silent(tmp.path(), &text);
+    edgecd_testkit::assert_promtool_clean(&text);
 
     // The fleet stopped: past 3 check-in intervals (1 s here) every device is silent, except
     // a revoked one, which is not expected to check in.
@@ -126,7 +125,7 @@ fn server_metrics_are_promtool_clean_and_true() {
         Some(11.0),
         "{text}"
     );
-    promtool_is_silent(tmp.path(), &text);
+    edgecd_testkit::assert_promtool_clean(&text);
 
     // An operator's abort is counted by cause, with the devices sent back.
     assert_eq!(
@@ -162,26 +161,5 @@ fn server_metrics_are_promtool_clean_and_true() {
         value(&text, "edgecd_server_rollback_devices_total"),
         Some(2.0),
         "{text}"
-    );
-}
-
-/// `promtool check metrics` (Debian's prometheus package, installed by scripts/setup) finds
-/// nothing to say.
-fn promtool_is_silent(dir: &std::path::Path, text: &str) {
-    let Some(promtool) = edgecd_testkit::tool("promtool") else {
-        return;
-    };
-    let path = dir.join("metrics.txt");
-    std::fs::write(&path, text).unwrap();
-    let o = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&path).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
     );
 }

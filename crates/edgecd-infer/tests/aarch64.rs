@@ -40,8 +40,8 @@ fn target_installed() -> bool {
 #[test]
 fn aarch64_binary_answers_one_inference_under_qemu() {
     let (Some(_gcc), Some(qemu)) = (
-        require_tool("aarch64-linux-gnu-gcc"),
-        require_tool("qemu-aarch64"),
+        edgecd_testkit::tool("aarch64-linux-gnu-gcc"),
+        edgecd_testkit::tool("qemu-aarch64"),
     ) else {
         return;
     };

@@ -482,9 +482,9 @@ impl CloneWithBudget for edgecd_api::profile::SelfTest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_live_metrics() {
-    let Some(promtool) = require_tool("promtool") else {
+    if edgecd_testkit::tool("promtool").is_none() {
         return;
-    };
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
     write_bundle(&dir, "tiny \"quoted\"", "1.0.0", &tiny_classifier(B1), None);
@@ -518,23 +518,7 @@ async fn promtool_accepts_live_metrics() {
         Some(edgecd_infer::metrics::CONTENT_TYPE)
     );
     server.shutdown().await.unwrap();
-    let file = tmp.path().join("metrics.txt");
-    std::fs::write(&file, &r.body).unwrap();
-    let out = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {said}\n--- metrics:\n{}",
-        r.text()
-    );
+    edgecd_testkit::assert_promtool_clean(&r.text());
 }
 
 #[tokio::test]

@@ -433,40 +433,6 @@ fn attempts(m: &str, channel: &str, kind: &str) -> f64 {
     .unwrap_or_else(|| panic!("no {channel} attempts in\n{m}"))
 }
 
-fn promtool_clean(text: &str) {
-    let Some(promtool) = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    }) else {
-        assert!(
-            std::env::var("EDGECD_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
-            "promtool not found: run scripts/test"
-        );
-        return eprintln!("SKIP promtool: not found");
-    };
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let o = child.wait_with_output().expect("promtool");
-    assert!(
-        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn events(reqs: &[Req], of: impl Fn(&Value) -> String) -> Vec<String> {
     reqs.iter().map(|r| of(&r.json())).collect()
 }
@@ -773,7 +739,7 @@ runbook_url: https://wiki.example/rollout-runbook
         m.contains("# TYPE edgecd_server_notifications_total counter"),
         "{m}"
     );
-    promtool_clean(&m);
+    edgecd_testkit::assert_promtool_clean(&m);
     // Nothing was sent twice.
     assert_eq!(slack.requests().len(), 7);
     assert_eq!(hook.requests().len(), 7);
@@ -812,7 +778,7 @@ retry: {{attempts: 4, initial_backoff_ms: 150, max_backoff_ms: 3000, timeout_ms:
         }
         assert_eq!(attempts(&m, c, k), 0.0);
     }
-    promtool_clean(&m);
+    edgecd_testkit::assert_promtool_clean(&m);
 
     h.start_rollout(
         "release: app@1.0.0\nsteps:\n  - canary: {devices: 1}\nnotify: [flaky, limited, broken]\n",
@@ -863,7 +829,7 @@ retry: {{attempts: 4, initial_backoff_ms: 150, max_backoff_ms: 3000, timeout_ms:
     assert_eq!(counter(&m, "flaky", "webhook", "failed"), 0.0);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(broken.requests().len(), 1);
-    promtool_clean(&h.metrics());
+    edgecd_testkit::assert_promtool_clean(&h.metrics());
 }
 
 #[test]
@@ -992,7 +958,7 @@ fn without_channels_a_rollout_naming_one_is_refused() {
         m.contains("# TYPE edgecd_server_notification_attempts_total counter"),
         "{m}"
     );
-    promtool_clean(&m);
+    edgecd_testkit::assert_promtool_clean(&m);
     // Without notify the same rollout starts.
     h.start_rollout("release: app@1.0.0\nsteps:\n  - canary: {devices: 1}\n");
 }
@@ -1068,7 +1034,7 @@ fn pending_notifications_are_delivered_once_after_a_restart() {
     let m = h.metrics();
     assert_eq!(counter(&m, "hook", "webhook", "delivered"), 2.0, "{m}");
     assert_eq!(attempts(&m, "hook", "webhook"), 2.0, "{m}");
-    promtool_clean(&m);
+    edgecd_testkit::assert_promtool_clean(&m);
 }
 
 #[test]

@@ -10,6 +10,8 @@ pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// The cache directory `scripts/test` fills (`$EDGECD_TEST_CACHE`, default `~/.cache/edgecd`).
 pub fn test_cache() -> PathBuf {
@@ -45,23 +47,88 @@ pub fn external(what: &str, path: PathBuf) -> Option<PathBuf> {
     None
 }
 
+/// The first file called `name` in a `PATH` directory.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 /// The executable `name` on `PATH`. Otherwise panics when external tools are required, or
 /// prints a skip notice and returns `None` (e.g. `tool("promtool")`, from Debian's
 /// `prometheus` package that `scripts/setup/infer.sh` installs).
 pub fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_some() {
-        return found;
+    if let Some(p) = on_path(name) {
+        return Some(p);
     }
     if required() {
         panic!("{name} not found on PATH: run scripts/test, which installs it");
     }
     eprintln!("SKIP: {name} not found on PATH (run scripts/test to install it)");
     None
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `f` every 200 ms until it returns a value; panics naming `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sets its flag when dropped, so a scoped worker thread (e.g. a simulated fleet's
+/// `run(&stop)`) stops even when an assertion fails in the scope.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Asserts that `promtool check metrics` (Debian's `prometheus` package) accepts the
+/// exposition `text` and has nothing to say about it; skips as [`tool`] does without promtool.
+pub fn assert_promtool_clean(text: &str) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let o = child.wait_with_output().expect("promtool");
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\n--- metrics:\n{text}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// The Python interpreter of the test venv (has onnx, onnxruntime, numpy, cyclonedx, pynacl).

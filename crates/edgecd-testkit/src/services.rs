@@ -2,34 +2,18 @@
 //! processes on 127.0.0.1, for tests: each gets its own data directory and a free port, can be
 //! stopped and started again on the same port and data (to test outages), and is killed when
 //! dropped. A missing binary fails the test under `EDGECD_REQUIRE_EXTERNAL=1`, else skips it.
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A binary on `PATH`, or `None` (see [`crate::external`]).
+/// The first of `names` on `PATH`, or `None` (see [`crate::external`]).
 pub fn binary(what: &str, names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for n in names {
-            let p = dir.join(n);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    crate::external(
-        what,
-        PathBuf::from(format!("PATH entry {}", names.join(" or "))),
-    )
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    names.iter().find_map(|n| crate::on_path(n)).or_else(|| {
+        crate::external(
+            what,
+            PathBuf::from(format!("PATH entry {}", names.join(" or "))),
+        )
+    })
 }
 
 /// A service process that can be stopped and started again.
@@ -51,7 +35,7 @@ impl Service {
         let cfg = dir.join("prometheus.yml");
         std::fs::write(&cfg, config.replace("{dir}", &dir.display().to_string()))
             .expect("write prometheus.yml");
-        let port = if port == 0 { free_port() } else { port };
+        let port = if port == 0 { crate::free_port() } else { port };
         let args = vec![
             format!("--config.file={}", cfg.display()),
             format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
@@ -71,7 +55,7 @@ impl Service {
         std::fs::create_dir_all(dir).expect("alertmanager dir");
         let cfg = dir.join("alertmanager.yml");
         std::fs::write(&cfg, config).expect("write alertmanager.yml");
-        let port = free_port();
+        let port = crate::free_port();
         let args = vec![
             format!("--config.file={}", cfg.display()),
             format!("--storage.path={}", dir.join("data").display()),

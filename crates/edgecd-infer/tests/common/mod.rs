@@ -296,26 +296,3 @@ pub async fn http(
 pub fn infer_body(x: &[f32], rows: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"inputs": [{"name": "x", "dtype": "float32", "shape": [rows, 4], "data": x}]})).unwrap()
 }
-
-/// Is `tool` on PATH?
-pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Skip (or fail when EDGECD_REQUIRE_EXTERNAL=1) for a missing external tool.
-pub fn require_tool(tool: &str) -> Option<PathBuf> {
-    match which(tool) {
-        Some(p) => Some(p),
-        None if std::env::var("EDGECD_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1") => {
-            panic!("{tool} not found on PATH: run scripts/setup/infer.sh")
-        }
-        None => {
-            eprintln!("SKIP: {tool} not found on PATH (run scripts/setup/infer.sh)");
-            None
-        }
-    }
-}
