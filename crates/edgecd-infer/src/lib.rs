@@ -3,11 +3,13 @@
 //! SoC gets hot.
 //!
 //! Modules: `model` (loading and running ONNX/TFLite with tract; the bundle's active model),
-//! `fuse` (graph rewrites before tract optimizes: hard-swish),
+//! `fuse` (graph rewrites before tract optimizes: hard-swish), `ops` (edgecd's depthwise
+//! convolution and max-pool operators for tract, and the rewrite that uses them), `spatial`
+//! (their pure per-plane loops),
 //! `server` (axum API and hot reload), `selftest` (running and recording self-test vectors),
 //! `metrics` (hand-written Prometheus text format), `governor` (pure thermal state machine),
 //! `thermal` (sensor IO driving the governor), `npy` (NumPy `.npy` bodies), `bench` (in-process
-//! latency benchmark), `error`.
+//! latency benchmark and per-operator profile), `error`.
 
 pub mod bench;
 pub mod error;
@@ -16,8 +18,10 @@ pub mod governor;
 pub mod metrics;
 pub mod model;
 pub mod npy;
+pub mod ops;
 pub mod selftest;
 pub mod server;
+pub mod spatial;
 pub mod thermal;
 
 pub use error::InferError;

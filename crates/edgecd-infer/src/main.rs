@@ -60,6 +60,9 @@ struct Args {
     bench_iterations: usize,
     #[arg(long, hide = true, default_value_t = 10)]
     bench_warmup: usize,
+    /// With --bench-model: print where the time goes, per operator kind and per node.
+    #[arg(long, hide = true)]
+    bench_profile: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -98,6 +101,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             None => None,
         };
+        if args.bench_profile {
+            let p = edgecd_infer::bench::profile(
+                model,
+                inputs,
+                threads,
+                args.bench_warmup,
+                args.bench_iterations,
+            )
+            .with_context(|| format!("profiling {}", model.display()))?;
+            println!("{}", serde_json::to_string(&p)?);
+            return Ok(());
+        }
         let stats = edgecd_infer::bench::bench(
             model,
             inputs,

@@ -1,0 +1,418 @@
+//! edgecd's own tract operators for the 2-D window operations where tract 0.23 is slowest on
+//! the models we ship against, and the rewrites that put them in a decluttered graph.
+//!
+//! Measured on one x86_64 core against onnxruntime's per-node profile: tract's depthwise
+//! convolution took 13.1 ms of PP-OCRv4 det (onnxruntime: 2.1 ms) and its max pooling 2.7 ms
+//! of squeezenet (onnxruntime: 0.17 ms); stride-2 windows fall to a generic per-pixel walk.
+//! [`DepthwiseConv2d`] and [`MaxPool2d`] run the row-span loops of [`crate::spatial`] instead,
+//! one channel plane at a time, spread over tract's thread pool when the request has more than
+//! one thread: 6–7.5 ms and 0.8 ms on the same inputs (`edgecd-infer --bench-profile`).
+//! A direct convolution for dense layers with few input channels (the RGB stem) was tried on
+//! the same loops and lost to tract's matrix product, so it is not used.
+//!
+//! Only f32, NCHW (or CHW, once tract has dropped a batch of 1), 2-D, non-quantized operators
+//! are replaced; everything else stays tract's.
+
+use crate::spatial::{Geometry, Plane};
+use tract_linalg::multithread::{Executor, current_tract_executor};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// Depthwise 2-D convolution (group = input channels = output channels), inputs
+/// `[x (N,C,H,W), kernel (C,1,kh,kw), bias (C or 1)]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DepthwiseConv2d {
+    pub pool_spec: PoolSpec,
+}
+
+/// 2-D max pooling, input `x (N,C,H,W)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MaxPool2d {
+    pub pool_spec: PoolSpec,
+}
+
+/// The plane geometry of `pool_spec` on an NCHW or CHW input: (channels, plane, output shape).
+fn plane(pool_spec: &PoolSpec, shape: &[usize]) -> TractResult<(usize, Plane, TVec<usize>)> {
+    let rank = if pool_spec.data_format == DataFormat::NCHW {
+        4
+    } else {
+        3
+    };
+    ensure!(
+        shape.len() == rank,
+        "expected a {:?} input, got shape {shape:?}",
+        pool_spec.data_format
+    );
+    let (c, hw) = (shape[rank - 3], &shape[rank - 2..]);
+    let padding = pool_spec.computed_padding(hw);
+    let (strides, dilations) = (pool_spec.strides(), pool_spec.dilations());
+    let geo = Geometry {
+        h: hw[0],
+        w: hw[1],
+        oh: padding[0].convoluted,
+        ow: padding[1].convoluted,
+        kh: pool_spec.kernel_shape[0],
+        kw: pool_spec.kernel_shape[1],
+        sh: strides[0],
+        sw: strides[1],
+        dh: dilations[0],
+        dw: dilations[1],
+        pad_top: padding[0].pad_before,
+        pad_left: padding[1].pad_before,
+    };
+    let mut out_shape: TVec<usize> = shape.into();
+    out_shape[rank - 2] = geo.oh;
+    out_shape[rank - 1] = geo.ow;
+    Ok((c, Plane::new(geo), out_shape))
+}
+
+/// Runs `f(plane index, output plane, scratch)` for each of `planes` output planes of
+/// `plane_len` values, on tract's current thread pool when there is one.
+fn for_each_plane(
+    out: &mut [f32],
+    plane_len: usize,
+    scratch_len: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) {
+    if plane_len == 0 {
+        return;
+    }
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if out.len() / plane_len > 1 => {
+            use rayon::prelude::*;
+            pool.install(|| {
+                out.par_chunks_mut(plane_len).enumerate().for_each_init(
+                    || vec![0.0; scratch_len],
+                    |scratch, (ix, o)| f(ix, o, scratch),
+                )
+            })
+        }
+        _ => {
+            let mut scratch = vec![0.0; scratch_len];
+            for (ix, o) in out.chunks_mut(plane_len).enumerate() {
+                f(ix, o, &mut scratch);
+            }
+        }
+    }
+}
+
+impl Op for DepthwiseConv2d {
+    fn name(&self) -> StaticName {
+        "EdgecdDepthwiseConv2d".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(self.pool_spec.info())
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DepthwiseConv2d {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (x, kernel, bias) = args_3!(inputs);
+        let (c, plane, out_shape) = plane(&self.pool_spec, x.shape())?;
+        let geo = *plane.geometry();
+        let k_len = geo.kh * geo.kw;
+        ensure!(
+            kernel.len() == c * k_len,
+            "kernel shape {:?}",
+            kernel.shape()
+        );
+        ensure!(
+            bias.len() == c || bias.len() == 1,
+            "bias shape {:?}",
+            bias.shape()
+        );
+        let x = x.to_plain_array_view::<f32>()?;
+        let x = x.as_slice().context("input is not contiguous")?;
+        let kernel = kernel.to_plain_array_view::<f32>()?;
+        let kernel = kernel.as_slice().context("kernel is not contiguous")?;
+        let bias = bias.to_plain_array_view::<f32>()?;
+        let bias = bias.as_slice().context("bias is not contiguous")?;
+        let mut out = Tensor::zero::<f32>(&out_shape)?;
+        let in_len = geo.h * geo.w;
+        {
+            let mut plain = out.try_as_plain_ram_mut()?;
+            let out = plain.as_slice_mut::<f32>()?;
+            for_each_plane(out, geo.oh * geo.ow, geo.scratch_len(), |ix, o, scratch| {
+                let ch = ix % c;
+                plane.depthwise(
+                    &x[ix * in_len..(ix + 1) * in_len],
+                    &kernel[ch * k_len..(ch + 1) * k_len],
+                    bias[if bias.len() == 1 { 0 } else { ch }],
+                    scratch,
+                    o,
+                )
+            });
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for DepthwiseConv2d {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        self.pool_spec.output_facts(inputs)
+    }
+
+    as_op!();
+}
+
+impl Op for MaxPool2d {
+    fn name(&self) -> StaticName {
+        "EdgecdMaxPool2d".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(self.pool_spec.info())
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for MaxPool2d {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let (_, plane, out_shape) = plane(&self.pool_spec, x.shape())?;
+        let geo = *plane.geometry();
+        let x = x.to_plain_array_view::<f32>()?;
+        let x = x.as_slice().context("input is not contiguous")?;
+        let mut out = Tensor::zero::<f32>(&out_shape)?;
+        let in_len = geo.h * geo.w;
+        {
+            let mut plain = out.try_as_plain_ram_mut()?;
+            let out = plain.as_slice_mut::<f32>()?;
+            for_each_plane(out, geo.oh * geo.ow, geo.scratch_len(), |ix, o, scratch| {
+                plane.max_pool(&x[ix * in_len..(ix + 1) * in_len], scratch, o)
+            });
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for MaxPool2d {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        self.pool_spec.output_facts(inputs)
+    }
+
+    as_op!();
+}
+
+/// Whether `spec` is a 2-D NCHW or CHW window we run ourselves.
+fn supported(spec: &PoolSpec, input: &TypedFact) -> bool {
+    let rank = match spec.data_format {
+        DataFormat::NCHW => 4,
+        DataFormat::CHW => 3,
+        _ => return false,
+    };
+    spec.kernel_shape.len() == 2
+        && input.rank() == rank
+        && input.datum_type == f32::datum_type()
+        && spec.strides().iter().all(|s| *s > 0)
+        && spec.dilations().iter().all(|d| *d > 0)
+}
+
+/// Replaces tract's f32 NCHW/CHW depthwise convolutions and max pools by [`DepthwiseConv2d`]
+/// and [`MaxPool2d`]. Returns how many nodes it replaced.
+pub fn use_edgecd_window_ops(model: &mut TypedModel) -> TractResult<usize> {
+    // `EDGECD_INFER_TRACT_OPS=1` keeps tract's own operators (to compare, or to rule ours out).
+    if std::env::var_os("EDGECD_INFER_TRACT_OPS").is_some_and(|v| v == "1") {
+        return Ok(0);
+    }
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(&input) = node.inputs.first() else {
+            continue;
+        };
+        let fact = model.outlet_fact(input)?;
+        let op: Option<Box<dyn TypedOp>> = if let Some(conv) = node.op_as::<Conv>() {
+            let c = conv.input_channels();
+            let kernel_shape = model.outlet_fact(node.inputs[1])?.shape.as_concrete();
+            let plain = supported(&conv.pool_spec, fact)
+                && conv.q_params.is_none()
+                && conv.kernel_fmt == KernelFormat::OIHW
+                && node.inputs.len() == 3
+                && kernel_shape
+                    == Some(
+                        &[
+                            c,
+                            1,
+                            conv.pool_spec.kernel_shape[0],
+                            conv.pool_spec.kernel_shape[1],
+                        ][..],
+                    );
+            if plain && conv.group == c && conv.output_channels() == c {
+                Some(Box::new(DepthwiseConv2d {
+                    pool_spec: conv.pool_spec.clone(),
+                }) as _)
+            } else {
+                None
+            }
+        } else if let Some(pool) = node.op_as::<MaxPool>() {
+            (pool.with_index_outputs.is_none() && supported(&pool.pool_spec, fact)).then(|| {
+                Box::new(MaxPool2d {
+                    pool_spec: pool.pool_spec.clone(),
+                }) as _
+            })
+        } else {
+            None
+        };
+        let Some(op) = op else { continue };
+        let mut patch = TypedModelPatch::default();
+        let taps = node
+            .inputs
+            .iter()
+            .map(|i| patch.tap_model(model, *i))
+            .collect::<TractResult<TVec<_>>>()?;
+        let out = patch.wire_node(&node.name, op, &taps)?;
+        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    if replaced > 0 {
+        model.compact()?;
+    }
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::cnn::PaddingSpec;
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        Tensor::from_shape(shape, &v).unwrap()
+    }
+
+    fn close(a: &Tensor, b: &Tensor, what: &str) {
+        assert_eq!(a.shape(), b.shape(), "{what}: shape");
+        let a = a.to_plain_array_view::<f32>().unwrap();
+        let b = b.to_plain_array_view::<f32>().unwrap();
+        for (x, y) in a.iter().zip(b.iter()) {
+            assert!((x - y).abs() <= 1e-4 + 1e-4 * y.abs(), "{what}: {x} vs {y}");
+        }
+    }
+
+    /// Both operators against tract's own, on batched (NCHW) and unbatched (CHW) inputs, with
+    /// explicit, SAME and ceil-mode padding, strides, dilations, on one and two threads.
+    #[test]
+    fn depthwise_and_max_pool_match_tract() {
+        let paddings = [
+            PaddingSpec::Explicit(tvec![1, 2], tvec![1, 0]),
+            PaddingSpec::SameUpper,
+            PaddingSpec::ExplicitOnnxPool(tvec![0, 1], tvec![1, 1], true),
+            PaddingSpec::Valid,
+        ];
+        let mut cases = 0;
+        for (data_format, shape) in [
+            (DataFormat::NCHW, vec![2, 5, 13, 19]),
+            (DataFormat::CHW, vec![6, 17, 40]),
+        ] {
+            let c = shape[shape.len() - 3];
+            for padding in &paddings {
+                for (k, stride, dilation) in [
+                    (3, 1, 1),
+                    (3, 2, 1),
+                    (5, 2, 1),
+                    (2, 2, 1),
+                    (3, 1, 2),
+                    (4, 3, 1),
+                ] {
+                    if matches!(padding, PaddingSpec::SameUpper) && stride > 1 && dilation > 1 {
+                        continue;
+                    }
+                    let pool_spec = PoolSpec {
+                        data_format,
+                        kernel_shape: tvec![k, k],
+                        padding: padding.clone(),
+                        dilations: Some(tvec![dilation, dilation]),
+                        strides: Some(tvec![stride, stride]),
+                        input_channels: c,
+                        output_channels: c,
+                    };
+                    let x = random(&shape, cases);
+                    let kernel = random(&[c, 1, k, k], cases + 1);
+                    let bias = random(&[c], cases + 2);
+                    let tract_conv = Conv {
+                        pool_spec: pool_spec.clone(),
+                        kernel_fmt: KernelFormat::OIHW,
+                        group: c,
+                        q_params: None,
+                    };
+                    let conv_inputs = || {
+                        tvec![
+                            x.clone().into_tvalue(),
+                            kernel.clone().into_tvalue(),
+                            bias.clone().into_tvalue()
+                        ]
+                    };
+                    let want = tract_conv.eval_out_of_plan(conv_inputs()).unwrap().unwrap();
+                    let ours = DepthwiseConv2d {
+                        pool_spec: pool_spec.clone(),
+                    };
+                    let facts: TVec<TypedFact> =
+                        conv_inputs().iter().map(|t| f32::fact(t.shape())).collect();
+                    let fact_refs: TVec<&TypedFact> = facts.iter().collect();
+                    let out_fact = ours.output_facts(&fact_refs).unwrap();
+                    let is_max_pool = !matches!(padding, PaddingSpec::SameUpper);
+                    let tract_pool = MaxPool {
+                        pool_spec: pool_spec.clone(),
+                        with_index_outputs: None,
+                    };
+                    let pool_want = tract_pool
+                        .eval_out_of_plan(tvec![x.clone().into_tvalue()])
+                        .unwrap()
+                        .unwrap();
+                    for threads in [1, 2] {
+                        let what = format!(
+                            "{data_format:?} {padding:?} k{k} s{stride} d{dilation} t{threads}"
+                        );
+                        let got = tract_linalg::multithread::multithread_tract_scope(
+                            crate::model::executor(threads),
+                            || ours.eval_out_of_plan(conv_inputs()).unwrap().unwrap(),
+                        );
+                        close(&got[0], &want[0], &format!("depthwise {what}"));
+                        assert_eq!(
+                            out_fact[0].shape.as_concrete(),
+                            Some(got[0].shape()),
+                            "{what}"
+                        );
+                        if is_max_pool {
+                            let got = tract_linalg::multithread::multithread_tract_scope(
+                                crate::model::executor(threads),
+                                || {
+                                    MaxPool2d {
+                                        pool_spec: pool_spec.clone(),
+                                    }
+                                    .eval_out_of_plan(tvec![x.clone().into_tvalue()])
+                                    .unwrap()
+                                    .unwrap()
+                                },
+                            );
+                            close(&got[0], &pool_want[0], &format!("max pool {what}"));
+                        }
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases >= 40, "{cases} cases");
+    }
+}

@@ -1,0 +1,676 @@
+//! Depthwise convolution and max pooling over one f32 channel plane: pure loops, no tract, no
+//! I/O.
+//!
+//! Each plane is first copied into a scratch buffer with its padding made explicit (zeros for
+//! a convolution, the lowest float for a pool) and its columns split into `stride` phases
+//! (columns p, p+s, p+2s … side by side). After that every kernel tap (ky, kx) reads one
+//! contiguous span of one padded row, the same length as an output row, and an output row is a
+//! sum (or max) of `kh × kw` such spans: no border cases, no strided reads. Kernel rows that
+//! would only read padding are skipped.
+//!
+//! On x86_64 with AVX2 and FMA (checked at run time), 3×3, 5×5 and 7×7 convolutions and 2×2 and
+//! 3×3 pools run hand-vectorised kernels (16 output columns, four independent sums); every other
+//! case, and every other CPU (the Pi's NEON included), runs the portable row loops, which the
+//! compiler vectorises.
+
+/// The geometry of a 2-D window operation on one plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    /// Padding before the first row and column.
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl Geometry {
+    /// Rows of the padded plane the output reads.
+    fn padded_h(&self) -> usize {
+        (self.oh - 1) * self.sh + (self.kh - 1) * self.dh + 1
+    }
+
+    /// Columns of the padded plane the output reads.
+    fn padded_w(&self) -> usize {
+        (self.ow - 1) * self.sw + (self.kw - 1) * self.dw + 1
+    }
+
+    /// Width of one column phase of a padded row (the widest, phase 0).
+    fn phase_w(&self) -> usize {
+        self.padded_w().div_ceil(self.sw)
+    }
+
+    /// Scratch length [`Plane::depthwise`] and [`Plane::max_pool`] need.
+    pub fn scratch_len(&self) -> usize {
+        if self.oh == 0 || self.ow == 0 {
+            0
+        } else {
+            // The unrolled kernels read up to LANES - 1 values past a row's last output; a
+            // stride above 1 splits rows through one padded line.
+            let line = if self.sw == 1 { 0 } else { self.padded_w() };
+            self.padded_h() * self.sw * self.phase_w() + LANES + line
+        }
+    }
+
+    /// Where tap (ky, kx) of output row 0 starts in the padded, phase-split scratch; the tap
+    /// of output row `oy` starts `oy * row_step()` later.
+    fn tap_offset(&self, ky: usize, kx: usize) -> usize {
+        let col = kx * self.dw;
+        ky * self.dh * self.sw * self.phase_w() + (col % self.sw) * self.phase_w() + col / self.sw
+    }
+
+    /// Whether kernel row `ky` of output row `oy` reads an image row rather than padding (a
+    /// padding row adds nothing to a convolution and never wins a max pool, so it is skipped).
+    #[inline(always)]
+    fn reads_image(&self, oy: usize, ky: usize) -> bool {
+        let r = oy * self.sh + ky * self.dh;
+        r >= self.pad_top && r < self.pad_top + self.h
+    }
+
+    fn row_step(&self) -> usize {
+        self.sh * self.sw * self.phase_w()
+    }
+}
+
+/// Copies `input` (h × w) into `scratch` padded with `fill`, each row split into column phases.
+fn pad_and_split(geo: &Geometry, input: &[f32], fill: f32, scratch: &mut [f32]) {
+    let (pw, sw, padded_w) = (geo.phase_w(), geo.sw, geo.padded_w());
+    let scratch = &mut scratch[..geo.scratch_len()];
+    // Padded column j holds input column j - pad_left.
+    let first = geo.pad_left.min(padded_w);
+    let last = (geo.pad_left + geo.w).min(padded_w);
+    let (rows, rest) = scratch.split_at_mut(geo.padded_h() * pw * sw);
+    let (slack, line) = rest.split_at_mut(LANES);
+    slack.fill(fill);
+    line.fill(fill);
+    for (r, dst) in rows.chunks_exact_mut(pw * sw).enumerate() {
+        let iy = r.checked_sub(geo.pad_top).filter(|iy| *iy < geo.h);
+        let Some(iy) = iy.filter(|_| first < last) else {
+            dst.fill(fill);
+            continue;
+        };
+        let row = &input[iy * geo.w..][..last - first];
+        if sw == 1 {
+            dst[..first].fill(fill);
+            dst[first..last].copy_from_slice(row);
+            dst[last..].fill(fill);
+            continue;
+        }
+        // `line` keeps `fill` outside first..last; every slot of the row is written below.
+        dst.fill(fill);
+        line[first..last].copy_from_slice(row);
+        if sw == 2 {
+            let (even, odd) = dst.split_at_mut(pw);
+            for ((e, o), pair) in even
+                .iter_mut()
+                .zip(odd.iter_mut())
+                .zip(line.chunks_exact(2))
+            {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            if padded_w % 2 == 1 {
+                even[pw - 1] = line[padded_w - 1];
+            }
+        } else {
+            for (p, phase) in dst.chunks_exact_mut(pw).enumerate() {
+                for (d, s) in phase.iter_mut().zip(line.iter().skip(p).step_by(sw)) {
+                    *d = *s;
+                }
+            }
+        }
+    }
+}
+
+/// Output columns the unrolled kernels compute together (two 8-lane vectors on AVX2).
+const LANES: usize = 16;
+
+#[cfg(not(target_arch = "aarch64"))]
+#[inline(always)]
+fn madd_plain(a: f32, b: f32, c: f32) -> f32 {
+    a * b + c
+}
+
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+#[inline(always)]
+fn madd_fused(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
+macro_rules! plane_fns {
+    ($(#[$attr:meta])* fn $conv:ident, $mp:ident, $madd:ident) => {
+        /// Convolution of `cin` padded, phase-split planes (each `plane_stride` long) into one
+        /// output plane, a row at a time: one contiguous multiply-add per tap and input plane.
+        $(#[$attr])*
+        fn $conv(
+            plane: &Plane,
+            padded: &[f32],
+            plane_stride: usize,
+            cin: usize,
+            kernel: &[f32],
+            bias: f32,
+            out: &mut [f32],
+        ) {
+            let geo = &plane.geo;
+            let taps = geo.kh * geo.kw;
+            for (oy, orow) in out.chunks_exact_mut(geo.ow).enumerate() {
+                orow.fill(bias);
+                let base = oy * plane.row_step;
+                for ci in 0..cin {
+                    let src = &padded[ci * plane_stride..];
+                    let taps = kernel[ci * taps..(ci + 1) * taps].iter().zip(&plane.offsets);
+                    for (t, (&k, &off)) in taps.enumerate() {
+                        if !geo.reads_image(oy, t / geo.kw) {
+                            continue;
+                        }
+                        let o = base + off;
+                        for (d, s) in orow.iter_mut().zip(&src[o..o + geo.ow]) {
+                            *d = $madd(k, *s, *d);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Max pooling of one padded (with `f32::MIN`), phase-split plane.
+        $(#[$attr])*
+        fn $mp(plane: &Plane, padded: &[f32], out: &mut [f32]) {
+            let geo = &plane.geo;
+            for (oy, orow) in out.chunks_exact_mut(geo.ow).enumerate() {
+                orow.fill(f32::MIN);
+                let base = oy * plane.row_step;
+                for (t, &off) in plane.offsets.iter().enumerate() {
+                    if !geo.reads_image(oy, t / geo.kw) {
+                        continue;
+                    }
+                    let o = base + off;
+                    for (d, s) in orow.iter_mut().zip(&padded[o..o + geo.ow]) {
+                        *d = max(*d, *s);
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+plane_fns!(fn conv_generic, max_pool_generic, madd_plain);
+// Every aarch64 CPU has fused multiply-add.
+#[cfg(target_arch = "aarch64")]
+plane_fns!(fn conv_generic, max_pool_generic, madd_fused);
+#[cfg(target_arch = "x86_64")]
+plane_fns!(#[target_feature(enable = "avx2,fma")] fn conv_avx2, max_pool_avx2, madd_fused);
+
+/// AVX2 + FMA kernels for the common window sizes, written with intrinsics: the compiler's
+/// auto-vectoriser handled the 5×5 loop above but left the 3×3 one scalar.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use super::Plane;
+    use std::arch::x86_64::*;
+
+    /// Loads 8 floats of `s` from `o` (bounds-checked).
+    #[inline(always)]
+    fn load(s: &[f32], o: usize) -> __m256 {
+        let s = &s[o..o + 8];
+        // SAFETY: `s` holds exactly 8 floats; AVX is enabled in every caller (all of them are
+        // `target_feature(enable = "avx2,fma")` functions, into which this is inlined).
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
+    }
+
+    /// Stores the first `out.len()` (at most 8) lanes of `v`.
+    #[inline(always)]
+    fn store(v: __m256, out: &mut [f32]) {
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` holds 8 floats; AVX as in `load`.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+        let n = out.len();
+        out.copy_from_slice(&lanes[..n]);
+    }
+
+    /// Convolution with a KH × KW kernel of `cin` padded, phase-split planes (each
+    /// `plane_stride` long) into one output plane, 16 output columns at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn conv<const KH: usize, const KW: usize>(
+        plane: &Plane,
+        padded: &[f32],
+        plane_stride: usize,
+        cin: usize,
+        kernel: &[f32],
+        bias: f32,
+        out: &mut [f32],
+    ) {
+        let geo = &plane.geo;
+        let offsets: [[usize; KW]; KH] =
+            std::array::from_fn(|ky| std::array::from_fn(|kx| plane.offsets[ky * KW + kx]));
+        let kernel = &kernel[..cin * KH * KW];
+        for (oy, orow) in out.chunks_exact_mut(geo.ow).enumerate() {
+            let base = oy * plane.row_step;
+            for x0 in (0..geo.ow).step_by(16) {
+                // Four independent sums: two vectors × even and odd kernel rows.
+                let mut e0 = _mm256_set1_ps(bias);
+                let mut e1 = e0;
+                let mut o0 = _mm256_setzero_ps();
+                let mut o1 = o0;
+                for (ci, k) in kernel.chunks_exact(KH * KW).enumerate() {
+                    let at0 = ci * plane_stride + base + x0;
+                    for ky in 0..KH {
+                        if !geo.reads_image(oy, ky) {
+                            continue;
+                        }
+                        for kx in 0..KW {
+                            let w = _mm256_set1_ps(k[ky * KW + kx]);
+                            let at = at0 + offsets[ky][kx];
+                            let (a, b) = (load(padded, at), load(padded, at + 8));
+                            if ky % 2 == 0 {
+                                e0 = _mm256_fmadd_ps(w, a, e0);
+                                e1 = _mm256_fmadd_ps(w, b, e1);
+                            } else {
+                                o0 = _mm256_fmadd_ps(w, a, o0);
+                                o1 = _mm256_fmadd_ps(w, b, o1);
+                            }
+                        }
+                    }
+                }
+                let n = 16.min(geo.ow - x0);
+                let row = &mut orow[x0..x0 + n];
+                let (lo, hi) = row.split_at_mut(n.min(8));
+                store(_mm256_add_ps(e0, o0), lo);
+                store(_mm256_add_ps(e1, o1), hi);
+            }
+        }
+    }
+
+    /// Max pooling with a KH × KW window over a padded (with `f32::MIN`), phase-split plane.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn max_pool<const KH: usize, const KW: usize>(
+        plane: &Plane,
+        padded: &[f32],
+        out: &mut [f32],
+    ) {
+        let geo = &plane.geo;
+        let offsets: [[usize; KW]; KH] =
+            std::array::from_fn(|ky| std::array::from_fn(|kx| plane.offsets[ky * geo.kw + kx]));
+        for (oy, orow) in out.chunks_exact_mut(geo.ow).enumerate() {
+            let base = oy * plane.row_step;
+            for x0 in (0..geo.ow).step_by(16) {
+                let mut m0 = _mm256_set1_ps(f32::MIN);
+                let mut m1 = m0;
+                for (ky, row) in offsets.iter().enumerate() {
+                    if !geo.reads_image(oy, ky) {
+                        continue;
+                    }
+                    for off in row {
+                        let at = base + off + x0;
+                        // maxps(src, acc): acc unless src is greater, like `max` above.
+                        m0 = _mm256_max_ps(load(padded, at), m0);
+                        m1 = _mm256_max_ps(load(padded, at + 8), m1);
+                    }
+                }
+                let n = 16.min(geo.ow - x0);
+                let row = &mut orow[x0..x0 + n];
+                let (lo, hi) = row.split_at_mut(n.min(8));
+                store(m0, lo);
+                store(m1, hi);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Checks the slice lengths against `geo` (a caller bug otherwise).
+fn check(geo: &Geometry, input: &[f32], scratch: &[f32], out: &[f32]) {
+    assert_eq!(input.len(), geo.h * geo.w, "input plane size");
+    assert_eq!(out.len(), geo.oh * geo.ow, "output plane size");
+    assert!(scratch.len() >= geo.scratch_len(), "scratch size");
+    assert!(geo.sw > 0 && geo.sh > 0 && geo.dw > 0 && geo.dh > 0);
+    assert!(geo.kh > 0 && geo.kw > 0);
+}
+
+/// One plane operation's geometry with its scratch layout worked out once per tensor.
+#[derive(Debug, Clone)]
+pub struct Plane {
+    geo: Geometry,
+    /// Where each tap (ky · kw + kx) of output row 0 starts in the scratch.
+    offsets: Vec<usize>,
+    /// How far the taps move from one output row to the next.
+    row_step: usize,
+}
+
+impl Plane {
+    pub fn new(geo: Geometry) -> Plane {
+        let offsets = (0..geo.kh * geo.kw)
+            .map(|t| geo.tap_offset(t / geo.kw, t % geo.kw))
+            .collect();
+        Plane {
+            offsets,
+            row_step: geo.row_step(),
+            geo,
+        }
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// Copies one input plane (h × w) into `scratch` (at least [`Geometry::scratch_len`]
+    /// long) padded with zeros and split into column phases, ready for [`Plane::conv_padded`].
+    pub fn pad(&self, input: &[f32], scratch: &mut [f32]) {
+        assert_eq!(input.len(), self.geo.h * self.geo.w, "input plane size");
+        assert!(scratch.len() >= self.geo.scratch_len(), "scratch size");
+        if self.geo.oh > 0 && self.geo.ow > 0 {
+            pad_and_split(&self.geo, input, 0.0, scratch);
+        }
+    }
+
+    /// Convolution of `cin` planes already padded by [`Plane::pad`] (each in its own
+    /// [`Geometry::scratch_len`] chunk of `padded`) by `kernel` (cin × kh × kw) plus `bias`
+    /// into one output plane `out` (oh × ow).
+    pub fn conv_padded(
+        &self,
+        padded: &[f32],
+        cin: usize,
+        kernel: &[f32],
+        bias: f32,
+        out: &mut [f32],
+    ) {
+        let stride = self.geo.scratch_len();
+        assert_eq!(out.len(), self.geo.oh * self.geo.ow, "output plane size");
+        assert_eq!(kernel.len(), cin * self.geo.kh * self.geo.kw, "kernel size");
+        assert!(padded.len() >= cin * stride, "padded planes");
+        if out.is_empty() {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above; the functions are safe
+            // Rust otherwise.
+            #[allow(unsafe_code)]
+            unsafe {
+                match (self.geo.kh, self.geo.kw) {
+                    (3, 3) => x86::conv::<3, 3>(self, padded, stride, cin, kernel, bias, out),
+                    (5, 5) => x86::conv::<5, 5>(self, padded, stride, cin, kernel, bias, out),
+                    (7, 7) => x86::conv::<7, 7>(self, padded, stride, cin, kernel, bias, out),
+                    _ => conv_avx2(self, padded, stride, cin, kernel, bias, out),
+                }
+            };
+            return;
+        }
+        conv_generic(self, padded, stride, cin, kernel, bias, out)
+    }
+
+    /// Depthwise convolution of `input` (h × w) by `kernel` (kh × kw) plus `bias` into `out`
+    /// (oh × ow). `scratch` holds at least [`Geometry::scratch_len`] values.
+    pub fn depthwise(
+        &self,
+        input: &[f32],
+        kernel: &[f32],
+        bias: f32,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        check(&self.geo, input, scratch, out);
+        self.pad(input, scratch);
+        self.conv_padded(scratch, 1, kernel, bias, out)
+    }
+
+    /// Max pooling of `input` (h × w) into `out` (oh × ow); padding never wins, and a window
+    /// entirely outside the image gives the lowest float, as in tract and onnxruntime.
+    pub fn max_pool(&self, input: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+        check(&self.geo, input, scratch, out);
+        if out.is_empty() {
+            return;
+        }
+        pad_and_split(&self.geo, input, f32::MIN, scratch);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above; the function is safe Rust
+            // otherwise.
+            #[allow(unsafe_code)]
+            unsafe {
+                match (self.geo.kh, self.geo.kw) {
+                    (2, 2) => x86::max_pool::<2, 2>(self, scratch, out),
+                    (3, 3) => x86::max_pool::<3, 3>(self, scratch, out),
+                    _ => max_pool_avx2(self, scratch, out),
+                }
+            };
+            return;
+        }
+        max_pool_generic(self, scratch, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook definitions, one output value at a time.
+    fn naive(geo: &Geometry, input: &[f32], kernel: Option<&[f32]>, bias: f32) -> Vec<f32> {
+        let mut out = vec![0.0; geo.oh * geo.ow];
+        for oy in 0..geo.oh {
+            for ox in 0..geo.ow {
+                let mut acc = if kernel.is_some() { bias } else { f32::MIN };
+                for ky in 0..geo.kh {
+                    for kx in 0..geo.kw {
+                        let iy = (oy * geo.sh + ky * geo.dh) as isize - geo.pad_top as isize;
+                        let ix = (ox * geo.sw + kx * geo.dw) as isize - geo.pad_left as isize;
+                        if iy < 0 || ix < 0 || iy >= geo.h as isize || ix >= geo.w as isize {
+                            continue;
+                        }
+                        let v = input[iy as usize * geo.w + ix as usize];
+                        match kernel {
+                            Some(k) => acc += k[ky * geo.kw + kx] * v,
+                            None => acc = acc.max(v),
+                        }
+                    }
+                }
+                out[oy * geo.ow + ox] = acc;
+            }
+        }
+        out
+    }
+
+    fn geometry(h: usize, w: usize, k: usize, s: usize, d: usize, pad: usize) -> Geometry {
+        let span = d * (k - 1) + 1;
+        Geometry {
+            h,
+            w,
+            oh: (h + 2 * pad - span) / s + 1,
+            ow: (w + 2 * pad - span) / s + 1,
+            kh: k,
+            kw: k,
+            sh: s,
+            sw: s,
+            dh: d,
+            dw: d,
+            pad_top: pad,
+            pad_left: pad,
+        }
+    }
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_definition_over_kernels_strides_dilations_and_padding() {
+        let mut cases = 0;
+        for (h, w) in [(1, 1), (5, 7), (12, 9), (17, 16)] {
+            for k in [1, 2, 3, 4, 5] {
+                for s in [1, 2, 3] {
+                    for d in [1, 2] {
+                        for pad in [0, 1, 2] {
+                            let span = d * (k - 1) + 1;
+                            if h + 2 * pad < span || w + 2 * pad < span {
+                                continue;
+                            }
+                            let geo = geometry(h, w, k, s, d, pad);
+                            let plane = Plane::new(geo);
+                            let input = values(h * w, cases);
+                            let kernel = values(k * k, cases + 7);
+                            let mut scratch = vec![0.0; geo.scratch_len()];
+                            let mut out = vec![0.0; geo.oh * geo.ow];
+                            plane.depthwise(&input, &kernel, 0.25, &mut scratch, &mut out);
+                            let want = naive(&geo, &input, Some(&kernel), 0.25);
+                            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                                assert!(
+                                    (a - b).abs() < 1e-5,
+                                    "depthwise {geo:?} at {i}: {a} vs {b}"
+                                );
+                            }
+                            plane.max_pool(&input, &mut scratch, &mut out);
+                            assert_eq!(out, naive(&geo, &input, None, 0.0), "max pool {geo:?}");
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 300, "only {cases} cases ran");
+    }
+
+    /// Convolution of `cin` planes, the textbook way.
+    fn naive_conv(
+        geo: &Geometry,
+        inputs: &[f32],
+        cin: usize,
+        kernel: &[f32],
+        bias: f32,
+    ) -> Vec<f32> {
+        let (plane, taps) = (geo.h * geo.w, geo.kh * geo.kw);
+        let mut out = vec![bias; geo.oh * geo.ow];
+        for ci in 0..cin {
+            let one = naive(
+                geo,
+                &inputs[ci * plane..(ci + 1) * plane],
+                Some(&kernel[ci * taps..(ci + 1) * taps]),
+                0.0,
+            );
+            for (o, v) in out.iter_mut().zip(one) {
+                *o += v;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn several_input_planes_and_the_portable_loops() {
+        for (k, s, pad, w) in [
+            (3, 2, 1, 21),
+            (5, 1, 2, 21),
+            (3, 1, 0, 70),
+            (2, 2, 0, 21),
+            (7, 2, 3, 80),
+            (5, 1, 2, 37),
+        ] {
+            let geo = geometry(23, w, k, s, 1, pad);
+            let plane = Plane::new(geo);
+            let stride = geo.scratch_len();
+            for cin in [1, 3] {
+                let inputs = values(cin * geo.h * geo.w, k as u32);
+                let kernel = values(cin * k * k, s as u32);
+                let mut padded = vec![0.0; cin * stride];
+                for (i, p) in inputs.chunks(geo.h * geo.w).zip(padded.chunks_mut(stride)) {
+                    plane.pad(i, p);
+                }
+                let want = naive_conv(&geo, &inputs, cin, &kernel, 0.5);
+                let mut out = vec![0.0; geo.oh * geo.ow];
+                plane.conv_padded(&padded, cin, &kernel, 0.5, &mut out);
+                let mut portable = vec![0.0; geo.oh * geo.ow];
+                conv_generic(&plane, &padded, stride, cin, &kernel, 0.5, &mut portable);
+                for ((a, b), c) in out.iter().zip(&want).zip(&portable) {
+                    assert!(
+                        (a - b).abs() < 1e-4 && (c - b).abs() < 1e-4,
+                        "k={k} s={s} cin={cin}: {a} {c} vs {b}"
+                    );
+                }
+            }
+            let input = values(geo.h * geo.w, 9);
+            let mut scratch = vec![0.0; stride];
+            pad_and_split(&geo, &input, f32::MIN, &mut scratch);
+            let mut portable = vec![0.0; geo.oh * geo.ow];
+            max_pool_generic(&plane, &scratch, &mut portable);
+            assert_eq!(portable, naive(&geo, &input, None, 0.0), "k={k} s={s}");
+        }
+    }
+
+    #[test]
+    fn asymmetric_geometry() {
+        // 3×5 kernel, stride 2×1, dilation 1×2, padding only on top.
+        let geo = Geometry {
+            h: 9,
+            w: 11,
+            oh: 4,
+            ow: 3,
+            kh: 3,
+            kw: 5,
+            sh: 2,
+            sw: 1,
+            dh: 1,
+            dw: 2,
+            pad_top: 1,
+            pad_left: 0,
+        };
+        let plane = Plane::new(geo);
+        let input = values(99, 3);
+        let kernel = values(15, 4);
+        let mut out = vec![0.0; 12];
+        plane.depthwise(
+            &input,
+            &kernel,
+            -1.0,
+            &mut vec![0.0; geo.scratch_len()],
+            &mut out,
+        );
+        let want = naive(&geo, &input, Some(&kernel), -1.0);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn a_window_entirely_in_padding_gives_the_lowest_float() {
+        let geo = Geometry {
+            h: 1,
+            w: 1,
+            oh: 1,
+            ow: 3,
+            kh: 1,
+            kw: 1,
+            sh: 1,
+            sw: 1,
+            dh: 1,
+            dw: 1,
+            pad_top: 0,
+            pad_left: 1,
+        };
+        let mut out = vec![0.0; 3];
+        Plane::new(geo).max_pool(&[5.0], &mut vec![0.0; geo.scratch_len()], &mut out);
+        assert_eq!(out, [f32::MIN, 5.0, f32::MIN]);
+    }
+}
