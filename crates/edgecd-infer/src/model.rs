@@ -301,6 +301,15 @@ impl Model {
 
     /// Runs the model on `inputs` (converted to the model's input types) with `threads` threads.
     pub fn run(&self, inputs: Vec<Tensor>, threads: usize) -> Result<Vec<Tensor>, InferError> {
+        let (plan, values) = self.prepare(inputs)?;
+        let out = multithread_tract_scope(executor(threads), || plan.run(values))
+            .map_err(|e| InferError::Execution(chain(&e)))?;
+        Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+    }
+
+    /// Checks `inputs`, converts them to the model's input types and finds the plan for their
+    /// shapes.
+    fn prepare(&self, inputs: Vec<Tensor>) -> Result<(Plan, TVec<TValue>), InferError> {
         self.check_inputs(&inputs)?;
         let mut values = TVec::new();
         for (spec, t) in self.inputs.iter().zip(inputs) {
@@ -322,9 +331,7 @@ impl Model {
             Some(p) => p.clone(),
             None => self.plan_for(&values)?,
         };
-        let out = multithread_tract_scope(executor(threads), || plan.run(values))
-            .map_err(|e| InferError::Execution(chain(&e)))?;
-        Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+        Ok((plan, values))
     }
 
     /// Runs the model like [`Model::run`] and returns the time spent in each node of the plan
@@ -334,12 +341,7 @@ impl Model {
         inputs: Vec<Tensor>,
         threads: usize,
     ) -> Result<Vec<NodeTime>, InferError> {
-        self.check_inputs(&inputs)?;
-        let values: TVec<TValue> = inputs.into_iter().map(|t| t.into_tvalue()).collect();
-        let plan = match &self.generic {
-            Some(p) => p.clone(),
-            None => self.plan_for(&values)?,
-        };
+        let (plan, values) = self.prepare(inputs)?;
         let mut times: Vec<NodeTime> = Vec::new();
         multithread_tract_scope(executor(threads), || -> TractResult<()> {
             let mut state = plan.spawn()?;
@@ -448,7 +450,7 @@ impl Model {
     }
 }
 
-/// A decluttered model after edgecd's rewrites (`crate::fuse`).
+/// A decluttered model after edgecd's rewrites (`crate::fuse`, then `crate::ops`).
 fn rewritten(mut model: TypedModel) -> TractResult<TypedModel> {
     crate::fuse::fuse_hard_swish(&mut model)?;
     crate::ops::use_edgecd_window_ops(&mut model)?;

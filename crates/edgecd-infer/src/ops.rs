@@ -68,34 +68,45 @@ fn plane(pool_spec: &PoolSpec, shape: &[usize]) -> TractResult<(usize, Plane, TV
     Ok((c, Plane::new(geo), out_shape))
 }
 
-/// Runs `f(plane index, output plane, scratch)` for each of `planes` output planes of
-/// `plane_len` values, on tract's current thread pool when there is one.
-fn for_each_plane(
-    out: &mut [f32],
-    plane_len: usize,
-    scratch_len: usize,
-    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
-) {
-    if plane_len == 0 {
-        return;
-    }
-    match current_tract_executor() {
-        Executor::MultiThread(pool) if out.len() / plane_len > 1 => {
-            use rayon::prelude::*;
-            pool.install(|| {
-                out.par_chunks_mut(plane_len).enumerate().for_each_init(
-                    || vec![0.0; scratch_len],
-                    |scratch, (ix, o)| f(ix, o, scratch),
-                )
-            })
-        }
-        _ => {
-            let mut scratch = vec![0.0; scratch_len];
-            for (ix, o) in out.chunks_mut(plane_len).enumerate() {
-                f(ix, o, &mut scratch);
+/// Evaluates a plane operation on `x`: allocates the output (`out_shape`) and runs
+/// `f(plane index, input plane, scratch, output plane)` for each channel plane, on tract's
+/// current thread pool when there is one.
+fn map_planes(
+    x: &TValue,
+    plane: &Plane,
+    out_shape: &[usize],
+    f: impl Fn(usize, &[f32], &mut [f32], &mut [f32]) + Sync,
+) -> TractResult<TValue> {
+    let geo = plane.geometry();
+    let (in_len, out_len, scratch_len) = (geo.h * geo.w, geo.oh * geo.ow, geo.scratch_len());
+    let x = x.to_plain_array_view::<f32>()?;
+    let x = x.as_slice().context("input is not contiguous")?;
+    let mut out = Tensor::zero::<f32>(out_shape)?;
+    if out_len > 0 {
+        let mut plain = out.try_as_plain_ram_mut()?;
+        let out = plain.as_slice_mut::<f32>()?;
+        let one = |ix: usize, o: &mut [f32], scratch: &mut [f32]| {
+            f(ix, &x[ix * in_len..(ix + 1) * in_len], scratch, o)
+        };
+        match current_tract_executor() {
+            Executor::MultiThread(pool) if out.len() > out_len => {
+                use rayon::prelude::*;
+                pool.install(|| {
+                    out.par_chunks_mut(out_len).enumerate().for_each_init(
+                        || vec![0.0; scratch_len],
+                        |scratch, (ix, o)| one(ix, o, scratch),
+                    )
+                })
+            }
+            _ => {
+                let mut scratch = vec![0.0; scratch_len];
+                for (ix, o) in out.chunks_mut(out_len).enumerate() {
+                    one(ix, o, &mut scratch);
+                }
             }
         }
     }
+    Ok(out.into_tvalue())
 }
 
 impl Op for DepthwiseConv2d {
@@ -128,29 +139,21 @@ impl EvalOp for DepthwiseConv2d {
             "bias shape {:?}",
             bias.shape()
         );
-        let x = x.to_plain_array_view::<f32>()?;
-        let x = x.as_slice().context("input is not contiguous")?;
         let kernel = kernel.to_plain_array_view::<f32>()?;
         let kernel = kernel.as_slice().context("kernel is not contiguous")?;
         let bias = bias.to_plain_array_view::<f32>()?;
         let bias = bias.as_slice().context("bias is not contiguous")?;
-        let mut out = Tensor::zero::<f32>(&out_shape)?;
-        let in_len = geo.h * geo.w;
-        {
-            let mut plain = out.try_as_plain_ram_mut()?;
-            let out = plain.as_slice_mut::<f32>()?;
-            for_each_plane(out, geo.oh * geo.ow, geo.scratch_len(), |ix, o, scratch| {
-                let ch = ix % c;
-                plane.depthwise(
-                    &x[ix * in_len..(ix + 1) * in_len],
-                    &kernel[ch * k_len..(ch + 1) * k_len],
-                    bias[if bias.len() == 1 { 0 } else { ch }],
-                    scratch,
-                    o,
-                )
-            });
-        }
-        Ok(tvec!(out.into_tvalue()))
+        let out = map_planes(&x, &plane, &out_shape, |ix, input, scratch, o| {
+            let ch = ix % c;
+            plane.depthwise(
+                input,
+                &kernel[ch * k_len..(ch + 1) * k_len],
+                bias[if bias.len() == 1 { 0 } else { ch }],
+                scratch,
+                o,
+            )
+        })?;
+        Ok(tvec!(out))
     }
 }
 
@@ -180,19 +183,10 @@ impl EvalOp for MaxPool2d {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
         let (_, plane, out_shape) = plane(&self.pool_spec, x.shape())?;
-        let geo = *plane.geometry();
-        let x = x.to_plain_array_view::<f32>()?;
-        let x = x.as_slice().context("input is not contiguous")?;
-        let mut out = Tensor::zero::<f32>(&out_shape)?;
-        let in_len = geo.h * geo.w;
-        {
-            let mut plain = out.try_as_plain_ram_mut()?;
-            let out = plain.as_slice_mut::<f32>()?;
-            for_each_plane(out, geo.oh * geo.ow, geo.scratch_len(), |ix, o, scratch| {
-                plane.max_pool(&x[ix * in_len..(ix + 1) * in_len], scratch, o)
-            });
-        }
-        Ok(tvec!(out.into_tvalue()))
+        let out = map_planes(&x, &plane, &out_shape, |_, input, scratch, o| {
+            plane.max_pool(input, scratch, o)
+        })?;
+        Ok(tvec!(out))
     }
 }
 

@@ -103,7 +103,8 @@ fn pad_and_split(geo: &Geometry, input: &[f32], fill: f32, scratch: &mut [f32]) 
             dst[last..].fill(fill);
             continue;
         }
-        // `line` keeps `fill` outside first..last; every slot of the row is written below.
+        // `line` keeps `fill` outside first..last. A phase can be one slot shorter than the
+        // widest, so the row is filled before the phases are copied in.
         dst.fill(fill);
         line[first..last].copy_from_slice(row);
         if sw == 2 {
@@ -150,35 +151,22 @@ fn max(a: f32, b: f32) -> f32 {
 }
 
 macro_rules! plane_fns {
-    ($(#[$attr:meta])* fn $conv:ident, $mp:ident, $madd:ident) => {
-        /// Convolution of `cin` padded, phase-split planes (each `plane_stride` long) into one
-        /// output plane, a row at a time: one contiguous multiply-add per tap and input plane.
+    ($(#[$attr:meta])* fn $dw:ident, $mp:ident, $madd:ident) => {
+        /// Depthwise convolution of one padded, phase-split plane, a row at a time: one
+        /// contiguous multiply-add per tap.
         $(#[$attr])*
-        fn $conv(
-            plane: &Plane,
-            padded: &[f32],
-            plane_stride: usize,
-            cin: usize,
-            kernel: &[f32],
-            bias: f32,
-            out: &mut [f32],
-        ) {
+        fn $dw(plane: &Plane, padded: &[f32], kernel: &[f32], bias: f32, out: &mut [f32]) {
             let geo = &plane.geo;
-            let taps = geo.kh * geo.kw;
             for (oy, orow) in out.chunks_exact_mut(geo.ow).enumerate() {
                 orow.fill(bias);
                 let base = oy * plane.row_step;
-                for ci in 0..cin {
-                    let src = &padded[ci * plane_stride..];
-                    let taps = kernel[ci * taps..(ci + 1) * taps].iter().zip(&plane.offsets);
-                    for (t, (&k, &off)) in taps.enumerate() {
-                        if !geo.reads_image(oy, t / geo.kw) {
-                            continue;
-                        }
-                        let o = base + off;
-                        for (d, s) in orow.iter_mut().zip(&src[o..o + geo.ow]) {
-                            *d = $madd(k, *s, *d);
-                        }
+                for (t, (&k, &off)) in kernel.iter().zip(&plane.offsets).enumerate() {
+                    if !geo.reads_image(oy, t / geo.kw) {
+                        continue;
+                    }
+                    let o = base + off;
+                    for (d, s) in orow.iter_mut().zip(&padded[o..o + geo.ow]) {
+                        *d = $madd(k, *s, *d);
                     }
                 }
             }
@@ -206,12 +194,12 @@ macro_rules! plane_fns {
 }
 
 #[cfg(not(target_arch = "aarch64"))]
-plane_fns!(fn conv_generic, max_pool_generic, madd_plain);
+plane_fns!(fn depthwise_generic, max_pool_generic, madd_plain);
 // Every aarch64 CPU has fused multiply-add.
 #[cfg(target_arch = "aarch64")]
-plane_fns!(fn conv_generic, max_pool_generic, madd_fused);
+plane_fns!(fn depthwise_generic, max_pool_generic, madd_fused);
 #[cfg(target_arch = "x86_64")]
-plane_fns!(#[target_feature(enable = "avx2,fma")] fn conv_avx2, max_pool_avx2, madd_fused);
+plane_fns!(#[target_feature(enable = "avx2,fma")] fn depthwise_avx2, max_pool_avx2, madd_fused);
 
 /// AVX2 + FMA kernels for the common window sizes, written with intrinsics: the compiler's
 /// auto-vectoriser handled the 5×5 loop above but left the 3×3 one scalar.
@@ -240,14 +228,12 @@ mod x86 {
         out.copy_from_slice(&lanes[..n]);
     }
 
-    /// Convolution with a KH × KW kernel of `cin` padded, phase-split planes (each
-    /// `plane_stride` long) into one output plane, 16 output columns at a time.
+    /// Depthwise convolution with a KH × KW kernel of one padded, phase-split plane, 16
+    /// output columns at a time.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn conv<const KH: usize, const KW: usize>(
+    pub(super) fn depthwise<const KH: usize, const KW: usize>(
         plane: &Plane,
         padded: &[f32],
-        plane_stride: usize,
-        cin: usize,
         kernel: &[f32],
         bias: f32,
         out: &mut [f32],
@@ -255,7 +241,9 @@ mod x86 {
         let geo = &plane.geo;
         let offsets: [[usize; KW]; KH] =
             std::array::from_fn(|ky| std::array::from_fn(|kx| plane.offsets[ky * KW + kx]));
-        let kernel = &kernel[..cin * KH * KW];
+        let k: [[__m256; KW]; KH] = std::array::from_fn(|ky| {
+            std::array::from_fn(|kx| _mm256_set1_ps(kernel[ky * KW + kx]))
+        });
         for (oy, orow) in out.chunks_exact_mut(geo.ow).enumerate() {
             let base = oy * plane.row_step;
             for x0 in (0..geo.ow).step_by(16) {
@@ -264,23 +252,19 @@ mod x86 {
                 let mut e1 = e0;
                 let mut o0 = _mm256_setzero_ps();
                 let mut o1 = o0;
-                for (ci, k) in kernel.chunks_exact(KH * KW).enumerate() {
-                    let at0 = ci * plane_stride + base + x0;
-                    for ky in 0..KH {
-                        if !geo.reads_image(oy, ky) {
-                            continue;
-                        }
-                        for kx in 0..KW {
-                            let w = _mm256_set1_ps(k[ky * KW + kx]);
-                            let at = at0 + offsets[ky][kx];
-                            let (a, b) = (load(padded, at), load(padded, at + 8));
-                            if ky % 2 == 0 {
-                                e0 = _mm256_fmadd_ps(w, a, e0);
-                                e1 = _mm256_fmadd_ps(w, b, e1);
-                            } else {
-                                o0 = _mm256_fmadd_ps(w, a, o0);
-                                o1 = _mm256_fmadd_ps(w, b, o1);
-                            }
+                for ky in 0..KH {
+                    if !geo.reads_image(oy, ky) {
+                        continue;
+                    }
+                    for kx in 0..KW {
+                        let (w, at) = (k[ky][kx], base + x0 + offsets[ky][kx]);
+                        let (a, b) = (load(padded, at), load(padded, at + 8));
+                        if ky % 2 == 0 {
+                            e0 = _mm256_fmadd_ps(w, a, e0);
+                            e1 = _mm256_fmadd_ps(w, b, e1);
+                        } else {
+                            o0 = _mm256_fmadd_ps(w, a, o0);
+                            o1 = _mm256_fmadd_ps(w, b, o1);
                         }
                     }
                 }
@@ -369,52 +353,6 @@ impl Plane {
         &self.geo
     }
 
-    /// Copies one input plane (h × w) into `scratch` (at least [`Geometry::scratch_len`]
-    /// long) padded with zeros and split into column phases, ready for [`Plane::conv_padded`].
-    pub fn pad(&self, input: &[f32], scratch: &mut [f32]) {
-        assert_eq!(input.len(), self.geo.h * self.geo.w, "input plane size");
-        assert!(scratch.len() >= self.geo.scratch_len(), "scratch size");
-        if self.geo.oh > 0 && self.geo.ow > 0 {
-            pad_and_split(&self.geo, input, 0.0, scratch);
-        }
-    }
-
-    /// Convolution of `cin` planes already padded by [`Plane::pad`] (each in its own
-    /// [`Geometry::scratch_len`] chunk of `padded`) by `kernel` (cin × kh × kw) plus `bias`
-    /// into one output plane `out` (oh × ow).
-    pub fn conv_padded(
-        &self,
-        padded: &[f32],
-        cin: usize,
-        kernel: &[f32],
-        bias: f32,
-        out: &mut [f32],
-    ) {
-        let stride = self.geo.scratch_len();
-        assert_eq!(out.len(), self.geo.oh * self.geo.ow, "output plane size");
-        assert_eq!(kernel.len(), cin * self.geo.kh * self.geo.kw, "kernel size");
-        assert!(padded.len() >= cin * stride, "padded planes");
-        if out.is_empty() {
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above; the functions are safe
-            // Rust otherwise.
-            #[allow(unsafe_code)]
-            unsafe {
-                match (self.geo.kh, self.geo.kw) {
-                    (3, 3) => x86::conv::<3, 3>(self, padded, stride, cin, kernel, bias, out),
-                    (5, 5) => x86::conv::<5, 5>(self, padded, stride, cin, kernel, bias, out),
-                    (7, 7) => x86::conv::<7, 7>(self, padded, stride, cin, kernel, bias, out),
-                    _ => conv_avx2(self, padded, stride, cin, kernel, bias, out),
-                }
-            };
-            return;
-        }
-        conv_generic(self, padded, stride, cin, kernel, bias, out)
-    }
-
     /// Depthwise convolution of `input` (h × w) by `kernel` (kh × kw) plus `bias` into `out`
     /// (oh × ow). `scratch` holds at least [`Geometry::scratch_len`] values.
     pub fn depthwise(
@@ -426,8 +364,27 @@ impl Plane {
         out: &mut [f32],
     ) {
         check(&self.geo, input, scratch, out);
-        self.pad(input, scratch);
-        self.conv_padded(scratch, 1, kernel, bias, out)
+        assert_eq!(kernel.len(), self.geo.kh * self.geo.kw, "kernel size");
+        if out.is_empty() {
+            return;
+        }
+        pad_and_split(&self.geo, input, 0.0, scratch);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above; the functions are safe
+            // Rust otherwise.
+            #[allow(unsafe_code)]
+            unsafe {
+                match (self.geo.kh, self.geo.kw) {
+                    (3, 3) => x86::depthwise::<3, 3>(self, scratch, kernel, bias, out),
+                    (5, 5) => x86::depthwise::<5, 5>(self, scratch, kernel, bias, out),
+                    (7, 7) => x86::depthwise::<7, 7>(self, scratch, kernel, bias, out),
+                    _ => depthwise_avx2(self, scratch, kernel, bias, out),
+                }
+            };
+            return;
+        }
+        depthwise_generic(self, scratch, kernel, bias, out)
     }
 
     /// Max pooling of `input` (h × w) into `out` (oh × ow); padding never wins, and a window
@@ -554,32 +511,10 @@ mod tests {
         assert!(cases > 300, "only {cases} cases ran");
     }
 
-    /// Convolution of `cin` planes, the textbook way.
-    fn naive_conv(
-        geo: &Geometry,
-        inputs: &[f32],
-        cin: usize,
-        kernel: &[f32],
-        bias: f32,
-    ) -> Vec<f32> {
-        let (plane, taps) = (geo.h * geo.w, geo.kh * geo.kw);
-        let mut out = vec![bias; geo.oh * geo.ow];
-        for ci in 0..cin {
-            let one = naive(
-                geo,
-                &inputs[ci * plane..(ci + 1) * plane],
-                Some(&kernel[ci * taps..(ci + 1) * taps]),
-                0.0,
-            );
-            for (o, v) in out.iter_mut().zip(one) {
-                *o += v;
-            }
-        }
-        out
-    }
-
+    /// The dispatching entry points (AVX2 kernels on x86_64) and the portable loops the Pi runs,
+    /// called directly, on wide rows and the 7×7 kernel too.
     #[test]
-    fn several_input_planes_and_the_portable_loops() {
+    fn the_portable_loops_and_wide_rows() {
         for (k, s, pad, w) in [
             (3, 2, 1, 21),
             (5, 1, 2, 21),
@@ -590,30 +525,21 @@ mod tests {
         ] {
             let geo = geometry(23, w, k, s, 1, pad);
             let plane = Plane::new(geo);
-            let stride = geo.scratch_len();
-            for cin in [1, 3] {
-                let inputs = values(cin * geo.h * geo.w, k as u32);
-                let kernel = values(cin * k * k, s as u32);
-                let mut padded = vec![0.0; cin * stride];
-                for (i, p) in inputs.chunks(geo.h * geo.w).zip(padded.chunks_mut(stride)) {
-                    plane.pad(i, p);
-                }
-                let want = naive_conv(&geo, &inputs, cin, &kernel, 0.5);
-                let mut out = vec![0.0; geo.oh * geo.ow];
-                plane.conv_padded(&padded, cin, &kernel, 0.5, &mut out);
-                let mut portable = vec![0.0; geo.oh * geo.ow];
-                conv_generic(&plane, &padded, stride, cin, &kernel, 0.5, &mut portable);
-                for ((a, b), c) in out.iter().zip(&want).zip(&portable) {
-                    assert!(
-                        (a - b).abs() < 1e-4 && (c - b).abs() < 1e-4,
-                        "k={k} s={s} cin={cin}: {a} {c} vs {b}"
-                    );
-                }
-            }
-            let input = values(geo.h * geo.w, 9);
-            let mut scratch = vec![0.0; stride];
-            pad_and_split(&geo, &input, f32::MIN, &mut scratch);
+            let input = values(geo.h * geo.w, k as u32);
+            let kernel = values(k * k, s as u32);
+            let want = naive(&geo, &input, Some(&kernel), 0.5);
+            let mut scratch = vec![0.0; geo.scratch_len()];
+            let mut out = vec![0.0; geo.oh * geo.ow];
+            plane.depthwise(&input, &kernel, 0.5, &mut scratch, &mut out);
             let mut portable = vec![0.0; geo.oh * geo.ow];
+            depthwise_generic(&plane, &scratch, &kernel, 0.5, &mut portable);
+            for ((a, b), c) in out.iter().zip(&want).zip(&portable) {
+                assert!(
+                    (a - b).abs() < 1e-4 && (c - b).abs() < 1e-4,
+                    "k={k} s={s}: {a} {c} vs {b}"
+                );
+            }
+            pad_and_split(&geo, &input, f32::MIN, &mut scratch);
             max_pool_generic(&plane, &scratch, &mut portable);
             assert_eq!(portable, naive(&geo, &input, None, 0.0), "k={k} s={s}");
         }

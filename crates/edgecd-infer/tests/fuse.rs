@@ -5,6 +5,21 @@
 use std::path::PathBuf;
 use tract_onnx::prelude::*;
 
+/// The PP-OCR models of the rapidocr wheel, unpacked in a temporary directory (None when the
+/// wheel or Python is missing).
+fn wheel_models() -> Option<(tempfile::TempDir, Vec<PathBuf>)> {
+    let python = edgecd_testkit::python()?;
+    let wheels = edgecd_testkit::wheels_dir()?;
+    let dir = tempfile::tempdir().unwrap();
+    let models = edgecd_testkit::ppocr_models(&python, &wheels, dir.path());
+    Some((dir, models))
+}
+
+/// Nodes of `model` whose operator is `op`.
+fn count_ops(model: &TypedModel, op: &str) -> usize {
+    model.nodes().iter().filter(|n| n.op.name() == op).count()
+}
+
 /// The decluttered graph of the wheel's model `file` for an input of `shape`.
 fn decluttered(models: &[PathBuf], file: &str, shape: [usize; 4]) -> TypedModel {
     let path = models
@@ -24,12 +39,9 @@ fn decluttered(models: &[PathBuf], file: &str, shape: [usize; 4]) -> TypedModel 
 
 #[test]
 fn ppocr_hard_swish_patterns_are_all_fused() {
-    let (Some(python), Some(wheels)) = (edgecd_testkit::python(), edgecd_testkit::wheels_dir())
-    else {
+    let Some((_dir, models)) = wheel_models() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let models = edgecd_testkit::ppocr_models(&python, &wheels, dir.path());
     let want = [
         ("ch_ppocr_mobile_v2.0_cls_infer.onnx", [1, 3, 48, 192], 18),
         ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 96, 96], 24),
@@ -39,16 +51,7 @@ fn ppocr_hard_swish_patterns_are_all_fused() {
         let mut typed = decluttered(&models, file, shape);
         let fused = edgecd_infer::fuse::fuse_hard_swish(&mut typed).unwrap();
         assert_eq!(fused, expected, "{file}");
-        let names: Vec<String> = typed
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect();
-        assert_eq!(
-            names.iter().filter(|n| *n == "HardSwish").count(),
-            expected,
-            "{file}"
-        );
+        assert_eq!(count_ops(&typed, "HardSwish"), expected, "{file}");
         // A second pass finds nothing left to fuse.
         assert_eq!(
             edgecd_infer::fuse::fuse_hard_swish(&mut typed).unwrap(),
@@ -63,12 +66,9 @@ fn ppocr_hard_swish_patterns_are_all_fused() {
 /// random input (on one and two threads).
 #[test]
 fn ppocr_window_ops_replace_tracts_and_agree() {
-    let (Some(python), Some(wheels)) = (edgecd_testkit::python(), edgecd_testkit::wheels_dir())
-    else {
+    let Some((_dir, models)) = wheel_models() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let models = edgecd_testkit::ppocr_models(&python, &wheels, dir.path());
     // (file, input shape, depthwise convolutions, max pools): the grouped Conv and the MaxPool
     // nodes of each ONNX file.
     let want = [
@@ -86,10 +86,12 @@ fn ppocr_window_ops_replace_tracts_and_agree() {
         edgecd_infer::fuse::fuse_hard_swish(&mut typed).unwrap();
         let mut ours = typed.clone();
         let replaced = edgecd_infer::ops::use_edgecd_window_ops(&mut ours).unwrap();
-        let count =
-            |m: &TypedModel, op: &str| m.nodes().iter().filter(|n| n.op.name() == op).count();
-        assert_eq!(count(&ours, "EdgecdDepthwiseConv2d"), depthwise, "{file}");
-        assert_eq!(count(&ours, "EdgecdMaxPool2d"), pools, "{file}");
+        assert_eq!(
+            count_ops(&ours, "EdgecdDepthwiseConv2d"),
+            depthwise,
+            "{file}"
+        );
+        assert_eq!(count_ops(&ours, "EdgecdMaxPool2d"), pools, "{file}");
         assert_eq!(replaced, depthwise + pools, "{file}");
         assert_eq!(
             edgecd_infer::ops::use_edgecd_window_ops(&mut ours).unwrap(),
