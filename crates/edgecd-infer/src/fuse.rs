@@ -58,7 +58,7 @@ fn bin_with_const<K: BinMiniOp>(
 }
 
 /// The single reader of `node`'s only output, when it has exactly one and is not a model output.
-fn only_successor<'m>(model: &'m TypedModel, node: &TypedNode) -> Option<&'m TypedNode> {
+pub(crate) fn only_successor<'m>(model: &'m TypedModel, node: &TypedNode) -> Option<&'m TypedNode> {
     let outlet = OutletId::new(node.id, 0);
     if node.outputs.len() != 1
         || node.outputs[0].successors.len() != 1

@@ -4,14 +4,16 @@
 //!
 //! Modules: `model` (loading and running ONNX/TFLite with tract; the bundle's active model),
 //! `fuse` (graph rewrites before tract optimizes: hard-swish), `ops` (edgecd's depthwise
-//! convolution and max-pool operators for tract, and the rewrite that uses them), `spatial`
-//! (their pure per-plane loops),
+//! convolution and max-pool operators for tract, and the rewrite that uses them), `conv`
+//! (edgecd's dense convolution by the `gemm` crate, with what follows it folded in), `spatial`
+//! (the pure per-plane loops: windows and im2col),
 //! `server` (axum API and hot reload), `selftest` (running and recording self-test vectors),
 //! `metrics` (hand-written Prometheus text format), `governor` (pure thermal state machine),
 //! `thermal` (sensor IO driving the governor), `npy` (NumPy `.npy` bodies), `bench` (in-process
 //! latency benchmark and per-operator profile), `error`.
 
 pub mod bench;
+pub mod conv;
 pub mod error;
 pub mod fuse;
 pub mod governor;

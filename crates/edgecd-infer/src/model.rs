@@ -454,6 +454,7 @@ impl Model {
 fn rewritten(mut model: TypedModel) -> TractResult<TypedModel> {
     crate::fuse::fuse_hard_swish(&mut model)?;
     crate::ops::use_edgecd_window_ops(&mut model)?;
+    crate::conv::use_edgecd_conv(&mut model)?;
     Ok(model)
 }
 

@@ -7,8 +7,7 @@
 //! [`DepthwiseConv2d`] and [`MaxPool2d`] run the row-span loops of [`crate::spatial`] instead,
 //! one channel plane at a time, spread over tract's thread pool when the request has more than
 //! one thread: 6–7.5 ms and 0.8 ms on the same inputs (`edgecd-infer --bench-profile`).
-//! A direct convolution for dense layers with few input channels (the RGB stem) was tried on
-//! the same loops and lost to tract's matrix product, so it is not used.
+//! Dense convolutions are [`crate::conv`]'s.
 //!
 //! Only f32, NCHW (or CHW, once tract has dropped a batch of 1), 2-D, non-quantized operators
 //! are replaced; everything else stays tract's.
@@ -34,7 +33,10 @@ pub struct MaxPool2d {
 }
 
 /// The plane geometry of `pool_spec` on an NCHW or CHW input: (channels, plane, output shape).
-fn plane(pool_spec: &PoolSpec, shape: &[usize]) -> TractResult<(usize, Plane, TVec<usize>)> {
+pub(crate) fn plane(
+    pool_spec: &PoolSpec,
+    shape: &[usize],
+) -> TractResult<(usize, Plane, TVec<usize>)> {
     let rank = if pool_spec.data_format == DataFormat::NCHW {
         4
     } else {
@@ -199,7 +201,7 @@ impl TypedOp for MaxPool2d {
 }
 
 /// Whether `spec` is a 2-D NCHW or CHW window we run ourselves.
-fn supported(spec: &PoolSpec, input: &TypedFact) -> bool {
+pub(crate) fn supported(spec: &PoolSpec, input: &TypedFact) -> bool {
     let rank = match spec.data_format {
         DataFormat::NCHW => 4,
         DataFormat::CHW => 3,
@@ -227,25 +229,19 @@ pub fn use_edgecd_window_ops(model: &mut TypedModel) -> TractResult<usize> {
         };
         let fact = model.outlet_fact(input)?;
         let op: Option<Box<dyn TypedOp>> = if let Some(conv) = node.op_as::<Conv>() {
-            let c = conv.input_channels();
+            let (c, o) = (conv.input_channels(), conv.output_channels());
             let kernel_shape = model.outlet_fact(node.inputs[1])?.shape.as_concrete();
             let plain = supported(&conv.pool_spec, fact)
                 && conv.q_params.is_none()
                 && conv.kernel_fmt == KernelFormat::OIHW
-                && node.inputs.len() == 3
-                && kernel_shape
-                    == Some(
-                        &[
-                            c,
-                            1,
-                            conv.pool_spec.kernel_shape[0],
-                            conv.pool_spec.kernel_shape[1],
-                        ][..],
-                    );
-            if plain && conv.group == c && conv.output_channels() == c {
-                Some(Box::new(DepthwiseConv2d {
-                    pool_spec: conv.pool_spec.clone(),
-                }) as _)
+                && node.inputs.len() == 3;
+            let kernel_is = |o: usize, i: usize| {
+                let spatial = &conv.pool_spec.kernel_shape;
+                kernel_shape == Some(&[o, i, spatial[0], spatial[1]][..])
+            };
+            let pool_spec = conv.pool_spec.clone();
+            if plain && conv.group == c && o == c && kernel_is(c, 1) {
+                Some(Box::new(DepthwiseConv2d { pool_spec }) as _)
             } else {
                 None
             }
@@ -277,11 +273,11 @@ pub fn use_edgecd_window_ops(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::cnn::PaddingSpec;
 
-    fn random(shape: &[usize], seed: u64) -> Tensor {
+    pub(crate) fn random(shape: &[usize], seed: u64) -> Tensor {
         let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n)
@@ -295,7 +291,7 @@ mod tests {
         Tensor::from_shape(shape, &v).unwrap()
     }
 
-    fn close(a: &Tensor, b: &Tensor, what: &str) {
+    pub(crate) fn close(a: &Tensor, b: &Tensor, what: &str) {
         assert_eq!(a.shape(), b.shape(), "{what}: shape");
         let a = a.to_plain_array_view::<f32>().unwrap();
         let b = b.to_plain_array_view::<f32>().unwrap();

@@ -387,6 +387,36 @@ impl Plane {
         depthwise_generic(self, scratch, kernel, bias, out)
     }
 
+    /// Copies `input` (h × w) into `padded` (at least [`Geometry::scratch_len`] values) with
+    /// zero padding, in the layout [`Plane::im2col_rows`] reads.
+    pub fn pad(&self, input: &[f32], padded: &mut [f32]) {
+        assert_eq!(input.len(), self.geo.h * self.geo.w, "input plane size");
+        assert!(padded.len() >= self.geo.scratch_len(), "scratch size");
+        if self.geo.oh > 0 && self.geo.ow > 0 {
+            pad_and_split(&self.geo, input, 0.0, padded);
+        }
+    }
+
+    /// This plane's rows of an im2col matrix for output rows `rows`: row `ky · kw + kx` of
+    /// `out` (kh · kw rows of `rows.len() × ow` values) holds, for each of those output
+    /// positions, the input value that tap reads (zero in the padding). `padded` comes from
+    /// [`Plane::pad`]. A dense convolution is then one matrix product.
+    pub fn im2col_rows(&self, padded: &[f32], rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let geo = &self.geo;
+        assert!(rows.end <= geo.oh, "output rows {rows:?} of {}", geo.oh);
+        let len = rows.len() * geo.ow;
+        assert_eq!(out.len(), geo.kh * geo.kw * len, "im2col rows size");
+        if len == 0 {
+            return;
+        }
+        for (row, &off) in out.chunks_exact_mut(len).zip(&self.offsets) {
+            for (oy, dst) in rows.clone().zip(row.chunks_exact_mut(geo.ow)) {
+                let o = oy * self.row_step + off;
+                dst.copy_from_slice(&padded[o..o + geo.ow]);
+            }
+        }
+    }
+
     /// Max pooling of `input` (h × w) into `out` (oh × ow); padding never wins, and a window
     /// entirely outside the image gives the lowest float, as in tract and onnxruntime.
     pub fn max_pool(&self, input: &[f32], scratch: &mut [f32], out: &mut [f32]) {
@@ -502,6 +532,24 @@ mod tests {
                             }
                             plane.max_pool(&input, &mut scratch, &mut out);
                             assert_eq!(out, naive(&geo, &input, None, 0.0), "max pool {geo:?}");
+                            // The im2col rows weighted by the kernel are the convolution.
+                            plane.pad(&input, &mut scratch);
+                            for rows in [0..geo.oh, 0..geo.oh / 2, geo.oh / 2..geo.oh] {
+                                let len = rows.len() * geo.ow;
+                                let mut col = vec![f32::NAN; k * k * len];
+                                plane.im2col_rows(&scratch, rows.clone(), &mut col);
+                                for i in 0..len {
+                                    let b = want[rows.start * geo.ow + i];
+                                    let a = 0.25
+                                        + (0..k * k)
+                                            .map(|t| kernel[t] * col[t * len + i])
+                                            .sum::<f32>();
+                                    assert!(
+                                        (a - b).abs() < 1e-5,
+                                        "im2col {geo:?} {rows:?} at {i}: {a} vs {b}"
+                                    );
+                                }
+                            }
                             cases += 1;
                         }
                     }

@@ -61,27 +61,32 @@ fn ppocr_hard_swish_patterns_are_all_fused() {
     }
 }
 
-/// `ops::use_edgecd_window_ops` on the real PP-OCR models: every depthwise convolution and max
-/// pool becomes edgecd's operator, and the optimized plans with and without them agree on a
-/// random input (on one and two threads).
+/// `ops::use_edgecd_window_ops` and `conv::use_edgecd_conv` on the real PP-OCR models: every
+/// depthwise convolution and max pool becomes edgecd's operator, so do the dense and 1×1
+/// convolutions (with the batch norms and activations after them folded in), and the optimized
+/// plans with and without them agree on a random input (on one and two threads).
 #[test]
-fn ppocr_window_ops_replace_tracts_and_agree() {
+fn ppocr_edgecd_ops_replace_tracts_and_agree() {
     let Some((_dir, models)) = wheel_models() else {
         return;
     };
-    // (file, input shape, depthwise convolutions, max pools): the grouped Conv and the MaxPool
-    // nodes of each ONNX file.
+    // (file, input shape, depthwise convolutions, max pools, dense convolutions): the grouped
+    // Conv and the MaxPool nodes of each ONNX file, and its other Conv nodes but those of the
+    // squeeze-and-excite blocks (1×1 on a 1×1 image, which tract makes a vector product). rec
+    // has 20 such Conv nodes; tract writes three of them, 1×1 on a one-row image, as products
+    // without the row axis (`NIHW,OI->OW`), which stay tract's.
     let want = [
         (
             "ch_ppocr_mobile_v2.0_cls_infer.onnx",
             [1, 3, 48, 192],
             11,
             1,
+            24,
         ),
-        ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 96, 96], 14, 0),
-        ("ch_PP-OCRv4_rec_infer.onnx", [1, 3, 48, 320], 14, 0),
+        ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 96, 96], 14, 0, 28),
+        ("ch_PP-OCRv4_rec_infer.onnx", [1, 3, 48, 320], 14, 0, 17),
     ];
-    for (file, shape, depthwise, pools) in want {
+    for (file, shape, depthwise, pools, dense) in want {
         let mut typed = decluttered(&models, file, shape);
         edgecd_infer::fuse::fuse_hard_swish(&mut typed).unwrap();
         let mut ours = typed.clone();
@@ -95,6 +100,15 @@ fn ppocr_window_ops_replace_tracts_and_agree() {
         assert_eq!(replaced, depthwise + pools, "{file}");
         assert_eq!(
             edgecd_infer::ops::use_edgecd_window_ops(&mut ours).unwrap(),
+            0,
+            "{file}"
+        );
+        let convs = edgecd_infer::conv::use_edgecd_conv(&mut ours).unwrap();
+        assert_eq!(convs, dense, "{file}");
+        assert_eq!(count_ops(&ours, "EdgecdConv2d"), dense, "{file}");
+        assert_eq!(count_ops(&ours, "Conv"), 0, "{file}");
+        assert_eq!(
+            edgecd_infer::conv::use_edgecd_conv(&mut ours).unwrap(),
             0,
             "{file}"
         );

@@ -1,0 +1,869 @@
+//! edgecd's dense convolution for tract ([`Conv2d`]), and the rewrites that put it in a
+//! decluttered graph in place of tract's dense convolutions and of the matrix products tract
+//! makes of 1×1 convolutions, with the elementwise operations that follow them folded in.
+//!
+//! Why: on one x86_64 core, tract 0.23's matrix product ran the 3×3 layers of squeezenet at
+//! 20–75 GFLOP/s (the RGB stem at 20), where onnxruntime's reaches 80–115 on the same core. The
+//! `gemm` crate reaches 90–107 on the same shapes, so each image becomes an im2col matrix
+//! ([`crate::spatial::Plane::im2col_rows`], a block of output rows at a time so that it stays in
+//! cache) times the kernel, by `gemm`.
+//!
+//! What follows a convolution is folded into it when it can be ([`fuse_conv_epilogues`]):
+//! per-channel constant products and sums (batch norm, bias) go into the kernel and the bias,
+//! a same-shape sum (a residual connection) becomes a fourth input added in place, and constant
+//! `max`/`min` (ReLU, ReLU6) a clamp; all applied to each block just after it is computed.
+//!
+//! Only f32, NCHW (or CHW), 2-D, non-quantized, group-1 convolutions are replaced.
+
+use crate::ops::{plane, supported};
+use std::cell::RefCell;
+use tract_linalg::multithread::{Executor, current_tract_executor};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// What is applied to each output value after the product and the bias: the residual input's
+/// value added (when there is one), then clamped to `[low, high]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Epilogue {
+    pub residual: bool,
+    pub low: f32,
+    pub high: f32,
+}
+
+impl Default for Epilogue {
+    fn default() -> Self {
+        Epilogue {
+            residual: false,
+            low: f32::NEG_INFINITY,
+            high: f32::INFINITY,
+        }
+    }
+}
+
+impl Eq for Epilogue {}
+
+impl std::hash::Hash for Epilogue {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.residual, self.low.to_bits(), self.high.to_bits()).hash(state)
+    }
+}
+
+impl Epilogue {
+    fn clamps(&self) -> bool {
+        self.low > f32::NEG_INFINITY || self.high < f32::INFINITY
+    }
+}
+
+/// Dense 2-D convolution (group 1), inputs `[x (N,C,H,W), kernel (O,C,kh,kw), bias (O or 1)]`
+/// and, with `epilogue.residual`, `residual` (the output's shape): per image, the im2col matrix
+/// times the kernel (by `gemm`, added onto the bias), then the [`Epilogue`]. A 1×1, stride-1,
+/// unpadded kernel reads the image as it is. `output_rank` is the pool spec's output rank, or
+/// that rank ± a leading batch axis of 1 (how tract writes a 1×1 convolution as a product).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Conv2d {
+    pub pool_spec: PoolSpec,
+    pub epilogue: Epilogue,
+    pub output_rank: usize,
+}
+
+/// Values in one block of the im2col matrix: small enough to stay in a core's cache between
+/// its writing and the matrix product (a whole image's matrix was 50 MB for a PP-OCR det
+/// layer, and twice as slow).
+const COLUMN_BLOCK: usize = 64 * 1024;
+
+thread_local! {
+    /// The padded input planes of the dense convolution this thread last ran, and the im2col
+    /// block it last filled, kept for the next one (a fresh multi-megabyte buffer costs its
+    /// page faults on every layer).
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f(index, chunk)` over the `len`-sized chunks of `data`, on `pool` when given.
+fn for_each_chunk(
+    data: &mut [f32],
+    len: usize,
+    pool: Option<&rayon::ThreadPool>,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    match pool {
+        Some(pool) if data.len() > len => {
+            use rayon::prelude::*;
+            pool.install(|| {
+                data.par_chunks_mut(len)
+                    .enumerate()
+                    .for_each(|(ix, chunk)| f(ix, chunk))
+            })
+        }
+        _ => data
+            .chunks_mut(len)
+            .enumerate()
+            .for_each(|(ix, chunk)| f(ix, chunk)),
+    }
+}
+
+/// One image's output (channels × positions, row-major), lent to the blocks that compute it,
+/// each its own range of positions of every channel, possibly on several threads at once.
+#[derive(Clone, Copy)]
+struct ImageOut {
+    ptr: *mut f32,
+    channels: usize,
+    positions: usize,
+}
+
+// SAFETY: an `ImageOut` is built from a `&mut [f32]` that stays borrowed, and unused, while the
+// blocks run; the blocks write disjoint position ranges (see `Block::run`).
+#[allow(unsafe_code)]
+unsafe impl Send for ImageOut {}
+#[allow(unsafe_code)]
+unsafe impl Sync for ImageOut {}
+
+/// Where a block's columns come from.
+enum Source<'a> {
+    /// The image itself (a 1×1, stride-1, unpadded kernel): channels × positions.
+    Image(&'a [f32]),
+    /// The padded planes of [`crate::spatial::Plane::pad`], `per_channel` values each.
+    Padded(&'a [f32], usize),
+}
+
+/// What every block of one image's convolution shares.
+struct Block<'a> {
+    plane: &'a crate::spatial::Plane,
+    /// Output channels × (input channels · taps), row-major.
+    kernel: &'a [f32],
+    taps: usize,
+    k: usize,
+    source: Source<'a>,
+    /// The residual input of this image, shaped like its output.
+    residual: Option<&'a [f32]>,
+    epilogue: Epilogue,
+}
+
+impl Block<'_> {
+    /// Output rows `rows` of every channel: their im2col block, its product by the kernel added
+    /// onto `out` (which holds the bias), and the epilogue.
+    fn run(&self, rows: std::ops::Range<usize>, out: ImageOut) {
+        let ow = self.plane.geometry().ow;
+        let (start, len) = (rows.start * ow, rows.len() * ow);
+        let (o, ohw, k) = (out.channels, out.positions, self.k);
+        assert!(start + len <= ohw, "block outside the image");
+        COLUMNS.with_borrow_mut(|columns| {
+            let (b, b_stride) = match self.source {
+                Source::Image(image) => (&image[start..], ohw),
+                Source::Padded(padded, per_channel) => {
+                    if columns.len() < k * len {
+                        columns.resize(k * len, 0.0);
+                    }
+                    let block = &mut columns[..k * len];
+                    for (ch, dst) in block.chunks_exact_mut(self.taps * len).enumerate() {
+                        let src = &padded[ch * per_channel..(ch + 1) * per_channel];
+                        self.plane.im2col_rows(src, rows.clone(), dst);
+                    }
+                    (&columns[..k * len], len)
+                }
+            };
+            if k > 0 {
+                assert_eq!(self.kernel.len(), o * k, "kernel size");
+                assert!(b.len() >= (k - 1) * b_stride + len, "columns size");
+                // SAFETY: `kernel` is o × k and `b` holds k rows of `len` values `b_stride`
+                // apart (both checked above); the destination is rows of `len` values, `ohw`
+                // apart, from `start`, inside the o × ohw image `out` points to, and no other
+                // block writes positions start..start + len.
+                #[allow(unsafe_code)]
+                unsafe {
+                    gemm::gemm(
+                        o,
+                        len,
+                        k,
+                        out.ptr.add(start),
+                        1,
+                        ohw as isize,
+                        true,
+                        self.kernel.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        1,
+                        b_stride as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
+        });
+        for r in 0..o {
+            // SAFETY: positions start..start + len of channel r are inside the image (checked
+            // above) and this block's alone.
+            #[allow(unsafe_code)]
+            let row = unsafe { std::slice::from_raw_parts_mut(out.ptr.add(r * ohw + start), len) };
+            if let Some(residual) = self.residual {
+                for (d, s) in row.iter_mut().zip(&residual[r * ohw + start..][..len]) {
+                    *d += *s;
+                }
+            }
+            if self.epilogue.clamps() {
+                for d in row.iter_mut() {
+                    *d = d.max(self.epilogue.low).min(self.epilogue.high);
+                }
+            }
+        }
+    }
+}
+
+impl Conv2d {
+    /// The output shape for an input of `shape` (whose pool-spec output shape is `spec_shape`).
+    fn output_shape<D: Clone + From<usize>>(&self, spec_shape: &[D]) -> TVec<D> {
+        let mut shape: TVec<D> = spec_shape.into();
+        if self.output_rank > shape.len() {
+            shape.insert(0, D::from(1));
+        } else if self.output_rank < shape.len() {
+            shape.remove(0);
+        }
+        shape
+    }
+}
+
+impl Op for Conv2d {
+    fn name(&self) -> StaticName {
+        "EdgecdConv2d".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let mut info = self.pool_spec.info();
+        info.push(format!("{:?}", self.epilogue));
+        Ok(info)
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Conv2d {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let residual = if self.epilogue.residual {
+            ensure!(inputs.len() == 4, "expected 4 inputs, got {}", inputs.len());
+            inputs.pop()
+        } else {
+            None
+        };
+        let (x, kernel, bias) = args_3!(inputs);
+        let (c, plane, mut out_shape) = plane(&self.pool_spec, x.shape())?;
+        let geo = *plane.geometry();
+        let rank = out_shape.len();
+        let o = self.pool_spec.output_channels;
+        out_shape[rank - 3] = o;
+        let out_shape = self.output_shape(&out_shape);
+        let (taps, ohw, hw) = (geo.kh * geo.kw, geo.oh * geo.ow, geo.h * geo.w);
+        let k = c * taps;
+        ensure!(kernel.len() == o * k, "kernel shape {:?}", kernel.shape());
+        ensure!(
+            bias.len() == o || bias.len() == 1,
+            "bias shape {:?}",
+            bias.shape()
+        );
+        let x = x.to_plain_array_view::<f32>()?;
+        let x = x.as_slice().context("input is not contiguous")?;
+        let kernel = kernel.to_plain_array_view::<f32>()?;
+        let kernel = kernel.as_slice().context("kernel is not contiguous")?;
+        let bias = bias.to_plain_array_view::<f32>()?;
+        let bias = bias.as_slice().context("bias is not contiguous")?;
+        let residual = match &residual {
+            Some(r) => {
+                ensure!(
+                    r.shape() == &*out_shape,
+                    "residual shape {:?}, output {out_shape:?}",
+                    r.shape()
+                );
+                Some(r.to_plain_array_view::<f32>()?)
+            }
+            None => None,
+        };
+        let residual = match &residual {
+            Some(r) => Some(r.as_slice().context("residual is not contiguous")?),
+            None => None,
+        };
+        let mut result = Tensor::zero::<f32>(&out_shape)?;
+        if ohw == 0 || o == 0 {
+            return Ok(tvec!(result.into_tvalue()));
+        }
+        let executor = current_tract_executor();
+        let pool = match &executor {
+            Executor::MultiThread(pool) => Some(&**pool),
+            _ => None,
+        };
+        let threads = pool.map_or(1, |p| p.current_num_threads());
+        // A 1×1 kernel with stride 1 and no padding reads the image as it is.
+        let direct = taps == 1 && geo.sh == 1 && geo.sw == 1 && geo.oh == geo.h && geo.ow == geo.w;
+        // Blocks of output rows whose im2col block stays in cache, at least one per thread.
+        let mut block_rows = (COLUMN_BLOCK / (k * geo.ow).max(1)).clamp(1, geo.oh);
+        if threads > 1 {
+            block_rows = block_rows.min(geo.oh.div_ceil(threads));
+        }
+        let blocks: Vec<_> = (0..geo.oh)
+            .step_by(block_rows)
+            .map(|first| first..(first + block_rows).min(geo.oh))
+            .collect();
+        let mut plain = result.try_as_plain_ram_mut()?;
+        let out = plain.as_slice_mut::<f32>()?;
+        for (n, out) in out.chunks_exact_mut(o * ohw).enumerate() {
+            for (row, values) in out.chunks_exact_mut(ohw).enumerate() {
+                values.fill(bias[if bias.len() == 1 { 0 } else { row }]);
+            }
+            let image = &x[n * c * hw..(n + 1) * c * hw];
+            let residual = residual.map(|r| &r[n * o * ohw..(n + 1) * o * ohw]);
+            PADDED.with_borrow_mut(|padded| {
+                let source = if direct {
+                    Source::Image(image)
+                } else {
+                    let per_channel = geo.scratch_len();
+                    if padded.len() < c * per_channel {
+                        padded.resize(c * per_channel, 0.0);
+                    }
+                    let padded = &mut padded[..c * per_channel];
+                    for_each_chunk(padded, per_channel, pool, |ch, dst| {
+                        plane.pad(&image[ch * hw..(ch + 1) * hw], dst)
+                    });
+                    Source::Padded(padded, per_channel)
+                };
+                let block = Block {
+                    plane: &plane,
+                    kernel,
+                    taps,
+                    k,
+                    source,
+                    residual,
+                    epilogue: self.epilogue,
+                };
+                let image_out = ImageOut {
+                    ptr: out.as_mut_ptr(),
+                    channels: o,
+                    positions: ohw,
+                };
+                match pool {
+                    Some(pool) if blocks.len() > 1 => {
+                        use rayon::prelude::*;
+                        pool.install(|| {
+                            blocks
+                                .par_iter()
+                                .for_each(|rows| block.run(rows.clone(), image_out))
+                        })
+                    }
+                    _ => blocks
+                        .iter()
+                        .for_each(|rows| block.run(rows.clone(), image_out)),
+                }
+            });
+        }
+        Ok(tvec!(result.into_tvalue()))
+    }
+}
+
+impl TypedOp for Conv2d {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let facts = self.pool_spec.output_facts(&inputs[..1])?;
+        let shape: TVec<TDim> = facts[0].shape.iter().cloned().collect();
+        Ok(tvec!(f32::fact(self.output_shape(&shape))))
+    }
+
+    as_op!();
+}
+
+/// Replaces tract's f32 group-1 convolutions, and the products tract made of 1×1 convolutions
+/// (`EinSum` `NIHW,OI->NOHW` and its batch-less forms, with a constant weight), by [`Conv2d`],
+/// then folds what follows them in ([`fuse_conv_epilogues`]). Returns how many it replaced.
+pub fn use_edgecd_conv(model: &mut TypedModel) -> TractResult<usize> {
+    if std::env::var_os("EDGECD_INFER_TRACT_OPS").is_some_and(|v| v == "1") {
+        return Ok(0);
+    }
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        if let Some(patch) = conv_patch(model, id)? {
+            patch.apply(model)?;
+            replaced += 1;
+        }
+    }
+    if replaced > 0 {
+        model.compact()?;
+        fuse_conv_epilogues(model)?;
+    }
+    Ok(replaced)
+}
+
+fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let Some(&input) = node.inputs.first() else {
+        return Ok(None);
+    };
+    let fact = model.outlet_fact(input)?;
+    let (op, kernel, bias) = if let Some(conv) = node.op_as::<Conv>() {
+        let (c, o) = (conv.input_channels(), conv.output_channels());
+        let spatial = &conv.pool_spec.kernel_shape;
+        let kernel_shape = model.outlet_fact(node.inputs[1])?.shape.as_concrete();
+        let dense = supported(&conv.pool_spec, fact)
+            && conv.q_params.is_none()
+            && conv.kernel_fmt == KernelFormat::OIHW
+            && conv.group == 1
+            && node.inputs.len() == 3
+            && spatial.len() == 2
+            && kernel_shape == Some(&[o, c, spatial[0], spatial[1]][..]);
+        if !dense {
+            return Ok(None);
+        }
+        let op = Conv2d {
+            pool_spec: conv.pool_spec.clone(),
+            epilogue: Epilogue::default(),
+            output_rank: fact.rank(),
+        };
+        (op, None, None)
+    } else if let Some(einsum) = node.op_as::<EinSum>() {
+        let Some((op, kernel)) = pointwise(model, node, einsum)? else {
+            return Ok(None);
+        };
+        let o = op.pool_spec.output_channels;
+        (
+            op,
+            Some(kernel),
+            Some(Tensor::zero::<f32>(&[o])?.into_arc_tensor()),
+        )
+    } else {
+        return Ok(None);
+    };
+    let mut patch = TypedModelPatch::default();
+    let taps = conv_inputs(&mut patch, model, node, &node.name, kernel, bias)?;
+    let out = patch.wire_node(&node.name, op, &taps)?;
+    patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+    Ok(Some(patch))
+}
+
+/// The input, kernel and bias of a new convolution in `patch`: `node`'s own, or the `kernel`
+/// and `bias` given, as constants named after `name`.
+fn conv_inputs(
+    patch: &mut TypedModelPatch,
+    model: &TypedModel,
+    node: &TypedNode,
+    name: &str,
+    kernel: Option<Arc<Tensor>>,
+    bias: Option<Arc<Tensor>>,
+) -> TractResult<TVec<OutletId>> {
+    let mut taps = tvec![patch.tap_model(model, node.inputs[0])?];
+    for (ix, (value, what)) in [(kernel, "kernel"), (bias, "bias")].into_iter().enumerate() {
+        taps.push(match value {
+            Some(v) => patch.add_const(format!("{name}.{what}"), v)?,
+            None => patch.tap_model(model, node.inputs[ix + 1])?,
+        });
+    }
+    Ok(taps)
+}
+
+/// A [`Conv2d`] and its (O, I, 1, 1) kernel for an `EinSum` that is a 1×1 convolution.
+fn pointwise(
+    model: &TypedModel,
+    node: &TypedNode,
+    einsum: &EinSum,
+) -> TractResult<Option<(Conv2d, Arc<Tensor>)>> {
+    if einsum.q_params.is_some()
+        || einsum.operating_dt != f32::datum_type()
+        || node.inputs.len() != 2
+    {
+        return Ok(None);
+    }
+    let x = model.outlet_fact(node.inputs[0])?;
+    let w = model.outlet_fact(node.inputs[1])?;
+    let (Some(x_shape), Some(weights)) = (x.shape.as_concrete(), w.konst.as_ref()) else {
+        return Ok(None);
+    };
+    if x.datum_type != f32::datum_type() || weights.datum_type() != f32::datum_type() {
+        return Ok(None);
+    }
+    let (data_format, output_rank) = match einsum.axes.to_string().as_str() {
+        "NIHW,OI->NOHW" => (DataFormat::NCHW, 4),
+        "NIHW,OI->OHW" if x_shape[0] == 1 => (DataFormat::NCHW, 3),
+        "IHW,OI->OHW" => (DataFormat::CHW, 3),
+        "IHW,OI->NOHW" => (DataFormat::CHW, 4),
+        _ => return Ok(None),
+    };
+    let rank = x_shape.len();
+    let (o, i) = match weights.shape() {
+        &[o, i] if rank >= 3 && x_shape[rank - 3] == i => (o, i),
+        _ => return Ok(None),
+    };
+    let pool_spec = PoolSpec {
+        data_format,
+        kernel_shape: tvec![1, 1],
+        padding: PaddingSpec::Valid,
+        dilations: None,
+        strides: None,
+        input_channels: i,
+        output_channels: o,
+    };
+    if !supported(&pool_spec, x) {
+        return Ok(None);
+    }
+    let kernel = weights.clone().into_tensor().into_shape(&[o, i, 1, 1])?;
+    let op = Conv2d {
+        pool_spec,
+        epilogue: Epilogue::default(),
+        output_rank,
+    };
+    Ok(Some((op, kernel.into_arc_tensor())))
+}
+
+/// Folds the elementwise operations that follow each [`Conv2d`] into it, for as long as they
+/// can be: per-channel constant `*` and `+` (into the kernel and the bias; a `*` only before a
+/// residual sum), one same-shape `+` (the residual input), then constant `max` and `min` (the
+/// clamp). Returns how many operations it folded.
+pub fn fuse_conv_epilogues(model: &mut TypedModel) -> TractResult<usize> {
+    let mut folded = 0;
+    loop {
+        let mut changed = false;
+        for id in model.eval_order()? {
+            if let Some(patch) = epilogue_patch(model, id)? {
+                patch.apply(model)?;
+                folded += 1;
+                changed = true;
+                break;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    if folded > 0 {
+        model.compact()?;
+    }
+    Ok(folded)
+}
+
+/// The values of a constant that broadcasts along the channel axis of a `rank`-D output with
+/// `o` channels (3rd from the end): one per channel.
+fn channel_values(k: &Tensor, rank: usize, o: usize) -> Option<Vec<f32>> {
+    if k.datum_type() != f32::datum_type() || k.rank() > rank {
+        return None;
+    }
+    let values = f32_values(k).ok()?;
+    if values.len() == 1 {
+        return Some(vec![values[0]; o]);
+    }
+    let channel_only = k
+        .shape()
+        .iter()
+        .rev()
+        .enumerate()
+        .all(|(axis, d)| if axis == 2 { *d == o } else { *d == 1 });
+    channel_only.then_some(values)
+}
+
+/// A f32 tensor's values, in order.
+fn f32_values(k: &Tensor) -> TractResult<Vec<f32>> {
+    Ok(k.to_plain_array_view::<f32>()?.iter().copied().collect())
+}
+
+/// The uniform f32 value of a constant.
+fn uniform(k: &Tensor) -> Option<f32> {
+    if k.datum_type() != f32::datum_type() || !k.is_uniform() {
+        return None;
+    }
+    k.as_uniform()?.cast_to_scalar::<f32>().ok()
+}
+
+fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv2d>() else {
+        return Ok(None);
+    };
+    let conv_out = OutletId::new(id, 0);
+    let Some(next) = crate::fuse::only_successor(model, node) else {
+        return Ok(None);
+    };
+    let Some(bin) = next.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    if next.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let out_fact = model.outlet_fact(conv_out)?;
+    if model.outlet_fact(OutletId::new(next.id, 0))?.shape != out_fact.shape {
+        return Ok(None);
+    }
+    let other = if next.inputs[0] == conv_out {
+        next.inputs[1]
+    } else {
+        next.inputs[0]
+    };
+    if other == conv_out {
+        return Ok(None);
+    }
+    let other_fact = model.outlet_fact(other)?;
+    let o = conv.pool_spec.output_channels;
+    let rank = out_fact.rank();
+    let mut op = conv.clone();
+    let mut kernel = None;
+    let mut bias = None;
+    let konst = other_fact.konst.as_ref();
+    let mini = &bin.0;
+    let clamped = op.epilogue.clamps();
+    if mini.is::<Max>() || mini.is::<Min>() {
+        let Some(v) = konst.and_then(|k| uniform(k)) else {
+            return Ok(None);
+        };
+        if mini.is::<Max>() {
+            op.epilogue.low = op.epilogue.low.max(v);
+        } else {
+            op.epilogue.high = op.epilogue.high.min(v);
+        }
+        // Both orders of max and min agree only while the range is not empty.
+        if op.epilogue.low > op.epilogue.high || v.is_nan() {
+            return Ok(None);
+        }
+    } else if clamped {
+        return Ok(None);
+    } else if mini.is::<Add>() {
+        match konst.and_then(|k| channel_values(k, rank, o)) {
+            Some(add) => {
+                let b = model.outlet_fact(node.inputs[2])?.konst.clone();
+                let Some(b) = b else { return Ok(None) };
+                let b = f32_values(&b)?;
+                let b: Vec<f32> = (0..o)
+                    .map(|ch| b[if b.len() == 1 { 0 } else { ch }] + add[ch])
+                    .collect();
+                bias = Some(tensor1(&b).into_arc_tensor());
+            }
+            None if !op.epilogue.residual
+                && konst.is_none()
+                && other_fact.datum_type == f32::datum_type()
+                && other_fact.shape == out_fact.shape =>
+            {
+                op.epilogue.residual = true;
+            }
+            None => return Ok(None),
+        }
+    } else if mini.is::<Mul>() && !op.epilogue.residual {
+        let Some(scale) = konst.and_then(|k| channel_values(k, rank, o)) else {
+            return Ok(None);
+        };
+        let k = model.outlet_fact(node.inputs[1])?.konst.clone();
+        let b = model.outlet_fact(node.inputs[2])?.konst.clone();
+        let (Some(k), Some(b)) = (k, b) else {
+            return Ok(None);
+        };
+        let per = k.len() / o.max(1);
+        let k_values = f32_values(&k)?;
+        let scaled: Vec<f32> = k_values
+            .iter()
+            .enumerate()
+            .map(|(ix, v)| v * scale[ix / per])
+            .collect();
+        kernel = Some(Tensor::from_shape(k.shape(), &scaled)?.into_arc_tensor());
+        let b = f32_values(&b)?;
+        let b: Vec<f32> = (0..o)
+            .map(|ch| b[if b.len() == 1 { 0 } else { ch }] * scale[ch])
+            .collect();
+        bias = Some(tensor1(&b).into_arc_tensor());
+    } else {
+        return Ok(None);
+    }
+    let mut patch = TypedModelPatch::default();
+    let mut taps = conv_inputs(&mut patch, model, node, &next.name, kernel, bias)?;
+    if conv.epilogue.residual {
+        taps.push(patch.tap_model(model, node.inputs[3])?);
+    } else if op.epilogue.residual {
+        taps.push(patch.tap_model(model, other)?);
+    }
+    let out = patch.wire_node(&node.name, op, &taps)?;
+    patch.shunt_outside(model, OutletId::new(next.id, 0), out[0])?;
+    Ok(Some(patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::tests::{close, random};
+    use tract_linalg::multithread::multithread_tract_scope;
+
+    fn conv(pool_spec: &PoolSpec) -> Conv {
+        Conv {
+            pool_spec: pool_spec.clone(),
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        }
+    }
+
+    /// [`Conv2d`] against tract's `Conv` on random kernels: batched and unbatched inputs,
+    /// padding kinds, strides, dilations, the direct 1×1 path, images split into several
+    /// im2col blocks, one and two threads.
+    #[test]
+    fn conv2d_matches_tract() {
+        let paddings = [
+            PaddingSpec::Explicit(tvec![1, 2], tvec![1, 0]),
+            PaddingSpec::SameUpper,
+            PaddingSpec::Valid,
+        ];
+        let mut cases = 0;
+        for (data_format, shape, o) in [
+            (DataFormat::NCHW, vec![2, 5, 13, 19], 7),
+            (DataFormat::CHW, vec![6, 17, 40], 3),
+            // 64 channels × 3 × 3 × 40 columns: several blocks of output rows.
+            (DataFormat::NCHW, vec![1, 64, 21, 40], 9),
+        ] {
+            let c = shape[shape.len() - 3];
+            for padding in &paddings {
+                for (k, stride, dilation) in [(3, 1, 1), (3, 2, 1), (1, 1, 1), (1, 2, 1), (5, 1, 2)]
+                {
+                    if matches!(padding, PaddingSpec::SameUpper) && stride > 1 && dilation > 1 {
+                        continue;
+                    }
+                    let pool_spec = PoolSpec {
+                        data_format,
+                        kernel_shape: tvec![k, k],
+                        padding: padding.clone(),
+                        dilations: Some(tvec![dilation, dilation]),
+                        strides: Some(tvec![stride, stride]),
+                        input_channels: c,
+                        output_channels: o,
+                    };
+                    let inputs = || {
+                        tvec![
+                            random(&shape, cases).into_tvalue(),
+                            random(&[o, c, k, k], cases + 1).into_tvalue(),
+                            random(&[o], cases + 2).into_tvalue()
+                        ]
+                    };
+                    let want = conv(&pool_spec)
+                        .eval_out_of_plan(inputs())
+                        .unwrap()
+                        .unwrap();
+                    let ours = Conv2d {
+                        pool_spec,
+                        epilogue: Epilogue::default(),
+                        output_rank: shape.len(),
+                    };
+                    let facts: TVec<TypedFact> =
+                        inputs().iter().map(|t| f32::fact(t.shape())).collect();
+                    let fact_refs: TVec<&TypedFact> = facts.iter().collect();
+                    let out_fact = ours.output_facts(&fact_refs).unwrap();
+                    for threads in [1, 2] {
+                        let what = format!(
+                            "{data_format:?} {shape:?} {padding:?} k{k} s{stride} d{dilation} t{threads}"
+                        );
+                        let got = multithread_tract_scope(crate::model::executor(threads), || {
+                            ours.eval_out_of_plan(inputs()).unwrap().unwrap()
+                        });
+                        close(&got[0], &want[0], &what);
+                        assert_eq!(
+                            out_fact[0].shape.as_concrete(),
+                            Some(got[0].shape()),
+                            "{what}"
+                        );
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases >= 40, "only {cases} cases ran");
+    }
+
+    fn wire_bin(
+        model: &mut TypedModel,
+        name: &str,
+        op: Box<dyn tract_onnx::tract_core::ops::binary::BinMiniOp>,
+        a: OutletId,
+        b: OutletId,
+    ) -> OutletId {
+        model
+            .wire_node(name, TypedBinOp(op, None), &[a, b])
+            .unwrap()[0]
+    }
+
+    /// A 3×3 and a 1×1 convolution (which tract declutters into a product), each followed by
+    /// batch norm (per-channel `*` and `+`), a residual sum and ReLU6: after the rewrite only
+    /// the two [`Conv2d`] are left, and the outputs agree with tract's.
+    #[test]
+    fn epilogues_fold_into_the_convolutions() {
+        let (c, o, h, w) = (8, 16, 12, 10);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, c, h, w])).unwrap();
+        let residual = model.add_source("r", f32::fact([1, c, h, w])).unwrap();
+        let mut wire = x;
+        for (ix, (k, out)) in [(3, o), (1, c)].into_iter().enumerate() {
+            let cin = if ix == 0 { c } else { o };
+            let pool_spec = PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![k, k],
+                padding: PaddingSpec::SameUpper,
+                dilations: None,
+                strides: None,
+                input_channels: cin,
+                output_channels: out,
+            };
+            let seed = 10 * ix as u64;
+            let kernel = model
+                .add_const(format!("k{ix}"), random(&[out, cin, k, k], seed))
+                .unwrap();
+            let bias = model
+                .add_const(format!("b{ix}"), random(&[out], seed + 1))
+                .unwrap();
+            wire = model
+                .wire_node(format!("conv{ix}"), conv(&pool_spec), &[wire, kernel, bias])
+                .unwrap()[0];
+            let scale = model
+                .add_const(format!("s{ix}"), random(&[1, out, 1, 1], seed + 2))
+                .unwrap();
+            let shift = model
+                .add_const(format!("t{ix}"), random(&[1, out, 1, 1], seed + 3))
+                .unwrap();
+            wire = wire_bin(&mut model, &format!("mul{ix}"), Box::new(Mul), wire, scale);
+            wire = wire_bin(&mut model, &format!("add{ix}"), Box::new(Add), shift, wire);
+            if ix == 1 {
+                wire = wire_bin(&mut model, "residual", Box::new(Add), wire, residual);
+            }
+            let zero = model
+                .add_const(format!("zero{ix}"), tensor4(&[[[[0f32]]]]))
+                .unwrap();
+            let six = model
+                .add_const(format!("six{ix}"), tensor4(&[[[[6f32]]]]))
+                .unwrap();
+            wire = wire_bin(&mut model, &format!("max{ix}"), Box::new(Max), wire, zero);
+            wire = wire_bin(&mut model, &format!("min{ix}"), Box::new(Min), wire, six);
+        }
+        model.select_output_outlets(&[wire]).unwrap();
+        let decluttered = model.into_decluttered().unwrap();
+        let mut ours = decluttered.clone();
+        assert_eq!(use_edgecd_conv(&mut ours).unwrap(), 2);
+        let ops: Vec<String> = ours
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .filter(|n| n != "Source" && n != "Const")
+            .collect();
+        assert_eq!(ops, ["EdgecdConv2d", "EdgecdConv2d"], "{ours}");
+        let inputs = tvec![
+            random(&[1, c, h, w], 100).into_tvalue(),
+            random(&[1, c, h, w], 101).into_tvalue()
+        ];
+        let run = |m: TypedModel| {
+            m.into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap()
+                .run(inputs.clone())
+                .unwrap()
+        };
+        let want = run(decluttered);
+        for threads in [1, 2] {
+            let got =
+                multithread_tract_scope(crate::model::executor(threads), || run(ours.clone()));
+            close(&got[0], &want[0], &format!("epilogues, {threads} threads"));
+        }
+    }
+}
