@@ -9,13 +9,14 @@
 //! cache) times the kernel, by `gemm`.
 //!
 //! What follows a convolution is folded into it when it can be ([`fuse_conv_epilogues`]):
-//! per-channel constant products and sums (batch norm, bias) go into the kernel and the bias,
-//! a same-shape sum (a residual connection) becomes a fourth input added in place, and constant
-//! `max`/`min` (ReLU, ReLU6) a clamp; all applied to each block just after it is computed.
+//! per-channel constant products and sums (batch norm, bias) go into the kernel and the bias
+//! (of depthwise convolutions too), a same-shape sum (a residual connection) becomes a fourth
+//! input added in place, and constant `max`/`min` (ReLU, ReLU6) a clamp; all applied to each
+//! block just after it is computed.
 //!
 //! Only f32, NCHW (or CHW), 2-D, non-quantized, group-1 convolutions are replaced.
 
-use crate::ops::{plane, supported};
+use crate::ops::{DepthwiseConv2d, plane, supported};
 use std::cell::RefCell;
 use tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::prelude::*;
@@ -61,7 +62,7 @@ impl Epilogue {
 
 /// Dense 2-D convolution (group 1), inputs `[x (N,C,H,W), kernel (O,C,kh,kw), bias (O or 1)]`
 /// and, with `epilogue.residual`, `residual` (the output's shape): per image, the im2col matrix
-/// times the kernel (by `gemm`, added onto the bias), then the [`Epilogue`]. A 1×1, stride-1,
+/// times the kernel (by `gemm`), plus the bias, then the [`Epilogue`]. A 1×1, stride-1,
 /// unpadded kernel reads the image as it is. `output_rank` is the pool spec's output rank, or
 /// that rank ± a leading batch axis of 1 (how tract writes a 1×1 convolution as a product).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,6 +76,10 @@ pub struct Conv2d {
 /// its writing and the matrix product (a whole image's matrix was 50 MB for a PP-OCR det
 /// layer, and twice as slow).
 const COLUMN_BLOCK: usize = 64 * 1024;
+
+/// Multiply-adds below which a dense convolution runs on one thread. On the PP-OCR classifier,
+/// whose layers are all small, two threads were twice as slow as one without this.
+const PARALLEL_MIN_MACS: usize = 1 << 21;
 
 thread_local! {
     /// The padded input planes of the dense convolution this thread last ran, and the im2col
@@ -136,6 +141,8 @@ struct Block<'a> {
     plane: &'a crate::spatial::Plane,
     /// Output channels × (input channels · taps), row-major.
     kernel: &'a [f32],
+    /// One value per output channel, or one for all.
+    bias: &'a [f32],
     taps: usize,
     k: usize,
     source: Source<'a>,
@@ -145,8 +152,8 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
-    /// Output rows `rows` of every channel: their im2col block, its product by the kernel added
-    /// onto `out` (which holds the bias), and the epilogue.
+    /// Output rows `rows` of every channel: their im2col block, its product by the kernel into
+    /// `out`, then the bias and the epilogue, in one pass while the block is in cache.
     fn run(&self, rows: std::ops::Range<usize>, out: ImageOut) {
         let ow = self.plane.geometry().ow;
         let (start, len) = (rows.start * ow, rows.len() * ow);
@@ -183,7 +190,7 @@ impl Block<'_> {
                         out.ptr.add(start),
                         1,
                         ohw as isize,
-                        true,
+                        false,
                         self.kernel.as_ptr(),
                         1,
                         k as isize,
@@ -200,20 +207,30 @@ impl Block<'_> {
                 }
             }
         });
+        let (low, high) = (self.epilogue.low, self.epilogue.high);
         for r in 0..o {
             // SAFETY: positions start..start + len of channel r are inside the image (checked
-            // above) and this block's alone.
+            // above) and this block's alone; the product wrote them all (k > 0), or they are
+            // filled here first.
             #[allow(unsafe_code)]
             let row = unsafe { std::slice::from_raw_parts_mut(out.ptr.add(r * ohw + start), len) };
-            if let Some(residual) = self.residual {
-                for (d, s) in row.iter_mut().zip(&residual[r * ohw + start..][..len]) {
-                    *d += *s;
-                }
+            if k == 0 {
+                row.fill(0.0);
             }
-            if self.epilogue.clamps() {
-                for d in row.iter_mut() {
-                    *d = d.max(self.epilogue.low).min(self.epilogue.high);
+            let bias = self.bias[if self.bias.len() == 1 { 0 } else { r }];
+            match self.residual {
+                Some(residual) => {
+                    let residual = &residual[r * ohw + start..][..len];
+                    for (d, s) in row.iter_mut().zip(residual) {
+                        *d = (*d + bias + *s).max(low).min(high);
+                    }
                 }
+                None if self.epilogue.clamps() => {
+                    for d in row.iter_mut() {
+                        *d = (*d + bias).max(low).min(high);
+                    }
+                }
+                None => row.iter_mut().for_each(|d| *d += bias),
             }
         }
     }
@@ -292,33 +309,39 @@ impl EvalOp for Conv2d {
             Some(r) => Some(r.as_slice().context("residual is not contiguous")?),
             None => None,
         };
-        let mut result = Tensor::zero::<f32>(&out_shape)?;
         if ohw == 0 || o == 0 {
-            return Ok(tvec!(result.into_tvalue()));
+            return Ok(tvec!(Tensor::zero::<f32>(&out_shape)?.into_tvalue()));
         }
         let executor = current_tract_executor();
         let pool = match &executor {
             Executor::MultiThread(pool) => Some(&**pool),
             _ => None,
         };
+        // Small layers stay on this thread: waking another costs more than it saves.
+        let pool = pool.filter(|_| o * k * ohw >= PARALLEL_MIN_MACS);
         let threads = pool.map_or(1, |p| p.current_num_threads());
         // A 1×1 kernel with stride 1 and no padding reads the image as it is.
         let direct = taps == 1 && geo.sh == 1 && geo.sw == 1 && geo.oh == geo.h && geo.ow == geo.w;
-        // Blocks of output rows whose im2col block stays in cache, at least one per thread.
-        let mut block_rows = (COLUMN_BLOCK / (k * geo.ow).max(1)).clamp(1, geo.oh);
-        if threads > 1 {
-            block_rows = block_rows.min(geo.oh.div_ceil(threads));
-        }
+        // Blocks of output rows whose im2col block stays in cache, as even as can be, and a
+        // multiple of the thread count so that no thread waits for another's last block.
+        let most_rows = (COLUMN_BLOCK / (k * geo.ow).max(1)).clamp(1, geo.oh);
+        let count = geo
+            .oh
+            .div_ceil(most_rows)
+            .next_multiple_of(threads)
+            .min(geo.oh);
+        let block_rows = geo.oh.div_ceil(count);
         let blocks: Vec<_> = (0..geo.oh)
             .step_by(block_rows)
             .map(|first| first..(first + block_rows).min(geo.oh))
             .collect();
+        // SAFETY: every value is written before it is read: the blocks below cover every
+        // position of every channel of every image, and each writes all of its own.
+        #[allow(unsafe_code)]
+        let mut result = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         let mut plain = result.try_as_plain_ram_mut()?;
         let out = plain.as_slice_mut::<f32>()?;
         for (n, out) in out.chunks_exact_mut(o * ohw).enumerate() {
-            for (row, values) in out.chunks_exact_mut(ohw).enumerate() {
-                values.fill(bias[if bias.len() == 1 { 0 } else { row }]);
-            }
             let image = &x[n * c * hw..(n + 1) * c * hw];
             let residual = residual.map(|r| &r[n * o * ohw..(n + 1) * o * ohw]);
             PADDED.with_borrow_mut(|padded| {
@@ -338,6 +361,7 @@ impl EvalOp for Conv2d {
                 let block = Block {
                     plane: &plane,
                     kernel,
+                    bias,
                     taps,
                     k,
                     source,
@@ -394,8 +418,8 @@ pub fn use_edgecd_conv(model: &mut TypedModel) -> TractResult<usize> {
     }
     if replaced > 0 {
         model.compact()?;
-        fuse_conv_epilogues(model)?;
     }
+    fuse_conv_epilogues(model)?;
     Ok(replaced)
 }
 
@@ -521,7 +545,8 @@ fn pointwise(
 /// Folds the elementwise operations that follow each [`Conv2d`] into it, for as long as they
 /// can be: per-channel constant `*` and `+` (into the kernel and the bias; a `*` only before a
 /// residual sum), one same-shape `+` (the residual input), then constant `max` and `min` (the
-/// clamp). Returns how many operations it folded.
+/// clamp). A [`DepthwiseConv2d`] takes the per-channel `*` and `+` (a batch norm). Returns how
+/// many operations it folded.
 pub fn fuse_conv_epilogues(model: &mut TypedModel) -> TractResult<usize> {
     let mut folded = 0;
     loop {
@@ -578,7 +603,12 @@ fn uniform(k: &Tensor) -> Option<f32> {
 
 fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
     let node = model.node(id);
-    let Some(conv) = node.op_as::<Conv2d>() else {
+    // A depthwise convolution takes the per-channel products and sums only.
+    let (o, conv) = if let Some(conv) = node.op_as::<Conv2d>() {
+        (conv.pool_spec.output_channels, Some(conv))
+    } else if let Some(depthwise) = node.op_as::<DepthwiseConv2d>() {
+        (depthwise.pool_spec.output_channels, None)
+    } else {
         return Ok(None);
     };
     let conv_out = OutletId::new(id, 0);
@@ -604,25 +634,24 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
         return Ok(None);
     }
     let other_fact = model.outlet_fact(other)?;
-    let o = conv.pool_spec.output_channels;
     let rank = out_fact.rank();
-    let mut op = conv.clone();
+    let mut epilogue = conv.map(|c| c.epilogue).unwrap_or_default();
     let mut kernel = None;
     let mut bias = None;
     let konst = other_fact.konst.as_ref();
     let mini = &bin.0;
-    let clamped = op.epilogue.clamps();
-    if mini.is::<Max>() || mini.is::<Min>() {
+    let clamped = epilogue.clamps();
+    if (mini.is::<Max>() || mini.is::<Min>()) && conv.is_some() {
         let Some(v) = konst.and_then(|k| uniform(k)) else {
             return Ok(None);
         };
         if mini.is::<Max>() {
-            op.epilogue.low = op.epilogue.low.max(v);
+            epilogue.low = epilogue.low.max(v);
         } else {
-            op.epilogue.high = op.epilogue.high.min(v);
+            epilogue.high = epilogue.high.min(v);
         }
         // Both orders of max and min agree only while the range is not empty.
-        if op.epilogue.low > op.epilogue.high || v.is_nan() {
+        if epilogue.low > epilogue.high || v.is_nan() {
             return Ok(None);
         }
     } else if clamped {
@@ -638,16 +667,17 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
                     .collect();
                 bias = Some(tensor1(&b).into_arc_tensor());
             }
-            None if !op.epilogue.residual
+            None if !epilogue.residual
+                && conv.is_some()
                 && konst.is_none()
                 && other_fact.datum_type == f32::datum_type()
                 && other_fact.shape == out_fact.shape =>
             {
-                op.epilogue.residual = true;
+                epilogue.residual = true;
             }
             None => return Ok(None),
         }
-    } else if mini.is::<Mul>() && !op.epilogue.residual {
+    } else if mini.is::<Mul>() && !epilogue.residual {
         let Some(scale) = konst.and_then(|k| channel_values(k, rank, o)) else {
             return Ok(None);
         };
@@ -674,11 +704,20 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
     }
     let mut patch = TypedModelPatch::default();
     let mut taps = conv_inputs(&mut patch, model, node, &next.name, kernel, bias)?;
-    if conv.epilogue.residual {
-        taps.push(patch.tap_model(model, node.inputs[3])?);
-    } else if op.epilogue.residual {
-        taps.push(patch.tap_model(model, other)?);
-    }
+    let op: Box<dyn TypedOp> = match conv {
+        Some(conv) => {
+            if conv.epilogue.residual {
+                taps.push(patch.tap_model(model, node.inputs[3])?);
+            } else if epilogue.residual {
+                taps.push(patch.tap_model(model, other)?);
+            }
+            Box::new(Conv2d {
+                epilogue,
+                ..conv.clone()
+            })
+        }
+        None => node.op.clone(),
+    };
     let out = patch.wire_node(&node.name, op, &taps)?;
     patch.shunt_outside(model, OutletId::new(next.id, 0), out[0])?;
     Ok(Some(patch))
@@ -785,16 +824,39 @@ mod tests {
             .unwrap()[0]
     }
 
-    /// A 3×3 and a 1×1 convolution (which tract declutters into a product), each followed by
-    /// batch norm (per-channel `*` and `+`), a residual sum and ReLU6: after the rewrite only
-    /// the two [`Conv2d`] are left, and the outputs agree with tract's.
+    /// A depthwise convolution and a batch norm, then a 3×3 and a 1×1 convolution (which tract
+    /// declutters into a product), each followed by batch norm (per-channel `*` and `+`), a
+    /// residual sum and ReLU6: after the rewrites only the three convolutions are left, and the
+    /// outputs agree with tract's.
     #[test]
     fn epilogues_fold_into_the_convolutions() {
         let (c, o, h, w) = (8, 16, 12, 10);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, c, h, w])).unwrap();
         let residual = model.add_source("r", f32::fact([1, c, h, w])).unwrap();
-        let mut wire = x;
+        // A depthwise convolution and a batch norm first.
+        let dw_spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![3, 3],
+            padding: PaddingSpec::SameUpper,
+            dilations: None,
+            strides: None,
+            input_channels: c,
+            output_channels: c,
+        };
+        let dw_kernel = model.add_const("dk", random(&[c, 1, 3, 3], 50)).unwrap();
+        let dw_bias = model.add_const("db", random(&[c], 51)).unwrap();
+        let depthwise = Conv {
+            group: c,
+            ..conv(&dw_spec)
+        };
+        let mut wire = model
+            .wire_node("depthwise", depthwise, &[x, dw_kernel, dw_bias])
+            .unwrap()[0];
+        let scale = model.add_const("ds", random(&[1, c, 1, 1], 52)).unwrap();
+        let shift = model.add_const("dt", random(&[1, c, 1, 1], 53)).unwrap();
+        wire = wire_bin(&mut model, "dmul", Box::new(Mul), wire, scale);
+        wire = wire_bin(&mut model, "dadd", Box::new(Add), wire, shift);
         for (ix, (k, out)) in [(3, o), (1, c)].into_iter().enumerate() {
             let cin = if ix == 0 { c } else { o };
             let pool_spec = PoolSpec {
@@ -838,15 +900,26 @@ mod tests {
         }
         model.select_output_outlets(&[wire]).unwrap();
         let decluttered = model.into_decluttered().unwrap();
+        let ops = |m: &TypedModel| -> Vec<String> {
+            m.nodes()
+                .iter()
+                .map(|n| n.op.name().to_string())
+                .filter(|n| n != "Source" && n != "Const")
+                .collect()
+        };
         let mut ours = decluttered.clone();
+        assert_eq!(crate::ops::use_edgecd_window_ops(&mut ours).unwrap(), 1);
+        assert_eq!(
+            ops(&ours)[..3],
+            ["EdgecdDepthwiseConv2d", "Mul", "Add"],
+            "{ours}"
+        );
         assert_eq!(use_edgecd_conv(&mut ours).unwrap(), 2);
-        let ops: Vec<String> = ours
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .filter(|n| n != "Source" && n != "Const")
-            .collect();
-        assert_eq!(ops, ["EdgecdConv2d", "EdgecdConv2d"], "{ours}");
+        assert_eq!(
+            ops(&ours),
+            ["EdgecdDepthwiseConv2d", "EdgecdConv2d", "EdgecdConv2d"],
+            "{ours}"
+        );
         let inputs = tvec![
             random(&[1, c, h, w], 100).into_tvalue(),
             random(&[1, c, h, w], 101).into_tvalue()

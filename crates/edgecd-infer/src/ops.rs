@@ -70,6 +70,10 @@ pub(crate) fn plane(
     Ok((c, Plane::new(geo), out_shape))
 }
 
+/// Window taps (output values × kernel size) below which a plane operation runs on one
+/// thread: waking another costs more than it saves.
+const PARALLEL_MIN_TAPS: usize = 1 << 18;
+
 /// Evaluates a plane operation on `x`: allocates the output (`out_shape`) and runs
 /// `f(plane index, input plane, scratch, output plane)` for each channel plane, on tract's
 /// current thread pool when there is one.
@@ -91,7 +95,9 @@ fn map_planes(
             f(ix, &x[ix * in_len..(ix + 1) * in_len], scratch, o)
         };
         match current_tract_executor() {
-            Executor::MultiThread(pool) if out.len() > out_len => {
+            Executor::MultiThread(pool)
+                if out.len() > out_len && out.len() * geo.kh * geo.kw >= PARALLEL_MIN_TAPS =>
+            {
                 use rayon::prelude::*;
                 pool.install(|| {
                     out.par_chunks_mut(out_len).enumerate().for_each_init(
@@ -314,6 +320,8 @@ pub(crate) mod tests {
         for (data_format, shape) in [
             (DataFormat::NCHW, vec![2, 5, 13, 19]),
             (DataFormat::CHW, vec![6, 17, 40]),
+            // Large enough to be spread over threads (PARALLEL_MIN_TAPS).
+            (DataFormat::NCHW, vec![1, 48, 48, 48]),
         ] {
             let c = shape[shape.len() - 3];
             for padding in &paddings {

@@ -103,30 +103,51 @@ fn pad_and_split(geo: &Geometry, input: &[f32], fill: f32, scratch: &mut [f32]) 
             dst[last..].fill(fill);
             continue;
         }
-        // `line` keeps `fill` outside first..last. A phase can be one slot shorter than the
-        // widest, so the row is filled before the phases are copied in.
-        dst.fill(fill);
+        // `line` keeps `fill` outside first..last.
         line[first..last].copy_from_slice(row);
         if sw == 2 {
             let (even, odd) = dst.split_at_mut(pw);
-            for ((e, o), pair) in even
-                .iter_mut()
-                .zip(odd.iter_mut())
-                .zip(line.chunks_exact(2))
-            {
-                *e = pair[0];
-                *o = pair[1];
-            }
+            split_pairs(&line[..padded_w], even, odd);
             if padded_w % 2 == 1 {
-                even[pw - 1] = line[padded_w - 1];
+                // The odd phase is one slot shorter than the even one.
+                odd[pw - 1] = fill;
             }
         } else {
+            // A phase can be one slot shorter than the widest, so the row is filled first.
+            dst.fill(fill);
             for (p, phase) in dst.chunks_exact_mut(pw).enumerate() {
                 for (d, s) in phase.iter_mut().zip(line.iter().skip(p).step_by(sw)) {
                     *d = *s;
                 }
             }
         }
+    }
+}
+
+/// Splits `line` into its even-indexed values (`even`, `⌈len / 2⌉` of them) and its
+/// odd-indexed ones (`odd`, `⌊len / 2⌋`): the column phases of a stride-2 window.
+fn split_pairs(line: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2, checked just above; the function is safe Rust otherwise.
+        #[allow(unsafe_code)]
+        unsafe {
+            x86::split_pairs(line, even, odd)
+        };
+        return;
+    }
+    split_pairs_generic(line, even, odd, 0)
+}
+
+/// [`split_pairs`] from pair `from` on, one pair at a time.
+fn split_pairs_generic(line: &[f32], even: &mut [f32], odd: &mut [f32], from: usize) {
+    let pairs = line.len() / 2;
+    for i in from..pairs {
+        even[i] = line[2 * i];
+        odd[i] = line[2 * i + 1];
+    }
+    if line.len() % 2 == 1 {
+        even[pairs] = line[line.len() - 1];
     }
 }
 
@@ -226,6 +247,29 @@ mod x86 {
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
         let n = out.len();
         out.copy_from_slice(&lanes[..n]);
+    }
+
+    /// [`super::split_pairs`], eight pairs at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn split_pairs(line: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        let pairs = line.len() / 2;
+        let mut i = 0;
+        while i + 8 <= pairs {
+            let (a, b) = (load(line, 2 * i), load(line, 2 * i + 8));
+            // Per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit quarters reordered.
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+            let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+            let (e_out, o_out) = (&mut even[i..i + 8], &mut odd[i..i + 8]);
+            // SAFETY: both slices hold exactly 8 floats; AVX as in `load`.
+            unsafe {
+                _mm256_storeu_ps(e_out.as_mut_ptr(), e);
+                _mm256_storeu_ps(o_out.as_mut_ptr(), o);
+            }
+            i += 8;
+        }
+        super::split_pairs_generic(line, even, odd, i)
     }
 
     /// Depthwise convolution with a KH × KW kernel of one padded, phase-split plane, 16
@@ -590,6 +634,21 @@ mod tests {
             pad_and_split(&geo, &input, f32::MIN, &mut scratch);
             max_pool_generic(&plane, &scratch, &mut portable);
             assert_eq!(portable, naive(&geo, &input, None, 0.0), "k={k} s={s}");
+        }
+    }
+
+    #[test]
+    fn split_pairs_matches_the_portable_loop() {
+        for len in [0, 1, 2, 15, 16, 17, 31, 32, 33, 111, 224] {
+            let line = values(len, len as u32);
+            let (mut even, mut odd) = (vec![0.0; len.div_ceil(2)], vec![0.0; len / 2]);
+            split_pairs(&line, &mut even, &mut odd);
+            let want_even: Vec<f32> = line.iter().step_by(2).copied().collect();
+            let want_odd: Vec<f32> = line.iter().skip(1).step_by(2).copied().collect();
+            assert_eq!((&even, &odd), (&want_even, &want_odd), "len {len}");
+            let (mut e2, mut o2) = (vec![0.0; len.div_ceil(2)], vec![0.0; len / 2]);
+            split_pairs_generic(&line, &mut e2, &mut o2, 0);
+            assert_eq!((&e2, &o2), (&want_even, &want_odd), "portable, len {len}");
         }
     }
 
