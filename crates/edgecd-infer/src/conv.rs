@@ -16,9 +16,8 @@
 //!
 //! Only f32, NCHW (or CHW), 2-D, non-quantized, group-1 convolutions are replaced.
 
-use crate::ops::{DepthwiseConv2d, plane, supported};
+use crate::ops::{DepthwiseConv2d, plane, pool_for, supported};
 use std::cell::RefCell;
-use tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -294,31 +293,26 @@ impl EvalOp for Conv2d {
         let kernel = kernel.as_slice().context("kernel is not contiguous")?;
         let bias = bias.to_plain_array_view::<f32>()?;
         let bias = bias.as_slice().context("bias is not contiguous")?;
-        let residual = match &residual {
-            Some(r) => {
-                ensure!(
-                    r.shape() == &*out_shape,
-                    "residual shape {:?}, output {out_shape:?}",
-                    r.shape()
-                );
-                Some(r.to_plain_array_view::<f32>()?)
-            }
-            None => None,
-        };
-        let residual = match &residual {
-            Some(r) => Some(r.as_slice().context("residual is not contiguous")?),
-            None => None,
-        };
+        if let Some(r) = &residual {
+            ensure!(
+                r.shape() == &*out_shape,
+                "residual shape {:?}, output {out_shape:?}",
+                r.shape()
+            );
+        }
+        let residual = residual
+            .as_ref()
+            .map(|r| r.to_plain_array_view::<f32>())
+            .transpose()?;
+        let residual = residual
+            .as_ref()
+            .map(|r| r.as_slice().context("residual is not contiguous"))
+            .transpose()?;
         if ohw == 0 || o == 0 {
             return Ok(tvec!(Tensor::zero::<f32>(&out_shape)?.into_tvalue()));
         }
-        let executor = current_tract_executor();
-        let pool = match &executor {
-            Executor::MultiThread(pool) => Some(&**pool),
-            _ => None,
-        };
-        // Small layers stay on this thread: waking another costs more than it saves.
-        let pool = pool.filter(|_| o * k * ohw >= PARALLEL_MIN_MACS);
+        let pool = pool_for(o * k * ohw, PARALLEL_MIN_MACS);
+        let pool = pool.as_deref();
         let threads = pool.map_or(1, |p| p.current_num_threads());
         // A 1×1 kernel with stride 1 and no padding reads the image as it is.
         let direct = taps == 1 && geo.sh == 1 && geo.sw == 1 && geo.oh == geo.h && geo.ow == geo.w;
@@ -406,7 +400,7 @@ impl TypedOp for Conv2d {
 /// (`EinSum` `NIHW,OI->NOHW` and its batch-less forms, with a constant weight), by [`Conv2d`],
 /// then folds what follows them in ([`fuse_conv_epilogues`]). Returns how many it replaced.
 pub fn use_edgecd_conv(model: &mut TypedModel) -> TractResult<usize> {
-    if std::env::var_os("EDGECD_INFER_TRACT_OPS").is_some_and(|v| v == "1") {
+    if crate::ops::tract_ops_only() {
         return Ok(0);
     }
     let mut replaced = 0;
@@ -593,12 +587,17 @@ fn f32_values(k: &Tensor) -> TractResult<Vec<f32>> {
     Ok(k.to_plain_array_view::<f32>()?.iter().copied().collect())
 }
 
-/// The uniform f32 value of a constant.
-fn uniform(k: &Tensor) -> Option<f32> {
-    if k.datum_type() != f32::datum_type() || !k.is_uniform() {
-        return None;
-    }
-    k.as_uniform()?.cast_to_scalar::<f32>().ok()
+/// The bias constant of `conv` (a convolution node), one value per output channel.
+fn channel_bias(model: &TypedModel, conv: &TypedNode, o: usize) -> TractResult<Option<Vec<f32>>> {
+    let Some(b) = model.outlet_fact(conv.inputs[2])?.konst.as_ref() else {
+        return Ok(None);
+    };
+    let b = f32_values(b)?;
+    Ok(Some(
+        (0..o)
+            .map(|ch| b[if b.len() == 1 { 0 } else { ch }])
+            .collect(),
+    ))
 }
 
 fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
@@ -642,7 +641,7 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
     let mini = &bin.0;
     let clamped = epilogue.clamps();
     if (mini.is::<Max>() || mini.is::<Min>()) && conv.is_some() {
-        let Some(v) = konst.and_then(|k| uniform(k)) else {
+        let Some(v) = konst.and_then(|k| crate::fuse::uniform_f32(k)) else {
             return Ok(None);
         };
         if mini.is::<Max>() {
@@ -659,12 +658,10 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
     } else if mini.is::<Add>() {
         match konst.and_then(|k| channel_values(k, rank, o)) {
             Some(add) => {
-                let b = model.outlet_fact(node.inputs[2])?.konst.clone();
-                let Some(b) = b else { return Ok(None) };
-                let b = f32_values(&b)?;
-                let b: Vec<f32> = (0..o)
-                    .map(|ch| b[if b.len() == 1 { 0 } else { ch }] + add[ch])
-                    .collect();
+                let Some(b) = channel_bias(model, node, o)? else {
+                    return Ok(None);
+                };
+                let b: Vec<f32> = b.iter().zip(&add).map(|(b, a)| b + a).collect();
                 bias = Some(tensor1(&b).into_arc_tensor());
             }
             None if !epilogue.residual
@@ -682,8 +679,7 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
             return Ok(None);
         };
         let k = model.outlet_fact(node.inputs[1])?.konst.clone();
-        let b = model.outlet_fact(node.inputs[2])?.konst.clone();
-        let (Some(k), Some(b)) = (k, b) else {
+        let (Some(k), Some(b)) = (k, channel_bias(model, node, o)?) else {
             return Ok(None);
         };
         let per = k.len() / o.max(1);
@@ -694,10 +690,7 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
             .map(|(ix, v)| v * scale[ix / per])
             .collect();
         kernel = Some(Tensor::from_shape(k.shape(), &scaled)?.into_arc_tensor());
-        let b = f32_values(&b)?;
-        let b: Vec<f32> = (0..o)
-            .map(|ch| b[if b.len() == 1 { 0 } else { ch }] * scale[ch])
-            .collect();
+        let b: Vec<f32> = b.iter().zip(&scale).map(|(b, s)| b * s).collect();
         bias = Some(tensor1(&b).into_arc_tensor());
     } else {
         return Ok(None);
@@ -726,7 +719,7 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::{close, random};
+    use crate::ops::tests::{close, random, square_spec};
     use tract_linalg::multithread::multithread_tract_scope;
 
     fn conv(pool_spec: &PoolSpec) -> Conv {
@@ -762,15 +755,8 @@ mod tests {
                     if matches!(padding, PaddingSpec::SameUpper) && stride > 1 && dilation > 1 {
                         continue;
                     }
-                    let pool_spec = PoolSpec {
-                        data_format,
-                        kernel_shape: tvec![k, k],
-                        padding: padding.clone(),
-                        dilations: Some(tvec![dilation, dilation]),
-                        strides: Some(tvec![stride, stride]),
-                        input_channels: c,
-                        output_channels: o,
-                    };
+                    let pool_spec =
+                        square_spec(data_format, padding, (k, stride, dilation), (c, o));
                     let inputs = || {
                         tvec![
                             random(&shape, cases).into_tvalue(),

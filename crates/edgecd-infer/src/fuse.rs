@@ -49,12 +49,16 @@ fn bin_with_const<K: BinMiniOp>(
     };
     sides.iter().find_map(|&(c, other)| {
         let k = model.outlet_fact(node.inputs[c]).ok()?.konst.as_ref()?;
-        if k.datum_type() != f32::datum_type() || !k.is_uniform() {
-            return None;
-        }
-        let v = k.as_uniform()?.cast_to_scalar::<f32>().ok()?;
-        Some((node.inputs[other], v))
+        Some((node.inputs[other], uniform_f32(k)?))
     })
+}
+
+/// The value of an f32 constant whose values are all the same.
+pub(crate) fn uniform_f32(k: &Tensor) -> Option<f32> {
+    if k.datum_type() != f32::datum_type() || !k.is_uniform() {
+        return None;
+    }
+    k.as_uniform()?.cast_to_scalar::<f32>().ok()
 }
 
 /// The single reader of `node`'s only output, when it has exactly one and is not a model output.

@@ -74,6 +74,21 @@ pub(crate) fn plane(
 /// thread: waking another costs more than it saves.
 const PARALLEL_MIN_TAPS: usize = 1 << 18;
 
+/// Whether `EDGECD_INFER_TRACT_OPS=1` asks for tract's own operators everywhere (to compare, or
+/// to rule edgecd's out).
+pub(crate) fn tract_ops_only() -> bool {
+    std::env::var_os("EDGECD_INFER_TRACT_OPS").is_some_and(|v| v == "1")
+}
+
+/// Tract's current thread pool, when the request has one and `work` reaches `min_work` (below
+/// that, waking another thread costs more than it saves).
+pub(crate) fn pool_for(work: usize, min_work: usize) -> Option<Arc<rayon::ThreadPool>> {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if work >= min_work => Some(pool),
+        _ => None,
+    }
+}
+
 /// Evaluates a plane operation on `x`: allocates the output (`out_shape`) and runs
 /// `f(plane index, input plane, scratch, output plane)` for each channel plane, on tract's
 /// current thread pool when there is one.
@@ -94,10 +109,8 @@ fn map_planes(
         let one = |ix: usize, o: &mut [f32], scratch: &mut [f32]| {
             f(ix, &x[ix * in_len..(ix + 1) * in_len], scratch, o)
         };
-        match current_tract_executor() {
-            Executor::MultiThread(pool)
-                if out.len() > out_len && out.len() * geo.kh * geo.kw >= PARALLEL_MIN_TAPS =>
-            {
+        match pool_for(out.len() * geo.kh * geo.kw, PARALLEL_MIN_TAPS) {
+            Some(pool) if out.len() > out_len => {
                 use rayon::prelude::*;
                 pool.install(|| {
                     out.par_chunks_mut(out_len).enumerate().for_each_init(
@@ -223,8 +236,7 @@ pub(crate) fn supported(spec: &PoolSpec, input: &TypedFact) -> bool {
 /// Replaces tract's f32 NCHW/CHW depthwise convolutions and max pools by [`DepthwiseConv2d`]
 /// and [`MaxPool2d`]. Returns how many nodes it replaced.
 pub fn use_edgecd_window_ops(model: &mut TypedModel) -> TractResult<usize> {
-    // `EDGECD_INFER_TRACT_OPS=1` keeps tract's own operators (to compare, or to rule ours out).
-    if std::env::var_os("EDGECD_INFER_TRACT_OPS").is_some_and(|v| v == "1") {
+    if tract_ops_only() {
         return Ok(0);
     }
     let mut replaced = 0;
@@ -297,6 +309,24 @@ pub(crate) mod tests {
         Tensor::from_shape(shape, &v).unwrap()
     }
 
+    /// A k × k window with the same stride and dilation on both axes, c channels in, o out.
+    pub(crate) fn square_spec(
+        data_format: DataFormat,
+        padding: &PaddingSpec,
+        (k, stride, dilation): (usize, usize, usize),
+        (c, o): (usize, usize),
+    ) -> PoolSpec {
+        PoolSpec {
+            data_format,
+            kernel_shape: tvec![k, k],
+            padding: padding.clone(),
+            dilations: Some(tvec![dilation, dilation]),
+            strides: Some(tvec![stride, stride]),
+            input_channels: c,
+            output_channels: o,
+        }
+    }
+
     pub(crate) fn close(a: &Tensor, b: &Tensor, what: &str) {
         assert_eq!(a.shape(), b.shape(), "{what}: shape");
         let a = a.to_plain_array_view::<f32>().unwrap();
@@ -336,15 +366,8 @@ pub(crate) mod tests {
                     if matches!(padding, PaddingSpec::SameUpper) && stride > 1 && dilation > 1 {
                         continue;
                     }
-                    let pool_spec = PoolSpec {
-                        data_format,
-                        kernel_shape: tvec![k, k],
-                        padding: padding.clone(),
-                        dilations: Some(tvec![dilation, dilation]),
-                        strides: Some(tvec![stride, stride]),
-                        input_channels: c,
-                        output_channels: c,
-                    };
+                    let pool_spec =
+                        square_spec(data_format, padding, (k, stride, dilation), (c, c));
                     let x = random(&shape, cases);
                     let kernel = random(&[c, 1, k, k], cases + 1);
                     let bias = random(&[c], cases + 2);
