@@ -14,12 +14,20 @@
 //! input added in place, and constant `max`/`min` (ReLU, ReLU6) a clamp; all applied to each
 //! block just after it is computed.
 //!
+//! On several threads ([`crate::ops::for_each_share`]), each thread owns the same share of
+//! every layer (a band of output rows; or, in deep layers with more channels than positions, a
+//! range of output channels), so that it mostly reads what it wrote itself; each block pads only
+//! the input rows it reads ([`crate::spatial::Plane::band`]). A stride-2 1×1 convolution, which
+//! tract declutters into `Downsample`s and a product, is one strided [`Conv2d`] again.
+//!
 //! Only f32, NCHW (or CHW), 2-D, non-quantized, group-1 convolutions are replaced.
 
-use crate::ops::{DepthwiseConv2d, plane, pool_for, supported};
+use crate::ops::{DepthwiseConv2d, for_each_share, plane, pool_for, supported};
 use std::cell::RefCell;
+use std::ops::Range;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::Downsample;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -81,34 +89,10 @@ const COLUMN_BLOCK: usize = 64 * 1024;
 const PARALLEL_MIN_MACS: usize = 1 << 21;
 
 thread_local! {
-    /// The padded input planes of the dense convolution this thread last ran, and the im2col
-    /// block it last filled, kept for the next one (a fresh multi-megabyte buffer costs its
-    /// page faults on every layer).
-    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The im2col block this thread last filled, and the padded input band of one channel it
+    /// last read, kept for the next block (a fresh buffer costs its page faults every time).
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f(index, chunk)` over the `len`-sized chunks of `data`, on `pool` when given.
-fn for_each_chunk(
-    data: &mut [f32],
-    len: usize,
-    pool: Option<&rayon::ThreadPool>,
-    f: impl Fn(usize, &mut [f32]) + Sync,
-) {
-    match pool {
-        Some(pool) if data.len() > len => {
-            use rayon::prelude::*;
-            pool.install(|| {
-                data.par_chunks_mut(len)
-                    .enumerate()
-                    .for_each(|(ix, chunk)| f(ix, chunk))
-            })
-        }
-        _ => data
-            .chunks_mut(len)
-            .enumerate()
-            .for_each(|(ix, chunk)| f(ix, chunk)),
-    }
+    static BAND: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One image's output (channels × positions, row-major), lent to the blocks that compute it,
@@ -131,8 +115,9 @@ unsafe impl Sync for ImageOut {}
 enum Source<'a> {
     /// The image itself (a 1×1, stride-1, unpadded kernel): channels × positions.
     Image(&'a [f32]),
-    /// The padded planes of [`crate::spatial::Plane::pad`], `per_channel` values each.
-    Padded(&'a [f32], usize),
+    /// The image (channels × positions), padded a band at a time: each block pads, channel
+    /// by channel, only the input rows its output rows read ([`crate::spatial::Plane::band`]).
+    Bands(&'a [f32]),
 }
 
 /// What every block of one image's convolution shares.
@@ -151,25 +136,37 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
-    /// Output rows `rows` of every channel: their im2col block, its product by the kernel into
-    /// `out`, then the bias and the epilogue, in one pass while the block is in cache.
-    fn run(&self, rows: std::ops::Range<usize>, out: ImageOut) {
+    /// Output rows `rows` of output channels `channels`: their im2col block, its product by
+    /// those rows of the kernel into `out`, then the bias and the epilogue, in one pass while
+    /// the block is in cache.
+    fn run(&self, (rows, channels): &(Range<usize>, Range<usize>), out: ImageOut) {
         let ow = self.plane.geometry().ow;
         let (start, len) = (rows.start * ow, rows.len() * ow);
         let (o, ohw, k) = (out.channels, out.positions, self.k);
         assert!(start + len <= ohw, "block outside the image");
+        assert!(channels.end <= o, "block outside the channels");
         COLUMNS.with_borrow_mut(|columns| {
             let (b, b_stride) = match self.source {
                 Source::Image(image) => (&image[start..], ohw),
-                Source::Padded(padded, per_channel) => {
+                Source::Bands(image) => {
                     if columns.len() < k * len {
                         columns.resize(k * len, 0.0);
                     }
                     let block = &mut columns[..k * len];
-                    for (ch, dst) in block.chunks_exact_mut(self.taps * len).enumerate() {
-                        let src = &padded[ch * per_channel..(ch + 1) * per_channel];
-                        self.plane.im2col_rows(src, rows.clone(), dst);
-                    }
+                    let geo = self.plane.geometry();
+                    let (band, read) = self.plane.band(rows.clone());
+                    let read = read.start * geo.w..read.end * geo.w;
+                    BAND.with_borrow_mut(|padded| {
+                        let padded_len = band.geometry().scratch_len();
+                        if padded.len() < padded_len {
+                            padded.resize(padded_len, 0.0);
+                        }
+                        let hw = geo.h * geo.w;
+                        for (ch, dst) in block.chunks_exact_mut(self.taps * len).enumerate() {
+                            band.pad(&image[ch * hw..][read.clone()], padded);
+                            band.im2col_rows(padded, 0..rows.len(), dst);
+                        }
+                    });
                     (&columns[..k * len], len)
                 }
             };
@@ -177,20 +174,20 @@ impl Block<'_> {
                 assert_eq!(self.kernel.len(), o * k, "kernel size");
                 assert!(b.len() >= (k - 1) * b_stride + len, "columns size");
                 // SAFETY: `kernel` is o × k and `b` holds k rows of `len` values `b_stride`
-                // apart (both checked above); the destination is rows of `len` values, `ohw`
-                // apart, from `start`, inside the o × ohw image `out` points to, and no other
-                // block writes positions start..start + len.
+                // apart (both checked above); the destination is rows `channels` (inside the
+                // o × ohw image `out` points to, checked above) of `len` values, `ohw` apart,
+                // from `start`, and no other block writes those positions of those channels.
                 #[allow(unsafe_code)]
                 unsafe {
                     gemm::gemm(
-                        o,
+                        channels.len(),
                         len,
                         k,
-                        out.ptr.add(start),
+                        out.ptr.add(channels.start * ohw + start),
                         1,
                         ohw as isize,
                         false,
-                        self.kernel.as_ptr(),
+                        self.kernel[channels.start * k..].as_ptr(),
                         1,
                         k as isize,
                         b.as_ptr(),
@@ -207,7 +204,7 @@ impl Block<'_> {
             }
         });
         let (low, high) = (self.epilogue.low, self.epilogue.high);
-        for r in 0..o {
+        for r in channels.clone() {
             // SAFETY: positions start..start + len of channel r are inside the image (checked
             // above) and this block's alone; the product wrote them all (k > 0), or they are
             // filled here first.
@@ -234,6 +231,49 @@ impl Block<'_> {
         }
     }
 }
+
+/// How one image's convolution is cut into blocks of (output rows, output channels): rows whose
+/// im2col block stays in cache, as even as can be. On several threads, when the output has
+/// fewer positions than channels (deep layers: the kernel is the bigger operand), each thread
+/// takes a range of channels, so that it reads only its part of the kernel and no thread is
+/// left with one more row than another (a 7×7 image in two: 4 rows against 3); otherwise a
+/// multiple of the thread count of row blocks, so that no thread waits for another's last.
+/// Blocks are listed thread share by thread share ([`for_each_share`]).
+fn blocks(
+    geo: &crate::spatial::Geometry,
+    o: usize,
+    k: usize,
+    threads: usize,
+) -> Vec<(Range<usize>, Range<usize>)> {
+    let most_rows = (COLUMN_BLOCK / (k * geo.ow).max(1)).clamp(1, geo.oh);
+    let count = geo.oh.div_ceil(most_rows);
+    let by_channels = threads > 1 && o >= geo.oh * geo.ow && o >= 2 * CHANNEL_ALIGN;
+    let count = if by_channels {
+        count
+    } else {
+        count.next_multiple_of(threads).min(geo.oh)
+    };
+    let rows = (0..count).map(|b| b * geo.oh / count..(b + 1) * geo.oh / count);
+    if !by_channels {
+        return rows.map(|r| (r, 0..o)).collect();
+    }
+    let shares = threads.min(o / CHANNEL_ALIGN);
+    let bounds: Vec<usize> = (0..=shares)
+        .map(|t| match t {
+            t if t == shares => o,
+            t => (t * o / shares + CHANNEL_ALIGN / 2) / CHANNEL_ALIGN * CHANNEL_ALIGN,
+        })
+        .collect();
+    let rows: Vec<_> = rows.collect();
+    bounds
+        .windows(2)
+        .flat_map(|c| rows.iter().map(move |r| (r.clone(), c[0]..c[1])))
+        .collect()
+}
+
+/// Channel ranges of a block start at multiples of this (whole register tiles of the
+/// product).
+const CHANNEL_ALIGN: usize = 16;
 
 impl Conv2d {
     /// The output shape for an input of `shape` (whose pool-spec output shape is `spec_shape`).
@@ -316,19 +356,7 @@ impl EvalOp for Conv2d {
         let threads = pool.map_or(1, |p| p.current_num_threads());
         // A 1×1 kernel with stride 1 and no padding reads the image as it is.
         let direct = taps == 1 && geo.sh == 1 && geo.sw == 1 && geo.oh == geo.h && geo.ow == geo.w;
-        // Blocks of output rows whose im2col block stays in cache, as even as can be, and a
-        // multiple of the thread count so that no thread waits for another's last block.
-        let most_rows = (COLUMN_BLOCK / (k * geo.ow).max(1)).clamp(1, geo.oh);
-        let count = geo
-            .oh
-            .div_ceil(most_rows)
-            .next_multiple_of(threads)
-            .min(geo.oh);
-        let block_rows = geo.oh.div_ceil(count);
-        let blocks: Vec<_> = (0..geo.oh)
-            .step_by(block_rows)
-            .map(|first| first..(first + block_rows).min(geo.oh))
-            .collect();
+        let blocks = blocks(&geo, o, k, threads);
         // SAFETY: every value is written before it is read: the blocks below cover every
         // position of every channel of every image, and each writes all of its own.
         #[allow(unsafe_code)]
@@ -338,49 +366,26 @@ impl EvalOp for Conv2d {
         for (n, out) in out.chunks_exact_mut(o * ohw).enumerate() {
             let image = &x[n * c * hw..(n + 1) * c * hw];
             let residual = residual.map(|r| &r[n * o * ohw..(n + 1) * o * ohw]);
-            PADDED.with_borrow_mut(|padded| {
-                let source = if direct {
+            let block = Block {
+                plane: &plane,
+                kernel,
+                bias,
+                taps,
+                k,
+                source: if direct {
                     Source::Image(image)
                 } else {
-                    let per_channel = geo.scratch_len();
-                    if padded.len() < c * per_channel {
-                        padded.resize(c * per_channel, 0.0);
-                    }
-                    let padded = &mut padded[..c * per_channel];
-                    for_each_chunk(padded, per_channel, pool, |ch, dst| {
-                        plane.pad(&image[ch * hw..(ch + 1) * hw], dst)
-                    });
-                    Source::Padded(padded, per_channel)
-                };
-                let block = Block {
-                    plane: &plane,
-                    kernel,
-                    bias,
-                    taps,
-                    k,
-                    source,
-                    residual,
-                    epilogue: self.epilogue,
-                };
-                let image_out = ImageOut {
-                    ptr: out.as_mut_ptr(),
-                    channels: o,
-                    positions: ohw,
-                };
-                match pool {
-                    Some(pool) if blocks.len() > 1 => {
-                        use rayon::prelude::*;
-                        pool.install(|| {
-                            blocks
-                                .par_iter()
-                                .for_each(|rows| block.run(rows.clone(), image_out))
-                        })
-                    }
-                    _ => blocks
-                        .iter()
-                        .for_each(|rows| block.run(rows.clone(), image_out)),
-                }
-            });
+                    Source::Bands(image)
+                },
+                residual,
+                epilogue: self.epilogue,
+            };
+            let image_out = ImageOut {
+                ptr: out.as_mut_ptr(),
+                channels: o,
+                positions: ohw,
+            };
+            for_each_share(pool, blocks.len(), |b| block.run(&blocks[b], image_out));
         }
         Ok(tvec!(result.into_tvalue()))
     }
@@ -444,20 +449,24 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPat
         };
         (op, None, None)
     } else if let Some(einsum) = node.op_as::<EinSum>() {
-        let Some((op, kernel)) = pointwise(model, node, einsum)? else {
+        let Some((op, kernel, x)) = pointwise(model, node, einsum)? else {
             return Ok(None);
         };
         let o = op.pool_spec.output_channels;
         (
             op,
-            Some(kernel),
+            Some((kernel, x)),
             Some(Tensor::zero::<f32>(&[o])?.into_arc_tensor()),
         )
     } else {
         return Ok(None);
     };
     let mut patch = TypedModelPatch::default();
-    let taps = conv_inputs(&mut patch, model, node, &node.name, kernel, bias)?;
+    let (kernel, x) = kernel.unzip();
+    let mut taps = conv_inputs(&mut patch, model, node, &node.name, kernel, bias)?;
+    if let Some(x) = x {
+        taps[0] = patch.tap_model(model, x)?;
+    }
     let out = patch.wire_node(&node.name, op, &taps)?;
     patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
     Ok(Some(patch))
@@ -484,11 +493,14 @@ fn conv_inputs(
 }
 
 /// A [`Conv2d`] and its (O, I, 1, 1) kernel for an `EinSum` that is a 1×1 convolution.
+/// A stride-2 1×1 convolution reaches us as tract's `Downsample` of the rows, then of the
+/// columns (single-threaded, 1.7 ms of resnet50's 52 on two threads), then a product:
+/// [`pointwise`] takes the downsamples back into the convolution's strides.
 fn pointwise(
     model: &TypedModel,
     node: &TypedNode,
     einsum: &EinSum,
-) -> TractResult<Option<(Conv2d, Arc<Tensor>)>> {
+) -> TractResult<Option<(Conv2d, Arc<Tensor>, OutletId)>> {
     if einsum.q_params.is_some()
         || einsum.operating_dt != f32::datum_type()
         || node.inputs.len() != 2
@@ -515,16 +527,29 @@ fn pointwise(
         &[o, i] if rank >= 3 && x_shape[rank - 3] == i => (o, i),
         _ => return Ok(None),
     };
+    // Downsamples of the rows or columns (and nothing else) that only this product reads.
+    let (mut input, mut strides) = (node.inputs[0], [1, 1]);
+    while let Some(down) = model.node(input.node).op_as::<Downsample>() {
+        let axis = down.axis.checked_sub(rank - 2).filter(|a| *a < 2);
+        let (Some(axis), Ok(stride)) = (axis, usize::try_from(down.stride)) else {
+            break;
+        };
+        if down.modulo != 0 || stride == 0 || model.outlet_successors(input).len() != 1 {
+            break;
+        }
+        strides[axis] *= stride;
+        input = model.node(input.node).inputs[0];
+    }
     let pool_spec = PoolSpec {
         data_format,
         kernel_shape: tvec![1, 1],
         padding: PaddingSpec::Valid,
         dilations: None,
-        strides: None,
+        strides: (strides != [1, 1]).then(|| tvec![strides[0], strides[1]]),
         input_channels: i,
         output_channels: o,
     };
-    if !supported(&pool_spec, x) {
+    if !supported(&pool_spec, model.outlet_fact(input)?) {
         return Ok(None);
     }
     let kernel = weights.clone().into_tensor().into_shape(&[o, i, 1, 1])?;
@@ -533,7 +558,7 @@ fn pointwise(
         epilogue: Epilogue::default(),
         output_rank,
     };
-    Ok(Some((op, kernel.into_arc_tensor())))
+    Ok(Some((op, kernel.into_arc_tensor(), input)))
 }
 
 /// Folds the elementwise operations that follow each [`Conv2d`] into it, for as long as they
@@ -747,6 +772,8 @@ mod tests {
             (DataFormat::CHW, vec![6, 17, 40], 3),
             // 64 channels × 3 × 3 × 40 columns: several blocks of output rows.
             (DataFormat::NCHW, vec![1, 64, 21, 40], 9),
+            // More output channels than positions: on 2 threads, split by channels.
+            (DataFormat::NCHW, vec![1, 64, 8, 9], 100),
         ] {
             let c = shape[shape.len() - 3];
             for padding in &paddings {
@@ -796,6 +823,53 @@ mod tests {
             }
         }
         assert!(cases >= 40, "only {cases} cases ran");
+    }
+
+    #[test]
+    fn blocks_cover_every_row_and_channel_once() {
+        for (h, w, o, c) in [
+            (55, 55, 64, 16),
+            (13, 13, 1000, 256),
+            (7, 7, 512, 2048),
+            (7, 7, 40, 8),
+            (1, 30, 100, 3),
+            (40, 1, 16, 64),
+        ] {
+            for threads in [1, 2, 3, 4] {
+                let geo = crate::spatial::tests::geometry(h, w, 3, 1, 1, 1);
+                let k = c * 9;
+                let blocks = blocks(&geo, o, k, threads);
+                let mut seen = vec![0; o * h];
+                for (rows, channels) in &blocks {
+                    assert!(!rows.is_empty() && !channels.is_empty(), "{blocks:?}");
+                    assert!(rows.len() * w * k <= COLUMN_BLOCK.max(w * k), "{rows:?}");
+                    for ch in channels.clone() {
+                        for r in rows.clone() {
+                            seen[ch * h + r] += 1;
+                        }
+                    }
+                    if channels.len() < o {
+                        assert_eq!(channels.start % CHANNEL_ALIGN, 0, "{blocks:?}");
+                    }
+                }
+                assert!(
+                    seen.iter().all(|&n| n == 1),
+                    "{h}x{w} o{o} t{threads}: {blocks:?}"
+                );
+                let by_channels = blocks.iter().any(|(_, ch)| ch.len() < o);
+                assert_eq!(
+                    by_channels,
+                    threads > 1 && o >= h * w && o >= 32,
+                    "{h}x{w} o{o} t{threads}"
+                );
+                if !by_channels {
+                    assert!(
+                        blocks.len().is_multiple_of(threads) || blocks.len() == h,
+                        "{blocks:?}"
+                    );
+                }
+            }
+        }
     }
 
     fn wire_bin(
@@ -886,13 +960,6 @@ mod tests {
         }
         model.select_output_outlets(&[wire]).unwrap();
         let decluttered = model.into_decluttered().unwrap();
-        let ops = |m: &TypedModel| -> Vec<String> {
-            m.nodes()
-                .iter()
-                .map(|n| n.op.name().to_string())
-                .filter(|n| n != "Source" && n != "Const")
-                .collect()
-        };
         let mut ours = decluttered.clone();
         assert_eq!(crate::ops::use_edgecd_window_ops(&mut ours).unwrap(), 1);
         assert_eq!(
@@ -910,6 +977,26 @@ mod tests {
             random(&[1, c, h, w], 100).into_tvalue(),
             random(&[1, c, h, w], 101).into_tvalue()
         ];
+        agree(decluttered, &ours, inputs, "epilogues");
+    }
+
+    /// The operators of `m`, less its sources and constants.
+    fn ops(m: &TypedModel) -> Vec<String> {
+        m.nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .filter(|n| n != "Source" && n != "Const")
+            .collect()
+    }
+
+    /// Runs tract's optimized `want` once and `ours` on 1 and 2 threads, checks that they
+    /// agree, and returns tract's outputs.
+    fn agree(
+        want: TypedModel,
+        ours: &TypedModel,
+        inputs: TVec<TValue>,
+        what: &str,
+    ) -> TVec<TValue> {
         let run = |m: TypedModel| {
             m.into_optimized()
                 .unwrap()
@@ -918,11 +1005,51 @@ mod tests {
                 .run(inputs.clone())
                 .unwrap()
         };
-        let want = run(decluttered);
+        let want = run(want);
         for threads in [1, 2] {
             let got =
                 multithread_tract_scope(crate::model::executor(threads), || run(ours.clone()));
-            close(&got[0], &want[0], &format!("epilogues, {threads} threads"));
+            close(&got[0], &want[0], &format!("{what}, {threads} threads"));
         }
+        want
+    }
+
+    /// tract declutters a stride-2 1×1 convolution into two `Downsample`s and a product; the
+    /// rewrite takes them back into one strided [`Conv2d`].
+    #[test]
+    fn strided_pointwise_takes_its_downsamples_back() {
+        let (c, o, h, w) = (64, 128, 39, 41);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, c, h, w])).unwrap();
+        let pool_spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![1, 1],
+            padding: PaddingSpec::Valid,
+            dilations: None,
+            strides: Some(tvec![2, 2]),
+            input_channels: c,
+            output_channels: o,
+        };
+        let kernel = model.add_const("k", random(&[o, c, 1, 1], 7)).unwrap();
+        let bias = model.add_const("b", random(&[o], 8)).unwrap();
+        let wire = model
+            .wire_node("conv", conv(&pool_spec), &[x, kernel, bias])
+            .unwrap();
+        model.select_output_outlets(&wire).unwrap();
+        let decluttered = model.into_decluttered().unwrap();
+        assert_eq!(
+            ops(&decluttered)
+                .iter()
+                .filter(|n| *n == "Downsample")
+                .count(),
+            2,
+            "{decluttered}"
+        );
+        let mut ours = decluttered.clone();
+        assert_eq!(use_edgecd_conv(&mut ours).unwrap(), 1);
+        assert_eq!(ops(&ours), ["EdgecdConv2d"], "{ours}");
+        let input = tvec![random(&[1, c, h, w], 9).into_tvalue()];
+        let want = agree(decluttered, &ours, input, "strided 1x1");
+        assert_eq!(want[0].shape(), [1, o, 20, 21]);
     }
 }

@@ -13,6 +13,7 @@
 //! are replaced; everything else stays tract's.
 
 use crate::spatial::{Geometry, Plane};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -87,6 +88,76 @@ pub(crate) fn pool_for(work: usize, min_work: usize) -> Option<Arc<rayon::Thread
         Executor::MultiThread(pool) if work >= min_work => Some(pool),
         _ => None,
     }
+}
+
+/// One thread's share of a parallel loop: items `front..back`, taken from the front by their
+/// owner and from the back by the others once their own shares are done.
+struct Share(AtomicU64);
+
+impl Share {
+    fn new(front: usize, back: usize) -> Share {
+        Share(AtomicU64::new(((front as u64) << 32) | back as u64))
+    }
+
+    fn take(&self, from_front: bool) -> Option<usize> {
+        let mut now = self.0.load(Ordering::Relaxed);
+        loop {
+            let (front, back) = (now >> 32, now & u64::from(u32::MAX));
+            if front >= back {
+                return None;
+            }
+            let (next, item) = if from_front {
+                (((front + 1) << 32) | back, front)
+            } else {
+                ((front << 32) | (back - 1), back - 1)
+            };
+            match self
+                .0
+                .compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(item as usize),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
+/// Runs `f(i)` for every `i` in `0..n`, on `pool` when given. Each pool thread owns one
+/// contiguous share, the same share of every operator, so it mostly reads what it wrote
+/// itself: the rows it computed in the layer before are still in its own core's cache. Once
+/// its share is done it takes what is left of the others' from their ends, so a thread that
+/// woke late (or is busy with another request) delays nobody.
+///
+/// Measured on squeezenet (2 threads): rayon's work-stealing handed the rows of consecutive
+/// layers to either thread, and a block whose input the other core had written ran up to 3×
+/// slower than the same block on the core that wrote it (the 1×1 expand layers: 200 µs
+/// against 70); with fixed shares, 70 and 75.
+pub(crate) fn for_each_share(pool: Option<&rayon::ThreadPool>, n: usize, f: impl Fn(usize) + Sync) {
+    let threads = pool.map_or(1, |p| p.current_num_threads()).min(n);
+    let Some(pool) = pool.filter(|_| threads > 1) else {
+        return (0..n).for_each(f);
+    };
+    assert!(n <= u32::MAX as usize, "too many items");
+    let shares: Vec<Share> = (0..threads)
+        .map(|t| Share::new(t * n / threads, (t + 1) * n / threads))
+        .collect();
+    let work = || {
+        let me = rayon::current_thread_index().unwrap_or(0) % threads;
+        while let Some(i) = shares[me].take(true) {
+            f(i)
+        }
+        for other in (1..threads).map(|d| (me + d) % threads) {
+            while let Some(i) = shares[other].take(false) {
+                f(i)
+            }
+        }
+    };
+    pool.scope(|s| {
+        for _ in 1..threads {
+            s.spawn(|_| work());
+        }
+        work();
+    })
 }
 
 /// Evaluates a plane operation on `x`: allocates the output (`out_shape`) and runs

@@ -8,6 +8,9 @@
 //! sum (or max) of `kh × kw` such spans: no border cases, no strided reads. Kernel rows that
 //! would only read padding are skipped.
 //!
+//! A 3×3 stride-2 max pool is separable and skips the phase split of its input: per output row,
+//! the maximum of three input rows, then of each column pair and the next column.
+//!
 //! On x86_64 with AVX2 and FMA (checked at run time), 3×3, 5×5 and 7×7 convolutions and 2×2 and
 //! 3×3 pools run hand-vectorised kernels (16 output columns, four independent sums); every other
 //! case, and every other CPU (the Pi's NEON included), runs the portable row loops, which the
@@ -149,6 +152,70 @@ fn split_pairs_generic(line: &[f32], even: &mut [f32], odd: &mut [f32], from: us
     if line.len() % 2 == 1 {
         even[pairs] = line[line.len() - 1];
     }
+}
+
+/// 3×3, stride-2, undilated max pooling (squeezenet's and resnet50's), separably: per output
+/// row, the largest of its (up to) three input rows column by column, then of each pair of
+/// column phases and the next even column. A third of the work of the general kernel, which
+/// splits every input row into phases and takes nine maxima per output.
+#[inline(always)]
+fn max_pool_3x3_s2_body(geo: &Geometry, input: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+    let (padded_w, ow) = (geo.padded_w(), geo.ow);
+    let (line, rest) = scratch.split_at_mut(padded_w);
+    let (even, rest) = rest.split_at_mut(ow + 1);
+    let odd = &mut rest[..ow];
+    // Padded column j holds input column j - pad_left.
+    let first = geo.pad_left.min(padded_w);
+    let last = (geo.pad_left + geo.w).min(padded_w);
+    for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
+        let mut rows = (0..3).filter_map(|ky| {
+            let iy = (oy * 2 + ky).checked_sub(geo.pad_top)?;
+            (iy < geo.h).then(|| &input[iy * geo.w..][..last - first])
+        });
+        line[..first].fill(f32::MIN);
+        line[last..].fill(f32::MIN);
+        // Each value written once (a max into `line` in place became masked stores).
+        let span = &mut line[first..last];
+        match (rows.next(), rows.next(), rows.next()) {
+            (Some(a), Some(b), Some(c)) => {
+                for (((d, a), b), c) in span.iter_mut().zip(a).zip(b).zip(c) {
+                    *d = max(max(*a, *b), *c);
+                }
+            }
+            (Some(a), Some(b), None) => {
+                for ((d, a), b) in span.iter_mut().zip(a).zip(b) {
+                    *d = max(*a, *b);
+                }
+            }
+            (Some(a), None, _) => span.copy_from_slice(a),
+            _ => span.fill(f32::MIN),
+        }
+        split_pairs(line, even, odd);
+        let next = &even[1..];
+        for (((d, a), b), c) in orow.iter_mut().zip(&*even).zip(&*odd).zip(next) {
+            *d = max(max(*a, *b), *c);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn max_pool_3x3_s2_avx2(geo: &Geometry, input: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+    max_pool_3x3_s2_body(geo, input, scratch, out)
+}
+
+fn max_pool_3x3_s2(geo: &Geometry, input: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above; the function is safe Rust
+        // otherwise.
+        #[allow(unsafe_code)]
+        unsafe {
+            max_pool_3x3_s2_avx2(geo, input, scratch, out)
+        };
+        return;
+    }
+    max_pool_3x3_s2_body(geo, input, scratch, out)
 }
 
 /// Output columns the unrolled kernels compute together (two 8-lane vectors on AVX2).
@@ -397,6 +464,34 @@ impl Plane {
         &self.geo
     }
 
+    /// The same operation restricted to output rows `rows`, and the input rows it reads: the
+    /// band's plane takes `h × w` values of those input rows (its own padding rows made
+    /// explicit) and gives `rows.len() × ow` values, the full plane's output rows `rows`. A
+    /// thread that computes some rows of every channel pads only what those rows read.
+    pub fn band(&self, rows: std::ops::Range<usize>) -> (Plane, std::ops::Range<usize>) {
+        let g = self.geo;
+        assert!(
+            rows.start <= rows.end && rows.end <= g.oh,
+            "output rows {rows:?} of {}",
+            g.oh
+        );
+        // Padded rows the band reads (padded row j holds input row j - pad_top).
+        let first = rows.start * g.sh;
+        let end = match rows.end.checked_sub(1) {
+            Some(last) if !rows.is_empty() => last * g.sh + (g.kh - 1) * g.dh + 1,
+            _ => first,
+        };
+        let start = first.saturating_sub(g.pad_top).min(g.h);
+        let stop = end.saturating_sub(g.pad_top).clamp(start, g.h);
+        let geo = Geometry {
+            h: stop - start,
+            oh: rows.len(),
+            pad_top: (g.pad_top + start).saturating_sub(first),
+            ..g
+        };
+        (Plane::new(geo), start..stop)
+    }
+
     /// Depthwise convolution of `input` (h × w) by `kernel` (kh × kw) plus `bias` into `out`
     /// (oh × ow). `scratch` holds at least [`Geometry::scratch_len`] values.
     pub fn depthwise(
@@ -468,6 +563,10 @@ impl Plane {
         if out.is_empty() {
             return;
         }
+        let g = &self.geo;
+        if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 2, 2, 1, 1) {
+            return max_pool_3x3_s2(g, input, scratch, out);
+        }
         pad_and_split(&self.geo, input, f32::MIN, scratch);
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
@@ -488,7 +587,7 @@ impl Plane {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The textbook definitions, one output value at a time.
@@ -517,7 +616,15 @@ mod tests {
         out
     }
 
-    fn geometry(h: usize, w: usize, k: usize, s: usize, d: usize, pad: usize) -> Geometry {
+    /// A square window of size `k`, stride `s`, dilation `d` and padding `pad` on every side.
+    pub(crate) fn geometry(
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        d: usize,
+        pad: usize,
+    ) -> Geometry {
         let span = d * (k - 1) + 1;
         Geometry {
             h,
@@ -592,6 +699,45 @@ mod tests {
                                         (a - b).abs() < 1e-5,
                                         "im2col {geo:?} {rows:?} at {i}: {a} vs {b}"
                                     );
+                                }
+                            }
+                            // A band of output rows, from only the input rows it reads, is
+                            // those rows of the whole plane's output.
+                            let pooled = naive(&geo, &input, None, 0.0);
+                            let third = geo.oh / 3;
+                            for rows in [
+                                0..geo.oh,
+                                0..geo.oh / 2,
+                                geo.oh / 2..geo.oh,
+                                third..third + 1,
+                            ] {
+                                let (band, read) = plane.band(rows.clone());
+                                let bg = *band.geometry();
+                                assert_eq!((bg.oh, bg.ow), (rows.len(), geo.ow));
+                                let part = &input[read.start * w..read.end * w];
+                                let whole = rows.start * geo.ow..rows.end * geo.ow;
+                                let mut bs = vec![0.0; bg.scratch_len()];
+                                let mut bo = vec![f32::NAN; bg.oh * bg.ow];
+                                band.depthwise(part, &kernel, 0.25, &mut bs, &mut bo);
+                                for (a, b) in bo.iter().zip(&want[whole.clone()]) {
+                                    assert!(
+                                        (a - b).abs() < 1e-5,
+                                        "band {geo:?} {rows:?}: {a} vs {b}"
+                                    );
+                                }
+                                band.max_pool(part, &mut bs, &mut bo);
+                                assert_eq!(bo, pooled[whole.clone()], "band pool {geo:?} {rows:?}");
+                                band.pad(part, &mut bs);
+                                let len = whole.len();
+                                let mut col = vec![f32::NAN; k * k * len];
+                                band.im2col_rows(&bs, 0..rows.len(), &mut col);
+                                for i in 0..len {
+                                    let a = 0.25
+                                        + (0..k * k)
+                                            .map(|t| kernel[t] * col[t * len + i])
+                                            .sum::<f32>();
+                                    let b = want[whole.start + i];
+                                    assert!((a - b).abs() < 1e-5, "band im2col {geo:?} {rows:?}");
                                 }
                             }
                             cases += 1;
