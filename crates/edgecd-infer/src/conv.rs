@@ -84,9 +84,12 @@ pub struct Conv2d {
 /// layer, and twice as slow).
 const COLUMN_BLOCK: usize = 64 * 1024;
 
-/// Multiply-adds below which a dense convolution runs on one thread. On the PP-OCR classifier,
-/// whose layers are all small, two threads were twice as slow as one without this.
-const PARALLEL_MIN_MACS: usize = 1 << 21;
+/// Multiply-adds below which a dense convolution runs on one thread. With the inference on a
+/// pool thread ([`crate::model::on_pool`]) and fixed shares, a second thread pays off from
+/// about here: 2 threads, p50, against 2M (the threshold when each operator woke the pool from
+/// outside): PP-OCR cls 0.90 → 0.77 ms, squeezenet 5.03 → 4.75 ms, rec, det and resnet50
+/// within noise.
+const PARALLEL_MIN_MACS: usize = 1 << 17;
 
 thread_local! {
     /// The im2col block this thread last filled, and the padded input band of one channel it

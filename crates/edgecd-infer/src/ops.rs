@@ -72,8 +72,9 @@ pub(crate) fn plane(
 }
 
 /// Window taps (output values × kernel size) below which a plane operation runs on one
-/// thread: waking another costs more than it saves.
-const PARALLEL_MIN_TAPS: usize = 1 << 18;
+/// thread: waking another costs more than it saves (measured with the convolutions' threshold,
+/// `conv::PARALLEL_MIN_MACS`).
+const PARALLEL_MIN_TAPS: usize = 1 << 15;
 
 /// Whether `EDGECD_INFER_TRACT_OPS=1` asks for tract's own operators everywhere (to compare, or
 /// to rule edgecd's out).
