@@ -36,9 +36,18 @@ const PANEL_THRESHOLD: usize = 16;
 /// 118.8 → 110.5 ms, the classifier unchanged). So on AMD CPUs edgecd-infer leaves AVX-512 out
 /// of tract's kernel choice. Setting `TRACT_CPU_ISA` in the environment (e.g. to `+avx512f`)
 /// overrides this; Intel CPUs and Arm boards are untouched.
+///
+/// It also sizes edgecd's im2col blocks to the core's L2 cache when Linux reports it
+/// ([`crate::conv::set_column_block_for_l2`]).
 fn tune_for_cpu() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        let cache = "/sys/devices/system/cpu/cpu0/cache/index2";
+        let level = std::fs::read_to_string(format!("{cache}/level")).unwrap_or_default();
+        let size = std::fs::read_to_string(format!("{cache}/size")).unwrap_or_default();
+        if let Some(bytes) = cache_size_bytes(&size).filter(|_| level.trim() == "2") {
+            crate::conv::set_column_block_for_l2(bytes);
+        }
         if !cfg!(target_arch = "x86_64") || std::env::var_os("TRACT_CPU_ISA").is_some() {
             return;
         }
@@ -573,6 +582,20 @@ pub fn on_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// A cache size as Linux writes it in `/sys/devices/system/cpu/cpu*/cache/index*/size`
+/// ("1024K", "2M", "32768").
+fn cache_size_bytes(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (digits, unit) = match text.strip_suffix(['K', 'k']) {
+        Some(d) => (d, 1024),
+        None => match text.strip_suffix('M') {
+            Some(d) => (d, 1024 * 1024),
+            None => (text, 1),
+        },
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
 /// The lower-case dtype name used in `TensorData` and the profile (numpy names).
 pub fn dtype_name(dt: DatumType) -> &'static str {
     match dt {
@@ -738,4 +761,16 @@ pub fn model_path(dir: &Path, filepath: &str) -> Result<PathBuf, InferError> {
         )));
     }
     Ok(dir.join(MODELS_DIR).join(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cache_sizes_as_linux_writes_them() {
+        assert_eq!(super::cache_size_bytes("1024K\n"), Some(1024 * 1024));
+        assert_eq!(super::cache_size_bytes("2M"), Some(2 * 1024 * 1024));
+        assert_eq!(super::cache_size_bytes("32768"), Some(32768));
+        assert_eq!(super::cache_size_bytes(""), None);
+        assert_eq!(super::cache_size_bytes("big"), None);
+    }
 }
