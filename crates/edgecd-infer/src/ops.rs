@@ -365,7 +365,38 @@ pub fn use_edgecd_window_ops(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
     use tract_onnx::tract_core::ops::cnn::PaddingSpec;
+
+    /// Every item runs exactly once, whatever the pool size, the item count, and however the
+    /// threads' shares are taken from the front and from the back; without a pool, in order.
+    #[test]
+    fn each_share_item_runs_once() {
+        for threads in [2, 3, 4] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for n in [0, 1, 2, 3, 7, 64, 1001] {
+                let runs: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                for_each_share(Some(&pool), n, |i| {
+                    // Uneven items, so that threads finish early and take from the others.
+                    if i % 5 == 0 {
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                    runs[i].fetch_add(1, Ordering::Relaxed);
+                });
+                let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::Relaxed)).collect();
+                assert!(
+                    counts.iter().all(|&c| c == 1),
+                    "{threads} threads, {n} items: {counts:?}"
+                );
+            }
+        }
+        let order = std::sync::Mutex::new(Vec::new());
+        for_each_share(None, 5, |i| order.lock().unwrap().push(i));
+        assert_eq!(order.into_inner().unwrap(), [0, 1, 2, 3, 4]);
+    }
 
     pub(crate) fn random(shape: &[usize], seed: u64) -> Tensor {
         let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
