@@ -22,7 +22,7 @@
 //!
 //! Only f32, NCHW (or CHW), 2-D, non-quantized, group-1 convolutions are replaced.
 
-use crate::ops::{DepthwiseConv2d, for_each_share, plane, pool_for, supported};
+use crate::ops::{DepthwiseConv2d, for_each_share, plain_conv, plane, pool_for, supported};
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +30,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::Downsample;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::{Add, Max, Min, Mul};
 use tract_onnx::tract_core::ops::nn::DataFormat;
@@ -428,16 +428,7 @@ pub fn use_edgecd_conv(model: &mut TypedModel) -> TractResult<usize> {
     if crate::ops::tract_ops_only() {
         return Ok(0);
     }
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        if let Some(patch) = conv_patch(model, id)? {
-            patch.apply(model)?;
-            replaced += 1;
-        }
-    }
-    if replaced > 0 {
-        model.compact()?;
-    }
+    let replaced = crate::fuse::patch_each(model, conv_patch)?;
     fuse_conv_epilogues(model)?;
     Ok(replaced)
 }
@@ -449,17 +440,7 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPat
     };
     let fact = model.outlet_fact(input)?;
     let (op, kernel, bias) = if let Some(conv) = node.op_as::<Conv>() {
-        let (c, o) = (conv.input_channels(), conv.output_channels());
-        let spatial = &conv.pool_spec.kernel_shape;
-        let kernel_shape = model.outlet_fact(node.inputs[1])?.shape.as_concrete();
-        let dense = supported(&conv.pool_spec, fact)
-            && conv.q_params.is_none()
-            && conv.kernel_fmt == KernelFormat::OIHW
-            && conv.group == 1
-            && node.inputs.len() == 3
-            && spatial.len() == 2
-            && kernel_shape == Some(&[o, c, spatial[0], spatial[1]][..]);
-        if !dense {
+        if !(conv.group == 1 && plain_conv(model, node, conv)?) {
             return Ok(None);
         }
         let op = Conv2d {
@@ -766,6 +747,7 @@ mod tests {
     use super::*;
     use crate::ops::tests::{close, random, square_spec};
     use tract_linalg::multithread::multithread_tract_scope;
+    use tract_onnx::tract_core::ops::cnn::KernelFormat;
 
     fn conv(pool_spec: &PoolSpec) -> Conv {
         Conv {
@@ -915,15 +897,7 @@ mod tests {
         let x = model.add_source("x", f32::fact([1, c, h, w])).unwrap();
         let residual = model.add_source("r", f32::fact([1, c, h, w])).unwrap();
         // A depthwise convolution and a batch norm first.
-        let dw_spec = PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![3, 3],
-            padding: PaddingSpec::SameUpper,
-            dilations: None,
-            strides: None,
-            input_channels: c,
-            output_channels: c,
-        };
+        let dw_spec = square_spec(DataFormat::NCHW, &PaddingSpec::SameUpper, (3, 1, 1), (c, c));
         let dw_kernel = model.add_const("dk", random(&[c, 1, 3, 3], 50)).unwrap();
         let dw_bias = model.add_const("db", random(&[c], 51)).unwrap();
         let depthwise = Conv {
@@ -939,15 +913,12 @@ mod tests {
         wire = wire_bin(&mut model, "dadd", Box::new(Add), wire, shift);
         for (ix, (k, out)) in [(3, o), (1, c)].into_iter().enumerate() {
             let cin = if ix == 0 { c } else { o };
-            let pool_spec = PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec![k, k],
-                padding: PaddingSpec::SameUpper,
-                dilations: None,
-                strides: None,
-                input_channels: cin,
-                output_channels: out,
-            };
+            let pool_spec = square_spec(
+                DataFormat::NCHW,
+                &PaddingSpec::SameUpper,
+                (k, 1, 1),
+                (cin, out),
+            );
             let seed = 10 * ix as u64;
             let kernel = model
                 .add_const(format!("k{ix}"), random(&[out, cin, k, k], seed))
@@ -1041,15 +1012,7 @@ mod tests {
         let (c, o, h, w) = (64, 128, 39, 41);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, c, h, w])).unwrap();
-        let pool_spec = PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![1, 1],
-            padding: PaddingSpec::Valid,
-            dilations: None,
-            strides: Some(tvec![2, 2]),
-            input_channels: c,
-            output_channels: o,
-        };
+        let pool_spec = square_spec(DataFormat::NCHW, &PaddingSpec::Valid, (1, 2, 1), (c, o));
         let kernel = model.add_const("k", random(&[o, c, 1, 1], 7)).unwrap();
         let bias = model.add_const("b", random(&[o], 8)).unwrap();
         let wire = model

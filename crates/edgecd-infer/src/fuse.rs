@@ -18,17 +18,26 @@ use tract_onnx::tract_core::ops::nn::hard_swish;
 /// `* s` or `/ d` with constant scalars) on f32 tensors by `HardSwish(x)`, followed by `* 6s` when
 /// `6s` is not 1. Returns how many it replaced.
 pub fn fuse_hard_swish(model: &mut TypedModel) -> TractResult<usize> {
-    let mut fused = 0;
+    patch_each(model, hard_swish_at)
+}
+
+/// Applies `patch_at(model, node)`'s patch, when it has one, at each node in evaluation order,
+/// then compacts the model if anything changed. Returns how many patches it applied.
+pub(crate) fn patch_each(
+    model: &mut TypedModel,
+    patch_at: impl Fn(&TypedModel, usize) -> TractResult<Option<TypedModelPatch>>,
+) -> TractResult<usize> {
+    let mut applied = 0;
     for id in model.eval_order()? {
-        if let Some(patch) = hard_swish_at(model, id)? {
+        if let Some(patch) = patch_at(model, id)? {
             patch.apply(model)?;
-            fused += 1;
+            applied += 1;
         }
     }
-    if fused > 0 {
+    if applied > 0 {
         model.compact()?;
     }
-    Ok(fused)
+    Ok(applied)
 }
 
 /// `Some((other input, constant))` when `node` is the binary op `K` with one input a uniform f32

@@ -305,61 +305,71 @@ pub(crate) fn supported(spec: &PoolSpec, input: &TypedFact) -> bool {
         && spec.dilations().iter().all(|d| *d > 0)
 }
 
+/// Whether tract's `conv` at `node` is one edgecd's operators can take: f32 NCHW/CHW and 2-D
+/// ([`supported`]), not quantized, with an OIHW kernel of the shape its groups imply (output
+/// channels × input channels per group × kh × kw) and a bias input. The group count is the
+/// caller's to check (1 for a dense convolution, the channel count for a depthwise one).
+pub(crate) fn plain_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<bool> {
+    let (c, o) = (conv.input_channels(), conv.output_channels());
+    let spatial = &conv.pool_spec.kernel_shape;
+    let Some(&input) = node.inputs.first() else {
+        return Ok(false);
+    };
+    if !supported(&conv.pool_spec, model.outlet_fact(input)?)
+        || conv.q_params.is_some()
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || node.inputs.len() != 3
+        || conv.group == 0
+    {
+        return Ok(false);
+    }
+    let kernel_shape = model.outlet_fact(node.inputs[1])?.shape.as_concrete();
+    Ok(kernel_shape == Some(&[o, c / conv.group, spatial[0], spatial[1]][..]))
+}
+
 /// Replaces tract's f32 NCHW/CHW depthwise convolutions and max pools by [`DepthwiseConv2d`]
 /// and [`MaxPool2d`]. Returns how many nodes it replaced.
 pub fn use_edgecd_window_ops(model: &mut TypedModel) -> TractResult<usize> {
     if tract_ops_only() {
         return Ok(0);
     }
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        let Some(&input) = node.inputs.first() else {
-            continue;
-        };
-        let fact = model.outlet_fact(input)?;
-        let op: Option<Box<dyn TypedOp>> = if let Some(conv) = node.op_as::<Conv>() {
-            let (c, o) = (conv.input_channels(), conv.output_channels());
-            let kernel_shape = model.outlet_fact(node.inputs[1])?.shape.as_concrete();
-            let plain = supported(&conv.pool_spec, fact)
-                && conv.q_params.is_none()
-                && conv.kernel_fmt == KernelFormat::OIHW
-                && node.inputs.len() == 3;
-            let kernel_is = |o: usize, i: usize| {
-                let spatial = &conv.pool_spec.kernel_shape;
-                kernel_shape == Some(&[o, i, spatial[0], spatial[1]][..])
-            };
-            let pool_spec = conv.pool_spec.clone();
-            if plain && conv.group == c && o == c && kernel_is(c, 1) {
-                Some(Box::new(DepthwiseConv2d { pool_spec }) as _)
-            } else {
-                None
-            }
-        } else if let Some(pool) = node.op_as::<MaxPool>() {
-            (pool.with_index_outputs.is_none() && supported(&pool.pool_spec, fact)).then(|| {
-                Box::new(MaxPool2d {
-                    pool_spec: pool.pool_spec.clone(),
-                }) as _
-            })
-        } else {
-            None
-        };
-        let Some(op) = op else { continue };
-        let mut patch = TypedModelPatch::default();
-        let taps = node
-            .inputs
-            .iter()
-            .map(|i| patch.tap_model(model, *i))
-            .collect::<TractResult<TVec<_>>>()?;
-        let out = patch.wire_node(&node.name, op, &taps)?;
-        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
-        patch.apply(model)?;
-        replaced += 1;
-    }
-    if replaced > 0 {
-        model.compact()?;
-    }
-    Ok(replaced)
+    crate::fuse::patch_each(model, window_patch)
+}
+
+fn window_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let Some(&input) = node.inputs.first() else {
+        return Ok(None);
+    };
+    let op: Box<dyn TypedOp> = if let Some(conv) = node.op_as::<Conv>() {
+        let (c, o) = (conv.input_channels(), conv.output_channels());
+        if !(plain_conv(model, node, conv)? && conv.group == c && o == c) {
+            return Ok(None);
+        }
+        Box::new(DepthwiseConv2d {
+            pool_spec: conv.pool_spec.clone(),
+        })
+    } else if let Some(pool) = node.op_as::<MaxPool>() {
+        if pool.with_index_outputs.is_some()
+            || !supported(&pool.pool_spec, model.outlet_fact(input)?)
+        {
+            return Ok(None);
+        }
+        Box::new(MaxPool2d {
+            pool_spec: pool.pool_spec.clone(),
+        })
+    } else {
+        return Ok(None);
+    };
+    let mut patch = TypedModelPatch::default();
+    let taps = node
+        .inputs
+        .iter()
+        .map(|i| patch.tap_model(model, *i))
+        .collect::<TractResult<TVec<_>>>()?;
+    let out = patch.wire_node(&node.name, op, &taps)?;
+    patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+    Ok(Some(patch))
 }
 
 #[cfg(test)]
