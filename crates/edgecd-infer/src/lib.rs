@@ -5,7 +5,9 @@
 //! Modules: `model` (loading and running ONNX/TFLite with tract; the bundle's active model),
 //! `fuse` (graph rewrites before tract optimizes: hard-swish), `ops` (edgecd's depthwise
 //! convolution and max-pool operators for tract, and the rewrite that uses them), `conv`
-//! (edgecd's dense convolution by the `gemm` crate, with what follows it folded in), `spatial`
+//! (edgecd's dense convolution by the `gemm` crate, with what follows it folded in), `direct`
+//! (the dense convolution computed straight from the padded input, for windows over few
+//! positions' waste: the intrinsics kernels and their packed weights), `spatial`
 //! (the pure per-plane loops: windows and im2col),
 //! `server` (axum API and hot reload), `selftest` (running and recording self-test vectors),
 //! `metrics` (hand-written Prometheus text format), `governor` (pure thermal state machine),
@@ -14,6 +16,7 @@
 
 pub mod bench;
 pub mod conv;
+pub mod direct;
 pub mod error;
 pub mod fuse;
 pub mod governor;

@@ -464,6 +464,17 @@ impl Plane {
         &self.geo
     }
 
+    /// Where each tap (ky · kw + kx) of output row 0 starts in the padded scratch
+    /// ([`Plane::pad`]); output column `x` of that row reads `x` further on.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// How far the taps move in the padded scratch from one output row to the next.
+    pub fn row_step(&self) -> usize {
+        self.row_step
+    }
+
     /// The same operation restricted to output rows `rows`, and the input rows it reads: the
     /// band's plane takes `h × w` values of those input rows (its own padding rows made
     /// explicit) and gives `rows.len() × ow` values, the full plane's output rows `rows`. A
