@@ -961,7 +961,7 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::tests::{close, random, square_spec};
+    use crate::ops::tests::{agree, close, ops, random, square_spec};
     use tract_linalg::multithread::multithread_tract_scope;
     use tract_onnx::tract_core::ops::cnn::KernelFormat;
 
@@ -1215,40 +1215,6 @@ mod tests {
             random(&[1, o, h, w], 102).into_tvalue()
         ];
         agree(decluttered, &ours, inputs, "epilogues");
-    }
-
-    /// The operators of `m`, less its sources and constants.
-    fn ops(m: &TypedModel) -> Vec<String> {
-        m.nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .filter(|n| n != "Source" && n != "Const")
-            .collect()
-    }
-
-    /// Runs tract's optimized `want` once and `ours` on 1 and 2 threads, checks that they
-    /// agree, and returns tract's outputs.
-    fn agree(
-        want: TypedModel,
-        ours: &TypedModel,
-        inputs: TVec<TValue>,
-        what: &str,
-    ) -> TVec<TValue> {
-        let run = |m: TypedModel| {
-            m.into_optimized()
-                .unwrap()
-                .into_runnable()
-                .unwrap()
-                .run(inputs.clone())
-                .unwrap()
-        };
-        let want = run(want);
-        for threads in [1, 2] {
-            let got =
-                multithread_tract_scope(crate::model::executor(threads), || run(ours.clone()));
-            close(&got[0], &want[0], &format!("{what}, {threads} threads"));
-        }
-        want
     }
 
     /// tract declutters a stride-2 1×1 convolution into two `Downsample`s and a product; the

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tract_linalg::multithread::{Executor, current_tract_executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::array::TypedConcat;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -355,6 +356,9 @@ fn window_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelP
         {
             return Ok(None);
         }
+        if let Some(patch) = pool_each_part(model, node, &pool.pool_spec)? {
+            return Ok(Some(patch));
+        }
         Box::new(MaxPool2d {
             pool_spec: pool.pool_spec.clone(),
         })
@@ -372,10 +376,54 @@ fn window_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelP
     Ok(Some(patch))
 }
 
+/// A max pool of a concatenation along the channels (squeezenet's fire modules end so): the
+/// concatenation of each part's max pool instead, since pooling treats each channel alone. The
+/// copy of the concatenation then moves a quarter of the values (a 3×3 stride-2 pool), and
+/// each part's pool reads what the thread that wrote it wrote.
+fn pool_each_part(
+    model: &TypedModel,
+    node: &TypedNode,
+    pool_spec: &PoolSpec,
+) -> TractResult<Option<TypedModelPatch>> {
+    let concat_node = model.node(node.inputs[0].node);
+    let Some(concat) = concat_node.op_as::<TypedConcat>() else {
+        return Ok(None);
+    };
+    let rank = model.outlet_fact(node.inputs[0])?.rank();
+    let single_use = crate::fuse::only_successor(model, concat_node).map(|n| n.id) == Some(node.id);
+    if concat.axis + 3 != rank || !single_use || concat_node.inputs.len() < 2 {
+        return Ok(None);
+    }
+    let mut patch = TypedModelPatch::default();
+    let mut pooled = tvec![];
+    for (ix, part) in concat_node.inputs.iter().enumerate() {
+        let fact = model.outlet_fact(*part)?;
+        let Some(c) = fact.shape[concat.axis].to_usize().ok() else {
+            return Ok(None);
+        };
+        if !supported(pool_spec, fact) {
+            return Ok(None);
+        }
+        let op = MaxPool2d {
+            pool_spec: PoolSpec {
+                input_channels: c,
+                output_channels: c,
+                ..pool_spec.clone()
+            },
+        };
+        let tap = patch.tap_model(model, *part)?;
+        pooled.push(patch.wire_node(format!("{}.part{ix}", node.name), op, &[tap])?[0]);
+    }
+    let out = patch.wire_node(&node.name, TypedConcat { axis: concat.axis }, &pooled)?;
+    patch.shunt_outside(model, OutletId::new(node.id, 0), out[0])?;
+    Ok(Some(patch))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use tract_linalg::multithread::multithread_tract_scope;
     use tract_onnx::tract_core::ops::cnn::PaddingSpec;
 
     /// Every item runs exactly once, whatever the pool size, the item count, and however the
@@ -406,6 +454,71 @@ pub(crate) mod tests {
         let order = std::sync::Mutex::new(Vec::new());
         for_each_share(None, 5, |i| order.lock().unwrap().push(i));
         assert_eq!(order.into_inner().unwrap(), [0, 1, 2, 3, 4]);
+    }
+
+    /// The operators of `m`, less its sources and constants.
+    pub(crate) fn ops(m: &TypedModel) -> Vec<String> {
+        m.nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .filter(|n| n != "Source" && n != "Const")
+            .collect()
+    }
+
+    /// Runs tract's optimized `want` once and `ours` on 1 and 2 threads, checks that they
+    /// agree, and returns tract's outputs.
+    pub(crate) fn agree(
+        want: TypedModel,
+        ours: &TypedModel,
+        inputs: TVec<TValue>,
+        what: &str,
+    ) -> TVec<TValue> {
+        let run = |m: TypedModel| {
+            m.into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap()
+                .run(inputs.clone())
+                .unwrap()
+        };
+        let want = run(want);
+        for threads in [1, 2] {
+            let got =
+                multithread_tract_scope(crate::model::executor(threads), || run(ours.clone()));
+            close(&got[0], &want[0], &format!("{what}, {threads} threads"));
+        }
+        want
+    }
+
+    /// A max pool of a channel concatenation becomes the concatenation of each part's pool,
+    /// and agrees with tract's.
+    #[test]
+    fn a_pool_of_a_concat_pools_each_part() {
+        let mut model = TypedModel::default();
+        let a = model.add_source("a", f32::fact([1, 2, 9, 11])).unwrap();
+        let b = model.add_source("b", f32::fact([1, 3, 9, 11])).unwrap();
+        let cat = model
+            .wire_node("cat", TypedConcat { axis: 1 }, &[a, b])
+            .unwrap()[0];
+        let pool = MaxPool {
+            pool_spec: square_spec(DataFormat::NCHW, &PaddingSpec::Valid, (3, 2, 1), (5, 5)),
+            with_index_outputs: None,
+        };
+        let out = model.wire_node("pool", pool, &[cat]).unwrap()[0];
+        model.select_output_outlets(&[out]).unwrap();
+        let decluttered = model.into_decluttered().unwrap();
+        let mut ours = decluttered.clone();
+        assert_eq!(use_edgecd_window_ops(&mut ours).unwrap(), 1);
+        assert_eq!(
+            ops(&ours),
+            ["EdgecdMaxPool2d", "EdgecdMaxPool2d", "Concat"],
+            "{ours}"
+        );
+        let inputs = tvec![
+            random(&[1, 2, 9, 11], 7).into_tvalue(),
+            random(&[1, 3, 9, 11], 8).into_tvalue()
+        ];
+        agree(decluttered, &ours, inputs, "pool of a concat");
     }
 
     pub(crate) fn random(shape: &[usize], seed: u64) -> Tensor {
