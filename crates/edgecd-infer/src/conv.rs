@@ -8,6 +8,11 @@
 //! ([`crate::spatial::Plane::im2col_rows`], a block of output rows at a time so that it stays in
 //! cache) times the kernel, by `gemm`.
 //!
+//! A window bigger than 1×1 whose output positions [`crate::direct`] computes with little waste
+//! ([`direct_pays`], decided from the input shape when the plan is built) skips the im2col
+//! matrix: its kernel is packed once ([`pack_direct_kernels`]) and each block runs
+//! [`crate::direct::run`] on its padded input band, the epilogue applied on the way out.
+//!
 //! What follows a convolution is folded into it when it can be ([`fuse_conv_epilogues`]):
 //! per-channel constant products and sums (batch norm, bias) go into the kernel and the bias
 //! (of depthwise convolutions too), a same-shape sum (a residual connection) becomes a fourth
