@@ -386,12 +386,7 @@ fn blocks(
     k: usize,
     threads: usize,
 ) -> Vec<(Range<usize>, Range<usize>)> {
-    let per_row = if std::env::var("EDGECD_BLK").is_ok() {
-        (k + o) * geo.ow
-    } else {
-        k * geo.ow
-    };
-    let most_rows = (column_block() / per_row.max(1)).clamp(1, geo.oh);
+    let most_rows = (column_block() / (k * geo.ow).max(1)).clamp(1, geo.oh);
     let count = geo.oh.div_ceil(most_rows);
     let by_channels = threads > 1 && o >= geo.oh * geo.ow && o >= 2 * CHANNEL_ALIGN;
     let count = if by_channels {
@@ -632,23 +627,16 @@ pub fn pack_direct_kernels(model: &mut TypedModel) -> TractResult<usize> {
             return Ok(None);
         }
         let packed = crate::direct::pack(&f32_values(kernel)?, o, c * kh * kw);
-        let mut patch = TypedModelPatch::default();
-        let mut taps: TVec<OutletId> = node
-            .inputs
-            .iter()
-            .map(|i| patch.tap_model(model, *i))
-            .collect::<TractResult<_>>()?;
-        taps[1] = patch.add_const(
-            format!("{}.packed", node.name),
-            tensor1(&packed).into_arc_tensor(),
-        )?;
         let op = Conv2d {
             direct: true,
             ..conv.clone()
         };
-        let out = patch.wire_node(&node.name, op, &taps)?;
-        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
-        Ok(Some(patch))
+        let name = format!("{}.packed", node.name);
+        crate::fuse::replace_node(model, node, op, |patch, taps| {
+            taps[1] = patch.add_const(name, tensor1(&packed).into_arc_tensor())?;
+            Ok(())
+        })
+        .map(Some)
     })
 }
 

@@ -40,6 +40,26 @@ pub(crate) fn patch_each(
     Ok(applied)
 }
 
+/// A patch that replaces `node` by `op` on the same inputs, after `change` has had its say on
+/// them (in the patch: e.g. one input swapped for a new constant).
+pub(crate) fn replace_node(
+    model: &TypedModel,
+    node: &TypedNode,
+    op: impl Into<Box<dyn TypedOp>>,
+    change: impl FnOnce(&mut TypedModelPatch, &mut TVec<OutletId>) -> TractResult<()>,
+) -> TractResult<TypedModelPatch> {
+    let mut patch = TypedModelPatch::default();
+    let mut taps = node
+        .inputs
+        .iter()
+        .map(|i| patch.tap_model(model, *i))
+        .collect::<TractResult<TVec<_>>>()?;
+    change(&mut patch, &mut taps)?;
+    let out = patch.wire_node(&node.name, op, &taps)?;
+    patch.shunt_outside(model, OutletId::new(node.id, 0), out[0])?;
+    Ok(patch)
+}
+
 /// `Some((other input, constant))` when `node` is the binary op `K` with one input a uniform f32
 /// constant. With `const_second`, only a constant in second position counts (non-commutative).
 fn bin_with_const<K: BinMiniOp>(

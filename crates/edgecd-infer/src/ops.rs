@@ -365,15 +365,7 @@ fn window_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelP
     } else {
         return Ok(None);
     };
-    let mut patch = TypedModelPatch::default();
-    let taps = node
-        .inputs
-        .iter()
-        .map(|i| patch.tap_model(model, *i))
-        .collect::<TractResult<TVec<_>>>()?;
-    let out = patch.wire_node(&node.name, op, &taps)?;
-    patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
-    Ok(Some(patch))
+    crate::fuse::replace_node(model, node, op, |_, _| Ok(())).map(Some)
 }
 
 /// A max pool of a concatenation along the channels (squeezenet's fire modules end so): the
