@@ -17,7 +17,9 @@
 //! per-channel constant products and sums (batch norm, bias) go into the kernel and the bias
 //! (of depthwise convolutions too), a same-shape sum (a residual connection) becomes a fourth
 //! input added in place, and constant `max`/`min` (ReLU, ReLU6) a clamp; all applied to each
-//! block just after it is computed.
+//! block just after it is computed. A max pool that alone reads a convolution's output is
+//! folded in last ([`fuse_conv_pools`]): each block of pooled rows computes the convolution
+//! rows it reads into a band of its thread's, and pools them while they are in cache.
 //!
 //! On several threads ([`crate::ops::for_each_share`]), each thread owns the same share of
 //! every layer (a band of output rows; or, in deep layers with more channels than positions, a
@@ -27,7 +29,9 @@
 //!
 //! Only f32, NCHW (or CHW), 2-D, non-quantized, group-1 convolutions are replaced.
 
-use crate::ops::{DepthwiseConv2d, for_each_share, plain_conv, plane, pool_for, supported};
+use crate::ops::{
+    DepthwiseConv2d, MaxPool2d, for_each_share, plain_conv, plane, pool_for, supported,
+};
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,6 +90,9 @@ pub struct Conv2d {
     /// The kernel input is packed for [`crate::direct`] ([`crate::direct::pack`]), which
     /// computes this convolution instead of im2col and `gemm` ([`pack_direct_kernels`]).
     pub direct: bool,
+    /// A max pool of the output (after the epilogue), folded in by [`fuse_conv_pools`]: the
+    /// output is then the pool's, and the convolution's is never written whole.
+    pub pool: Option<PoolSpec>,
 }
 
 /// Values in one block of the im2col matrix when the core's L2 cache size is not known: small
@@ -121,15 +128,39 @@ thread_local! {
     /// last read, kept for the next block (a fresh buffer costs its page faults every time).
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BAND: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A pooled convolution's rows for one block of pooled rows (every channel), and the
+    /// pool's scratch.
+    static POOLED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static POOL_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// One image's output (channels × positions, row-major), lent to the blocks that compute it,
-/// each its own range of positions of every channel, possibly on several threads at once.
+/// One image's output (channels × positions, row-major), or a band of its rows, lent to the
+/// blocks that compute it, each its own range of positions of every channel, possibly on
+/// several threads at once.
 #[derive(Clone, Copy)]
 struct ImageOut {
     ptr: *mut f32,
     channels: usize,
     positions: usize,
+    /// The image row at position 0 (not 0 for a band of rows).
+    first_row: usize,
+}
+
+impl ImageOut {
+    /// Positions `start .. start + len` of channel `ch`.
+    ///
+    /// # Safety
+    /// They are inside the image (or band), and no one else reads or writes them while the
+    /// slice lives.
+    #[allow(unsafe_code)]
+    unsafe fn slice<'a>(self, ch: usize, start: usize, len: usize) -> &'a mut [f32] {
+        assert!(
+            ch < self.channels && start + len <= self.positions,
+            "outside the image"
+        );
+        // SAFETY: inside the image (checked above), and this caller's alone (the contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(ch * self.positions + start), len) }
+    }
 }
 
 // SAFETY: an `ImageOut` is built from a `&mut [f32]` that stays borrowed, and unused, while the
@@ -189,7 +220,7 @@ impl crate::direct::Emit for DirectOut<'_> {
         // (checked just above), which is inside the image and this block's alone (checked by
         // `run_direct`).
         #[allow(unsafe_code)]
-        let dst = unsafe { std::slice::from_raw_parts_mut(self.out.ptr.add(at), values.len()) };
+        let dst = unsafe { self.out.slice(r, self.start + pos, values.len()) };
         let b = self.block;
         let bias = b.bias[if b.bias.len() == 1 { 0 } else { r }];
         let (low, high) = (b.epilogue.low, b.epilogue.high);
@@ -221,7 +252,8 @@ impl Block<'_> {
     fn run_direct(&self, rows: &Range<usize>, channels: &Range<usize>, out: ImageOut) {
         let geo = self.plane.geometry();
         let ow = geo.ow;
-        let start = rows.start * ow;
+        assert!(rows.start >= out.first_row, "block before the band");
+        let start = (rows.start - out.first_row) * ow;
         let ohw = out.positions;
         assert!(start + rows.len() * ow <= ohw, "block outside the image");
         assert!(channels.end <= out.channels, "block outside the channels");
@@ -274,27 +306,73 @@ impl Block<'_> {
         });
     }
 
+    /// Rows `rows` of the max pool `pool_plane` of this convolution's output, into `out` (the
+    /// pooled image): the convolution rows they read, every channel, into a band of this
+    /// thread's (a block at a time, as [`blocks`] cuts them), then each channel's pool from it,
+    /// while the band is in cache.
+    fn run_pooled(&self, pool_plane: &crate::spatial::Plane, rows: &Range<usize>, out: ImageOut) {
+        let geo = self.plane.geometry();
+        let (band, read) = pool_plane.band(rows.clone());
+        let o = out.channels;
+        let (band_len, out_len) = (read.len() * geo.ow, rows.len() * pool_plane.geometry().ow);
+        let most_rows = (column_block() / (self.k * geo.ow).max(1)).max(1);
+        POOLED.with_borrow_mut(|conv_rows| {
+            if conv_rows.len() < o * band_len {
+                conv_rows.resize(o * band_len, 0.0);
+            }
+            let band_out = ImageOut {
+                ptr: conv_rows.as_mut_ptr(),
+                channels: o,
+                positions: band_len,
+                first_row: read.start,
+            };
+            for first in read.clone().step_by(most_rows) {
+                let chunk = first..(first + most_rows).min(read.end);
+                self.run(&(chunk, 0..o), band_out);
+            }
+            POOL_SCRATCH.with_borrow_mut(|scratch| {
+                let need = band.geometry().scratch_len();
+                if scratch.len() < need {
+                    scratch.resize(need, 0.0);
+                }
+                for (ch, input) in conv_rows.chunks_exact(band_len.max(1)).take(o).enumerate() {
+                    // SAFETY: rows `rows` of every channel of the pooled image are this
+                    // block's alone.
+                    #[allow(unsafe_code)]
+                    let dst = unsafe { out.slice(ch, rows.start * band.geometry().ow, out_len) };
+                    band.max_pool(&input[..band_len], scratch, dst);
+                }
+            });
+        });
+    }
+
     /// Output rows `rows` of output channels `channels`: their im2col block, its product by
     /// those rows of the kernel into `out`, then the bias and the epilogue, in one pass while
     /// the block is in cache.
     fn run(&self, (rows, channels): &(Range<usize>, Range<usize>), out: ImageOut) {
+        assert!(
+            self.residual.is_none() || out.first_row == 0,
+            "a residual is read from the whole image"
+        );
         if self.direct {
             return self.run_direct(rows, channels, out);
         }
-        let ow = self.plane.geometry().ow;
-        let (start, len) = (rows.start * ow, rows.len() * ow);
+        let geo = self.plane.geometry();
+        let ow = geo.ow;
+        assert!(rows.start >= out.first_row, "block before the band");
+        let (start, len) = ((rows.start - out.first_row) * ow, rows.len() * ow);
         let (o, ohw, k) = (out.channels, out.positions, self.k);
         assert!(start + len <= ohw, "block outside the image");
         assert!(channels.end <= o, "block outside the channels");
         COLUMNS.with_borrow_mut(|columns| {
             let (b, b_stride) = match self.source {
-                Source::Image(image) => (&image[start..], ohw),
+                // The image is its own im2col matrix: as many positions as the output.
+                Source::Image(image) => (&image[rows.start * ow..], geo.oh * ow),
                 Source::Bands(image) => {
                     if columns.len() < k * len {
                         columns.resize(k * len, 0.0);
                     }
                     let block = &mut columns[..k * len];
-                    let geo = self.plane.geometry();
                     let (band, read) = self.plane.band(rows.clone());
                     let read = read.start * geo.w..read.end * geo.w;
                     BAND.with_borrow_mut(|padded| {
@@ -350,7 +428,7 @@ impl Block<'_> {
             // above) and this block's alone; the product wrote them all (k > 0), or they are
             // filled here first.
             #[allow(unsafe_code)]
-            let row = unsafe { std::slice::from_raw_parts_mut(out.ptr.add(r * ohw + start), len) };
+            let row = unsafe { out.slice(r, start, len) };
             if k == 0 {
                 row.fill(0.0);
             }
@@ -412,6 +490,29 @@ fn blocks(
         .collect()
 }
 
+/// How a pooled convolution's image is cut into blocks of pooled rows (`pool` is the pool's
+/// geometry, `o` and `ow` the convolution's channels and output width): as many rows as read
+/// convolution rows that fill at most half a column block, every channel (so that they stay in
+/// cache until pooled), as even as can be, a multiple of the thread count of them.
+fn pooled_blocks(
+    pool: &crate::spatial::Geometry,
+    o: usize,
+    ow: usize,
+    threads: usize,
+) -> Vec<Range<usize>> {
+    let conv_rows = column_block() / 2 / (o * ow).max(1);
+    let span = (pool.kh - 1) * pool.dh + 1;
+    let most = (conv_rows.saturating_sub(span) / pool.sh.max(1) + 1).clamp(1, pool.oh.max(1));
+    let count = pool
+        .oh
+        .div_ceil(most)
+        .next_multiple_of(threads.max(1))
+        .min(pool.oh);
+    (0..count)
+        .map(|b| b * pool.oh / count..(b + 1) * pool.oh / count)
+        .collect()
+}
+
 /// Channel ranges of a block start at multiples of this (whole register tiles of the
 /// product).
 const CHANNEL_ALIGN: usize = 16;
@@ -439,6 +540,9 @@ impl Op for Conv2d {
         info.push(format!("{:?}", self.epilogue));
         if self.direct {
             info.push("direct".to_string());
+        }
+        if let Some(pool) = &self.pool {
+            info.push(format!("then max pool {:?}", pool.info()));
         }
         Ok(info)
     }
@@ -501,22 +605,44 @@ impl EvalOp for Conv2d {
             .as_ref()
             .map(|r| r.as_slice().context("residual is not contiguous"))
             .transpose()?;
+        let pooled = match &self.pool {
+            Some(spec) => {
+                ensure!(residual.is_none(), "a pooled convolution has no residual");
+                let (pc, pool_plane, pool_shape) = crate::ops::plane(spec, &out_shape)?;
+                ensure!(pc == o, "the pool reads {pc} channels of {o}");
+                Some((pool_plane, pool_shape))
+            }
+            None => None,
+        };
         if ohw == 0 || o == 0 {
+            // Folded only where the shapes are known and not empty (`fuse_conv_pools`).
+            ensure!(pooled.is_none(), "a pooled convolution of an empty output");
             return Ok(tvec!(Tensor::zero::<f32>(&out_shape)?.into_tvalue()));
         }
-        let pool = pool_for(o * k * ohw, PARALLEL_MIN_MACS);
-        let pool = pool.as_deref();
-        let threads = pool.map_or(1, |p| p.current_num_threads());
+        let threads_pool = pool_for(o * k * ohw, PARALLEL_MIN_MACS);
+        let threads_pool = threads_pool.as_deref();
+        let threads = threads_pool.map_or(1, |p| p.current_num_threads());
         // A 1×1 kernel with stride 1 and no padding reads the image as it is.
         let whole = taps == 1 && geo.sh == 1 && geo.sw == 1 && geo.oh == geo.h && geo.ow == geo.w;
+        let result_shape = pooled.as_ref().map_or(&out_shape, |(_, s)| s);
         let blocks = blocks(&geo, o, k, threads);
+        let pooled_blocks = pooled
+            .as_ref()
+            .map(|(p, _)| pooled_blocks(p.geometry(), o, geo.ow, threads));
         // SAFETY: every value is written before it is read: the blocks below cover every
         // position of every channel of every image, and each writes all of its own.
         #[allow(unsafe_code)]
-        let mut result = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        let mut result = unsafe { Tensor::uninitialized::<f32>(result_shape)? };
         let mut plain = result.try_as_plain_ram_mut()?;
         let out = plain.as_slice_mut::<f32>()?;
-        for (n, out) in out.chunks_exact_mut(o * ohw).enumerate() {
+        let image_len = match &pooled {
+            Some((p, _)) => o * p.geometry().oh * p.geometry().ow,
+            None => o * ohw,
+        };
+        if image_len == 0 {
+            return Ok(tvec!(result.into_tvalue()));
+        }
+        for (n, out) in out.chunks_exact_mut(image_len).enumerate() {
             let image = &x[n * c * hw..(n + 1) * c * hw];
             let residual = residual.map(|r| &r[n * o * ohw..(n + 1) * o * ohw]);
             let block = Block {
@@ -537,9 +663,19 @@ impl EvalOp for Conv2d {
             let image_out = ImageOut {
                 ptr: out.as_mut_ptr(),
                 channels: o,
-                positions: ohw,
+                positions: image_len / o,
+                first_row: 0,
             };
-            for_each_share(pool, blocks.len(), |b| block.run(&blocks[b], image_out));
+            match (&pooled, &pooled_blocks) {
+                (Some((pool_plane, _)), Some(pooled_blocks)) => {
+                    for_each_share(threads_pool, pooled_blocks.len(), |b| {
+                        block.run_pooled(pool_plane, &pooled_blocks[b], image_out)
+                    })
+                }
+                _ => for_each_share(threads_pool, blocks.len(), |b| {
+                    block.run(&blocks[b], image_out)
+                }),
+            }
         }
         Ok(tvec!(result.into_tvalue()))
     }
@@ -549,7 +685,11 @@ impl TypedOp for Conv2d {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let facts = self.pool_spec.output_facts(&inputs[..1])?;
         let shape: TVec<TDim> = facts[0].shape.iter().cloned().collect();
-        Ok(tvec!(f32::fact(self.output_shape(&shape))))
+        let conv = f32::fact(self.output_shape(&shape));
+        match &self.pool {
+            Some(pool) => pool.output_facts(&[&conv]),
+            None => Ok(tvec!(conv)),
+        }
     }
 
     as_op!();
@@ -564,6 +704,7 @@ pub fn use_edgecd_conv(model: &mut TypedModel) -> TractResult<usize> {
     }
     let replaced = crate::fuse::patch_each(model, conv_patch)?;
     fuse_conv_epilogues(model)?;
+    fuse_conv_pools(model)?;
     pack_direct_kernels(model)?;
     Ok(replaced)
 }
@@ -599,6 +740,50 @@ fn direct_pays(pool_spec: &PoolSpec, shape: &[usize]) -> bool {
     let overhead = crate::direct::overhead(g.oh, g.ow, plane.row_step(), flat);
     let most = if g.oh * g.ow < 100 { 1.35 } else { 1.2 };
     g.kh * g.kw > 1 && overhead <= most
+}
+
+/// Folds each [`MaxPool2d`] that alone reads a [`Conv2d`]'s output (with no residual input, of
+/// known, non-empty shape) into that convolution ([`Conv2d::pool`]): a block of pooled rows
+/// then computes the convolution rows it reads into a band that stays in its thread's cache,
+/// and pools them from there. A 224² stem's 3 MB output is never written whole, nor read back,
+/// and the pool is shared out with the convolution (on its own, it did not run faster on two
+/// threads than on one). Squeezenet's stem and its expand layers before a pool
+/// (`crate::ops` pools each part of a concatenation), and resnet50's stem. Returns how many it
+/// folded.
+pub fn fuse_conv_pools(model: &mut TypedModel) -> TractResult<usize> {
+    crate::fuse::patch_each(model, |model, id| {
+        let node = model.node(id);
+        let (Some(pool), Some(&input)) = (node.op_as::<MaxPool2d>(), node.inputs.first()) else {
+            return Ok(None);
+        };
+        let conv_node = model.node(input.node);
+        let Some(conv) = conv_node.op_as::<Conv2d>() else {
+            return Ok(None);
+        };
+        let alone = crate::fuse::only_successor(model, conv_node).is_some_and(|n| n.id == id);
+        let shape = model
+            .outlet_fact(input)?
+            .shape
+            .as_concrete()
+            .map(<[usize]>::to_vec);
+        let known = shape.is_some_and(|s| s.iter().all(|d| *d > 0));
+        if !alone || !known || conv.pool.is_some() || conv.epilogue.residual {
+            return Ok(None);
+        }
+        let op = Conv2d {
+            pool: Some(pool.pool_spec.clone()),
+            ..conv.clone()
+        };
+        let mut patch = TypedModelPatch::default();
+        let taps = conv_node
+            .inputs
+            .iter()
+            .map(|i| patch.tap_model(model, *i))
+            .collect::<TractResult<TVec<_>>>()?;
+        let out = patch.wire_node(&node.name, op, &taps)?;
+        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        Ok(Some(patch))
+    })
 }
 
 /// Gives each [`Conv2d`] that [`direct_pays`] for, with a constant kernel and an input of known
@@ -655,6 +840,7 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPat
             epilogue: Epilogue::default(),
             output_rank: fact.rank(),
             direct: false,
+            pool: None,
         };
         (op, None, None)
     } else if let Some(einsum) = node.op_as::<EinSum>() {
@@ -767,6 +953,7 @@ fn pointwise(
         epilogue: Epilogue::default(),
         output_rank,
         direct: false,
+        pool: None,
     };
     Ok(Some((op, kernel.into_arc_tensor(), input)))
 }
@@ -839,6 +1026,9 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
     let node = model.node(id);
     // A depthwise convolution takes the per-channel products and sums only.
     let (o, conv) = if let Some(conv) = node.op_as::<Conv2d>() {
+        if conv.pool.is_some() {
+            return Ok(None);
+        }
         (conv.pool_spec.output_channels, Some(conv))
     } else if let Some(depthwise) = node.op_as::<DepthwiseConv2d>() {
         (depthwise.pool_spec.output_channels, None)
@@ -1012,6 +1202,7 @@ mod tests {
                             epilogue: Epilogue::default(),
                             output_rank: shape.len(),
                             direct,
+                            pool: None,
                         };
                         let inputs = || {
                             let mut inputs = inputs();
@@ -1208,6 +1399,110 @@ mod tests {
             random(&[1, o, h, w], 102).into_tvalue()
         ];
         agree(decluttered, &ours, inputs, "epilogues");
+    }
+
+    /// A max pool that alone reads a convolution's output (after a ReLU) folds into it, and
+    /// the outputs agree with tract's: a direct 3×3 and a strided 3×3 by im2col, each with a
+    /// 3×3 stride-2 pool, and a 1×1 (which tract makes a product) with a padded 2×2 pool on a
+    /// batch of two. The images are cut into several blocks of pooled rows.
+    #[test]
+    fn pools_fold_into_the_convolutions() {
+        use tract_onnx::tract_core::ops::cnn::MaxPool;
+        let cases = [
+            // (input shape, output channels, conv k and stride, pool k, stride and padding)
+            ([1, 8, 70, 60], 40, (3, 1), (3, 2, PaddingSpec::Valid)),
+            ([1, 3, 260, 34], 64, (3, 2), (3, 2, PaddingSpec::SameUpper)),
+            (
+                [2, 8, 61, 29],
+                64,
+                (1, 1),
+                (2, 2, PaddingSpec::Explicit(tvec![1, 0], tvec![0, 1])),
+            ),
+        ];
+        let mut direct = vec![];
+        for (ix, (shape, o, (k, stride), (pk, ps, pool_padding))) in cases.into_iter().enumerate() {
+            let c = shape[1];
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact(shape)).unwrap();
+            let spec = square_spec(
+                DataFormat::NCHW,
+                &PaddingSpec::SameUpper,
+                (k, stride, 1),
+                (c, o),
+            );
+            let kernel = model.add_const("k", random(&[o, c, k, k], 60)).unwrap();
+            let bias = model.add_const("b", random(&[o], 61)).unwrap();
+            let mut wire = model
+                .wire_node("conv", conv(&spec), &[x, kernel, bias])
+                .unwrap()[0];
+            let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+            wire = wire_bin(&mut model, "relu", Box::new(Max), wire, zero);
+            let pool = MaxPool {
+                pool_spec: square_spec(DataFormat::NCHW, &pool_padding, (pk, ps, 1), (o, o)),
+                with_index_outputs: None,
+            };
+            wire = model.wire_node("pool", pool, &[wire]).unwrap()[0];
+            model.select_output_outlets(&[wire]).unwrap();
+            let decluttered = model.into_decluttered().unwrap();
+            let mut ours = decluttered.clone();
+            crate::ops::use_edgecd_window_ops(&mut ours).unwrap();
+            use_edgecd_conv(&mut ours).unwrap();
+            assert_eq!(ops(&ours), ["EdgecdConv2d"], "case {ix}: {ours}");
+            let node = ours
+                .nodes()
+                .iter()
+                .find_map(|n| n.op_as::<Conv2d>())
+                .unwrap();
+            assert!(node.pool.is_some() && node.epilogue.low == 0.0, "case {ix}");
+            direct.push(node.direct);
+            let pooled = ours.output_fact(0).unwrap().shape.as_concrete().unwrap();
+            let geo = plane(&node.pool_spec, &shape).unwrap().1;
+            let pool_geo = plane(
+                node.pool.as_ref().unwrap(),
+                &[shape[0], o, geo.geometry().oh, geo.geometry().ow],
+            )
+            .unwrap()
+            .1;
+            let blocks = pooled_blocks(pool_geo.geometry(), o, geo.geometry().ow, 1);
+            // (Unless a model loaded in this process sized the blocks to a bigger cache.)
+            if column_block() == COLUMN_BLOCK {
+                assert!(blocks.len() > 1, "case {ix}: {blocks:?} for {pooled:?}");
+            }
+            let inputs = tvec![random(&shape, 62 + ix as u64).into_tvalue()];
+            agree(decluttered, &ours, inputs, &format!("pooled case {ix}"));
+        }
+        assert_eq!(direct, [true, false, false]);
+    }
+
+    #[test]
+    fn pooled_blocks_cover_every_row_once() {
+        for (h, w, o, k, s) in [
+            (111, 111, 64, 3, 2),
+            (55, 55, 128, 3, 2),
+            (7, 9, 8, 2, 2),
+            (3, 5, 300, 3, 1),
+        ] {
+            for threads in [1, 2, 3] {
+                let conv = crate::spatial::tests::geometry(h, w, 1, 1, 1, 0);
+                let pool = crate::spatial::tests::geometry(h, w, k, s, 1, 0);
+                let blocks = pooled_blocks(&pool, o, conv.ow, threads);
+                let mut seen = vec![0; pool.oh];
+                for rows in &blocks {
+                    assert!(!rows.is_empty(), "{blocks:?}");
+                    let read = (rows.len() - 1) * s + k;
+                    assert!(
+                        rows.len() == 1 || read * o * w <= column_block() / 2,
+                        "{rows:?}"
+                    );
+                    rows.clone().for_each(|r| seen[r] += 1);
+                }
+                assert!(
+                    seen.iter().all(|&n| n == 1),
+                    "{h}x{w} t{threads}: {blocks:?}"
+                );
+                assert!(blocks.len().is_multiple_of(threads) || blocks.len() == pool.oh);
+            }
+        }
     }
 
     /// tract declutters a stride-2 1×1 convolution into two `Downsample`s and a product; the
