@@ -20,6 +20,9 @@
 //! block just after it is computed. A max pool that alone reads a convolution's output is
 //! folded in last ([`fuse_conv_pools`]): each block of pooled rows computes the convolution
 //! rows it reads into a band of its thread's, and pools them while they are in cache.
+//! The 1×1 products that tract split over a channel concatenation (`a · Ka + b · Kb`) are put
+//! back into one convolution that reads its image in parts, where they are
+//! ([`merge_split_products`]).
 //!
 //! On several threads ([`crate::ops::for_each_share`]), each thread owns the same share of
 //! every layer (a band of output rows; or, in deep layers with more channels than positions, a
@@ -93,6 +96,11 @@ pub struct Conv2d {
     /// A max pool of the output (after the epilogue), folded in by [`fuse_conv_pools`]: the
     /// output is then the pool's, and the convolution's is never written whole.
     pub pool: Option<PoolSpec>,
+    /// How many inputs the image comes in: channel ranges of it, one after the other, each
+    /// read where it is (a 1×1 product that tract split over a concatenation, put back
+    /// together by [`merge_split_products`]). The inputs are then `[x_1 .. x_parts, kernel,
+    /// bias]` and the residual.
+    pub parts: usize,
 }
 
 /// Values in one block of the im2col matrix when the core's L2 cache size is not known: small
@@ -177,6 +185,9 @@ enum Source<'a> {
     /// The image (channels × positions), padded a band at a time: each block pads, channel
     /// by channel, only the input rows its output rows read ([`crate::spatial::Plane::band`]).
     Bands(&'a [f32]),
+    /// The image in parts of (channels × positions, channels), one after the other (a 1×1,
+    /// stride-1, unpadded kernel): one product per part, each added to the ones before.
+    Parts(TVec<(&'a [f32], usize)>),
 }
 
 /// What every block of one image's convolution shares.
@@ -198,8 +209,8 @@ struct Block<'a> {
 
 /// Where [`crate::direct::run`] hands a block's output values: through the bias and the
 /// epilogue into the image.
-struct DirectOut<'a> {
-    block: &'a Block<'a>,
+struct DirectOut<'a, 'b> {
+    block: &'a Block<'b>,
     out: ImageOut,
     /// The block's first position in the image, its channels' end and its positions.
     start: usize,
@@ -207,7 +218,7 @@ struct DirectOut<'a> {
     len: usize,
 }
 
-impl crate::direct::Emit for DirectOut<'_> {
+impl crate::direct::Emit for DirectOut<'_, '_> {
     // Inlined into the kernel's caller, so compiled for its vector instructions.
     #[inline(always)]
     fn emit(&mut self, r: usize, pos: usize, values: &[f32]) {
@@ -365,9 +376,14 @@ impl Block<'_> {
         assert!(start + len <= ohw, "block outside the image");
         assert!(channels.end <= o, "block outside the channels");
         COLUMNS.with_borrow_mut(|columns| {
-            let (b, b_stride) = match self.source {
+            // (the im2col rows of one product, their kernel values per channel, their stride)
+            let products: TVec<(&[f32], usize, usize)> = match &self.source {
                 // The image is its own im2col matrix: as many positions as the output.
-                Source::Image(image) => (&image[rows.start * ow..], geo.oh * ow),
+                Source::Image(image) => tvec![(&image[rows.start * ow..], k, geo.oh * ow)],
+                Source::Parts(parts) => parts
+                    .iter()
+                    .map(|(image, c)| (&image[rows.start * ow..], *c, geo.oh * ow))
+                    .collect(),
                 Source::Bands(image) => {
                     if columns.len() < k * len {
                         columns.resize(k * len, 0.0);
@@ -386,27 +402,38 @@ impl Block<'_> {
                             band.im2col_rows(padded, 0..rows.len(), dst);
                         }
                     });
-                    (&columns[..k * len], len)
+                    tvec![(&columns[..k * len], k, len)]
                 }
             };
-            if k > 0 {
-                assert_eq!(self.kernel.len(), o * k, "kernel size");
-                assert!(b.len() >= (k - 1) * b_stride + len, "columns size");
-                // SAFETY: `kernel` is o × k and `b` holds k rows of `len` values `b_stride`
-                // apart (both checked above); the destination is rows `channels` (inside the
-                // o × ohw image `out` points to, checked above) of `len` values, `ohw` apart,
-                // from `start`, and no other block writes those positions of those channels.
+            assert_eq!(self.kernel.len(), o * k, "kernel size");
+            assert_eq!(
+                products.iter().map(|p| p.1).sum::<usize>(),
+                k,
+                "kernel values per channel"
+            );
+            let (mut from, mut wrote) = (0, false);
+            for (b, kp, b_stride) in products {
+                if kp == 0 {
+                    continue;
+                }
+                assert!(b.len() >= (kp - 1) * b_stride + len, "columns size");
+                // SAFETY: `kernel` is o × k, of which this product reads columns from..from +
+                // kp (inside k, checked above), and `b` holds kp rows of `len` values
+                // `b_stride` apart (checked above); the destination is rows `channels` (inside
+                // the o × ohw image `out` points to, checked above) of `len` values, `ohw`
+                // apart, from `start`, and no other block writes those positions of those
+                // channels. A product after the first adds to what the ones before wrote.
                 #[allow(unsafe_code)]
                 unsafe {
                     gemm::gemm(
                         channels.len(),
                         len,
-                        k,
+                        kp,
                         out.ptr.add(channels.start * ohw + start),
                         1,
                         ohw as isize,
-                        false,
-                        self.kernel[channels.start * k..].as_ptr(),
+                        wrote,
+                        self.kernel[channels.start * k + from..].as_ptr(),
                         1,
                         k as isize,
                         b.as_ptr(),
@@ -420,6 +447,8 @@ impl Block<'_> {
                         gemm::Parallelism::None,
                     )
                 }
+                from += kp;
+                wrote = true;
             }
         });
         let (low, high) = (self.epilogue.low, self.epilogue.high);
@@ -554,14 +583,37 @@ impl EvalOp for Conv2d {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let parts = self.parts.max(1);
+        let want = parts + 2 + usize::from(self.epilogue.residual);
+        ensure!(
+            inputs.len() == want,
+            "expected {want} inputs, got {}",
+            inputs.len()
+        );
         let residual = if self.epilogue.residual {
-            ensure!(inputs.len() == 4, "expected 4 inputs, got {}", inputs.len());
             inputs.pop()
         } else {
             None
         };
-        let (x, kernel, bias) = args_3!(inputs);
-        let (c, plane, mut out_shape) = plane(&self.pool_spec, x.shape())?;
+        let (bias, kernel) = (inputs.pop().unwrap(), inputs.pop().unwrap());
+        // The image's parts (channel ranges, one after the other).
+        let xs = inputs;
+        let mut shape: TVec<usize> = xs[0].shape().into();
+        ensure!(shape.len() >= 3, "input shape {shape:?}");
+        let channel_axis = shape.len() - 3;
+        let mut part_channels: TVec<usize> = tvec![];
+        for x in &xs {
+            let mut same = x.shape().to_vec();
+            part_channels.push(same[channel_axis]);
+            same[channel_axis] = shape[channel_axis];
+            ensure!(
+                same == *shape,
+                "input parts of shapes {:?} and {shape:?}",
+                x.shape()
+            );
+        }
+        shape[channel_axis] = part_channels.iter().sum();
+        let (c, plane, mut out_shape) = plane(&self.pool_spec, &shape)?;
         let geo = *plane.geometry();
         let rank = out_shape.len();
         let o = self.pool_spec.output_channels;
@@ -584,8 +636,14 @@ impl EvalOp for Conv2d {
             "bias shape {:?}",
             bias.shape()
         );
-        let x = x.to_plain_array_view::<f32>()?;
-        let x = x.as_slice().context("input is not contiguous")?;
+        let views = xs
+            .iter()
+            .map(|x| x.to_plain_array_view::<f32>())
+            .collect::<TractResult<TVec<_>>>()?;
+        let xs = views
+            .iter()
+            .map(|x| x.as_slice().context("input is not contiguous"))
+            .collect::<TractResult<TVec<_>>>()?;
         let kernel = kernel.to_plain_array_view::<f32>()?;
         let kernel = kernel.as_slice().context("kernel is not contiguous")?;
         let bias = bias.to_plain_array_view::<f32>()?;
@@ -624,6 +682,10 @@ impl EvalOp for Conv2d {
         let threads = threads_pool.map_or(1, |p| p.current_num_threads());
         // A 1×1 kernel with stride 1 and no padding reads the image as it is.
         let whole = taps == 1 && geo.sh == 1 && geo.sw == 1 && geo.oh == geo.h && geo.ow == geo.w;
+        ensure!(
+            parts == 1 || (whole && !self.direct),
+            "an image in parts takes a 1x1, stride-1, unpadded kernel"
+        );
         let result_shape = pooled.as_ref().map_or(&out_shape, |(_, s)| s);
         let blocks = blocks(&geo, o, k, threads);
         let pooled_blocks = pooled
@@ -643,7 +705,11 @@ impl EvalOp for Conv2d {
             return Ok(tvec!(result.into_tvalue()));
         }
         for (n, out) in out.chunks_exact_mut(image_len).enumerate() {
-            let image = &x[n * c * hw..(n + 1) * c * hw];
+            let image: &[f32] = if parts == 1 {
+                &xs[0][n * c * hw..(n + 1) * c * hw]
+            } else {
+                &[]
+            };
             let residual = residual.map(|r| &r[n * o * ohw..(n + 1) * o * ohw]);
             let block = Block {
                 plane: &plane,
@@ -651,7 +717,14 @@ impl EvalOp for Conv2d {
                 bias,
                 taps,
                 k,
-                source: if whole && !self.direct {
+                source: if parts > 1 {
+                    let images = xs.iter().zip(&part_channels);
+                    Source::Parts(
+                        images
+                            .map(|(x, &cp)| (&x[n * cp * hw..(n + 1) * cp * hw], cp))
+                            .collect(),
+                    )
+                } else if whole && !self.direct {
                     Source::Image(image)
                 } else {
                     Source::Bands(image)
@@ -683,7 +756,13 @@ impl EvalOp for Conv2d {
 
 impl TypedOp for Conv2d {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let facts = self.pool_spec.output_facts(&inputs[..1])?;
+        // The image, of all its parts' channels.
+        let parts = &inputs[..self.parts.max(1)];
+        let mut dims: TVec<TDim> = parts[0].shape.iter().cloned().collect();
+        ensure!(dims.len() >= 3, "input shape {dims:?}");
+        let axis = dims.len() - 3;
+        dims[axis] = parts.iter().map(|f| f.shape[axis].clone()).sum();
+        let facts = self.pool_spec.output_facts(&[&f32::fact(dims)])?;
         let shape: TVec<TDim> = facts[0].shape.iter().cloned().collect();
         let conv = f32::fact(self.output_shape(&shape));
         match &self.pool {
@@ -704,6 +783,7 @@ pub fn use_edgecd_conv(model: &mut TypedModel) -> TractResult<usize> {
     }
     let replaced = crate::fuse::patch_each(model, conv_patch)?;
     fuse_conv_epilogues(model)?;
+    merge_split_products(model)?;
     fuse_conv_pools(model)?;
     pack_direct_kernels(model)?;
     Ok(replaced)
@@ -740,6 +820,120 @@ fn direct_pays(pool_spec: &PoolSpec, shape: &[usize]) -> bool {
     let overhead = crate::direct::overhead(g.oh, g.ow, plane.row_step(), flat);
     let most = if g.oh * g.ow < 100 { 1.35 } else { 1.2 };
     g.kh * g.kw > 1 && overhead <= most
+}
+
+/// Whether `conv` is a 1×1, stride-1, unpadded product by `gemm` with nothing after it but
+/// its epilogue: one that can read its image in parts.
+fn reads_in_parts(conv: &Conv2d) -> bool {
+    let spec = &conv.pool_spec;
+    let unpadded = match &spec.padding {
+        PaddingSpec::Valid => true,
+        PaddingSpec::Explicit(before, after) => before.iter().chain(after).all(|p| *p == 0),
+        _ => false,
+    };
+    !conv.direct
+        && conv.pool.is_none()
+        && *spec.kernel_shape == [1, 1]
+        && spec.strides().iter().all(|s| *s == 1)
+        && unpadded
+}
+
+/// Puts back together the 1×1 products that tract split over a channel concatenation (its
+/// declutter makes `x · [Ka | Kb]` of `concat(a, b)` into `a · Ka + b · Kb`, which
+/// [`fuse_conv_epilogues`] leaves as one [`Conv2d`] whose residual is the other): one
+/// [`Conv2d`] that reads its image in parts ([`Conv2d::parts`]), one product added to the
+/// other in place, by a kernel `[Ka | Kb]` and the sum of the biases. Squeezenet's squeeze
+/// layers and its last convolution read such concatenations. One operator instead of two:
+/// one pass of the threads, one output instead of two, and no residual read back. Returns
+/// how many it merged.
+pub fn merge_split_products(model: &mut TypedModel) -> TractResult<usize> {
+    crate::fuse::patch_each(model, |model, id| {
+        let node = model.node(id);
+        let Some(b) = node.op_as::<Conv2d>() else {
+            return Ok(None);
+        };
+        let Some(&first) = node.inputs.last().filter(|_| b.epilogue.residual) else {
+            return Ok(None);
+        };
+        let a_node = model.node(first.node);
+        let Some(a) = a_node.op_as::<Conv2d>() else {
+            return Ok(None);
+        };
+        let alone = crate::fuse::only_successor(model, a_node).is_some_and(|n| n.id == id);
+        let (sa, sb) = (&a.pool_spec, &b.pool_spec);
+        let alike = a.output_rank == b.output_rank
+            && sa.data_format == sb.data_format
+            && sa.output_channels == sb.output_channels
+            && model.outlet_fact(first)?.shape == model.outlet_fact(OutletId::new(id, 0))?.shape;
+        if !(alone && alike && reads_in_parts(a) && reads_in_parts(b))
+            || a.epilogue != Epilogue::default()
+        {
+            return Ok(None);
+        }
+        let o = sb.output_channels;
+        let konst = |node: &TypedNode, ix: usize| -> TractResult<Option<Vec<f32>>> {
+            model
+                .outlet_fact(node.inputs[ix])?
+                .konst
+                .as_ref()
+                .map(|k| f32_values(k))
+                .transpose()
+        };
+        let (Some(ka), Some(kb), Some(ba), Some(bb)) = (
+            konst(a_node, a.parts)?,
+            konst(node, b.parts)?,
+            konst(a_node, a.parts + 1)?,
+            konst(node, b.parts + 1)?,
+        ) else {
+            return Ok(None);
+        };
+        let (ca, cb) = (sa.input_channels, sb.input_channels);
+        if ka.len() != o * ca || kb.len() != o * cb {
+            return Ok(None);
+        }
+        let kernel: Vec<f32> = (0..o)
+            .flat_map(|ch| ka[ch * ca..][..ca].iter().chain(&kb[ch * cb..][..cb]))
+            .copied()
+            .collect();
+        if ![ba.len(), bb.len()].iter().all(|n| *n == 1 || *n == o) {
+            return Ok(None);
+        }
+        let bias_of = |b: &[f32], ch: usize| b[if b.len() == 1 { 0 } else { ch }];
+        let bias: Vec<f32> = (0..o)
+            .map(|ch| bias_of(&ba, ch) + bias_of(&bb, ch))
+            .collect();
+        let op = Conv2d {
+            pool_spec: PoolSpec {
+                input_channels: ca + cb,
+                ..sb.clone()
+            },
+            epilogue: Epilogue {
+                residual: false,
+                ..b.epilogue
+            },
+            parts: a.parts + b.parts,
+            ..b.clone()
+        };
+        let mut patch = TypedModelPatch::default();
+        let mut taps = tvec![];
+        for (n, conv) in [(a_node, a), (node, b)] {
+            for x in &n.inputs[..conv.parts] {
+                taps.push(patch.tap_model(model, *x)?);
+            }
+        }
+        let kernel = Tensor::from_shape(&[o, ca + cb, 1, 1], &kernel)?;
+        taps.push(patch.add_const(
+            format!("{}.merged-kernel", node.name),
+            kernel.into_arc_tensor(),
+        )?);
+        taps.push(patch.add_const(
+            format!("{}.merged-bias", node.name),
+            tensor1(&bias).into_arc_tensor(),
+        )?);
+        let out = patch.wire_node(&node.name, op, &taps)?;
+        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        Ok(Some(patch))
+    })
 }
 
 /// Folds each [`MaxPool2d`] that alone reads a [`Conv2d`]'s output (with no residual input, of
@@ -806,6 +1000,7 @@ pub fn pack_direct_kernels(model: &mut TypedModel) -> TractResult<usize> {
             return Ok(None);
         };
         if conv.direct
+            || conv.parts != 1
             || o != conv.pool_spec.output_channels
             || !direct_pays(&conv.pool_spec, shape)
         {
@@ -841,6 +1036,7 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPat
             output_rank: fact.rank(),
             direct: false,
             pool: None,
+            parts: 1,
         };
         (op, None, None)
     } else if let Some(einsum) = node.op_as::<EinSum>() {
@@ -954,6 +1150,7 @@ fn pointwise(
         output_rank,
         direct: false,
         pool: None,
+        parts: 1,
     };
     Ok(Some((op, kernel.into_arc_tensor(), input)))
 }
@@ -1026,7 +1223,7 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
     let node = model.node(id);
     // A depthwise convolution takes the per-channel products and sums only.
     let (o, conv) = if let Some(conv) = node.op_as::<Conv2d>() {
-        if conv.pool.is_some() {
+        if conv.pool.is_some() || conv.parts != 1 {
             return Ok(None);
         }
         (conv.pool_spec.output_channels, Some(conv))
@@ -1146,6 +1343,7 @@ mod tests {
     use super::*;
     use crate::ops::tests::{agree, close, ops, random, square_spec};
     use tract_linalg::multithread::multithread_tract_scope;
+    use tract_onnx::tract_core::ops::array::TypedConcat;
     use tract_onnx::tract_core::ops::cnn::KernelFormat;
 
     fn conv(pool_spec: &PoolSpec) -> Conv {
@@ -1203,6 +1401,7 @@ mod tests {
                             output_rank: shape.len(),
                             direct,
                             pool: None,
+                            parts: 1,
                         };
                         let inputs = || {
                             let mut inputs = inputs();
@@ -1401,6 +1600,69 @@ mod tests {
         agree(decluttered, &ours, inputs, "epilogues");
     }
 
+    /// `decluttered` after edgecd's rewrites, which leave one [`Conv2d`], and that convolution.
+    fn one_conv(decluttered: &TypedModel, what: &str) -> (TypedModel, Conv2d) {
+        let mut ours = decluttered.clone();
+        crate::ops::use_edgecd_window_ops(&mut ours).unwrap();
+        use_edgecd_conv(&mut ours).unwrap();
+        assert_eq!(ops(&ours), ["EdgecdConv2d"], "{what}: {ours}");
+        let conv = ours.nodes().iter().find_map(|n| n.op_as::<Conv2d>());
+        let conv = conv.unwrap().clone();
+        (ours, conv)
+    }
+
+    /// A 1×1 convolution of a concatenation of three images (which tract declutters into a
+    /// sum of three products) becomes one [`Conv2d`] that reads the three in place, with the
+    /// ReLU after it, and agrees with tract's; on a batch of two and on one image.
+    #[test]
+    fn split_products_merge_back() {
+        for n in [2, 1] {
+            let channels = [5, 7, 3];
+            let (o, h, w) = (6, 9, 11);
+            let mut model = TypedModel::default();
+            let sources: TVec<OutletId> = channels
+                .iter()
+                .enumerate()
+                .map(|(ix, c)| {
+                    model
+                        .add_source(format!("x{ix}"), f32::fact([n, *c, h, w]))
+                        .unwrap()
+                })
+                .collect();
+            let cat = model
+                .wire_node("cat", TypedConcat { axis: 1 }, &sources)
+                .unwrap()[0];
+            let c = channels.iter().sum();
+            let spec = square_spec(DataFormat::NCHW, &PaddingSpec::Valid, (1, 1, 1), (c, o));
+            let kernel = model.add_const("k", random(&[o, c, 1, 1], 70)).unwrap();
+            let bias = model.add_const("b", random(&[o], 71)).unwrap();
+            let mut wire = model
+                .wire_node("conv", conv(&spec), &[cat, kernel, bias])
+                .unwrap()[0];
+            let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+            wire = wire_bin(&mut model, "relu", Box::new(Max), wire, zero);
+            model.select_output_outlets(&[wire]).unwrap();
+            let decluttered = model.into_decluttered().unwrap();
+            assert!(
+                !ops(&decluttered).contains(&"Concat".to_string()),
+                "{decluttered}"
+            );
+            let (ours, merged) = one_conv(&decluttered, "split products");
+            assert_eq!((merged.parts, merged.epilogue.low), (3, 0.0));
+            let inputs = channels
+                .iter()
+                .enumerate()
+                .map(|(ix, c)| random(&[n, *c, h, w], 72 + ix as u64).into_tvalue())
+                .collect();
+            agree(
+                decluttered,
+                &ours,
+                inputs,
+                &format!("split products, batch {n}"),
+            );
+        }
+    }
+
     /// A max pool that alone reads a convolution's output (after a ReLU) folds into it, and
     /// the outputs agree with tract's: a direct 3×3 and a strided 3×3 by im2col, each with a
     /// 3×3 stride-2 pool, and a 1×1 (which tract makes a product) with a padded 2×2 pool on a
@@ -1444,15 +1706,7 @@ mod tests {
             wire = model.wire_node("pool", pool, &[wire]).unwrap()[0];
             model.select_output_outlets(&[wire]).unwrap();
             let decluttered = model.into_decluttered().unwrap();
-            let mut ours = decluttered.clone();
-            crate::ops::use_edgecd_window_ops(&mut ours).unwrap();
-            use_edgecd_conv(&mut ours).unwrap();
-            assert_eq!(ops(&ours), ["EdgecdConv2d"], "case {ix}: {ours}");
-            let node = ours
-                .nodes()
-                .iter()
-                .find_map(|n| n.op_as::<Conv2d>())
-                .unwrap();
+            let (ours, node) = one_conv(&decluttered, &format!("case {ix}"));
             assert!(node.pool.is_some() && node.epilogue.low == 0.0, "case {ix}");
             direct.push(node.direct);
             let pooled = ours.output_fact(0).unwrap().shape.as_concrete().unwrap();
