@@ -326,7 +326,7 @@ impl Block<'_> {
         let (band, read) = pool_plane.band(rows.clone());
         let o = out.channels;
         let (band_len, out_len) = (read.len() * geo.ow, rows.len() * pool_plane.geometry().ow);
-        let most_rows = (column_block() / (self.k * geo.ow).max(1)).max(1);
+        let most_rows = rows_per_block(self.k, geo.ow);
         POOLED.with_borrow_mut(|conv_rows| {
             if conv_rows.len() < o * band_len {
                 conv_rows.resize(o * band_len, 0.0);
@@ -493,7 +493,7 @@ fn blocks(
     k: usize,
     threads: usize,
 ) -> Vec<(Range<usize>, Range<usize>)> {
-    let most_rows = (column_block() / (k * geo.ow).max(1)).clamp(1, geo.oh);
+    let most_rows = rows_per_block(k, geo.ow).min(geo.oh);
     let count = geo.oh.div_ceil(most_rows);
     let by_channels = threads > 1 && o >= geo.oh * geo.ow && o >= 2 * CHANNEL_ALIGN;
     let count = if by_channels {
@@ -501,7 +501,7 @@ fn blocks(
     } else {
         count.next_multiple_of(threads).min(geo.oh)
     };
-    let rows = (0..count).map(|b| b * geo.oh / count..(b + 1) * geo.oh / count);
+    let rows = even_ranges(geo.oh, count);
     if !by_channels {
         return rows.map(|r| (r, 0..o)).collect();
     }
@@ -537,9 +537,18 @@ fn pooled_blocks(
         .div_ceil(most)
         .next_multiple_of(threads.max(1))
         .min(pool.oh);
-    (0..count)
-        .map(|b| b * pool.oh / count..(b + 1) * pool.oh / count)
-        .collect()
+    even_ranges(pool.oh, count).collect()
+}
+
+/// Output rows of `ow` columns whose im2col block (`k` values per position) fits a column
+/// block; at least one.
+fn rows_per_block(k: usize, ow: usize) -> usize {
+    (column_block() / (k * ow).max(1)).max(1)
+}
+
+/// `0..n` cut into `count` ranges as even as can be.
+fn even_ranges(n: usize, count: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..count).map(move |b| b * n / count..(b + 1) * n / count)
 }
 
 /// Channel ranges of a block start at multiples of this (whole register tiles of the
@@ -705,10 +714,18 @@ impl EvalOp for Conv2d {
             return Ok(tvec!(result.into_tvalue()));
         }
         for (n, out) in out.chunks_exact_mut(image_len).enumerate() {
-            let image: &[f32] = if parts == 1 {
-                &xs[0][n * c * hw..(n + 1) * c * hw]
+            // This image's part of each input (its channels), one after the other.
+            let images: TVec<(&[f32], usize)> = xs
+                .iter()
+                .zip(&part_channels)
+                .map(|(x, &cp)| (&x[n * cp * hw..(n + 1) * cp * hw], cp))
+                .collect();
+            let source = if parts > 1 {
+                Source::Parts(images)
+            } else if whole && !self.direct {
+                Source::Image(images[0].0)
             } else {
-                &[]
+                Source::Bands(images[0].0)
             };
             let residual = residual.map(|r| &r[n * o * ohw..(n + 1) * o * ohw]);
             let block = Block {
@@ -717,18 +734,7 @@ impl EvalOp for Conv2d {
                 bias,
                 taps,
                 k,
-                source: if parts > 1 {
-                    let images = xs.iter().zip(&part_channels);
-                    Source::Parts(
-                        images
-                            .map(|(x, &cp)| (&x[n * cp * hw..(n + 1) * cp * hw], cp))
-                            .collect(),
-                    )
-                } else if whole && !self.direct {
-                    Source::Image(image)
-                } else {
-                    Source::Bands(image)
-                },
+                source,
                 residual,
                 epilogue: self.epilogue,
                 direct: self.direct,
@@ -871,19 +877,17 @@ pub fn merge_split_products(model: &mut TypedModel) -> TractResult<usize> {
             return Ok(None);
         }
         let o = sb.output_channels;
-        let konst = |node: &TypedNode, ix: usize| -> TractResult<Option<Vec<f32>>> {
-            model
-                .outlet_fact(node.inputs[ix])?
-                .konst
-                .as_ref()
-                .map(|k| f32_values(k))
-                .transpose()
+        let kernel_of = |node: &TypedNode, conv: &Conv2d| -> TractResult<Option<Vec<f32>>> {
+            let kernel = model.outlet_fact(node.inputs[conv.parts])?.konst.as_ref();
+            kernel.map(|k| f32_values(k)).transpose()
         };
+        let bias_of =
+            |node: &TypedNode, conv: &Conv2d| channel_bias(model, node.inputs[conv.parts + 1], o);
         let (Some(ka), Some(kb), Some(ba), Some(bb)) = (
-            konst(a_node, a.parts)?,
-            konst(node, b.parts)?,
-            konst(a_node, a.parts + 1)?,
-            konst(node, b.parts + 1)?,
+            kernel_of(a_node, a)?,
+            kernel_of(node, b)?,
+            bias_of(a_node, a)?,
+            bias_of(node, b)?,
         ) else {
             return Ok(None);
         };
@@ -895,13 +899,7 @@ pub fn merge_split_products(model: &mut TypedModel) -> TractResult<usize> {
             .flat_map(|ch| ka[ch * ca..][..ca].iter().chain(&kb[ch * cb..][..cb]))
             .copied()
             .collect();
-        if ![ba.len(), bb.len()].iter().all(|n| *n == 1 || *n == o) {
-            return Ok(None);
-        }
-        let bias_of = |b: &[f32], ch: usize| b[if b.len() == 1 { 0 } else { ch }];
-        let bias: Vec<f32> = (0..o)
-            .map(|ch| bias_of(&ba, ch) + bias_of(&bb, ch))
-            .collect();
+        let bias: Vec<f32> = ba.iter().zip(&bb).map(|(a, b)| a + b).collect();
         let op = Conv2d {
             pool_spec: PoolSpec {
                 input_channels: ca + cb,
@@ -914,25 +912,19 @@ pub fn merge_split_products(model: &mut TypedModel) -> TractResult<usize> {
             parts: a.parts + b.parts,
             ..b.clone()
         };
-        let mut patch = TypedModelPatch::default();
-        let mut taps = tvec![];
-        for (n, conv) in [(a_node, a), (node, b)] {
-            for x in &n.inputs[..conv.parts] {
-                taps.push(patch.tap_model(model, *x)?);
-            }
-        }
-        let kernel = Tensor::from_shape(&[o, ca + cb, 1, 1], &kernel)?;
-        taps.push(patch.add_const(
-            format!("{}.merged-kernel", node.name),
-            kernel.into_arc_tensor(),
-        )?);
-        taps.push(patch.add_const(
-            format!("{}.merged-bias", node.name),
-            tensor1(&bias).into_arc_tensor(),
-        )?);
-        let out = patch.wire_node(&node.name, op, &taps)?;
-        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
-        Ok(Some(patch))
+        let images: TVec<OutletId> = (a_node.inputs[..a.parts].iter())
+            .chain(&node.inputs[..b.parts])
+            .copied()
+            .collect();
+        let kernel = Tensor::from_shape(&[o, ca + cb, 1, 1], &kernel)?.into_arc_tensor();
+        let bias = tensor1(&bias).into_arc_tensor();
+        let name = &node.name;
+        crate::fuse::replace_node_reading(model, node, &images, op, |patch, taps| {
+            taps.push(patch.add_const(format!("{name}.merged-kernel"), kernel)?);
+            taps.push(patch.add_const(format!("{name}.merged-bias"), bias)?);
+            Ok(())
+        })
+        .map(Some)
     })
 }
 
@@ -968,15 +960,8 @@ pub fn fuse_conv_pools(model: &mut TypedModel) -> TractResult<usize> {
             pool: Some(pool.pool_spec.clone()),
             ..conv.clone()
         };
-        let mut patch = TypedModelPatch::default();
-        let taps = conv_node
-            .inputs
-            .iter()
-            .map(|i| patch.tap_model(model, *i))
-            .collect::<TractResult<TVec<_>>>()?;
-        let out = patch.wire_node(&node.name, op, &taps)?;
-        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
-        Ok(Some(patch))
+        let inputs = &conv_node.inputs;
+        crate::fuse::replace_node_reading(model, node, inputs, op, |_, _| Ok(())).map(Some)
     })
 }
 
@@ -1206,12 +1191,16 @@ fn f32_values(k: &Tensor) -> TractResult<Vec<f32>> {
     Ok(k.to_plain_array_view::<f32>()?.iter().copied().collect())
 }
 
-/// The bias constant of `conv` (a convolution node), one value per output channel.
-fn channel_bias(model: &TypedModel, conv: &TypedNode, o: usize) -> TractResult<Option<Vec<f32>>> {
-    let Some(b) = model.outlet_fact(conv.inputs[2])?.konst.as_ref() else {
+/// The bias of a convolution of `o` output channels, one value per channel, when the input
+/// `bias` is a constant of one value per channel or one for all.
+fn channel_bias(model: &TypedModel, bias: OutletId, o: usize) -> TractResult<Option<Vec<f32>>> {
+    let Some(b) = model.outlet_fact(bias)?.konst.as_ref() else {
         return Ok(None);
     };
     let b = f32_values(b)?;
+    if b.len() != 1 && b.len() != o {
+        return Ok(None);
+    }
     Ok(Some(
         (0..o)
             .map(|ch| b[if b.len() == 1 { 0 } else { ch }])
@@ -1280,7 +1269,7 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
     } else if mini.is::<Add>() {
         match konst.and_then(|k| channel_values(k, rank, o)) {
             Some(add) => {
-                let Some(b) = channel_bias(model, node, o)? else {
+                let Some(b) = channel_bias(model, node.inputs[2], o)? else {
                     return Ok(None);
                 };
                 let b: Vec<f32> = b.iter().zip(&add).map(|(b, a)| b + a).collect();
@@ -1301,7 +1290,7 @@ fn epilogue_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMode
             return Ok(None);
         };
         let k = model.outlet_fact(node.inputs[1])?.konst.clone();
-        let (Some(k), Some(b)) = (k, channel_bias(model, node, o)?) else {
+        let (Some(k), Some(b)) = (k, channel_bias(model, node.inputs[2], o)?) else {
             return Ok(None);
         };
         let per = k.len() / o.max(1);

@@ -48,9 +48,20 @@ pub(crate) fn replace_node(
     op: impl Into<Box<dyn TypedOp>>,
     change: impl FnOnce(&mut TypedModelPatch, &mut TVec<OutletId>) -> TractResult<()>,
 ) -> TractResult<TypedModelPatch> {
+    replace_node_reading(model, node, &node.inputs, op, change)
+}
+
+/// [`replace_node`] with `op` reading `inputs` instead of `node`'s own (e.g. the inputs of
+/// the node before, folded into this one).
+pub(crate) fn replace_node_reading(
+    model: &TypedModel,
+    node: &TypedNode,
+    inputs: &[OutletId],
+    op: impl Into<Box<dyn TypedOp>>,
+    change: impl FnOnce(&mut TypedModelPatch, &mut TVec<OutletId>) -> TractResult<()>,
+) -> TractResult<TypedModelPatch> {
     let mut patch = TypedModelPatch::default();
-    let mut taps = node
-        .inputs
+    let mut taps = inputs
         .iter()
         .map(|i| patch.tap_model(model, *i))
         .collect::<TractResult<TVec<_>>>()?;
