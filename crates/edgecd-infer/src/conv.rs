@@ -8,10 +8,11 @@
 //! ([`crate::spatial::Plane::im2col_rows`], a block of output rows at a time so that it stays in
 //! cache) times the kernel, by `gemm`.
 //!
-//! A window bigger than 1×1 whose output positions [`crate::direct`] computes with little waste
-//! ([`direct_pays`], decided from the input shape when the plan is built) skips the im2col
-//! matrix: its kernel is packed once ([`pack_direct_kernels`]) and each block runs
-//! [`crate::direct::run`] on its padded input band, the epilogue applied on the way out.
+//! A 3×3 stride-1 window over 8 input channels or more runs by [`crate::winograd`] (2.25×
+//! fewer multiply-adds), another window bigger than 1×1 whose output positions
+//! [`crate::direct`] computes with little waste ([`direct_pays`], decided from the input shape
+//! when the plan is built) by [`crate::direct`]: either skips the im2col matrix, its kernel
+//! packed once ([`pack_kernels`], [`Method`]), each block's epilogue applied on the way out.
 //!
 //! What follows a convolution is folded into it when it can be ([`fuse_conv_epilogues`]):
 //! per-channel constant products and sums (batch norm, bias) go into the kernel and the bias
@@ -80,6 +81,20 @@ impl Epilogue {
     }
 }
 
+/// How a [`Conv2d`] computes its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Method {
+    /// im2col and `gemm` (or the image itself for a 1×1, stride-1, unpadded kernel), the
+    /// kernel as ONNX stores it.
+    #[default]
+    Gemm,
+    /// [`crate::direct`], from the padded input, the kernel packed by
+    /// [`crate::direct::pack`].
+    Direct,
+    /// [`crate::winograd`] (3×3, stride 1), the kernel packed by [`crate::winograd::pack`].
+    Winograd,
+}
+
 /// Dense 2-D convolution (group 1), inputs `[x (N,C,H,W), kernel (O,C,kh,kw), bias (O or 1)]`
 /// and, with `epilogue.residual`, `residual` (the output's shape): per image, the im2col matrix
 /// times the kernel (by `gemm`), plus the bias, then the [`Epilogue`]. A 1×1, stride-1,
@@ -90,9 +105,9 @@ pub struct Conv2d {
     pub pool_spec: PoolSpec,
     pub epilogue: Epilogue,
     pub output_rank: usize,
-    /// The kernel input is packed for [`crate::direct`] ([`crate::direct::pack`]), which
-    /// computes this convolution instead of im2col and `gemm` ([`pack_direct_kernels`]).
-    pub direct: bool,
+    /// How the convolution is computed, and so how its kernel input is laid out
+    /// ([`pack_kernels`]).
+    pub method: Method,
     /// A max pool of the output (after the epilogue), folded in by [`fuse_conv_pools`]: the
     /// output is then the pool's, and the convolution's is never written whole.
     pub pool: Option<PoolSpec>,
@@ -203,8 +218,8 @@ struct Block<'a> {
     /// The residual input of this image, shaped like its output.
     residual: Option<&'a [f32]>,
     epilogue: Epilogue,
-    /// `kernel` is packed for [`crate::direct::run`].
-    direct: bool,
+    /// How `kernel` is packed, and so which computes the block.
+    method: Method,
 }
 
 /// Where [`crate::direct::run`] hands a block's output values: through the bias and the
@@ -256,23 +271,42 @@ impl crate::direct::Emit for DirectOut<'_, '_> {
     }
 }
 
-impl Block<'_> {
-    /// A block by [`crate::direct::run`]: pads the band of every input channel its rows read,
-    /// then computes its channels' tiles, each run of output values going through the bias and
-    /// the epilogue on its way out.
-    fn run_direct(&self, rows: &Range<usize>, channels: &Range<usize>, out: ImageOut) {
-        let geo = self.plane.geometry();
-        let ow = geo.ow;
+impl<'a> Block<'a> {
+    /// Where a block of output rows `rows` and channels `channels` (a whole number of
+    /// [`crate::direct::TILE`]s from the start) of `out` hands its values.
+    fn emitter(
+        &self,
+        rows: &Range<usize>,
+        channels: &Range<usize>,
+        out: ImageOut,
+    ) -> DirectOut<'_, 'a> {
+        let ow = self.plane.geometry().ow;
         assert!(rows.start >= out.first_row, "block before the band");
         let start = (rows.start - out.first_row) * ow;
-        let ohw = out.positions;
-        assert!(start + rows.len() * ow <= ohw, "block outside the image");
+        let len = rows.len() * ow;
+        assert!(start + len <= out.positions, "block outside the image");
         assert!(channels.end <= out.channels, "block outside the channels");
         assert_eq!(
             channels.start % crate::direct::TILE,
             0,
             "tile-aligned channels"
         );
+        DirectOut {
+            block: self,
+            out,
+            start,
+            end: channels.end,
+            len,
+        }
+    }
+
+    /// A block by [`crate::direct::run`]: pads the band of every input channel its rows read,
+    /// then computes its channels' tiles, each run of output values going through the bias and
+    /// the epilogue on its way out.
+    fn run_direct(&self, rows: &Range<usize>, channels: &Range<usize>, out: ImageOut) {
+        let geo = self.plane.geometry();
+        let ow = geo.ow;
+        let mut emit = self.emitter(rows, channels, out);
         let Source::Bands(image) = self.source else {
             panic!("a direct convolution reads padded bands");
         };
@@ -299,13 +333,6 @@ impl Block<'_> {
             }
             let tiles =
                 channels.start / crate::direct::TILE..channels.end.div_ceil(crate::direct::TILE);
-            let mut emit = DirectOut {
-                block: self,
-                out,
-                start,
-                end: channels.end,
-                len: rows.len() * ow,
-            };
             let work = crate::direct::Work {
                 packed: self.kernel,
                 k: self.k,
@@ -315,6 +342,30 @@ impl Block<'_> {
             };
             crate::direct::run(&work, &mut emit);
         });
+    }
+
+    /// A block by [`crate::winograd::run`], from the image as it is, each output row going
+    /// through the bias and the epilogue on its way out.
+    fn run_winograd(&self, rows: &Range<usize>, channels: &Range<usize>, out: ImageOut) {
+        let geo = self.plane.geometry();
+        let mut emit = self.emitter(rows, channels, out);
+        let Source::Bands(image) = self.source else {
+            panic!("a Winograd convolution reads the image");
+        };
+        let work = crate::winograd::Work {
+            packed: self.kernel,
+            o: out.channels,
+            c: self.k / self.taps.max(1),
+            image,
+            h: geo.h,
+            w: geo.w,
+            pad_top: geo.pad_top,
+            pad_left: geo.pad_left,
+            ow: geo.ow,
+            rows: rows.clone(),
+            tiles: channels.start / crate::direct::TILE..channels.end.div_ceil(crate::direct::TILE),
+        };
+        COLUMNS.with_borrow_mut(|scratch| crate::winograd::run(&work, scratch, &mut emit));
     }
 
     /// Rows `rows` of the max pool `pool_plane` of this convolution's output, into `out` (the
@@ -365,8 +416,10 @@ impl Block<'_> {
             self.residual.is_none() || out.first_row == 0,
             "a residual is read from the whole image"
         );
-        if self.direct {
-            return self.run_direct(rows, channels, out);
+        match self.method {
+            Method::Direct => return self.run_direct(rows, channels, out),
+            Method::Winograd => return self.run_winograd(rows, channels, out),
+            Method::Gemm => {}
         }
         let geo = self.plane.geometry();
         let ow = geo.ow;
@@ -576,8 +629,8 @@ impl Op for Conv2d {
     fn info(&self) -> TractResult<Vec<String>> {
         let mut info = self.pool_spec.info();
         info.push(format!("{:?}", self.epilogue));
-        if self.direct {
-            info.push("direct".to_string());
+        if self.method != Method::Gemm {
+            info.push(format!("{:?}", self.method));
         }
         if let Some(pool) = &self.pool {
             info.push(format!("then max pool {:?}", pool.info()));
@@ -630,10 +683,10 @@ impl EvalOp for Conv2d {
         let out_shape = self.output_shape(&out_shape);
         let (taps, ohw, hw) = (geo.kh * geo.kw, geo.oh * geo.ow, geo.h * geo.w);
         let k = c * taps;
-        let kernel_len = if self.direct {
-            crate::direct::packed_len(o, k)
-        } else {
-            o * k
+        let kernel_len = match self.method {
+            Method::Gemm => o * k,
+            Method::Direct => crate::direct::packed_len(o, k),
+            Method::Winograd => crate::winograd::packed_len(o, c),
         };
         ensure!(
             kernel.len() == kernel_len,
@@ -692,7 +745,7 @@ impl EvalOp for Conv2d {
         // A 1×1 kernel with stride 1 and no padding reads the image as it is.
         let whole = taps == 1 && geo.sh == 1 && geo.sw == 1 && geo.oh == geo.h && geo.ow == geo.w;
         ensure!(
-            parts == 1 || (whole && !self.direct),
+            parts == 1 || (whole && self.method == Method::Gemm),
             "an image in parts takes a 1x1, stride-1, unpadded kernel"
         );
         let result_shape = pooled.as_ref().map_or(&out_shape, |(_, s)| s);
@@ -722,7 +775,7 @@ impl EvalOp for Conv2d {
                 .collect();
             let source = if parts > 1 {
                 Source::Parts(images)
-            } else if whole && !self.direct {
+            } else if whole && self.method == Method::Gemm {
                 Source::Image(images[0].0)
             } else {
                 Source::Bands(images[0].0)
@@ -737,7 +790,7 @@ impl EvalOp for Conv2d {
                 source,
                 residual,
                 epilogue: self.epilogue,
-                direct: self.direct,
+                method: self.method,
             };
             let image_out = ImageOut {
                 ptr: out.as_mut_ptr(),
@@ -791,7 +844,7 @@ pub fn use_edgecd_conv(model: &mut TypedModel) -> TractResult<usize> {
     fuse_conv_epilogues(model)?;
     merge_split_products(model)?;
     fuse_conv_pools(model)?;
-    pack_direct_kernels(model)?;
+    pack_kernels(model)?;
     Ok(replaced)
 }
 
@@ -837,7 +890,7 @@ fn reads_in_parts(conv: &Conv2d) -> bool {
         PaddingSpec::Explicit(before, after) => before.iter().chain(after).all(|p| *p == 0),
         _ => false,
     };
-    !conv.direct
+    conv.method == Method::Gemm
         && conv.pool.is_none()
         && *spec.kernel_shape == [1, 1]
         && spec.strides().iter().all(|s| *s == 1)
@@ -965,11 +1018,12 @@ pub fn fuse_conv_pools(model: &mut TypedModel) -> TractResult<usize> {
     })
 }
 
-/// Gives each [`Conv2d`] that [`direct_pays`] for, with a constant kernel and an input of known
-/// shape, its kernel packed
-/// for [`crate::direct`] (once, here, rather than at every inference). Runs after the
-/// epilogues are folded, which rewrite the kernel. Returns how many it packed.
-pub fn pack_direct_kernels(model: &mut TypedModel) -> TractResult<usize> {
+/// Gives each [`Conv2d`] with a constant kernel and an input of known shape the fastest
+/// [`Method`] for its shape, and its kernel packed for it (once, here, rather than at every
+/// inference): [`crate::winograd`] where it [`applies`](crate::winograd::applies),
+/// [`crate::direct`] where [`direct_pays`]. Runs after the epilogues are folded, which rewrite
+/// the kernel. Returns how many it packed.
+pub fn pack_kernels(model: &mut TypedModel) -> TractResult<usize> {
     crate::fuse::patch_each(model, |model, id| {
         let node = model.node(id);
         let Some(conv) = node.op_as::<Conv2d>() else {
@@ -984,16 +1038,32 @@ pub fn pack_direct_kernels(model: &mut TypedModel) -> TractResult<usize> {
         let Some(shape) = model.outlet_fact(node.inputs[0])?.shape.as_concrete() else {
             return Ok(None);
         };
-        if conv.direct
-            || conv.parts != 1
-            || o != conv.pool_spec.output_channels
-            || !direct_pays(&conv.pool_spec, shape)
-        {
+        if conv.method != Method::Gemm || conv.parts != 1 || o != conv.pool_spec.output_channels {
             return Ok(None);
         }
-        let packed = crate::direct::pack(&f32_values(kernel)?, o, c * kh * kw);
+        let spec = &conv.pool_spec;
+        let pair = |v: &[usize]| -> [usize; 2] { v.try_into().unwrap_or([0, 0]) };
+        let winograd = crate::winograd::applies(
+            pair(&spec.kernel_shape),
+            pair(&spec.strides()),
+            pair(&spec.dilations()),
+            c,
+        );
+        let (method, packed) = if winograd {
+            (
+                Method::Winograd,
+                crate::winograd::pack(&f32_values(kernel)?, o, c),
+            )
+        } else if direct_pays(spec, shape) {
+            (
+                Method::Direct,
+                crate::direct::pack(&f32_values(kernel)?, o, c * kh * kw),
+            )
+        } else {
+            return Ok(None);
+        };
         let op = Conv2d {
-            direct: true,
+            method,
             ..conv.clone()
         };
         let name = format!("{}.packed", node.name);
@@ -1019,7 +1089,7 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPat
             pool_spec: conv.pool_spec.clone(),
             epilogue: Epilogue::default(),
             output_rank: fact.rank(),
-            direct: false,
+            method: Method::Gemm,
             pool: None,
             parts: 1,
         };
@@ -1133,7 +1203,7 @@ fn pointwise(
         pool_spec,
         epilogue: Epilogue::default(),
         output_rank,
-        direct: false,
+        method: Method::Gemm,
         pool: None,
         parts: 1,
     };
@@ -1383,22 +1453,29 @@ mod tests {
                         .eval_out_of_plan(inputs())
                         .unwrap()
                         .unwrap();
-                    for (direct, threads) in [(false, 1), (false, 2), (true, 1), (true, 2)] {
+                    let methods = [Method::Gemm, Method::Direct, Method::Winograd];
+                    let winograd = k == 3 && stride == 1 && dilation == 1;
+                    let methods = methods
+                        .into_iter()
+                        .filter(|m| *m != Method::Winograd || winograd);
+                    for (method, threads) in methods.flat_map(|m| [(m, 1), (m, 2)]) {
                         let ours = Conv2d {
                             pool_spec: pool_spec.clone(),
                             epilogue: Epilogue::default(),
                             output_rank: shape.len(),
-                            direct,
+                            method,
                             pool: None,
                             parts: 1,
                         };
                         let inputs = || {
                             let mut inputs = inputs();
-                            if direct {
-                                let kernel = f32_values(&inputs[1]).unwrap();
-                                let packed = crate::direct::pack(&kernel, o, c * k * k);
-                                inputs[1] = tensor1(&packed).into_tvalue();
-                            }
+                            let kernel = f32_values(&inputs[1]).unwrap();
+                            let packed = match method {
+                                Method::Gemm => return inputs,
+                                Method::Direct => crate::direct::pack(&kernel, o, c * k * k),
+                                Method::Winograd => crate::winograd::pack(&kernel, o, c),
+                            };
+                            inputs[1] = tensor1(&packed).into_tvalue();
                             inputs
                         };
                         let facts: TVec<TypedFact> =
@@ -1406,7 +1483,7 @@ mod tests {
                         let fact_refs: TVec<&TypedFact> = facts.iter().collect();
                         let out_fact = ours.output_facts(&fact_refs).unwrap();
                         let what = format!(
-                            "{data_format:?} {shape:?} {padding:?} k{k} s{stride} d{dilation} t{threads} direct {direct}"
+                            "{data_format:?} {shape:?} {padding:?} k{k} s{stride} d{dilation} t{threads} {method:?}"
                         );
                         let got = multithread_tract_scope(crate::model::executor(threads), || {
                             ours.eval_out_of_plan(inputs()).unwrap().unwrap()
@@ -1568,19 +1645,25 @@ mod tests {
             ["EdgecdDepthwiseConv2d", "EdgecdConv2d", "EdgecdConv2d"],
             "{ours}"
         );
-        // The 3×3 convolution runs by `direct` (its output computed with 20% overhead), the
-        // 1×1 by `gemm`; both with a residual and a clamp.
-        let convs: Vec<(bool, Epilogue)> = ours
+        // The 3×3 convolution runs by `winograd`, the 1×1 by `gemm`; both with a residual and
+        // a clamp.
+        let convs: Vec<(Method, Epilogue)> = ours
             .nodes()
             .iter()
-            .filter_map(|n| n.op_as::<Conv2d>().map(|c| (c.direct, c.epilogue)))
+            .filter_map(|n| n.op_as::<Conv2d>().map(|c| (c.method, c.epilogue)))
             .collect();
         let clamped = |residual| Epilogue {
             residual,
             low: 0.0,
             high: 6.0,
         };
-        assert_eq!(convs, [(true, clamped(true)), (false, clamped(true))]);
+        assert_eq!(
+            convs,
+            [
+                (Method::Winograd, clamped(true)),
+                (Method::Gemm, clamped(true))
+            ]
+        );
         let inputs = tvec![
             random(&[1, c, h, w], 100).into_tvalue(),
             random(&[1, c, h, w], 101).into_tvalue(),
@@ -1670,7 +1753,7 @@ mod tests {
                 (2, 2, PaddingSpec::Explicit(tvec![1, 0], tvec![0, 1])),
             ),
         ];
-        let mut direct = vec![];
+        let mut methods = vec![];
         for (ix, (shape, o, (k, stride), (pk, ps, pool_padding))) in cases.into_iter().enumerate() {
             let c = shape[1];
             let mut model = TypedModel::default();
@@ -1697,7 +1780,7 @@ mod tests {
             let decluttered = model.into_decluttered().unwrap();
             let (ours, node) = one_conv(&decluttered, &format!("case {ix}"));
             assert!(node.pool.is_some() && node.epilogue.low == 0.0, "case {ix}");
-            direct.push(node.direct);
+            methods.push(node.method);
             let pooled = ours.output_fact(0).unwrap().shape.as_concrete().unwrap();
             let geo = plane(&node.pool_spec, &shape).unwrap().1;
             let pool_geo = plane(
@@ -1714,7 +1797,7 @@ mod tests {
             let inputs = tvec![random(&shape, 62 + ix as u64).into_tvalue()];
             agree(decluttered, &ours, inputs, &format!("pooled case {ix}"));
         }
-        assert_eq!(direct, [true, false, false]);
+        assert_eq!(methods, [Method::Winograd, Method::Gemm, Method::Gemm]);
     }
 
     #[test]

@@ -213,7 +213,7 @@ fn run_with<const V: usize, F: Emit>(
 /// value of each of the tile's channels. The portable loop, which the compiler may vectorise;
 /// the kernels below compute the same with intrinsics.
 #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
-fn sums_portable<const V: usize>(
+pub(crate) fn sums_portable<const V: usize>(
     w: &[f32],
     padded: &[f32],
     offsets: &[usize],
@@ -235,7 +235,7 @@ fn sums_portable<const V: usize>(
 /// with AVX2 and FMA (one 8-lane vector per channel).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod x86 {
+pub(crate) mod x86 {
     use super::{Emit, TILE, Work, run_with};
     use std::arch::x86_64::*;
 
@@ -261,7 +261,7 @@ mod x86 {
 
     /// The sums of `NV` vectors of 16 positions (the first `16 · NV` of each row of `out`).
     #[target_feature(enable = "avx512f,avx2,fma")]
-    fn avx512<const NV: usize>(
+    pub(crate) fn avx512<const NV: usize>(
         w: &[f32],
         padded: &[f32],
         offsets: &[usize],
@@ -291,7 +291,13 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    fn avx2(w: &[f32], padded: &[f32], offsets: &[usize], at: usize, out: &mut [[f32; 8]; TILE]) {
+    pub(crate) fn avx2(
+        w: &[f32],
+        padded: &[f32],
+        offsets: &[usize],
+        at: usize,
+        out: &mut [[f32; 8]; TILE],
+    ) {
         let mut acc = [_mm256_setzero_ps(); TILE];
         for (ws, &off) in w.chunks_exact(TILE).zip(offsets) {
             let xs: &[f32; 8] = padded[off + at..][..8].try_into().expect("8 inputs");
@@ -312,11 +318,11 @@ mod x86 {
 /// weights in two vectors, each multiplied in by lane.
 #[cfg(target_arch = "aarch64")]
 #[allow(unsafe_code)]
-mod arm {
+pub(crate) mod arm {
     use super::TILE;
     use std::arch::aarch64::*;
 
-    pub(super) fn sums_neon(
+    pub(crate) fn sums_neon(
         w: &[f32],
         padded: &[f32],
         offsets: &[usize],

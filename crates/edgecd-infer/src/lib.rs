@@ -7,7 +7,9 @@
 //! convolution and max-pool operators for tract, and the rewrite that uses them), `conv`
 //! (edgecd's dense convolution by the `gemm` crate, with what follows it folded in), `direct`
 //! (the dense convolution computed straight from the padded input, for windows over few
-//! positions' waste: the intrinsics kernels and their packed weights), `spatial`
+//! positions' waste: the intrinsics kernels and their packed weights), `winograd` (3×3
+//! stride-1 convolutions by F(2×2, 3×3) on `direct`'s kernels), `crew` (the threads of one
+//! inference, kept spinning between its parallel loops), `spatial`
 //! (the pure per-plane loops: windows and im2col),
 //! `server` (axum API and hot reload), `selftest` (running and recording self-test vectors),
 //! `metrics` (hand-written Prometheus text format), `governor` (pure thermal state machine),
@@ -16,6 +18,7 @@
 
 pub mod bench;
 pub mod conv;
+pub mod crew;
 pub mod direct;
 pub mod error;
 pub mod fuse;
@@ -28,6 +31,7 @@ pub mod selftest;
 pub mod server;
 pub mod spatial;
 pub mod thermal;
+pub mod winograd;
 
 pub use error::InferError;
 pub use governor::{Governor, GovernorConfig, GovernorState};

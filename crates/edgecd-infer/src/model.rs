@@ -576,7 +576,10 @@ pub fn on_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     match executor(threads) {
         Executor::MultiThread(pool) => {
             let executor = Executor::MultiThread(pool.clone());
-            pool.install(|| multithread_tract_scope(executor, f))
+            pool.install(|| {
+                let crew = crate::crew::Crew::start(&pool, pool.current_num_threads() - 1);
+                crew.run(|| multithread_tract_scope(executor, f))
+            })
         }
         single => multithread_tract_scope(single, f),
     }

@@ -134,6 +134,11 @@ impl Share {
 /// layers to either thread, and a block whose input the other core had written ran up to 3×
 /// slower than the same block on the core that wrote it (the 1×1 expand layers: 200 µs
 /// against 70); with fixed shares, 70 and 75.
+///
+/// Within a plan run by [`crate::model::on_pool`], the loop goes to the run's
+/// [`crate::crew::Crew`] (the plan's thread takes share 0, each helper its own), whose helpers
+/// are awake; otherwise (no crew, or its helpers not there yet or gone idle, in which case new
+/// ones are sent for) to the pool's threads, woken for it.
 pub(crate) fn for_each_share(pool: Option<&rayon::ThreadPool>, n: usize, f: impl Fn(usize) + Sync) {
     let threads = pool.map_or(1, |p| p.current_num_threads()).min(n);
     let Some(pool) = pool.filter(|_| threads > 1) else {
@@ -143,8 +148,8 @@ pub(crate) fn for_each_share(pool: Option<&rayon::ThreadPool>, n: usize, f: impl
     let shares: Vec<Share> = (0..threads)
         .map(|t| Share::new(t * n / threads, (t + 1) * n / threads))
         .collect();
-    let work = || {
-        let me = rayon::current_thread_index().unwrap_or(0) % threads;
+    let work = |me: usize| {
+        let me = me % threads;
         while let Some(i) = shares[me].take(true) {
             f(i)
         }
@@ -154,11 +159,18 @@ pub(crate) fn for_each_share(pool: Option<&rayon::ThreadPool>, n: usize, f: impl
             }
         }
     };
+    if let Some(crew) = crate::crew::Crew::current() {
+        if crew.has_helpers() {
+            return crew.parallel(&work);
+        }
+        crew.recruit(pool);
+    }
+    let me = || rayon::current_thread_index().unwrap_or(0);
     pool.scope(|s| {
         for _ in 1..threads {
-            s.spawn(|_| work());
+            s.spawn(|_| work(me()));
         }
-        work();
+        work(me());
     })
 }
 
