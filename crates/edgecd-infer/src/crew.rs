@@ -123,8 +123,12 @@ impl Crew {
 
     /// Runs `job` on this thread (place 0) and on every helper that takes it while it runs;
     /// returns when every one of them is done with it. `job` must do all the work whoever
-    /// takes it (helpers may take it late, or not at all).
+    /// takes it (helpers may take it late, or not at all). A loop opened from inside another
+    /// (by the plan's thread, the only one this crew is current on) runs on this thread alone.
     pub fn parallel(&self, job: &(dyn Fn(usize) + Sync)) {
+        if self.state.load(Ordering::Acquire) & OPEN != 0 {
+            return job(0);
+        }
         /// Closes the loop and waits for the helpers in it, also when `job` panics here (they
         /// read the caller's stack).
         struct Close<'a>(&'a Crew);
@@ -158,7 +162,8 @@ impl Crew {
             return;
         }
         let place = self.places.fetch_add(1, Ordering::Relaxed) + 1;
-        // In the crew before no longer on its way: `recruit` never sees neither.
+        // Counted in the crew before it stops being counted as on its way, so that `recruit`
+        // never finds it in neither count.
         self.helpers.fetch_add(1, Ordering::AcqRel);
         self.pending.fetch_sub(1, Ordering::AcqRel);
         let mut last = u64::MAX;
@@ -216,6 +221,25 @@ mod tests {
             .unwrap()
     }
 
+    /// Runs `f` in a run under a crew of `helpers` (leaving after `idle`) on a pool of
+    /// `threads`; returns the crew.
+    fn with_crew<R>(
+        threads: usize,
+        helpers: usize,
+        idle: Duration,
+        f: impl FnOnce(&Arc<Crew>) -> R + Send,
+    ) -> (Arc<Crew>, R)
+    where
+        R: Send,
+    {
+        let pool = pool(threads);
+        pool.install(|| {
+            let crew = Crew::start_idle(&pool, helpers, idle);
+            let result = crew.run(|| f(&crew));
+            (crew, result)
+        })
+    }
+
     /// Runs `loops` loops of `n` items, each taking `item_time`, by
     /// [`crate::ops::for_each_share`] in a run under a crew of `helpers` on a pool of
     /// `threads`: how many times each item ran, and which pool threads ran items.
@@ -264,15 +288,29 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_inside_a_loop_runs_on_the_plan_thread() {
+        with_crew(2, 1, Duration::from_secs(60), |crew| {
+            wait_for_a_helper(crew);
+            let inner = Mutex::new(vec![]);
+            crew.parallel(&|place| {
+                if place == 0 {
+                    crew.parallel(&|inner_place| inner.lock().unwrap().push(inner_place));
+                }
+            });
+            assert_eq!(inner.into_inner().unwrap(), [0]);
+            // Closed, nobody in it, nothing else left in the state.
+            assert_eq!(crew.state.load(Ordering::Acquire) % NUMBER, 0);
+            // The crew still shares the loops after it.
+            wait_for_a_helper(crew);
+        });
+    }
+
+    #[test]
     fn without_helpers_the_plan_thread_does_it_all() {
-        let pool = pool(2);
-        pool.install(|| {
-            let crew = Crew::start(&pool, 0);
-            crew.run(|| {
-                let ran = Mutex::new(vec![]);
-                crew.parallel(&|place| ran.lock().unwrap().push(place));
-                assert_eq!(ran.into_inner().unwrap(), [0]);
-            })
+        with_crew(2, 0, IDLE, |crew| {
+            let ran = Mutex::new(vec![]);
+            crew.parallel(&|place| ran.lock().unwrap().push(place));
+            assert_eq!(ran.into_inner().unwrap(), [0]);
         });
     }
 
@@ -305,12 +343,9 @@ mod tests {
 
     #[test]
     fn helpers_leave_when_the_run_is_over() {
-        let pool = pool(2);
-        let crew = pool.install(|| {
-            // Helpers that would otherwise spin for a minute.
-            let crew = Crew::start_idle(&pool, 1, Duration::from_secs(60));
-            crew.run(|| wait_for_a_helper(&crew));
-            crew
+        // Helpers that would otherwise spin for a minute.
+        let (crew, ()) = with_crew(2, 1, Duration::from_secs(60), |crew| {
+            wait_for_a_helper(crew)
         });
         wait_for_no_helpers(&crew, "the helper stayed after the run");
         assert!(
@@ -321,46 +356,38 @@ mod tests {
 
     #[test]
     fn idle_helpers_leave_and_the_plan_thread_goes_on_alone() {
-        let pool = pool(2);
-        pool.install(|| {
-            let crew = Crew::start_idle(&pool, 1, Duration::from_millis(1));
-            crew.run(|| {
-                wait_for_a_helper(&crew);
-                wait_for_no_helpers(&crew, "the idle helper stayed");
-                assert!(!crew.has_helpers(), "a crew without helpers");
-                let ran = AtomicUsize::new(0);
-                crew.parallel(&|place| {
-                    assert_eq!(place, 0);
-                    ran.fetch_add(1, Ordering::Relaxed);
-                });
-                assert_eq!(ran.into_inner(), 1);
-            })
+        with_crew(2, 1, Duration::from_millis(1), |crew| {
+            wait_for_a_helper(crew);
+            wait_for_no_helpers(crew, "the idle helper stayed");
+            assert!(!crew.has_helpers(), "a crew without helpers");
+            let ran = AtomicUsize::new(0);
+            crew.parallel(&|place| {
+                assert_eq!(place, 0);
+                ran.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(ran.into_inner(), 1);
         });
     }
 
     #[test]
     fn a_panic_in_a_helper_reaches_the_plan_thread() {
-        let pool = pool(2);
-        let result = pool.install(|| {
-            let crew = Crew::start_idle(&pool, 1, Duration::from_secs(60));
-            crew.run(|| {
-                wait_for_a_helper(&crew);
-                std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    // Place 0 waits until a helper has taken the loop (and panicked).
-                    let taken = AtomicBool::new(false);
-                    crew.parallel(&|place| {
-                        if place > 0 {
-                            taken.store(true, Ordering::Release);
-                            panic!("helper");
-                        }
-                        let start = Instant::now();
-                        while !taken.load(Ordering::Acquire) {
-                            assert!(start.elapsed() < Duration::from_secs(10), "not taken");
-                            std::hint::spin_loop();
-                        }
-                    })
-                }))
-            })
+        let (_, result) = with_crew(2, 1, Duration::from_secs(60), |crew| {
+            wait_for_a_helper(crew);
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                // Place 0 waits until a helper has taken the loop (and panicked).
+                let taken = AtomicBool::new(false);
+                crew.parallel(&|place| {
+                    if place > 0 {
+                        taken.store(true, Ordering::Release);
+                        panic!("helper");
+                    }
+                    let start = Instant::now();
+                    while !taken.load(Ordering::Acquire) {
+                        assert!(start.elapsed() < Duration::from_secs(10), "not taken");
+                        std::hint::spin_loop();
+                    }
+                })
+            }))
         });
         assert!(result.is_err(), "the helper's panic was lost");
     }
