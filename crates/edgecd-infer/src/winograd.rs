@@ -201,13 +201,15 @@ fn run_body<const V: usize, F: Emit>(
     if rows.is_empty() || ow == 0 || tiles.start * TILE >= o_end || c == 0 {
         return;
     }
-    let tw = ow.div_ceil(2);
     let tile_rows = rows.len().div_ceil(2);
+    // Tiles per chunk at most; a tile row wider than that is cut into column segments (each a
+    // whole number of tiles wide, as even as can be), so that `V` stays within bounds.
+    let cap = (CHUNK_VALUES / c).max(CHUNK_TILES);
+    let all_columns = ow.div_ceil(2);
+    let segments = all_columns.div_ceil(cap);
+    let tw = all_columns.div_ceil(segments);
     // Tile rows per chunk, as even as can be.
-    let most = (CHUNK_VALUES / c)
-        .max(CHUNK_TILES)
-        .div_ceil(tw)
-        .clamp(1, tile_rows);
+    let most = cap.div_ceil(tw).clamp(1, tile_rows);
     let chunks = tile_rows.div_ceil(most);
     let per_chunk = tile_rows.div_ceil(chunks);
     let most_tiles = per_chunk * tw;
@@ -228,76 +230,85 @@ fn run_body<const V: usize, F: Emit>(
     let kernel_len = direct::packed_len(o, c);
     let mut sums = [[[0.0f32; V]; TILE]; XI];
 
-    let mut tr0 = 0;
-    while tr0 < tile_rows {
-        let chunk_rows = per_chunk.min(tile_rows - tr0);
-        let t_len = chunk_rows * tw;
-        let first_out = rows.start + 2 * tr0;
-        // V[ξ][channel][tile].
-        for ch in 0..c {
-            let plane = &image[ch * h * w..][..h * w];
-            split_rows(
-                plane,
-                (h, w),
-                (first_out as isize - pad_top as isize, pad_left),
-                2 * chunk_rows + 2,
-                tw,
-                split,
-                line,
-            );
-            for tr in 0..chunk_rows {
-                let at = ch * t_len + tr * tw;
-                transform_input(&split[2 * tr * 2 * (tw + 1)..], tw, combos, v, v_stride, at);
-            }
-        }
-        let offsets: Vec<usize> = (0..c).map(|ch| ch * t_len).collect();
-        let mut f = 0;
-        while f < t_len {
-            // The last run is half as wide when that covers what is left.
-            let half = t_len - f <= V / 2;
-            let step = (if half { V / 2 } else { V }).min(t_len - f);
-            for t in tiles.clone() {
-                for (xi, sums) in sums.iter_mut().enumerate() {
-                    let w = &packed[xi * kernel_len + t * c * TILE..][..c * TILE];
-                    sums_of(w, &v[xi * v_stride..][..v_stride], &offsets, f, half, sums);
+    for segment in 0..segments {
+        // This segment's tile columns.
+        let tc0 = segment * all_columns / segments;
+        let tw = (segment + 1) * all_columns / segments - tc0;
+        let mut tr0 = 0;
+        while tr0 < tile_rows {
+            let chunk_rows = per_chunk.min(tile_rows - tr0);
+            let t_len = chunk_rows * tw;
+            let first_out = rows.start + 2 * tr0;
+            // V[ξ][channel][tile].
+            for ch in 0..c {
+                let plane = &image[ch * h * w..][..h * w];
+                split_rows(
+                    plane,
+                    (h, w),
+                    (
+                        first_out as isize - pad_top as isize,
+                        (2 * tc0) as isize - pad_left as isize,
+                    ),
+                    2 * chunk_rows + 2,
+                    tw,
+                    split,
+                    line,
+                );
+                for tr in 0..chunk_rows {
+                    let at = ch * t_len + tr * tw;
+                    transform_input(&split[2 * tr * 2 * (tw + 1)..], tw, combos, v, v_stride, at);
                 }
-                for j in 0..TILE {
-                    let ch = t * TILE + j;
-                    if ch >= o_end {
-                        break;
+            }
+            let offsets: Vec<usize> = (0..c).map(|ch| ch * t_len).collect();
+            let mut f = 0;
+            while f < t_len {
+                // The last run is half as wide when that covers what is left.
+                let half = t_len - f <= V / 2;
+                let step = (if half { V / 2 } else { V }).min(t_len - f);
+                for t in tiles.clone() {
+                    for (xi, sums) in sums.iter_mut().enumerate() {
+                        let w = &packed[xi * kernel_len + t * c * TILE..][..c * TILE];
+                        sums_of(w, &v[xi * v_stride..][..v_stride], &offsets, f, half, sums);
                     }
-                    let [top, bottom] = transform_output(&sums, j);
-                    // Hand out the run's tiles a tile row at a time.
-                    let mut i = 0;
-                    while i < step {
-                        let (tr, tc) = ((f + i) / tw, (f + i) % tw);
-                        let n = (tw - tc).min(step - i);
-                        let x = 2 * tc;
-                        let len = (2 * n).min(ow - x);
-                        for (dy, row) in [&top, &bottom].into_iter().enumerate() {
-                            let y = first_out + 2 * tr + dy;
-                            if y < rows.end {
-                                emit.emit(ch, (y - rows.start) * ow + x, &row[2 * i..][..len]);
-                            }
+                    for j in 0..TILE {
+                        let ch = t * TILE + j;
+                        if ch >= o_end {
+                            break;
                         }
-                        i += n;
+                        let [top, bottom] = transform_output(&sums, j);
+                        // Hand out the run's tiles a tile row at a time.
+                        let mut i = 0;
+                        while i < step {
+                            let (tr, tc) = ((f + i) / tw, (f + i) % tw);
+                            let n = (tw - tc).min(step - i);
+                            let x = 2 * (tc0 + tc);
+                            let len = (2 * n).min(ow - x);
+                            for (dy, row) in [&top, &bottom].into_iter().enumerate() {
+                                let y = first_out + 2 * tr + dy;
+                                if y < rows.end {
+                                    emit.emit(ch, (y - rows.start) * ow + x, &row[2 * i..][..len]);
+                                }
+                            }
+                            i += n;
+                        }
                     }
                 }
+                f += step;
             }
-            f += step;
+            tr0 += chunk_rows;
         }
-        tr0 += chunk_rows;
     }
 }
 
 /// `rows` padded input rows from input row `first_row` (negative or past the plane: zeros),
-/// each split into its even and odd padded columns (`tw + 1` each, from column `-pad_left`):
-/// row `r`'s even columns at `r · 2(tw + 1)`, its odd ones right after.
+/// each split into its even and odd columns (`tw + 1` each) from input column `first_column`
+/// (negative or past the plane: zeros): row `r`'s even columns at `r · 2(tw + 1)`, its odd
+/// ones right after.
 #[inline(always)]
 fn split_rows(
     plane: &[f32],
     (h, w): (usize, usize),
-    (first_row, pad_left): (isize, usize),
+    (first_row, first_column): (isize, isize),
     rows: usize,
     tw: usize,
     split: &mut [f32],
@@ -316,10 +327,13 @@ fn split_rows(
         // columns apart.
         let row = &plane[y as usize * w..][..w];
         let padded = &mut line[..2 * width];
-        let end = (pad_left + w).min(2 * width);
-        padded[..pad_left.min(end)].fill(0.0);
-        if pad_left < end {
-            padded[pad_left..end].copy_from_slice(&row[..end - pad_left]);
+        // Padded columns start..end read input columns first_column + start ..
+        let start = (-first_column).clamp(0, 2 * width as isize) as usize;
+        let end = (w as isize - first_column).clamp(start as isize, 2 * width as isize) as usize;
+        padded[..start].fill(0.0);
+        if start < end {
+            let from = (first_column + start as isize) as usize;
+            padded[start..end].copy_from_slice(&row[from..from + end - start]);
         }
         padded[end..].fill(0.0);
         for ((e, od), [a, b]) in even
@@ -448,6 +462,10 @@ mod tests {
             (300, 10, 4, 4, 1, 1, 0..4, 0..2),
             // 64 channels, 15 tiles a row, 19 tile rows: chunks of 5 tile rows, the last of 4.
             (64, 16, 38, 30, 1, 1, 1..38, 0..2),
+            // 300 channels, 70 tiles a row (more than a chunk's 64): two segments of 35.
+            (300, 8, 5, 140, 1, 1, 0..5, 0..1),
+            // 20 channels, 205 tiles a row: segments of 102 and 103; no padding.
+            (20, 8, 4, 412, 0, 0, 0..2, 0..1),
         ];
         for (c, o, h, w, pt, pl, rows, tiles) in cases {
             // Padding after: whatever gives the output the rows asked for (SAME-like).
