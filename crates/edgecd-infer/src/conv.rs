@@ -281,6 +281,17 @@ impl crate::direct::Emit for DirectOut<'_, '_> {
 }
 
 impl<'a> Block<'a> {
+    /// Where a block of output rows `rows` and channels `channels` lies in `out`: its first
+    /// position and its positions per channel, checked to be inside it.
+    fn span(&self, rows: &Range<usize>, channels: &Range<usize>, out: ImageOut) -> (usize, usize) {
+        let ow = self.plane.geometry().ow;
+        assert!(rows.start >= out.first_row, "block before the band");
+        let (start, len) = ((rows.start - out.first_row) * ow, rows.len() * ow);
+        assert!(start + len <= out.positions, "block outside the image");
+        assert!(channels.end <= out.channels, "block outside the channels");
+        (start, len)
+    }
+
     /// Where a block of output rows `rows` and channels `channels` (a whole number of
     /// [`crate::direct::TILE`]s from the start) of `out` hands its values.
     fn emitter(
@@ -289,12 +300,7 @@ impl<'a> Block<'a> {
         channels: &Range<usize>,
         out: ImageOut,
     ) -> DirectOut<'_, 'a> {
-        let ow = self.plane.geometry().ow;
-        assert!(rows.start >= out.first_row, "block before the band");
-        let start = (rows.start - out.first_row) * ow;
-        let len = rows.len() * ow;
-        assert!(start + len <= out.positions, "block outside the image");
-        assert!(channels.end <= out.channels, "block outside the channels");
+        let (start, len) = self.span(rows, channels, out);
         assert_eq!(
             channels.start % crate::direct::TILE,
             0,
@@ -432,11 +438,8 @@ impl<'a> Block<'a> {
         }
         let geo = self.plane.geometry();
         let ow = geo.ow;
-        assert!(rows.start >= out.first_row, "block before the band");
-        let (start, len) = ((rows.start - out.first_row) * ow, rows.len() * ow);
+        let (start, len) = self.span(rows, channels, out);
         let (o, ohw, k) = (out.channels, out.positions, self.k);
-        assert!(start + len <= ohw, "block outside the image");
-        assert!(channels.end <= o, "block outside the channels");
         COLUMNS.with_borrow_mut(|columns| {
             // (the im2col rows of one product, their kernel values per channel, their stride)
             let products: TVec<(&[f32], usize, usize)> = match &self.source {
@@ -1739,6 +1742,27 @@ mod tests {
     }
 
     /// `decluttered` after edgecd's rewrites, which leave one [`Conv2d`], and that convolution.
+    /// tract's convolution `spec` of `input` wired into `model` ("conv"), with a random kernel
+    /// ("k", square, of `spec`'s channels and window) and bias ("b") from `seed` and `seed + 1`.
+    fn wire_conv(model: &mut TypedModel, input: OutletId, spec: &PoolSpec, seed: u64) -> OutletId {
+        let (c, o, k) = (
+            spec.input_channels,
+            spec.output_channels,
+            spec.kernel_shape[0],
+        );
+        let kernel = model.add_const("k", random(&[o, c, k, k], seed)).unwrap();
+        let bias = model.add_const("b", random(&[o], seed + 1)).unwrap();
+        model
+            .wire_node("conv", conv(spec), &[input, kernel, bias])
+            .unwrap()[0]
+    }
+
+    /// `max(wire, 0)` wired into `model` ("relu").
+    fn wire_relu(model: &mut TypedModel, wire: OutletId) -> OutletId {
+        let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+        wire_bin(model, "relu", Box::new(Max), wire, zero)
+    }
+
     fn one_conv(decluttered: &TypedModel, what: &str) -> (TypedModel, Conv2d) {
         let mut ours = decluttered.clone();
         crate::ops::use_edgecd_window_ops(&mut ours).unwrap();
@@ -1772,13 +1796,8 @@ mod tests {
                 .unwrap()[0];
             let c = channels.iter().sum();
             let spec = square_spec(DataFormat::NCHW, &PaddingSpec::Valid, (1, 1, 1), (c, o));
-            let kernel = model.add_const("k", random(&[o, c, 1, 1], 70)).unwrap();
-            let bias = model.add_const("b", random(&[o], 71)).unwrap();
-            let mut wire = model
-                .wire_node("conv", conv(&spec), &[cat, kernel, bias])
-                .unwrap()[0];
-            let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
-            wire = wire_bin(&mut model, "relu", Box::new(Max), wire, zero);
+            let wire = wire_conv(&mut model, cat, &spec, 70);
+            let wire = wire_relu(&mut model, wire);
             model.select_output_outlets(&[wire]).unwrap();
             let decluttered = model.into_decluttered().unwrap();
             assert!(
@@ -1830,13 +1849,8 @@ mod tests {
                 (k, stride, 1),
                 (c, o),
             );
-            let kernel = model.add_const("k", random(&[o, c, k, k], 60)).unwrap();
-            let bias = model.add_const("b", random(&[o], 61)).unwrap();
-            let mut wire = model
-                .wire_node("conv", conv(&spec), &[x, kernel, bias])
-                .unwrap()[0];
-            let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
-            wire = wire_bin(&mut model, "relu", Box::new(Max), wire, zero);
+            let wire = wire_conv(&mut model, x, &spec, 60);
+            let mut wire = wire_relu(&mut model, wire);
             let pool = MaxPool {
                 pool_spec: square_spec(DataFormat::NCHW, &pool_padding, (pk, ps, 1), (o, o)),
                 with_index_outputs: None,
@@ -1905,12 +1919,8 @@ mod tests {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, c, h, w])).unwrap();
         let pool_spec = square_spec(DataFormat::NCHW, &PaddingSpec::Valid, (1, 2, 1), (c, o));
-        let kernel = model.add_const("k", random(&[o, c, 1, 1], 7)).unwrap();
-        let bias = model.add_const("b", random(&[o], 8)).unwrap();
-        let wire = model
-            .wire_node("conv", conv(&pool_spec), &[x, kernel, bias])
-            .unwrap();
-        model.select_output_outlets(&wire).unwrap();
+        let wire = wire_conv(&mut model, x, &pool_spec, 7);
+        model.select_output_outlets(&[wire]).unwrap();
         let decluttered = model.into_decluttered().unwrap();
         assert_eq!(
             ops(&decluttered)

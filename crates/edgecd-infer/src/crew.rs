@@ -221,13 +221,13 @@ mod tests {
             .unwrap()
     }
 
-    /// Runs `f` in a run under a crew of `helpers` (leaving after `idle`) on a pool of
-    /// `threads`; returns the crew.
+    /// Runs `f` (given the pool and the crew) in a run under a crew of `helpers` (leaving after
+    /// `idle`) on a pool of `threads`; returns the crew too.
     fn with_crew<R>(
         threads: usize,
         helpers: usize,
         idle: Duration,
-        f: impl FnOnce(&Arc<Crew>) -> R + Send,
+        f: impl FnOnce(&rayon::ThreadPool, &Arc<Crew>) -> R + Send,
     ) -> (Arc<Crew>, R)
     where
         R: Send,
@@ -235,7 +235,7 @@ mod tests {
         let pool = pool(threads);
         pool.install(|| {
             let crew = Crew::start_idle(&pool, helpers, idle);
-            let result = crew.run(|| f(&crew));
+            let result = crew.run(|| f(&pool, &crew));
             (crew, result)
         })
     }
@@ -250,28 +250,25 @@ mod tests {
         n: usize,
         item_time: Duration,
     ) -> (Vec<Vec<usize>>, Vec<Option<usize>>) {
-        let pool = pool(threads);
-        pool.install(|| {
-            let crew = Crew::start(&pool, helpers);
-            crew.run(|| {
-                let mut counts = vec![];
-                let ran_on = Mutex::new(vec![]);
-                for _ in 0..loops {
-                    let count: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-                    crate::ops::for_each_share(Some(&pool), n, |i| {
-                        std::thread::sleep(item_time);
-                        count[i].fetch_add(1, Ordering::Relaxed);
-                        let mut ran_on = ran_on.lock().unwrap();
-                        let me = rayon::current_thread_index();
-                        if !ran_on.contains(&me) {
-                            ran_on.push(me);
-                        }
-                    });
-                    counts.push(count.iter().map(|c| c.load(Ordering::Relaxed)).collect());
-                }
-                (counts, ran_on.into_inner().unwrap())
-            })
-        })
+        let (_, result) = with_crew(threads, helpers, IDLE, |pool, _| {
+            let mut counts = vec![];
+            let ran_on = Mutex::new(vec![]);
+            for _ in 0..loops {
+                let count: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                crate::ops::for_each_share(Some(pool), n, |i| {
+                    std::thread::sleep(item_time);
+                    count[i].fetch_add(1, Ordering::Relaxed);
+                    let mut ran_on = ran_on.lock().unwrap();
+                    let me = rayon::current_thread_index();
+                    if !ran_on.contains(&me) {
+                        ran_on.push(me);
+                    }
+                });
+                counts.push(count.iter().map(|c| c.load(Ordering::Relaxed)).collect());
+            }
+            (counts, ran_on.into_inner().unwrap())
+        });
+        result
     }
 
     #[test]
@@ -289,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_loop_inside_a_loop_runs_on_the_plan_thread() {
-        with_crew(2, 1, Duration::from_secs(60), |crew| {
+        with_crew(2, 1, Duration::from_secs(60), |_, crew| {
             wait_for_a_helper(crew);
             let inner = Mutex::new(vec![]);
             crew.parallel(&|place| {
@@ -307,7 +304,7 @@ mod tests {
 
     #[test]
     fn without_helpers_the_plan_thread_does_it_all() {
-        with_crew(2, 0, IDLE, |crew| {
+        with_crew(2, 0, IDLE, |_, crew| {
             let ran = Mutex::new(vec![]);
             crew.parallel(&|place| ran.lock().unwrap().push(place));
             assert_eq!(ran.into_inner().unwrap(), [0]);
@@ -344,7 +341,7 @@ mod tests {
     #[test]
     fn helpers_leave_when_the_run_is_over() {
         // Helpers that would otherwise spin for a minute.
-        let (crew, ()) = with_crew(2, 1, Duration::from_secs(60), |crew| {
+        let (crew, ()) = with_crew(2, 1, Duration::from_secs(60), |_, crew| {
             wait_for_a_helper(crew)
         });
         wait_for_no_helpers(&crew, "the helper stayed after the run");
@@ -356,7 +353,7 @@ mod tests {
 
     #[test]
     fn idle_helpers_leave_and_the_plan_thread_goes_on_alone() {
-        with_crew(2, 1, Duration::from_millis(1), |crew| {
+        with_crew(2, 1, Duration::from_millis(1), |_, crew| {
             wait_for_a_helper(crew);
             wait_for_no_helpers(crew, "the idle helper stayed");
             assert!(!crew.has_helpers(), "a crew without helpers");
@@ -371,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_helper_reaches_the_plan_thread() {
-        let (_, result) = with_crew(2, 1, Duration::from_secs(60), |crew| {
+        let (_, result) = with_crew(2, 1, Duration::from_secs(60), |_, crew| {
             wait_for_a_helper(crew);
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 // Place 0 waits until a helper has taken the loop (and panicked).

@@ -730,7 +730,7 @@ pub(crate) mod tests {
     }
 
     /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut x = seed.wrapping_mul(2654435761).wrapping_add(12345);
         (0..n)
             .map(|_| {

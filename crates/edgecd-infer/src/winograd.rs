@@ -420,6 +420,7 @@ fn transform_output<const V: usize>(sums: &[[[f32; V]; TILE]; XI], j: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spatial::tests::values;
 
     struct Collect {
         out: Vec<f32>,
@@ -436,18 +437,6 @@ mod tests {
             assert!(dst.iter().all(|v| v.is_nan()), "each position once");
             dst.copy_from_slice(values);
         }
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]
