@@ -1081,7 +1081,7 @@ async fn deploy(
         }
         let current = st.store.assignment(&d.id).await?;
         if only_app
-            && !current.as_ref().is_some_and(|a| a.app == req.app)
+            && current.as_ref().is_none_or(|a| a.app != req.app)
             && !d
                 .running
                 .as_deref()

@@ -196,7 +196,7 @@ impl BlobStore {
             tokio::task::spawn_blocking(move || hash_file(&part))
                 .await
                 .map_err(|e| ServerError::Corrupt(e.to_string()))?
-                .map_err(|e| ServerError::io(&self.partial_path(digest), e))?
+                .map_err(|e| ServerError::io(self.partial_path(digest), e))?
         };
         if actual != digest {
             let _ = tokio::fs::remove_file(&part).await;
