@@ -150,8 +150,8 @@ fn wrong_board_is_refused() {
         16 * 1024,
         &env.ci_key,
     );
-    env.publish(&r2).expect("publish");
-    env.deploy(APP, "2.0.0", &[]);
+    let info = env.publish(&r2).expect("publish");
+    force_incompatible(&env, &a, info, "board");
     expect_refusal(&env, &a, "receipt-parser@2.0.0", "board");
     assert_eq!(
         check_current(&a.data_dir).expect("current").0,
@@ -168,12 +168,40 @@ fn wrong_runtime_is_refused() {
         version: "9.9.9".into(),
     };
     let r2 = env.release_for(APP, "2.0.0", fixtures::rpi5(), rt, 16 * 1024, &env.ci_key);
-    env.publish(&r2).expect("publish");
-    env.deploy(APP, "2.0.0", &[]);
+    let info = env.publish(&r2).expect("publish");
+    force_incompatible(&env, &a, info, "runtime");
     expect_refusal(&env, &a, "receipt-parser@2.0.0", "runtime");
     assert_eq!(
         check_current(&a.data_dir).expect("current").0,
         r1.bundle_digest
+    );
+}
+
+/// The server does not assign a release a device cannot run (deploy skips it, naming
+/// `needle`), so a validly signed assignment of it is forced, to check the agent's own check.
+fn force_incompatible(
+    env: &Env,
+    a: &AgentProc,
+    info: edgecd_api::protocol::ReleaseInfo,
+    needle: &str,
+) {
+    let err = env
+        .admin
+        .deploy(&edgecd_api::protocol::DeployRequest {
+            app: APP.into(),
+            version: info.release.version.clone(),
+            selector: Default::default(),
+        })
+        .expect_err("the server refuses to assign an incompatible release");
+    assert!(err.to_string().contains(needle), "{err}");
+    let id = device_id(&a.data_dir).expect("id");
+    let version = env.device(&id).assignment_version.expect("assigned") + 1;
+    force(
+        env,
+        &id,
+        version,
+        info.release,
+        edgecd_server::util::now() + 3600,
     );
 }
 

@@ -329,6 +329,12 @@ pub struct DeployRequest {
 pub struct DeployResponse {
     /// `(device id, new assignment version)` for each device assigned.
     pub assigned: Vec<DeployedDevice>,
+    /// Devices the selector matched that cannot run the release, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedDevice>,
+    /// Computed only (`?dryRun=true`): nothing was assigned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +342,14 @@ pub struct DeployResponse {
 pub struct DeployedDevice {
     pub device_id: String,
     pub assignment_version: u64,
+}
+
+/// A device a deployment left out, and why (hardware/runtime compatibility).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedDevice {
+    pub device_id: String,
+    pub reason: String,
 }
 
 /// Error body of every non-2xx response.

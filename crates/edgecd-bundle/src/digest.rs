@@ -9,6 +9,22 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format_digest(&Sha256::digest(bytes).into())
 }
 
+/// `sha256:<hex>` and length of everything `r` yields (e.g. a file), read 64 KiB at a time.
+pub fn sha256_reader(mut r: impl std::io::Read) -> std::io::Result<(String, u64)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((format_digest(&h.finalize().into()), len))
+}
+
 /// `sha256:<hex>` of a raw 32-byte hash.
 pub fn format_digest(hash: &[u8; 32]) -> String {
     format!("{SHA256_PREFIX}{}", hex::encode(hash))

@@ -43,12 +43,13 @@ pub enum Command {
     /// Manage devices: enrollment tokens, listing, labels, revocation.
     #[command(subcommand)]
     Device(cmd::admin::DeviceCommand),
-    /// Assign a release directly to the devices matching a selector.
+    /// Assign a release directly to the devices matching a selector that can run it.
     Deploy(cmd::admin::DeployArgs),
     /// Progressive rollouts: start, status, promote, pause, resume, abort, approve, history.
     #[command(subcommand)]
     Rollout(cmd::rollout::RolloutCommand),
-    /// Send a whole fleet (or a selector) back to an earlier version of an app.
+    /// Send the devices of an app (or those of them matching a selector) back to an earlier
+    /// version of it.
     Rollback(cmd::rollout::RollbackArgs),
     /// Simulate a fleet of devices against a server.
     Sim(cmd::sim::SimArgs),

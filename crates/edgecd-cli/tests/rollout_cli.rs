@@ -172,6 +172,9 @@ fn rollout_verbs_through_the_cli() {
     let list = json(&lab, &["rollout", "status", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     // Manual fleet rollback to an explicit version.
-    let out = ok(&lab, &["rollback", "receipt-classifier", "--to", "1.0.0"]);
+    let out = ok(
+        &lab,
+        &["rollback", "receipt-classifier", "--to", "1.0.0", "--yes"],
+    );
     assert!(out.contains("20 devices"), "{out}");
 }

@@ -24,6 +24,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/blobs/{digest}", get(get_blob))
         .route("/api/v1/admin/keys", post(trust_key).get(list_keys))
         .route("/api/v1/admin/releases", post(publish).get(list_releases))
+        .route("/api/v1/admin/releases/check", post(check_release))
+        .route("/api/v1/admin/blobs/gc", post(gc_blobs))
         .route("/api/v1/admin/enrollment-tokens", post(create_token))
         .route("/api/v1/admin/devices", get(list_devices))
         .route("/api/v1/admin/devices/{id}", get(show_device))
@@ -36,7 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let upload = Router::new()
-        .route("/api/v1/admin/blobs/{digest}", put(put_blob))
+        .route(
+            "/api/v1/admin/blobs/{digest}",
+            put(put_blob).head(head_blob),
+        )
         .layer(DefaultBodyLimit::max(max_blob));
     json_routes
         .merge(upload)
@@ -391,11 +396,7 @@ async fn get_blob(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let dev = device(&st, &headers).await?;
-    if !valid_digest(&digest) {
-        return Err(ApiError::bad_request(
-            "blob digest must be sha256:<64 lowercase hex>",
-        ));
-    }
+    check_digest(&digest)?;
     let allowed = match st.store.assignment(&dev.id).await? {
         Some(a) => json_col::<Vec<String>>(&a.blobs)?.contains(&digest),
         None => false,
@@ -494,6 +495,12 @@ async fn trust_key(
     if let Some(n) = &req.name {
         check_text("name", n, 128)?;
     }
+    if let Some(label) = edgecd_sign::private_key_label(&req.public_key_pem) {
+        tracing::warn!("refused a private key sent as a release key to trust");
+        return Err(ApiError::bad_request(format!(
+            "this is a private key (`{label}`), not a public one: nothing was stored; pass the public key file (KEY.pub, `-----BEGIN PUBLIC KEY-----`) and keep the private key secret (consider it exposed and rotate it)"
+        )));
+    }
     let key = edgecd_sign::VerifyingKey::from_pem(&req.public_key_pem)
         .map_err(|e| ApiError::bad_request(format!("not a P-256 SPKI PEM public key: {e}")))?;
     let k = TrustedKey {
@@ -537,6 +544,107 @@ async fn list_keys(
     Ok(Json(trusted_keys(&st).await?))
 }
 
+/// Upload protocol headers: the byte a PUT body starts at, and the blob's whole size.
+const UPLOAD_OFFSET: &str = "upload-offset";
+const UPLOAD_LENGTH: &str = "upload-length";
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ApiError::bad_request(format!("{name} must be a byte count")))
+        })
+        .transpose()
+}
+
+fn check_digest(digest: &str) -> Result<(), ApiError> {
+    if valid_digest(digest) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "blob digest must be sha256:<64 lowercase hex>",
+        ))
+    }
+}
+
+/// Answers `r` once the request body is read (and discarded, up to `max` bytes), so the
+/// answer reaches a client still sending it instead of a reset connection; a longer or
+/// broken body is answered with `Connection: close`.
+async fn answer_after_body(body: Body, max: u64, r: Response) -> Response {
+    if drain(body, max).await {
+        r
+    } else {
+        closing(r)
+    }
+}
+
+/// 409 with the offset the upload of a blob continues at.
+fn offset_conflict(e: &crate::blobs::PutError, have: u64) -> Response {
+    (
+        StatusCode::CONFLICT,
+        offset_header(have),
+        ApiError::new(StatusCode::CONFLICT, e.to_string()),
+    )
+        .into_response()
+}
+
+async fn drain(body: Body, max: u64) -> bool {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                n += c.len() as u64;
+                if n > max {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// A response sent before the whole body was read must close the connection, or the
+/// client could reuse it mid-body.
+fn closing(r: Response) -> Response {
+    ([(header::CONNECTION, HeaderValue::from_static("close"))], r).into_response()
+}
+
+/// `HEAD /api/v1/admin/blobs/{digest}`: 200 when stored, else 404; `Upload-Offset` says how
+/// many bytes the server has (the size, or what an interrupted upload left).
+async fn head_blob(
+    State(st): State<AppState>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&st, &headers)?;
+    check_digest(&digest)?;
+    let (status, have) = match st.blobs.size(&digest) {
+        Some(size) => {
+            st.blobs.touch(&digest);
+            (StatusCode::OK, size)
+        }
+        None => (StatusCode::NOT_FOUND, st.blobs.partial_len(&digest)),
+    };
+    Ok((status, offset_header(have)).into_response())
+}
+
+fn offset_header(n: u64) -> [(axum::http::HeaderName, HeaderValue); 1] {
+    [(
+        axum::http::HeaderName::from_static(UPLOAD_OFFSET),
+        HeaderValue::from(n),
+    )]
+}
+
+/// `PUT /api/v1/admin/blobs/{digest}`: the blob's bytes, or with `Upload-Offset: N` and
+/// `Upload-Length: SIZE` the rest of an upload from byte N. 201 when stored, 202 (with
+/// `Upload-Offset`) while incomplete, 200 if it was already there. The body is always read
+/// before a success or offset answer.
 async fn put_blob(
     State(st): State<AppState>,
     Path(digest): Path<String>,
@@ -544,74 +652,175 @@ async fn put_blob(
     body: Body,
 ) -> Result<Response, ApiError> {
     admin(&st, &headers)?;
-    if !valid_digest(&digest) {
-        return Err(ApiError::bad_request(
-            "blob digest must be sha256:<64 lowercase hex>",
-        ));
-    }
-    // A response sent before the whole body was read must close the connection, or the
-    // client could reuse it mid-body.
-    let close = |r: Response| {
-        ([(header::CONNECTION, HeaderValue::from_static("close"))], r).into_response()
-    };
+    check_digest(&digest)?;
+    let max = st.config.max_blob_bytes;
+    let offset = header_u64(&headers, UPLOAD_OFFSET)?.unwrap_or(0);
+    let total = header_u64(&headers, UPLOAD_LENGTH)?;
     if let Some(size) = st.blobs.size(&digest) {
-        return Ok(close(
-            (StatusCode::OK, Json(BlobRef { digest, size })).into_response(),
-        ));
+        let r = (StatusCode::OK, Json(BlobRef { digest, size })).into_response();
+        return Ok(answer_after_body(body, max, r).await);
     }
-    let stream = body.into_data_stream();
+    let Some(slot) = st.blobs.begin(&digest) else {
+        let r = ApiError::new(
+            StatusCode::CONFLICT,
+            format!("an upload of {digest} is already in progress: retry when it ends"),
+        )
+        .into_response();
+        return Ok(answer_after_body(body, max, r).await);
+    };
+    use crate::blobs::{Put, PutError};
+    let have = st.blobs.partial_len(&digest);
+    if offset != 0 && offset != have {
+        let r = offset_conflict(&PutError::Offset { have, got: offset }, have);
+        return Ok(answer_after_body(body, max, r).await);
+    }
     match st
         .blobs
-        .put_stream(&digest, stream, st.config.max_blob_bytes)
+        .write(&slot, offset, total, body.into_data_stream(), max)
         .await
     {
-        Ok(size) => Ok((StatusCode::CREATED, Json(BlobRef { digest, size })).into_response()),
-        Err(crate::blobs::PutError::Store(e)) => Err(ApiError::internal(e)),
-        Err(crate::blobs::PutError::TooLarge(n)) => Ok(close(
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("blob larger than {n} bytes"),
-            )
-            .into_response(),
+        Ok(Put::Stored(size)) => {
+            Ok((StatusCode::CREATED, Json(BlobRef { digest, size })).into_response())
+        }
+        Ok(Put::Partial(n)) => Ok((
+            StatusCode::ACCEPTED,
+            offset_header(n),
+            Json(serde_json::json!({"digest": digest, "offset": n})),
+        )
+            .into_response()),
+        Err(PutError::Store(e)) => Err(ApiError::internal(e)),
+        Err(e @ PutError::Offset { have, .. }) => Ok(closing(offset_conflict(&e, have))),
+        Err(e @ (PutError::TooLarge(_) | PutError::TooLong(_))) => Ok(closing(
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response(),
         )),
-        Err(e) => Ok(close(ApiError::bad_request(e.to_string()).into_response())),
+        Err(e) => Ok(closing(
+            ApiError::bad_request(e.to_string()).into_response(),
+        )),
     }
 }
 
+/// `POST /api/v1/admin/blobs/gc`: removes blobs no release refers to and stale partial
+/// uploads, untouched for `graceSecs` (default: the server's sweep grace).
+async fn gc_blobs(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<GcQuery>,
+) -> Result<Json<crate::blobs::Swept>, ApiError> {
+    admin(&st, &headers)?;
+    let grace = q.grace_secs.unwrap_or(st.config.blob_gc_grace_secs);
+    Ok(Json(
+        sweep_blobs(&st, std::time::Duration::from_secs(grace)).await?,
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GcQuery {
+    grace_secs: Option<u64>,
+}
+
+/// Every blob a published release refers to.
+async fn referenced_blobs(st: &AppState) -> Result<std::collections::BTreeSet<String>, ApiError> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT info FROM releases")
+        .fetch_all(&st.store.pool)
+        .await?;
+    let mut out = std::collections::BTreeSet::new();
+    for (info,) in rows {
+        let i: ReleaseInfo = json_col(&info)?;
+        let r = i.release;
+        out.extend(
+            [r.manifest, r.manifest_sig, r.bundle, r.bundle_sig]
+                .into_iter()
+                .chain(i.sbom)
+                .map(|b| b.digest),
+        );
+    }
+    Ok(out)
+}
+
+/// One garbage-collection pass over the blob store (the periodic sweep and the admin call).
+pub async fn sweep_blobs(
+    st: &AppState,
+    grace: std::time::Duration,
+) -> Result<crate::blobs::Swept, ApiError> {
+    let referenced = referenced_blobs(st).await?;
+    let blobs = st.blobs.clone();
+    let swept = tokio::task::spawn_blocking(move || blobs.sweep(&referenced, grace))
+        .await
+        .map_err(ApiError::internal)?;
+    if !swept.blobs.is_empty() || !swept.partial_uploads.is_empty() {
+        tracing::info!(
+            blobs = swept.blobs.len(),
+            partial_uploads = swept.partial_uploads.len(),
+            bytes = swept.bytes,
+            "removed unreferenced blobs"
+        );
+    }
+    Ok(swept)
+}
+
+/// Runs [`sweep_blobs`] every `every` until the runtime shuts down.
+pub fn spawn_blob_sweeper(st: AppState, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            t.tick().await;
+            let grace = std::time::Duration::from_secs(st.config.blob_gc_grace_secs);
+            if let Err(e) = sweep_blobs(&st, grace).await {
+                tracing::warn!(error = ?e, "blob sweep failed; retrying later");
+            }
+        }
+    })
+}
+
+/// `POST /api/v1/admin/releases/check`: the pre-flight check of a release from its small
+/// files (uploaded first), so a bad release is refused before its bundle is uploaded.
+async fn check_release(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<PublishRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&st, &headers)?;
+    let pre = crate::release::preflight(&st, &req).await?;
+    Ok(Json(serde_json::json!({
+        "app": pre.manifest.app,
+        "version": pre.manifest.version,
+        "signedBy": pre.key.hint(),
+        "alreadyPublished": pre.already_published.is_some(),
+    })))
+}
+
+/// `POST /api/v1/admin/releases`: 201 when published, 200 when this very release already is.
 async fn publish(
     State(st): State<AppState>,
     headers: HeaderMap,
     Json(req): Json<PublishRequest>,
 ) -> Result<Response, ApiError> {
     admin(&st, &headers)?;
-    let info = crate::release::verify_publish(&st, &req).await?;
-    let r = &info.release;
-    let existing: Option<(String,)> =
-        sqlx::query_as("SELECT info FROM releases WHERE app = ? AND version = ?")
-            .bind(&r.app)
-            .bind(&r.version)
-            .fetch_optional(&st.store.pool)
-            .await?;
-    if let Some((old,)) = existing {
-        let old: ReleaseInfo = json_col(&old)?;
-        if old.release == info.release {
-            return Ok((StatusCode::OK, Json(old)).into_response());
-        }
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "{}@{} is already published with different content; publish a new version",
-                r.app, r.version
-            ),
-        ));
+    let mut pre = crate::release::preflight(&st, &req).await?;
+    if let Some(old) = pre.already_published.take() {
+        return Ok((StatusCode::OK, Json(old)).into_response());
     }
-    sqlx::query("INSERT INTO releases(app, version, info, published) VALUES (?, ?, ?, ?)")
-        .bind(&r.app)
-        .bind(&r.version)
-        .bind(serde_json::to_string(&info).map_err(ApiError::internal)?)
-        .bind(info.published as i64)
-        .execute(&st.store.pool)
-        .await?;
+    let info = crate::release::verify_publish(&st, &req, pre).await?;
+    let r = &info.release;
+    let inserted = sqlx::query(
+        "INSERT INTO releases(app, version, info, published) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(&r.app)
+    .bind(&r.version)
+    .bind(serde_json::to_string(&info).map_err(ApiError::internal)?)
+    .bind(info.published as i64)
+    .execute(&st.store.pool)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        // Published concurrently: the same release, or a conflict.
+        let pre = crate::release::preflight(&st, &req).await?;
+        return match pre.already_published {
+            Some(old) => Ok((StatusCode::OK, Json(old)).into_response()),
+            None => Err(ApiError::internal("release vanished while publishing")),
+        };
+    }
     st.store
         .event(
             None,
@@ -818,53 +1027,117 @@ pub fn sign_assignment_at(
     })
 }
 
+/// `POST /api/v1/admin/deployments` query: `dryRun=true` computes without assigning;
+/// `scope=app` keeps to devices of the app (assigned it, or reporting it running), which is
+/// what `edgecd rollback` asks for.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeployQuery {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// Assigns a release to the devices its selector matches that can run it (the rollout
+/// engine's compatibility check); incompatible ones are listed with the reason. 422 when
+/// no device would get it.
 async fn deploy(
     State(st): State<AppState>,
     headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<DeployQuery>,
     Json(req): Json<DeployRequest>,
 ) -> Result<Json<DeployResponse>, ApiError> {
     admin(&st, &headers)?;
     check_labels(&req.selector)?;
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT info FROM releases WHERE app = ? AND version = ?")
-            .bind(&req.app)
-            .bind(&req.version)
-            .fetch_optional(&st.store.pool)
-            .await?;
+    let only_app = match q.scope.as_deref() {
+        None | Some("selector") => false,
+        Some("app") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown deployment scope {other:?}: use selector or app"
+            )));
+        }
+    };
     let info: ReleaseInfo = json_col(
-        &row.ok_or_else(|| ApiError::not_found(format!("no release {}@{}", req.app, req.version)))?
-            .0,
-    )?;
-    let mut assigned = Vec::new();
-    for d in st.store.devices().await? {
-        if d.revoked {
-            continue;
-        }
-        let labels: BTreeMap<String, String> = json_col(&d.labels)?;
-        if !req.selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            continue;
-        }
-        let version = st
-            .store
-            .assignment(&d.id)
+        &st.store
+            .release(&req.app, &req.version)
             .await?
-            .map_or(1, |a| a.version as u64 + 1);
-        let a = sign_assignment(&st, &d.id, version, info.release.clone())?;
-        st.store.put_assignment(&a).await?;
-        st.store
-            .event(
-                Some(&d.id),
-                "assigned",
-                &format!("{}@{} v{version}", req.app, req.version),
-            )
-            .await?;
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no release {}@{}", req.app, req.version))
+            })?,
+    )?;
+    let requirements = edgecd_rollout::cohort::Requirements {
+        hardware: info.release.hardware.clone(),
+        runtime: info.release.runtime.clone(),
+    };
+    let app_prefix = format!("{}@", req.app);
+    let mut assigned = Vec::new();
+    let mut skipped = Vec::new();
+    let mut matched = 0usize;
+    for d in crate::rollouts::fleet(&st).await? {
+        if !req.selector.iter().all(|(k, v)| d.labels.get(k) == Some(v)) {
+            continue;
+        }
+        let current = st.store.assignment(&d.id).await?;
+        if only_app
+            && current.as_ref().is_none_or(|a| a.app != req.app)
+            && !d
+                .running
+                .as_deref()
+                .is_some_and(|r| r.starts_with(&app_prefix))
+        {
+            continue;
+        }
+        matched += 1;
+        if let Err(reason) = requirements.check(&d) {
+            skipped.push(SkippedDevice {
+                device_id: d.id,
+                reason,
+            });
+            continue;
+        }
+        let version = current.map_or(1, |a| a.version as u64 + 1);
+        if !q.dry_run {
+            let a = sign_assignment(&st, &d.id, version, info.release.clone())?;
+            st.store.put_assignment(&a).await?;
+            st.store
+                .event(
+                    Some(&d.id),
+                    "assigned",
+                    &format!("{}@{} v{version}", req.app, req.version),
+                )
+                .await?;
+        }
         assigned.push(DeployedDevice {
             device_id: d.id,
             assignment_version: version,
         });
     }
-    tracing::info!(app = %req.app, version = %req.version, devices = assigned.len(), "deployed");
-    Ok(Json(DeployResponse { assigned }))
+    if assigned.is_empty() {
+        let devices = if only_app {
+            format!("devices of {}", req.app)
+        } else {
+            "devices".to_string()
+        };
+        let bad: Vec<(String, String)> = skipped
+            .into_iter()
+            .map(|s| (s.device_id, s.reason))
+            .collect();
+        return Err(ApiError::unprocessable(crate::rollouts::no_device_reason(
+            &devices,
+            &req.selector,
+            matched,
+            &bad,
+            &format!("{}@{}", req.app, req.version),
+        )));
+    }
+    tracing::info!(app = %req.app, version = %req.version, devices = assigned.len(), skipped = skipped.len(), dry_run = q.dry_run, "deployed");
+    Ok(Json(DeployResponse {
+        assigned,
+        skipped,
+        dry_run: q.dry_run,
+    }))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! ```text
 //! DATA/edgecd.db (+ -wal, -shm)    SQLite store
 //! DATA/blobs/sha256/<hex>          content-addressed blobs
+//! DATA/blobs/uploads/<hex>         unfinished (resumable) uploads
 //! DATA/keys/assignment.key|.pub    the online key that signs assignments (0600 private key)
 //! DATA/admin-token                 the admin token, written once (0600)
 //! ```
@@ -52,6 +53,10 @@ pub struct Config {
     pub max_blob_bytes: u64,
     /// Bandwidth cap of each blob download to a device, in KiB/s.
     pub blob_rate_kbps: Option<u64>,
+    /// Blobs no release refers to (and stale partial uploads) are removed once untouched
+    /// this long, by a sweep every `blob_gc_every_secs` and by `POST /api/v1/admin/blobs/gc`.
+    pub blob_gc_grace_secs: u64,
+    pub blob_gc_every_secs: u64,
     /// How often the rollout controller drives active rollouts.
     pub controller_tick_ms: u64,
     /// Root URL of the Prometheus that `provider: prometheus` gates query, and the timeout
@@ -83,6 +88,8 @@ impl Config {
             refresh_assignments: true,
             max_blob_bytes: 4 << 30,
             blob_rate_kbps: None,
+            blob_gc_grace_secs: 24 * 3600,
+            blob_gc_every_secs: 3600,
             controller_tick_ms: 1000,
             prometheus_url: None,
             prometheus_timeout_ms: 5000,
@@ -180,6 +187,10 @@ impl Server {
             Duration::from_millis(self.state.config.controller_tick_ms.max(10)),
         );
         let _stop_controller = AbortOnDrop(controller);
+        let _stop_sweeper = AbortOnDrop(api::spawn_blob_sweeper(
+            self.state.clone(),
+            Duration::from_secs(self.state.config.blob_gc_every_secs.max(1)),
+        ));
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::io("listener", e))?;

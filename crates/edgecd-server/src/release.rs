@@ -1,7 +1,9 @@
 //! Verification of a release on publish: every blob present with its declared size, the
 //! release manifest signed by a trusted CI key, the bundle's signature and digest matching
 //! the release manifest, and the SBOM matching its recorded digest. Untrusted or broken
-//! releases are refused with the reason.
+//! releases are refused with the reason. [`preflight`] runs the checks that need only the
+//! small files, also on their own (`POST /api/v1/admin/releases/check`) before a client
+//! uploads the bundle.
 
 use crate::error::ApiError;
 use crate::{AppState, util};
@@ -65,8 +67,20 @@ fn verify_with_trusted(
     )))
 }
 
-/// Verifies an uploaded release and returns what will be stored.
-pub async fn verify_publish(st: &AppState, req: &PublishRequest) -> Result<ReleaseInfo, ApiError> {
+/// What the pre-flight check established from the small files of a release.
+pub struct Preflight {
+    pub manifest: edgecd_bundle::release::ReleaseManifest,
+    pub key: VerifyingKey,
+    bundle_sig: SigstoreBundle,
+    /// The same release (same files) is already published.
+    pub already_published: Option<ReleaseInfo>,
+}
+
+/// The checks that need only the release manifest, its signature and the bundle signature
+/// (all small), so a client learns a release will be refused before it uploads the bundle:
+/// the manifest is signed by a trusted key and names this bundle and SBOM, the bundle
+/// signature parses and names a trusted key, and `app@version` is free or is this release.
+pub async fn preflight(st: &AppState, req: &PublishRequest) -> Result<Preflight, ApiError> {
     let keys: Vec<VerifyingKey> = crate::api::trusted_keys(st)
         .await?
         .iter()
@@ -96,11 +110,66 @@ pub async fn verify_publish(st: &AppState, req: &PublishRequest) -> Result<Relea
             m.bundle.archive_digest, m.bundle.archive_size, req.bundle.digest, req.bundle.size
         )));
     }
-    let bundle_sig = SigstoreBundle::from_json(&bundle_sig_bytes)
-        .map_err(|e| ApiError::unprocessable(format!("bundle signature: {e}")))?;
     if !valid_digest(&req.bundle.digest) {
         return Err(ApiError::bad_request("bundle: invalid digest"));
     }
+    let bundle_sig = SigstoreBundle::from_json(&bundle_sig_bytes)
+        .map_err(|e| ApiError::unprocessable(format!("bundle signature: {e}")))?;
+    let hint = bundle_sig.key_hint();
+    if !hint.is_empty() && !keys.iter().any(|k| k.hint() == hint) {
+        return Err(ApiError::unprocessable(format!(
+            "the bundle is signed by key {hint:?}, which the server does not trust (edgecd keys trust KEY.pub)"
+        )));
+    }
+    if let (Some(up), Some(signed)) = (&req.sbom, &m.sbom)
+        && (up.digest != signed.digest || up.size != signed.size)
+    {
+        return Err(ApiError::unprocessable(format!(
+            "SBOM {} ({} bytes) is not the one the release manifest names: {} ({} bytes)",
+            up.digest, up.size, signed.digest, signed.size
+        )));
+    }
+    let already_published = match st.store.release(&m.app, &m.version).await? {
+        None => None,
+        Some(old) => {
+            let old: ReleaseInfo = crate::api::json_col(&old)?;
+            let o = &old.release;
+            if o.manifest != req.manifest
+                || o.manifest_sig != req.manifest_sig
+                || o.bundle != req.bundle
+                || o.bundle_sig != req.bundle_sig
+            {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    format!(
+                        "{}@{} is already published with different content; publish a new version",
+                        m.app, m.version
+                    ),
+                ));
+            }
+            Some(old)
+        }
+    };
+    Ok(Preflight {
+        manifest: m,
+        key,
+        bundle_sig,
+        already_published,
+    })
+}
+
+/// Verifies an uploaded release and returns what will be stored.
+pub async fn verify_publish(
+    st: &AppState,
+    req: &PublishRequest,
+    pre: Preflight,
+) -> Result<ReleaseInfo, ApiError> {
+    let Preflight {
+        manifest: m,
+        key,
+        bundle_sig,
+        ..
+    } = pre;
     let bundle_size = st.blobs.size(&req.bundle.digest).ok_or_else(|| {
         ApiError::unprocessable(format!(
             "bundle: blob {} was not uploaded",
@@ -124,17 +193,8 @@ pub async fn verify_publish(st: &AppState, req: &PublishRequest) -> Result<Relea
     };
     m.check_bundle(&summary)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    match (&req.sbom, &m.sbom) {
-        (Some(up), Some(signed)) if up.digest != signed.digest || up.size != signed.size => {
-            return Err(ApiError::unprocessable(format!(
-                "SBOM {} ({} bytes) is not the one the release manifest names: {} ({} bytes)",
-                up.digest, up.size, signed.digest, signed.size
-            )));
-        }
-        (Some(up), _) => {
-            read_blob(st, up, "SBOM", MAX_METADATA_BYTES)?;
-        }
-        _ => {}
+    if let Some(up) = &req.sbom {
+        read_blob(st, up, "SBOM", MAX_METADATA_BYTES)?;
     }
     Ok(ReleaseInfo {
         release: ReleaseRef {

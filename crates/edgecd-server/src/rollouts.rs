@@ -86,24 +86,56 @@ async fn release_info(st: &AppState, release: &str) -> Result<ReleaseInfo, ApiEr
     let (app, version) = release
         .split_once('@')
         .ok_or_else(|| ApiError::bad_request(format!("release {release:?} must be APP@VERSION")))?;
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT info FROM releases WHERE app = ? AND version = ?")
-            .bind(app)
-            .bind(version)
-            .fetch_optional(&st.store.pool)
-            .await?;
-    json_col(
-        &row.ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no published release {release}: publish it first (edgecd release publish)"
-            ))
-        })?
-        .0,
+    json_col(&st.store.release(app, version).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no published release {release}: publish it first (edgecd release publish)"
+        ))
+    })?)
+}
+
+/// Why no device would get `release`: none of `devices` matches `selector` (`matched` is 0),
+/// or every one that does is incompatible (`bad`: device id and reason; the first 10 shown).
+pub(crate) fn no_device_reason(
+    devices: &str,
+    selector: &BTreeMap<String, String>,
+    matched: usize,
+    bad: &[(String, String)],
+    release: &str,
+) -> String {
+    let sel = if selector.is_empty() {
+        "an empty selector".to_string()
+    } else {
+        format!(
+            "selector {}",
+            selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    if matched == 0 || bad.is_empty() {
+        return format!(
+            "no {devices} match {sel}: nothing to do (check the labels with `edgecd device list`)"
+        );
+    }
+    let mut why: Vec<String> = bad
+        .iter()
+        .take(10)
+        .map(|(id, reason)| format!("{id}: {reason}"))
+        .collect();
+    if bad.len() > 10 {
+        why.push(format!("and {} more", bad.len() - 10));
+    }
+    format!(
+        "none of the {} {devices} matching {sel} can run {release} (hardware/runtime compatibility): {}",
+        bad.len(),
+        why.join("; ")
     )
 }
 
-/// The fleet as the engine sees it.
-async fn fleet(st: &AppState) -> Result<Vec<Device>, ApiError> {
+/// The fleet as the engine sees it (revoked devices left out).
+pub(crate) async fn fleet(st: &AppState) -> Result<Vec<Device>, ApiError> {
     let mut out = vec![];
     for d in st.store.devices().await? {
         if d.revoked {
@@ -471,6 +503,24 @@ async fn start(
     };
     let (r, d) = Rollout::start(&id, req.spec, requirements, baseline, util::now() as i64)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    // An empty cohort would "complete" at once having changed nothing: refuse instead.
+    let (eligible, bad) = r.eligible(&fleet);
+    if eligible.is_empty() {
+        let bad: Vec<(String, String)> = bad
+            .into_iter()
+            .map(|(d, why)| (d.id.clone(), why))
+            .collect();
+        return Err(ApiError::unprocessable(format!(
+            "rollout not started: {}",
+            no_device_reason(
+                "devices",
+                &r.spec.selector,
+                bad.len(),
+                &bad,
+                &r.spec.release
+            )
+        )));
+    }
     sqlx::query("INSERT INTO rollouts (id, app, state, created, updated, finished) VALUES (?, ?, ?, ?, ?, 0)")
         .bind(&id)
         .bind(&app)

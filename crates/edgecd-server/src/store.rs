@@ -103,6 +103,15 @@ impl Store {
         Ok(())
     }
 
+    /// The stored `ReleaseInfo` JSON of `app@version`, if published.
+    pub async fn release(&self, app: &str, version: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT info FROM releases WHERE app = ? AND version = ?")
+            .bind(app)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, sqlx::Error> {
         let row = sqlx::query("SELECT id, cred_hash, labels, enrolled, last_seen, revoked, inventory, status FROM devices WHERE id = ?")
             .bind(id)

@@ -1,7 +1,10 @@
 //! The server's HTTP API over real HTTP on 127.0.0.1: authentication (401 without a
 //! credential, 403 across devices, for unassigned blobs and for revoked devices), publish
 //! verification (untrusted key, tampered bundle, wrong digest), input validation, body
-//! limits, Range downloads, ETags and signed assignments.
+//! limits, Range downloads, ETags and signed assignments; deployment scope (compatibility,
+//! dry runs, rollbacks kept to the app's devices), rollouts refused with an empty cohort;
+//! blob uploads (body read before answering, resume, garbage collection) and the release
+//! pre-flight check; private keys refused as release keys.
 
 use edgecd_api::protocol::*;
 use edgecd_server::fixtures::{self, ReleaseFiles};
@@ -140,6 +143,10 @@ impl H {
     }
 
     fn enroll(&self, labels: &[(&str, &str)]) -> EnrollResponse {
+        self.enroll_inv(labels, inv())
+    }
+
+    fn enroll_inv(&self, labels: &[(&str, &str)], inventory: Inventory) -> EnrollResponse {
         let (s, t, _) = self.admin(
             "POST",
             "/api/v1/admin/enrollment-tokens",
@@ -149,7 +156,7 @@ impl H {
         let tok: CreateTokenResponse = serde_json::from_str(&t).expect("token");
         let req = EnrollRequest {
             token: tok.token,
-            inventory: inv(),
+            inventory,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -572,4 +579,514 @@ fn blob_downloads_are_rate_limited_per_device() {
         "{} bytes took {secs:.2}s, the cap allows {expected:.2}s at the fastest",
         bundle.size
     );
+}
+
+impl H {
+    fn release_of(
+        &self,
+        app: &str,
+        version: &str,
+        hw: edgecd_api::profile::HardwareProfile,
+    ) -> ReleaseFiles {
+        fixtures::make_release(
+            &self.dir.join("rel"),
+            &self.ci,
+            app,
+            version,
+            hw,
+            fixtures::infer_pin(),
+            4096,
+        )
+        .expect("release")
+    }
+
+    fn deploy(&self, query: &str, app: &str, version: &str, selector: serde_json::Value) -> Resp {
+        self.admin(
+            "POST",
+            &format!("/api/v1/admin/deployments{query}"),
+            Some(serde_json::json!({"app": app, "version": version, "selector": selector})),
+        )
+    }
+
+    fn assignment_of(&self, id: &str) -> Option<(String, i64)> {
+        self.srv
+            .block_on(self.srv.state.store.assignment(id))
+            .expect("store")
+            .map(|a| (format!("{}@{}", a.app, a.release_version), a.version))
+    }
+
+    /// The server's `Upload-Offset` for a blob, and whether it is stored.
+    fn head_blob(&self, digest: &str) -> (u16, u64) {
+        let (s, _, hs) = self.req(
+            "HEAD",
+            &format!("/api/v1/admin/blobs/{digest}"),
+            Some(&self.srv.admin_token),
+            None,
+            &[],
+        );
+        let off = hs
+            .iter()
+            .find(|(k, _)| k == "upload-offset")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("upload-offset header");
+        (s, off)
+    }
+
+    /// Waits (bounded) until the server kept `len` bytes of a broken-off upload of `digest`
+    /// and wound the request up (its upload slot is free).
+    fn wait_upload_ended(&self, digest: &str, len: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.srv.state.blobs.partial_len(digest) != len as u64
+            || self.srv.state.blobs.begin(digest).is_none()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "upload of {digest} still running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a PUT of `digest` with a `Content-Length` of `declared` but only `body`, then
+    /// closes: an upload broken off midway.
+    fn broken_put(&self, digest: &str, declared: usize, body: &[u8]) {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(self.srv.addr).expect("connect");
+        write!(
+            c,
+            "PUT /api/v1/admin/blobs/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {declared}\r\nUpload-Length: {declared}\r\n\r\n",
+            self.srv.admin_token
+        )
+        .expect("head");
+        c.write_all(body).expect("body");
+        c.flush().expect("flush");
+        drop(c);
+    }
+}
+
+fn inv_with(board: &str, ram_mb: u64) -> Inventory {
+    Inventory {
+        board: board.into(),
+        ram_mb,
+        ..inv()
+    }
+}
+
+fn pseudo_random(len: usize) -> Vec<u8> {
+    fixtures::model_bytes(7, len)
+}
+
+fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Deploy assigns only devices that can run the release (the rollout engine's check),
+/// lists the others with the reason, computes without assigning on a dry run, and refuses
+/// (422, with the reason) when no device would get the release.
+#[test]
+fn deploy_skips_incompatible_devices_and_dry_runs() {
+    let h = H::new();
+    h.trust_ci();
+    let (s, t, _) = h.publish(&h.release("1.0.0", &h.ci));
+    assert_eq!(s, 201, "{t}");
+    let a = h.enroll_inv(&[("fleet", "x")], inv());
+    let b = h.enroll_inv(&[("fleet", "x"), ("only", "b")], inv_with("rpi4", 4096));
+
+    let (s, t, _) = h.deploy(
+        "?dryRun=true",
+        "app",
+        "1.0.0",
+        serde_json::json!({"fleet": "x"}),
+    );
+    assert_eq!(s, 200, "{t}");
+    let dry: DeployResponse = serde_json::from_str(&t).expect("deploy");
+    assert!(dry.dry_run);
+    assert_eq!(
+        dry.assigned,
+        vec![DeployedDevice {
+            device_id: a.device_id.clone(),
+            assignment_version: 1
+        }]
+    );
+    assert_eq!(dry.skipped.len(), 1, "{t}");
+    assert_eq!(dry.skipped[0].device_id, b.device_id);
+    assert!(dry.skipped[0].reason.contains("board rpi4"), "{t}");
+    assert_eq!(
+        h.assignment_of(&a.device_id),
+        None,
+        "a dry run assigns nothing"
+    );
+
+    let (s, t, _) = h.deploy("", "app", "1.0.0", serde_json::json!({"fleet": "x"}));
+    assert_eq!(s, 200, "{t}");
+    let real: DeployResponse = serde_json::from_str(&t).expect("deploy");
+    assert!(!real.dry_run);
+    assert_eq!(real.assigned, dry.assigned);
+    assert_eq!(real.skipped, dry.skipped);
+    assert_eq!(h.assignment_of(&a.device_id), Some(("app@1.0.0".into(), 1)));
+    assert_eq!(
+        h.assignment_of(&b.device_id),
+        None,
+        "incompatible: not assigned"
+    );
+
+    // Every matching device incompatible, or none matching: 422 with the reason.
+    let (s, t, _) = h.deploy("", "app", "1.0.0", serde_json::json!({"only": "b"}));
+    assert_eq!(s, 422, "{t}");
+    assert!(
+        t.contains("compatibility") && t.contains("board rpi4"),
+        "{t}"
+    );
+    let (s, t, _) = h.deploy(
+        "?dryRun=true",
+        "app",
+        "1.0.0",
+        serde_json::json!({"fleet": "nowhere"}),
+    );
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("no devices match selector fleet=nowhere"), "{t}");
+    assert_eq!(h.assignment_of(&b.device_id), None);
+}
+
+/// A rollback (`scope=app`, what `edgecd rollback` sends) without a selector assigns the
+/// version only to devices of that app: devices of other apps and unassigned ones keep
+/// their assignment.
+#[test]
+fn rollback_touches_only_devices_of_the_app() {
+    let h = H::new();
+    h.trust_ci();
+    for r in [
+        h.release("1.0.0", &h.ci),
+        h.release("2.0.0", &h.ci),
+        h.release_of("other", "1.0.0", fixtures::rpi5()),
+    ] {
+        let (s, t, _) = h.publish(&r);
+        assert_eq!(s, 201, "{t}");
+    }
+    let a = h.enroll(&[("app", "one")]);
+    let b = h.enroll(&[("app", "two")]);
+    let idle = h.enroll(&[]);
+    for (sel, app, v) in [
+        ("one", "app", "1.0.0"),
+        ("one", "app", "2.0.0"),
+        ("two", "other", "1.0.0"),
+    ] {
+        let (s, t, _) = h.deploy("", app, v, serde_json::json!({"app": sel}));
+        assert_eq!(s, 200, "{t}");
+    }
+    let before_b = h.assignment_of(&b.device_id);
+    assert_eq!(before_b, Some(("other@1.0.0".into(), 1)));
+
+    let (s, t, _) = h.deploy("?scope=app", "app", "1.0.0", serde_json::json!({}));
+    assert_eq!(s, 200, "{t}");
+    let r: DeployResponse = serde_json::from_str(&t).expect("deploy");
+    assert_eq!(
+        r.assigned,
+        vec![DeployedDevice {
+            device_id: a.device_id.clone(),
+            assignment_version: 3
+        }]
+    );
+    assert_eq!(h.assignment_of(&a.device_id), Some(("app@1.0.0".into(), 3)));
+    assert_eq!(
+        h.assignment_of(&b.device_id),
+        before_b,
+        "another app's device untouched"
+    );
+    assert_eq!(
+        h.assignment_of(&idle.device_id),
+        None,
+        "an unassigned device untouched"
+    );
+    // No device of an app: nothing to roll back.
+    let (s, t, _) = h.deploy(
+        "?scope=app",
+        "other",
+        "1.0.0",
+        serde_json::json!({"app": "one"}),
+    );
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("no devices of other match"), "{t}");
+}
+
+/// A rollout whose cohort would be empty — no device matches its selector, or none that
+/// does can run the release — is refused with the reason instead of "completing".
+#[test]
+fn rollout_with_an_empty_cohort_is_refused() {
+    let h = H::new();
+    h.trust_ci();
+    let jetson = edgecd_api::profile::HardwareProfile {
+        board: "jetson-orin".into(),
+        accelerator: None,
+        min_ram_mb: None,
+    };
+    for r in [
+        h.release("1.0.0", &h.ci),
+        h.release_of("app", "2.0.0", jetson),
+    ] {
+        let (s, t, _) = h.publish(&r);
+        assert_eq!(s, 201, "{t}");
+    }
+    h.enroll(&[("site", "a")]);
+    let start = |release: &str, site: &str| {
+        h.admin(
+            "POST",
+            "/api/v1/admin/rollouts",
+            Some(serde_json::json!({"spec": {
+                "release": release,
+                "selector": {"site": site},
+                "steps": [{"canary": {"devices": 1}}],
+                "gates": [{"metric": "error_rate", "max": 0.5}],
+            }})),
+        )
+    };
+    let (s, t, _) = start("app@1.0.0", "nowhere");
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("no devices match selector site=nowhere"), "{t}");
+    let (s, t, _) = start("app@2.0.0", "a");
+    assert_eq!(s, 422, "{t}");
+    assert!(
+        t.contains("compatibility") && t.contains("jetson-orin"),
+        "{t}"
+    );
+    let (s, t, _) = h.admin("GET", "/api/v1/admin/rollouts", None);
+    assert_eq!((s, t.as_str()), (200, "[]"), "nothing was started");
+    // With a device to go to, it starts.
+    let (s, t, _) = start("app@1.0.0", "a");
+    assert_eq!(s, 200, "{t}");
+}
+
+/// A PUT of a blob the server already has is answered only after its body was read: the
+/// client sees the 200 instead of dying with a broken pipe / connection reset.
+#[test]
+fn blob_put_reads_the_body_before_answering() {
+    use std::io::{Read, Write};
+    let h = H::new();
+    let bytes = pseudo_random(6 << 20);
+    let digest = sha(&bytes);
+    let put = |c: &mut std::net::TcpStream| -> std::io::Result<String> {
+        write!(
+            c,
+            "PUT /api/v1/admin/blobs/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            h.srv.admin_token,
+            bytes.len()
+        )?;
+        for chunk in bytes.chunks(64 << 10) {
+            c.write_all(chunk)?;
+        }
+        c.flush()?;
+        let mut resp = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read the head and the JSON body (the server may keep the connection open).
+        while !String::from_utf8_lossy(&resp).contains("\"size\"") {
+            let n = c.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            resp.extend_from_slice(&buf[..n]);
+        }
+        Ok(String::from_utf8_lossy(&resp).into_owned())
+    };
+    let connect = || {
+        let c = std::net::TcpStream::connect(h.srv.addr).expect("connect");
+        c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .expect("timeout");
+        c
+    };
+    let first = put(&mut connect()).expect("first upload");
+    assert!(first.starts_with("HTTP/1.1 201"), "{first}");
+    let second = put(&mut connect()).expect("a re-upload of a stored blob must not break off");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
+/// An upload broken off midway keeps what arrived: HEAD says how much, a PUT with
+/// `Upload-Offset` sends the rest, and the blob is stored only once whole and matching its
+/// digest. A wrong offset is refused with the right one.
+#[test]
+fn interrupted_blob_upload_resumes() {
+    let h = H::new();
+    let bytes = pseudo_random(3 << 20);
+    let digest = sha(&bytes);
+    let half = bytes.len() / 2;
+    assert_eq!(h.head_blob(&digest), (404, 0));
+    h.broken_put(&digest, bytes.len(), &bytes[..half]);
+    h.wait_upload_ended(&digest, half);
+    assert_eq!(h.head_blob(&digest), (404, half as u64));
+    assert_eq!(
+        h.srv.state.blobs.size(&digest),
+        None,
+        "not stored while incomplete"
+    );
+    let len = bytes.len().to_string();
+    let resume = |offset: usize| {
+        h.req(
+            "PUT",
+            &format!("/api/v1/admin/blobs/{digest}"),
+            Some(&h.srv.admin_token),
+            Some(&bytes[offset..]),
+            &[
+                ("content-type", "application/octet-stream"),
+                ("upload-offset", &offset.to_string()),
+                ("upload-length", &len),
+            ],
+        )
+    };
+    let (s, t, hs) = resume(half - 1);
+    assert_eq!(s, 409, "{t}");
+    assert!(
+        t.contains(&format!("resume with Upload-Offset: {half}")),
+        "{t}"
+    );
+    assert!(
+        hs.iter()
+            .any(|(k, v)| k == "upload-offset" && *v == half.to_string())
+    );
+    let (s, t, _) = resume(half);
+    assert_eq!(s, 201, "{t}");
+    let stored: BlobRef = serde_json::from_str(&t).expect("blob ref");
+    assert_eq!(
+        stored,
+        BlobRef {
+            digest: digest.clone(),
+            size: bytes.len() as u64
+        }
+    );
+    assert_eq!(
+        std::fs::read(h.srv.state.blobs.path(&digest)).expect("stored"),
+        bytes
+    );
+    assert_eq!(h.head_blob(&digest), (200, bytes.len() as u64));
+}
+
+/// Blobs no release refers to are removed once older than the grace period (so are stale
+/// partial uploads); blobs of published releases never are.
+#[test]
+fn unreferenced_blobs_are_garbage_collected() {
+    let h = H::new();
+    h.trust_ci();
+    let r = h.release("1.0.0", &h.ci);
+    let (s, t, _) = h.publish(&r);
+    assert_eq!(s, 201, "{t}");
+    let orphan_path = h.dir.join("orphan.bin");
+    std::fs::write(&orphan_path, pseudo_random(10_000)).expect("write");
+    let orphan = h.upload(&orphan_path);
+    let partial = pseudo_random(20_000);
+    let partial_digest = sha(&partial);
+    h.broken_put(&partial_digest, partial.len(), &partial[..5_000]);
+    h.wait_upload_ended(&partial_digest, 5_000);
+    assert_eq!(h.head_blob(&partial_digest), (404, 5_000));
+    // Within the grace period: nothing goes.
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/blobs/gc?graceSecs=3600", None);
+    assert_eq!(s, 200, "{t}");
+    let kept: serde_json::Value = serde_json::from_str(&t).expect("json");
+    assert_eq!(kept["blobs"], serde_json::json!([]), "{t}");
+    assert!(h.srv.state.blobs.size(&orphan.digest).is_some());
+    // Past it: the orphan and the partial upload go, the release's blobs stay.
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/blobs/gc?graceSecs=0", None);
+    assert_eq!(s, 200, "{t}");
+    let swept: serde_json::Value = serde_json::from_str(&t).expect("json");
+    assert_eq!(swept["blobs"], serde_json::json!([orphan.digest]), "{t}");
+    assert_eq!(
+        swept["partialUploads"],
+        serde_json::json!([partial_digest]),
+        "{t}"
+    );
+    assert_eq!(h.srv.state.blobs.size(&orphan.digest), None);
+    assert_eq!(h.head_blob(&partial_digest), (404, 0));
+    for (b, _) in r.blobs().expect("blobs") {
+        assert_eq!(
+            h.srv.state.blobs.size(&b.digest),
+            Some(b.size),
+            "release blob kept"
+        );
+    }
+    // The release still publishes (idempotently) and deploys.
+    let (s, t, _) = h.publish(&r);
+    assert_eq!(s, 200, "{t}");
+}
+
+/// The pre-flight check refuses a release signed by an untrusted key, and one whose
+/// version is taken by another release, from the small files alone.
+#[test]
+fn release_preflight_check_needs_only_the_small_files() {
+    let h = H::new();
+    h.trust_ci();
+    let check = |r: &ReleaseFiles| {
+        for p in [&r.manifest, &r.manifest_sig, &r.bundle_sig] {
+            h.upload(p);
+        }
+        let req = r.publish_request().expect("req");
+        h.admin(
+            "POST",
+            "/api/v1/admin/releases/check",
+            Some(serde_json::to_value(&req).expect("json")),
+        )
+    };
+    let rogue = SigningKey::generate();
+    let bad = h.release("6.6.6", &rogue);
+    let (s, t, _) = check(&bad);
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("does not trust"), "{t}");
+    assert_eq!(
+        h.srv
+            .state
+            .blobs
+            .size(&fixtures::blob_ref(&bad.bundle).expect("ref").digest),
+        None
+    );
+    let good = h.release("1.0.0", &h.ci);
+    let (s, t, _) = check(&good);
+    assert_eq!(s, 200, "{t}");
+    assert!(t.contains("\"alreadyPublished\":false"), "{t}");
+    let (s, t, _) = h.publish(&good);
+    assert_eq!(s, 201, "{t}");
+    let (s, t, _) = check(&good);
+    assert_eq!(s, 200, "{t}");
+    assert!(t.contains("\"alreadyPublished\":true"), "{t}");
+    // Same version, different content (another model): refused before the bundle is sent.
+    let again = fixtures::make_release(
+        &h.dir.join("rel-again"),
+        &h.ci,
+        "app",
+        "1.0.0",
+        fixtures::rpi5(),
+        fixtures::infer_pin(),
+        5000,
+    )
+    .expect("release");
+    let (s, t, _) = check(&again);
+    assert_eq!(s, 409, "{t}");
+    assert!(
+        t.contains("already published with different content"),
+        "{t}"
+    );
+}
+
+/// The server refuses a private key sent as a release key to trust (any private-key PEM
+/// block, also after a public one), saying to pass the `.pub` file; nothing is stored.
+#[test]
+fn trusting_a_private_key_is_refused() {
+    let h = H::new();
+    let key = SigningKey::generate();
+    let public = key.verifying_key().to_spki_pem();
+    for pem in [
+        key.to_pkcs8_pem(),
+        format!("{public}{}", key.to_pkcs8_pem()),
+        key.to_cosign_encrypted_pem(b"pw").expect("cosign"),
+    ] {
+        let (s, t, _) = h.admin(
+            "POST",
+            "/api/v1/admin/keys",
+            Some(serde_json::json!({"publicKeyPem": pem})),
+        );
+        assert_eq!(s, 400, "{t}");
+        assert!(t.contains("private key") && t.contains(".pub"), "{t}");
+        assert!(
+            !t.contains("BEGIN PRIVATE") && !t.contains(&pem[40..80]),
+            "the key is not echoed: {t}"
+        );
+    }
+    let (s, t, _) = h.admin("GET", "/api/v1/admin/keys", None);
+    assert_eq!((s, t.as_str()), (200, "[]"));
 }

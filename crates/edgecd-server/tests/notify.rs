@@ -257,7 +257,37 @@ impl H {
             http,
         };
         h.publish("1.0.0");
+        h.device_running("app@1.0.0");
         h
+    }
+
+    /// Enrolls a device (compatible with the test releases) that reports running `release`,
+    /// so a rollout of it has a cohort (one with none is refused) that is done at once.
+    fn device_running(&self, release: &str) {
+        let (s, t) = self.admin("POST", "/api/v1/admin/enrollment-tokens", Some(&json!({})));
+        assert_eq!(s, 200, "{t}");
+        let inventory = json!({"board": "rpi5", "ramMb": 4096, "runtimes": {"edgecd-infer": "0.1.0"}, "agentVersion": "test"});
+        let (s, e) = self.admin(
+            "POST",
+            "/api/v1/devices/enroll",
+            Some(&json!({"token": t["token"], "inventory": inventory})),
+        );
+        assert_eq!(s, 200, "{e}");
+        let (app, version) = release.split_once('@').expect("APP@VERSION");
+        let req = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/api/v1/devices/{}/checkin", self.url, e["deviceId"].as_str().expect("id")))
+            .header("authorization", format!("Bearer {}", e["credential"].as_str().expect("credential")))
+            .header("content-type", "application/json")
+            .body(
+                json!({"inventory": inventory, "status": {"phase": "idle", "assignmentVersion": 0,
+                    "running": {"app": app, "version": version, "bundleDigest": "sha256:x", "slot": "a"}}})
+                .to_string()
+                .into_bytes(),
+            )
+            .expect("request");
+        let s = self.http.run(req).expect("checkin").status().as_u16();
+        assert_eq!(s, 200, "checkin");
     }
 
     /// Stops the server (as a crash would: queued notifications are abandoned).
@@ -487,14 +517,14 @@ runbook_url: https://wiki.example/rollout-runbook
 "#,
     );
     let link = format!("https://edgecd.example.com/api/v1/admin/rollouts/{id}");
-    // started; the empty canary is done → step 2; no samples → held.
+    // started; the canary's device runs the release → step 2; no samples → held.
     hook.wait(3, Duration::from_secs(10));
     h.command(&id, "promote");
     // → step 3 (approval); the controller asks for approval.
     hook.wait(5, Duration::from_secs(10));
     h.wait_phase(&id, "awaiting_approval", Duration::from_secs(5));
     h.command(&id, "approve");
-    // → step 4; the empty canary is done → completed.
+    // → step 4; the canary (the one device) is done → completed.
     let hooks = hook.wait(7, Duration::from_secs(10));
     let slacks = slack.wait(7, Duration::from_secs(10));
     let cards = teams.wait(7, Duration::from_secs(10));
@@ -529,7 +559,9 @@ runbook_url: https://wiki.example/rollout-runbook
         assert_eq!(b["rollout"]["release"], "app@1.0.0");
         assert_eq!(b["rollout"]["baseline"], Value::Null);
         assert_eq!(b["rollout"]["steps"], 4);
-        assert_eq!(b["rollout"]["cohort"], 0);
+        // The one device (running the release already) is the cohort from the first canary on.
+        let cohort = if b["event"] == "started" { 0 } else { 1 };
+        assert_eq!(b["rollout"]["cohort"], cohort, "{b}");
         assert_eq!(b["link"], link.as_str());
         assert_eq!(b["runbookUrl"], "https://wiki.example/rollout-runbook");
         assert!(b["at"].as_str().expect("at").ends_with('Z'), "{b}");
@@ -602,7 +634,7 @@ runbook_url: https://wiki.example/rollout-runbook
     assert_eq!(m["blocks"][0]["type"], "header");
     assert!(
         m["text"].as_str().expect("text").starts_with(&format!(
-            "Rollout held: app@1.0.0 — rollout {id}, step 2/4: analyze 1h every 1m, phase progressing, cohort 0 devices, reason: holding, gates inconclusive"
+            "Rollout held: app@1.0.0 — rollout {id}, step 2/4: analyze 1h every 1m, phase progressing, cohort 1 devices, reason: holding, gates inconclusive"
         )),
         "{m}"
     );
@@ -624,7 +656,7 @@ runbook_url: https://wiki.example/rollout-runbook
             "*Baseline*\nnone",
             "*Step*\n2/4: analyze 1h every 1m",
             "*Phase*\nprogressing",
-            "*Cohort*\n0 devices"
+            "*Cohort*\n1 devices"
         ]
     );
     let gate_text = m["blocks"][3]["text"]["text"].as_str().expect("gates");
@@ -677,7 +709,7 @@ runbook_url: https://wiki.example/rollout-runbook
             ("Baseline", "none"),
             ("Step", "2/4: analyze 1h every 1m"),
             ("Phase", "progressing"),
-            ("Cohort", "0 devices"),
+            ("Cohort", "1 devices"),
             ("Reason", reason),
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -427,6 +427,17 @@ fn in_file(path: &Path, e: KeyError) -> KeyError {
     }
 }
 
+/// The label of the first private-key PEM block anywhere in `text` (PKCS#8 `PRIVATE KEY`,
+/// SEC1 `EC PRIVATE KEY`, cosign's `ENCRYPTED SIGSTORE PRIVATE KEY`, …), if it holds one:
+/// what must never be sent where a public key is expected.
+pub fn private_key_label(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("-----BEGIN "))
+        .filter_map(|l| l.strip_suffix("-----"))
+        .find(|label| label.contains("PRIVATE KEY"))
+        .map(str::to_string)
+}
+
 /// Decodes the first PEM block of `pem` (leading text before `-----BEGIN` is ignored).
 fn decode_pem(pem: &str) -> Result<(String, Vec<u8>), KeyError> {
     let start = pem.find("-----BEGIN ").ok_or_else(|| KeyError::NotPem {

@@ -9,7 +9,7 @@
 mod keys;
 mod sigstore;
 
-pub use keys::{KeyError, SigningKey, VerifyingKey, write_key_pair};
+pub use keys::{KeyError, SigningKey, VerifyingKey, private_key_label, write_key_pair};
 pub use sigstore::{
     HASH_ALGORITHM_SHA2_256, HashOutput, MessageSignature, PublicKeyIdentifier,
     SIGSTORE_BUNDLE_MEDIA_TYPE, SignatureError, SigstoreBundle, TimestampVerificationData,

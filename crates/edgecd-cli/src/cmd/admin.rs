@@ -115,18 +115,112 @@ pub enum TokenCommand {
     },
 }
 
-/// `edgecd deploy APP@VERSION --selector k=v…`: assign a release directly.
+/// `edgecd deploy APP@VERSION [--selector k=v…]`: assign a release directly to the matching
+/// devices that can run it (incompatible ones are listed and skipped).
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
     /// The release, APP@VERSION.
     pub release: String,
-    /// Devices whose labels match all of these (`k=v`, repeatable).
-    #[arg(long = "selector", required = true, value_parser = parse_label)]
+    /// Devices whose labels match all of these (`k=v`, repeatable). Without one the whole
+    /// fleet is changed, which needs confirmation (or --yes).
+    #[arg(long = "selector", value_parser = parse_label)]
     pub selector: Vec<(String, String)>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
     #[command(flatten)]
     pub remote: Remote,
+}
+
+/// Flags of a fleet change (`deploy`, `rollback`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChangeArgs {
+    /// Show what would be assigned and skipped, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before changing every device (needed without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a deployment for `deploy` and `rollback`. A change without a selector is
+/// fleet-wide: on a terminal it shows the plan (a dry run) and asks; without a terminal it
+/// needs `--yes`. `what` names the change in messages ("deploy", "rollback").
+pub fn deploy_change(
+    remote: &Remote,
+    req: &DeployRequest,
+    app_scope: bool,
+    c: &ChangeArgs,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    let client = remote.client()?;
+    let release = format!("{}@{}", req.app, req.version);
+    let scope = if app_scope {
+        format!("every device of {}", req.app)
+    } else {
+        "every device".to_string()
+    };
+    if !c.dry_run && !c.yes && req.selector.is_empty() {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "{what} without --selector changes {scope}: pass --yes to confirm (or --dry-run to see what it would do, or --selector k=v to narrow it)"
+            );
+        }
+        let plan = client.deploy_with(req, true, app_scope)?;
+        print_deploy(&plan, &release, c.json)?;
+        eprint!(
+            "{what}: assign {release} to these {} devices ({scope})? [y/N] ",
+            plan.assigned.len()
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("{what} cancelled: nothing was assigned");
+        }
+    }
+    let r = client.deploy_with(req, c.dry_run, app_scope)?;
+    print_deploy(&r, &release, c.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_deploy(
+    r: &edgecd_api::protocol::DeployResponse,
+    release: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        return crate::output::print_json(r);
+    }
+    let verb = if r.dry_run {
+        "would assign"
+    } else {
+        "assigned"
+    };
+    for d in &r.assigned {
+        println!(
+            "{verb} {release} to {} (assignment version {})",
+            d.device_id, d.assignment_version
+        );
+    }
+    for s in &r.skipped {
+        println!(
+            "skipped {}: cannot run {release}: {}",
+            s.device_id, s.reason
+        );
+    }
+    println!(
+        "{}{} devices {verb}, {} skipped as incompatible",
+        if r.dry_run {
+            "dry run, nothing changed: "
+        } else {
+            ""
+        },
+        r.assigned.len(),
+        r.skipped.len()
+    );
+    Ok(())
 }
 
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -224,6 +318,13 @@ pub fn run_keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
         KeysCommand::Trust { key, name, remote } => {
             let pem = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading {}", key.display()))?;
+            if let Some(label) = edgecd_sign::private_key_label(&pem) {
+                anyhow::bail!(
+                    "{} is a private key (`{label}`): nothing was sent; pass the public key file instead (e.g. {}, `-----BEGIN PUBLIC KEY-----`)",
+                    key.display(),
+                    key.with_extension("pub").display()
+                );
+            }
             let k = remote
                 .client()?
                 .trust_key(&pem, name.as_deref())
@@ -312,24 +413,12 @@ pub fn run_deploy(a: DeployArgs) -> anyhow::Result<ExitCode> {
         .split_once('@')
         .filter(|(n, v)| !n.is_empty() && !v.is_empty())
         .ok_or_else(|| anyhow::anyhow!("release {:?} must look like APP@VERSION", a.release))?;
-    let r = a.remote.client()?.deploy(&DeployRequest {
+    let req = DeployRequest {
         app: app.to_string(),
         version: version.to_string(),
         selector: a.selector.into_iter().collect(),
-    })?;
-    if a.json {
-        crate::output::print_json(&r)?;
-    } else if r.assigned.is_empty() {
-        println!("no device matches the selector");
-    } else {
-        for d in &r.assigned {
-            println!(
-                "assigned {app}@{version} to {} (assignment version {})",
-                d.device_id, d.assignment_version
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    };
+    deploy_change(&a.remote, &req, false, &a.change, "deploy")
 }
 
 #[cfg(test)]

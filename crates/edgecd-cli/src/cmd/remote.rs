@@ -1,14 +1,15 @@
 //! `edgecd release publish DIR/NAME-VERSION.edgecd` and `edgecd release list`: upload a
 //! release (bundle, its signature, the signed release manifest and the SBOM) to a server,
-//! which verifies it against its trusted keys; list what is published.
+//! which verifies it against its trusted keys; list what is published. Publishing uploads
+//! the small files first and has the server check them (signature, trusted key, version
+//! free) before any byte of the bundle goes; blobs the server has are skipped and partial
+//! uploads resumed, so publishing again is cheap and answers "already published".
 //!
 //! Declared from `admin.rs` (`cmd::admin::remote`); route `edgecd release publish|list`
 //! to [`run_publish`] / [`run_list`] (or [`run`] with [`RemoteReleaseCommand`]).
 use super::Remote;
 use anyhow::Context as _;
 use edgecd_api::protocol::{BlobRef, PublishRequest};
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -51,24 +52,10 @@ pub fn run(c: RemoteReleaseCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn blob_ref(path: &Path) -> anyhow::Result<BlobRef> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok(BlobRef {
-        digest: format!("sha256:{}", hex::encode(h.finalize())),
-        size,
-    })
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (digest, size) = edgecd_bundle::digest::sha256_reader(f)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(BlobRef { digest, size })
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
@@ -120,9 +107,25 @@ fn release_files(
     ))
 }
 
-pub fn run_publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
-    let (bundle, bundle_sig, manifest, manifest_sig, sbom) = release_files(&a)?;
+/// What a publish did.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    #[serde(flatten)]
+    pub info: edgecd_api::protocol::ReleaseInfo,
+    /// The same release was published before: nothing changed.
+    pub already_published: bool,
+    /// Bytes sent in upload bodies, and files sent / skipped because the server had them.
+    pub uploaded_bytes: u64,
+    pub uploaded_blobs: usize,
+    pub skipped_blobs: usize,
+}
+
+/// Uploads and publishes a release (see the module doc for the order).
+pub fn publish(a: &PublishArgs) -> anyhow::Result<Published> {
+    let (bundle, bundle_sig, manifest, manifest_sig, sbom) = release_files(a)?;
     let client = a.remote.client()?;
+    let (mut bytes, mut sent, mut skipped) = (0u64, 0usize, 0usize);
     let mut upload = |p: &Path| -> anyhow::Result<BlobRef> {
         let b = blob_ref(p)?;
         let name = p
@@ -130,28 +133,64 @@ pub fn run_publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let pb = crate::output::byte_progress(b.size, &name);
-        client
+        let up = client
             .upload_blob(&b, p, &mut |n| pb.set_position(n))
             .with_context(|| format!("uploading {}", p.display()))?;
         pb.finish_and_clear();
+        bytes += up.sent;
+        if up.skipped {
+            skipped += 1;
+        } else {
+            sent += 1;
+        }
         Ok(b)
     };
-    let req = PublishRequest {
+    let mut req = PublishRequest {
         manifest: upload(&manifest)?,
         manifest_sig: upload(&manifest_sig)?,
         bundle_sig: upload(&bundle_sig)?,
-        bundle: upload(&bundle)?,
-        sbom: sbom.as_deref().map(&mut upload).transpose()?,
+        bundle: blob_ref(&bundle)?,
+        sbom: sbom.as_deref().map(blob_ref).transpose()?,
     };
-    let info = client
-        .publish(&req)
+    client
+        .check_release(&req)
+        .context("the server refused the release (nothing of the bundle was uploaded)")?;
+    upload(&bundle)?;
+    if let Some(s) = &sbom {
+        req.sbom = Some(upload(s)?);
+    }
+    let (info, created) = client
+        .publish_release(&req)
         .context("the server refused the release")?;
+    Ok(Published {
+        info,
+        already_published: !created,
+        uploaded_bytes: bytes,
+        uploaded_blobs: sent,
+        skipped_blobs: skipped,
+    })
+}
+
+pub fn run_publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
+    let p = publish(&a)?;
     if a.json {
-        crate::output::print_json(&info)?;
+        crate::output::print_json(&p)?;
     } else {
+        let r = &p.info.release;
         println!(
-            "published {}@{} (bundle {}, signed by {})",
-            info.release.app, info.release.version, info.release.bundle_digest, info.signed_by
+            "{} {}@{} (bundle {}, signed by {}); uploaded {} bytes in {} files, {} already on the server",
+            if p.already_published {
+                "already published"
+            } else {
+                "published"
+            },
+            r.app,
+            r.version,
+            r.bundle_digest,
+            p.info.signed_by,
+            p.uploaded_bytes,
+            p.uploaded_blobs,
+            p.skipped_blobs
         );
     }
     Ok(ExitCode::SUCCESS)

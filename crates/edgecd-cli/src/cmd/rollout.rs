@@ -61,6 +61,8 @@ pub struct IdArgs {
     pub remote: Remote,
 }
 
+/// `edgecd rollback APP --to VERSION`: assign an earlier version to the devices of APP
+/// (those assigned it or reporting it running) — never to devices of other apps.
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
     /// The app to roll back.
@@ -68,9 +70,12 @@ pub struct RollbackArgs {
     /// The version to go back to.
     #[arg(long = "to")]
     pub to: String,
-    /// Only devices with these labels (default: every device).
+    /// Only devices of APP with these labels (default: every device of APP, which needs
+    /// confirmation or --yes).
     #[arg(long = "selector", value_name = "K=V")]
     pub selector: Vec<String>,
+    #[command(flatten)]
+    pub change: super::admin::ChangeArgs,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -256,18 +261,14 @@ pub fn print_status(st: &Value) {
 }
 
 pub fn rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
-    let selector = super::bundle::parse_labels(&a.selector)?;
     let req = DeployRequest {
         app: a.app.clone(),
         version: a.to.clone(),
-        selector,
+        selector: super::bundle::parse_labels(&a.selector)?,
     };
-    let resp: edgecd_api::protocol::DeployResponse = a.remote.client()?.deploy(&req)?;
-    println!(
-        "rolled {} back to {}: {} devices assigned",
-        a.app,
-        a.to,
-        resp.assigned.len()
-    );
-    Ok(ExitCode::SUCCESS)
+    let code = super::admin::deploy_change(&a.remote, &req, true, &a.change, "rollback")?;
+    if !a.change.json && !a.change.dry_run {
+        println!("rolled {} back to {}", a.app, a.to);
+    }
+    Ok(code)
 }
