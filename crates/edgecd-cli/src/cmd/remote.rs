@@ -149,9 +149,12 @@ pub fn run_publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         crate::output::print_json(&info)?;
     } else {
-        println!(
+        crate::outln!(
             "published {}@{} (bundle {}, signed by {})",
-            info.release.app, info.release.version, info.release.bundle_digest, info.signed_by
+            info.release.app,
+            info.release.version,
+            info.release.bundle_digest,
+            info.signed_by
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -162,10 +165,10 @@ pub fn run_list(a: ListArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         crate::output::print_json(&list)?;
     } else {
-        println!("{:<32} {:<16} {:<12} BUNDLE", "RELEASE", "BOARD", "RUNTIME");
+        crate::outln!("{:<32} {:<16} {:<12} BUNDLE", "RELEASE", "BOARD", "RUNTIME");
         for r in &list {
             let x = &r.release;
-            println!(
+            crate::outln!(
                 "{:<32} {:<16} {:<12} {}",
                 format!("{}@{}", x.app, x.version),
                 x.hardware.board,
