@@ -734,29 +734,9 @@ fn selftest_auto_records_vectors_with_the_reference_runtime() {
     let d = t.path();
     demo_model(d, "m.onnx", 9);
     std::fs::write(d.join("npu.hef"), b"compiled for an accelerator").unwrap();
-    ok(
-        d,
-        &[
-            "bundle",
-            "build",
-            "--model",
-            "m.onnx",
-            "--model",
-            "npu.hef",
-            "--name",
-            "clf",
-            "--version",
-            "1.0.0",
-            "--board",
-            "rpi5",
-            "--runtime",
-            "edgecd-infer@0.1.0",
-            "--selftest",
-            "auto",
-            "--out",
-            "dist",
-        ],
-    );
+    let mut args = build_args("m.onnx", "clf", "dist");
+    args.extend(["--model", "npu.hef", "--selftest", "auto"]);
+    ok(d, &args);
     let v = json(d, &["bundle", "inspect", "dist/clf-1.0.0.edgecd", "--json"]);
     assert_eq!(
         v["selftestCases"], 2,

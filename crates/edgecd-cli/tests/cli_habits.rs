@@ -247,6 +247,17 @@ fn device_list_filters_delete_rollout_list_and_identity() {
     let c = enroll(&lab, json!({"site": "a"}), "pi-c", "SER-C");
     assert_eq!(checkin(&lab, &a, "committed", "pi-a", "SER-A"), 200);
     assert_eq!(checkin(&lab, &b, "idle", "pi-b", "SER-B"), 200);
+    // The server bounds what a device may claim.
+    let long = "h".repeat(254);
+    let (status, text) = post(
+        &lab,
+        &format!("/api/v1/devices/{}/checkin", a.id),
+        Some(&a.credential),
+        &json!({"inventory": inventory(&long, "SER-A"),
+                "status": {"phase": "idle", "assignmentVersion": 0}}),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("inventory.hostname"), "{text}");
 
     // Host name and serial reach `device show` and the `device list` table.
     let shown = json_out(&lab, &["device", "show", &a.id, "--json"]);
