@@ -89,14 +89,24 @@ impl AdminClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let resp = self
-            .agent
-            .get(&self.url(path))
+    /// Sends a request without a body (GET, DELETE) with the admin token.
+    fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    ) -> Result<T, ClientError> {
+        let resp = req
             .header("authorization", &format!("Bearer {}", self.token))
             .call()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         Self::finish(resp)
+    }
+
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(self.agent.get(&self.url(path)))
+    }
+
+    pub fn delete<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(self.agent.delete(&self.url(path)))
     }
 
     pub fn send<B: serde::Serialize, T: serde::de::DeserializeOwned>(
@@ -305,6 +315,32 @@ impl AdminClient {
         self.get("/api/v1/admin/devices")
     }
 
+    /// Devices whose labels match all of `selector` and, with `state`, in that state (a phase
+    /// such as `committed`, or `online`, `offline`, `revoked`); the server filters.
+    pub fn list_devices_where(
+        &self,
+        selector: &std::collections::BTreeMap<String, String>,
+        state: Option<&str>,
+    ) -> Result<Vec<DeviceInfo>, ClientError> {
+        let mut query = Vec::new();
+        if !selector.is_empty() {
+            let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            query.push(format!("selector={}", urlencode(&sel.join(","))));
+        }
+        if let Some(s) = state {
+            query.push(format!("state={}", urlencode(s)));
+        }
+        if query.is_empty() {
+            return self.list_devices();
+        }
+        self.get(&format!("/api/v1/admin/devices?{}", query.join("&")))
+    }
+
+    /// Deletes a device: its credential stops working and its assignment is dropped.
+    pub fn delete_device(&self, id: &str) -> Result<DeviceInfo, ClientError> {
+        self.delete(&format!("/api/v1/admin/devices/{id}"))
+    }
+
     pub fn show_device(&self, id: &str) -> Result<DeviceInfo, ClientError> {
         self.get(&format!("/api/v1/admin/devices/{id}"))
     }
@@ -381,6 +417,18 @@ pub struct ReleaseCheck {
     pub version: String,
     pub signed_by: String,
     pub already_published: bool,
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 struct Progress<'a, R> {

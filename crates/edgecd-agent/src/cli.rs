@@ -58,6 +58,12 @@ pub struct Args {
     /// Board id (default: from /proc/device-tree/model).
     #[arg(long)]
     pub board: Option<String>,
+    /// Host name to report (default: /proc/sys/kernel/hostname).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Serial number to report (default: /proc/device-tree/serial-number).
+    #[arg(long)]
+    pub serial: Option<String>,
     /// Accelerator id, e.g. hailo-10h.
     #[arg(long)]
     pub accelerator: Option<String>,
@@ -138,11 +144,17 @@ impl Args {
             .iter()
             .map(|r| (r.name.clone(), r.version.clone()))
             .collect();
-        let inventory = crate::inventory::detect(
+        let mut inventory = crate::inventory::detect(
             self.board.as_deref(),
             self.accelerator.as_deref(),
             &runtimes,
         );
+        if self.hostname.is_some() {
+            inventory.hostname = self.hostname;
+        }
+        if self.serial.is_some() {
+            inventory.serial = self.serial;
+        }
         let health = match (self.health_cmd, self.health_url) {
             (Some(c), _) => Some(HealthCheck::Cmd(c)),
             (None, Some(u)) => Some(HealthCheck::Url(u)),

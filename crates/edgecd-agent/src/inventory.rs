@@ -1,5 +1,7 @@
 //! What the device is: board (from `/proc/device-tree/model` unless configured), RAM (from
-//! `/proc/meminfo`), accelerator and runtime versions (from configuration).
+//! `/proc/meminfo`), host name (`/proc/sys/kernel/hostname`, else `/etc/hostname`), serial
+//! number (`/proc/device-tree/serial-number` on a Pi), accelerator and runtime versions (from
+//! configuration).
 
 use edgecd_api::protocol::Inventory;
 use std::collections::BTreeMap;
@@ -42,6 +44,20 @@ pub fn ram_mb(meminfo: &str) -> Option<u64> {
         .map(|kb| kb / 1024)
 }
 
+/// A device-tree or `/proc` text as a value: NULs and surrounding whitespace trimmed, `None`
+/// when nothing is left.
+pub fn text_value(raw: &str) -> Option<String> {
+    let v = raw.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// The first of `paths` that holds a non-empty value.
+fn read_first(paths: &[&str]) -> Option<String> {
+    paths
+        .iter()
+        .find_map(|p| text_value(&std::fs::read_to_string(p).ok()?))
+}
+
 /// Builds the inventory from the running system and configuration.
 pub fn detect(
     board: Option<&str>,
@@ -55,7 +71,7 @@ pub fn detect(
         .unwrap_or_else(|| format!("generic-{}", std::env::consts::ARCH));
     Inventory {
         board,
-        board_model: model.map(|m| m.trim_matches(char::from(0)).trim().to_string()),
+        board_model: model.as_deref().and_then(text_value),
         ram_mb: std::fs::read_to_string("/proc/meminfo")
             .ok()
             .as_deref()
@@ -64,6 +80,8 @@ pub fn detect(
         accelerator: accelerator.map(str::to_string),
         runtimes: runtimes.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: read_first(&["/proc/sys/kernel/hostname", "/etc/hostname"]),
+        serial: read_first(&["/proc/device-tree/serial-number"]),
     }
 }
 
@@ -84,5 +102,15 @@ mod tests {
             ram_mb("MemTotal:        8245812 kB\nMemFree: 1 kB\n"),
             Some(8052)
         );
+    }
+
+    #[test]
+    fn serial_numbers_lose_their_nul() {
+        assert_eq!(
+            text_value("10000000a3b2c1d0\0").as_deref(),
+            Some("10000000a3b2c1d0")
+        );
+        assert_eq!(text_value("pi-0001\n").as_deref(), Some("pi-0001"));
+        assert_eq!(text_value("\0\n"), None);
     }
 }

@@ -176,6 +176,7 @@ mod tests {
             accelerator: None,
             runtimes: BTreeMap::from([("edgecd-infer".to_string(), "0.1.0".to_string())]),
             agent_version: "0.1.0".into(),
+            ..Default::default()
         }
     }
 

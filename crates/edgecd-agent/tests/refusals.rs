@@ -347,6 +347,8 @@ fn disk_full_mid_download_is_reported_and_nothing_installed() {
         ca_cert: None,
         release_keys: vec![],
         board: Some("rpi5".into()),
+        hostname: None,
+        serial: None,
         accelerator: None,
         runtimes: vec![fixtures::infer_pin()],
         max_trial_starts: 3,

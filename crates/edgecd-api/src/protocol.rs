@@ -66,6 +66,13 @@ pub struct Inventory {
     #[serde(default)]
     pub runtimes: BTreeMap<String, String>,
     pub agent_version: String,
+    /// The device's host name (`/proc/sys/kernel/hostname`), at most 253 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The board's serial number (`/proc/device-tree/serial-number` on a Pi), at most 128
+    /// characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 /// The phase of the device's install state machine (design §5).

@@ -262,17 +262,7 @@ pub fn build_bundle(
     let rendered = render(meta, &entries, TOOL_VERSION);
     write_metadata(out, &rendered, &sized)
         .map_err(|e| BundleError::io(format!("writing {}", final_path.display()), e))?;
-    let mut perms = out
-        .metadata()
-        .map_err(|e| BundleError::io("reading temporary file metadata", e))?
-        .permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
-    out.set_permissions(perms).map_err(|e| {
-        BundleError::io(
-            format!("setting permissions of {}", final_path.display()),
-            e,
-        )
-    })?;
+    make_public(out, &final_path)?;
     out.sync_all()
         .map_err(|e| BundleError::io(format!("syncing {}", final_path.display()), e))?;
     tmp.persist(&final_path)
@@ -382,7 +372,17 @@ fn copy_hashing(
     })
 }
 
-/// Writes `bytes` to `path` via a temporary file, fsync and rename.
+/// Gives a file being written for `path` mode 0644 (public artifacts: bundles, signatures,
+/// SBOMs, release manifests), set explicitly so neither the temporary file's 0600 nor the
+/// umask decides it.
+fn make_public(f: &File, path: &Path) -> Result<(), BundleError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| BundleError::io(format!("setting permissions of {}", path.display()), e))
+}
+
+/// Writes a public artifact: `bytes` to `path` (mode 0644) via a temporary file, fsync and
+/// rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
     let dir = path
         .parent()
@@ -397,6 +397,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
         })?;
     tmp.write_all(bytes)
         .map_err(|e| BundleError::io(format!("writing {}", path.display()), e))?;
+    make_public(tmp.as_file(), path)?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| BundleError::io(format!("syncing {}", path.display()), e))?;

@@ -40,12 +40,12 @@ pub enum Command {
     /// Manage which keys the server trusts to sign releases.
     #[command(subcommand)]
     Keys(cmd::admin::KeysCommand),
-    /// Manage devices: enrollment tokens, listing, labels, revocation.
+    /// Manage devices: enrollment tokens, listing, labels, revocation, deletion.
     #[command(subcommand)]
     Device(cmd::admin::DeviceCommand),
     /// Assign a release directly to the devices matching a selector that can run it.
     Deploy(cmd::admin::DeployArgs),
-    /// Progressive rollouts: start, status, promote, pause, resume, abort, approve, history.
+    /// Progressive rollouts: start, status, list, promote, pause, resume, abort, approve, history.
     #[command(subcommand)]
     Rollout(cmd::rollout::RolloutCommand),
     /// Send the devices of an app (or those of them matching a selector) back to an earlier

@@ -2,28 +2,9 @@
 //! through the real binary, on generated and real models, checked by outside verifiers.
 mod common;
 
-use common::{fails, json, ok, run_in};
+use common::{build_args, fails, json, ok, run_in};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn build_args<'a>(model: &'a str, name: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "bundle",
-        "build",
-        "--model",
-        model,
-        "--name",
-        name,
-        "--version",
-        "1.0.0",
-        "--board",
-        "rpi5",
-        "--runtime",
-        "edgecd-infer@0.1.0",
-        "--out",
-        out,
-    ]
-}
 
 fn demo_model(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let p = dir.join(name);
@@ -666,25 +647,7 @@ fn real_models_build_inspect_and_verify() {
     for (i, m) in models.iter().enumerate() {
         let name = format!("m{i}");
         let out = format!("dist/{name}");
-        ok(
-            d,
-            &[
-                "bundle",
-                "build",
-                "--model",
-                m.to_str().unwrap(),
-                "--name",
-                &name,
-                "--version",
-                "1.0.0",
-                "--board",
-                "rpi5",
-                "--runtime",
-                "edgecd-infer@0.1.0",
-                "--out",
-                &out,
-            ],
-        );
+        ok(d, &build_args(m.to_str().unwrap(), &name, &out));
         let b = format!("{out}/{name}-1.0.0.edgecd");
         ok(d, &["bundle", "sign", &b, "--key", "k/ci.key"]);
         let v = json(d, &["bundle", "verify", &b, "--key", "k/ci.pub", "--json"]);
@@ -771,29 +734,9 @@ fn selftest_auto_records_vectors_with_the_reference_runtime() {
     let d = t.path();
     demo_model(d, "m.onnx", 9);
     std::fs::write(d.join("npu.hef"), b"compiled for an accelerator").unwrap();
-    ok(
-        d,
-        &[
-            "bundle",
-            "build",
-            "--model",
-            "m.onnx",
-            "--model",
-            "npu.hef",
-            "--name",
-            "clf",
-            "--version",
-            "1.0.0",
-            "--board",
-            "rpi5",
-            "--runtime",
-            "edgecd-infer@0.1.0",
-            "--selftest",
-            "auto",
-            "--out",
-            "dist",
-        ],
-    );
+    let mut args = build_args("m.onnx", "clf", "dist");
+    args.extend(["--model", "npu.hef", "--selftest", "auto"]);
+    ok(d, &args);
     let v = json(d, &["bundle", "inspect", "dist/clf-1.0.0.edgecd", "--json"]);
     assert_eq!(
         v["selftestCases"], 2,

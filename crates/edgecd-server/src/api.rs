@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::store::{AssignmentRow, DeviceRow};
 use crate::{AppState, util};
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
@@ -28,7 +28,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/blobs/gc", post(gc_blobs))
         .route("/api/v1/admin/enrollment-tokens", post(create_token))
         .route("/api/v1/admin/devices", get(list_devices))
-        .route("/api/v1/admin/devices/{id}", get(show_device))
+        .route(
+            "/api/v1/admin/devices/{id}",
+            get(show_device).delete(crate::devices::delete_device),
+        )
         .route("/api/v1/admin/devices/{id}/labels", patch(label_device))
         .route("/api/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/api/v1/admin/deployments", post(deploy))
@@ -49,13 +52,31 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Logs each request at INFO, except the routine polling of a healthy fleet (check-ins,
+/// `/metrics` scrapes, `/healthz`), which logs at DEBUG when it succeeds: with hundreds of
+/// devices it would bury everything else. A failed poll (4xx/5xx) stays at INFO.
 async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
-    tracing::info!(%method, %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");
+    let (status, ms) = (resp.status(), start.elapsed().as_millis() as u64);
+    let routine = is_polling(&path) && (status.is_success() || status == StatusCode::NOT_MODIFIED);
+    if routine {
+        tracing::debug!(%method, %path, status = status.as_u16(), ms, "request");
+    } else {
+        tracing::info!(%method, %path, status = status.as_u16(), ms, "request");
+    }
     resp
+}
+
+/// Paths a fleet and its monitoring hit on a timer.
+fn is_polling(path: &str) -> bool {
+    path == "/metrics"
+        || path == "/healthz"
+        || path
+            .strip_prefix("/api/v1/devices/")
+            .is_some_and(|p| p.ends_with("/checkin"))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -151,6 +172,12 @@ fn check_inventory(inv: &Inventory) -> Result<(), ApiError> {
         64,
     )?;
     check_text("inventory.agentVersion", &inv.agent_version, 64)?;
+    check_text(
+        "inventory.hostname",
+        inv.hostname.as_deref().unwrap_or(""),
+        253,
+    )?;
+    check_text("inventory.serial", inv.serial.as_deref().unwrap_or(""), 128)?;
     if inv.runtimes.len() > 32 {
         return Err(ApiError::bad_request("too many runtimes"));
     }
@@ -882,7 +909,7 @@ async fn create_token(
     }))
 }
 
-async fn device_info(st: &AppState, d: DeviceRow) -> Result<DeviceInfo, ApiError> {
+pub(crate) async fn device_info(st: &AppState, d: DeviceRow) -> Result<DeviceInfo, ApiError> {
     let a = st.store.assignment(&d.id).await?;
     Ok(DeviceInfo {
         labels: json_col(&d.labels)?,
@@ -902,16 +929,13 @@ async fn device_info(st: &AppState, d: DeviceRow) -> Result<DeviceInfo, ApiError
 async fn list_devices(
     State(st): State<AppState>,
     headers: HeaderMap,
+    Query(q): Query<crate::devices::DeviceQuery>,
 ) -> Result<Json<Vec<DeviceInfo>>, ApiError> {
     admin(&st, &headers)?;
-    let mut out = Vec::new();
-    for d in st.store.devices().await? {
-        out.push(device_info(&st, d).await?);
-    }
-    Ok(Json(out))
+    Ok(Json(crate::devices::list(&st, &q).await?))
 }
 
-async fn device_or_404(st: &AppState, id: &str) -> Result<DeviceRow, ApiError> {
+pub(crate) async fn device_or_404(st: &AppState, id: &str) -> Result<DeviceRow, ApiError> {
     st.store
         .device(id)
         .await?

@@ -18,6 +18,7 @@
 pub mod alerts;
 pub mod api;
 pub mod blobs;
+pub mod devices;
 pub mod error;
 pub mod fixtures;
 pub mod metrics;

@@ -73,13 +73,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
 
     let mut by_release: BTreeMap<(String, String), u64> = BTreeMap::new();
     let (mut total, mut revoked, mut silent) = (0u64, 0u64, 0u64);
-    // Silent: the last check-in (the enrollment, for a device that never checked in) is older
-    // than 3 check-in intervals.
-    let silent_before = (crate::util::now() as i64).saturating_sub(
-        i64::try_from(st.config.checkin_interval_secs)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(3),
-    );
+    let silent_before = crate::util::silent_before(st.config.checkin_interval_secs);
     for d in st.store.devices().await? {
         total += 1;
         if d.revoked {

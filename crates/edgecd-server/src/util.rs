@@ -14,6 +14,16 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Devices whose last check-in (their enrollment, if they never checked in) is older than this
+/// (unix seconds) are silent: 3 check-in intervals ago.
+pub fn silent_before(checkin_interval_secs: u64) -> i64 {
+    (now() as i64).saturating_sub(
+        i64::try_from(checkin_interval_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(3),
+    )
+}
+
 /// A random secret with a readable prefix, e.g. `edt_…` (32 random bytes, base64url).
 pub fn random_token(prefix: &str) -> String {
     let mut b = [0u8; 32];

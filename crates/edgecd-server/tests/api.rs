@@ -207,6 +207,7 @@ fn inv() -> Inventory {
         accelerator: None,
         runtimes: BTreeMap::from([("edgecd-infer".into(), "0.1.0".into())]),
         agent_version: "test".into(),
+        ..Default::default()
     }
 }
 

@@ -340,7 +340,7 @@ impl VerifyingKey {
 }
 
 /// Writes `<prefix>.key` (PKCS#8 PEM, mode 0600, never overwrites an existing file) and
-/// `<prefix>.pub` (SPKI PEM) and returns the key pair.
+/// `<prefix>.pub` (SPKI PEM, mode 0644) and returns the key pair.
 pub fn write_key_pair(prefix: &Path) -> Result<SigningKey, KeyError> {
     let key_path = with_suffix(prefix, "key");
     let pub_path = with_suffix(prefix, "pub");
@@ -397,6 +397,18 @@ pub fn write_key_pair(prefix: &Path) -> Result<SigningKey, KeyError> {
                 }
             }
         })?;
+    // Modes set explicitly, whatever the umask: the private key 0600, the public key 0644.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for (p, file, mode) in [(&key_path, &f, 0o600), (&pub_path, &pf, 0o644)] {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|source| KeyError::Write {
+                    path: p.clone(),
+                    source,
+                })?;
+        }
+    }
     pf.write_all(key.verifying_key().to_spki_pem().as_bytes())
         .and_then(|()| pf.sync_all())
         .map_err(|source| KeyError::Write {

@@ -470,6 +470,7 @@ fn inventory(cfg: &SimConfig) -> Inventory {
         accelerator: None,
         runtimes: cfg.runtimes.clone(),
         agent_version: format!("edgecd-sim/{}", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
     }
 }
 

@@ -66,6 +66,14 @@ pub enum DeviceCommand {
     Token(TokenCommand),
     /// List devices with what they really run.
     List {
+        /// Only devices whose labels match all of these (`k=v[,k=v]`, repeatable).
+        #[arg(long = "selector", value_delimiter = ',', value_parser = parse_label)]
+        selector: Vec<(String, String)>,
+        /// Only devices in this state: a phase (idle, downloading, verifying, staged, selfTest,
+        /// activating, trial, committed, rollingBack), online, offline (no check-in for 3
+        /// intervals) or revoked.
+        #[arg(long)]
+        state: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -84,12 +92,25 @@ pub enum DeviceCommand {
         id: String,
         #[arg(required = true, value_parser = parse_label_edit)]
         labels: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
     /// Revoke a device: its credential is refused from now on.
     Revoke {
         id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a device: it, its credential and its assignment are removed (it must enroll
+    /// again to come back); the deletion stays in the server's event log.
+    Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -199,18 +220,18 @@ fn print_deploy(
         "assigned"
     };
     for d in &r.assigned {
-        println!(
+        crate::outln!(
             "{verb} {release} to {} (assignment version {})",
             d.device_id, d.assignment_version
         );
     }
     for s in &r.skipped {
-        println!(
+        crate::outln!(
             "skipped {}: cannot run {release}: {}",
             s.device_id, s.reason
         );
     }
-    println!(
+    crate::outln!(
         "{}{} devices {verb}, {} skipped as incompatible",
         if r.dry_run {
             "dry run, nothing changed: "
@@ -300,9 +321,15 @@ fn print_device_row(d: &DeviceInfo) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    println!(
-        "{:<22} {:<28} {:<12} {:<24} {:<10} {}{}  {}",
+    let host = d
+        .inventory
+        .as_ref()
+        .and_then(|i| i.hostname.as_deref())
+        .unwrap_or("-");
+    crate::outln!(
+        "{:<22} {:<20} {:<28} {:<12} {:<24} {:<10} {}{}  {}",
         d.id,
+        host,
         running,
         phase,
         d.assigned.as_deref().unwrap_or("-"),
@@ -329,7 +356,7 @@ pub fn run_keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
                 .client()?
                 .trust_key(&pem, name.as_deref())
                 .context("trusting the key")?;
-            println!("trusted release key {}", k.hint);
+            crate::outln!("trusted release key {}", k.hint);
         }
         KeysCommand::List { json, remote } => {
             let keys = remote.client()?.list_keys()?;
@@ -337,7 +364,7 @@ pub fn run_keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
                 crate::output::print_json(&keys)?;
             } else {
                 for k in keys {
-                    println!("{}  {}", k.hint, k.name.unwrap_or_default());
+                    crate::outln!("{}  {}", k.hint, k.name.unwrap_or_default());
                 }
             }
         }
@@ -362,17 +389,29 @@ pub fn run_device(c: DeviceCommand) -> anyhow::Result<ExitCode> {
             if json {
                 crate::output::print_json(&t)?;
             } else {
-                println!("{}", t.token);
+                crate::outln!("{}", t.token);
             }
         }
-        DeviceCommand::List { json, remote } => {
-            let devices = remote.client()?.list_devices()?;
+        DeviceCommand::List {
+            selector,
+            state,
+            json,
+            remote,
+        } => {
+            let devices = remote
+                .client()?
+                .list_devices_where(&selector.into_iter().collect(), state.as_deref())?;
             if json {
                 crate::output::print_json(&devices)?;
             } else {
-                println!(
-                    "{:<22} {:<28} {:<12} {:<24} {:<10} LABELS  LAST OUTCOME",
-                    "ID", "RUNNING", "PHASE", "ASSIGNED", "SEEN"
+                crate::outln!(
+                    "{:<22} {:<20} {:<28} {:<12} {:<24} {:<10} LABELS  LAST OUTCOME",
+                    "ID",
+                    "HOSTNAME",
+                    "RUNNING",
+                    "PHASE",
+                    "ASSIGNED",
+                    "SEEN"
                 );
                 devices.iter().for_each(print_device_row);
             }
@@ -382,14 +421,23 @@ pub fn run_device(c: DeviceCommand) -> anyhow::Result<ExitCode> {
             if json {
                 crate::output::print_json(&d)?;
             } else {
-                println!("{}", serde_json::to_string_pretty(&d)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&d)?);
             }
         }
-        DeviceCommand::Label { id, labels, remote } => {
+        DeviceCommand::Label {
+            id,
+            labels,
+            json,
+            remote,
+        } => {
             let d = remote
                 .client()?
                 .label_device(&id, labels.into_iter().collect::<BTreeMap<_, _>>())?;
-            println!(
+            if json {
+                crate::output::print_json(&d)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            crate::outln!(
                 "{}: {}",
                 d.id,
                 d.labels
@@ -399,9 +447,24 @@ pub fn run_device(c: DeviceCommand) -> anyhow::Result<ExitCode> {
                     .join(",")
             );
         }
-        DeviceCommand::Revoke { id, remote } => {
-            remote.client()?.revoke_device(&id)?;
-            println!("revoked {id}");
+        DeviceCommand::Revoke { id, json, remote } => {
+            let d = remote.client()?.revoke_device(&id)?;
+            if json {
+                crate::output::print_json(&d)?;
+            } else {
+                crate::outln!("revoked {id}");
+            }
+        }
+        DeviceCommand::Delete { id, json, remote } => {
+            let d = remote
+                .client()?
+                .delete_device(&id)
+                .with_context(|| format!("deleting device {id}"))?;
+            if json {
+                crate::output::print_json(&d)?;
+            } else {
+                crate::outln!("deleted {id}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

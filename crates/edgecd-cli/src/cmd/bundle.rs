@@ -72,6 +72,8 @@ pub struct SignArgs {
     /// Where to write the signature (default FILE.sigstore.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,13 +143,13 @@ pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
             "size": built.archive_size, "name": built.profile.name, "version": built.profile.version,
         }))?;
     } else {
-        println!(
+        crate::outln!(
             "built {} ({} bytes)",
             built.path.display(),
             built.archive_size
         );
-        println!("digest {}", built.digest);
-        println!("sbom   {}", built.sbom_path.display());
+        crate::outln!("digest {}", built.digest);
+        crate::outln!("sbom   {}", built.sbom_path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -266,17 +268,19 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let p = &s.profile;
-    println!("{} {}", p.name, p.version);
-    println!("  digest       {}", s.digest);
-    println!(
+    crate::outln!("{} {}", p.name, p.version);
+    crate::outln!("  digest       {}", s.digest);
+    crate::outln!(
         "  archive      {} bytes, {}",
-        s.archive_size, s.archive_digest
+        s.archive_size,
+        s.archive_digest
     );
-    println!(
+    crate::outln!(
         "  format       {} / precision {}",
-        s.config.config.format, s.config.config.precision
+        s.config.config.format,
+        s.config.config.precision
     );
-    println!(
+    crate::outln!(
         "  hardware     board {}, accelerator {}, min RAM {}",
         p.hardware.board,
         p.hardware.accelerator.as_deref().unwrap_or("none"),
@@ -284,43 +288,45 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
             .min_ram_mb
             .map_or("-".into(), |m| format!("{m} MB"))
     );
-    println!("  runtime      {}", p.runtime);
+    crate::outln!("  runtime      {}", p.runtime);
     for m in &p.models {
-        println!(
+        crate::outln!(
             "  model        {} ({} bytes) {}",
-            m.filepath, m.size, m.digest
+            m.filepath,
+            m.size,
+            m.digest
         );
-        println!(
+        crate::outln!(
             "    format     {:?}, precision {:?}, opset {}",
             m.info.format,
             m.info.precision,
             m.info.opset.map_or("-".into(), |o| o.to_string())
         );
-        println!(
+        crate::outln!(
             "    quantized  {}",
             edgecd_bundle::metadata::quantization_summary(&m.info)
         );
         if !m.info.inputs.is_empty() {
-            println!("    inputs     {}", tensors(&m.info.inputs));
-            println!("    outputs    {}", tensors(&m.info.outputs));
+            crate::outln!("    inputs     {}", tensors(&m.info.inputs));
+            crate::outln!("    outputs    {}", tensors(&m.info.outputs));
         }
     }
-    println!(
+    crate::outln!(
         "  self-test    {} cases",
         p.selftest.as_ref().map_or(0, |t| t.cases.len())
     );
     for (k, v) in &p.labels {
-        println!("  label        {k}={v}");
+        crate::outln!("  label        {k}={v}");
     }
-    println!(
+    crate::outln!(
         "  sbom         {}",
         s.sbom_digest.as_deref().unwrap_or("none")
     );
     if signatures.is_empty() {
-        println!("  signatures   none found at {}", sig_path.display());
+        crate::outln!("  signatures   none found at {}", sig_path.display());
     }
     for sig in signatures {
-        println!("  signature    {sig}");
+        crate::outln!("  signature    {sig}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -338,13 +344,18 @@ fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
         .out
         .unwrap_or_else(|| edgecd_bundle::signature_path(&a.file));
     edgecd_bundle::write_atomic(&out, sig.to_json_pretty().as_bytes())?;
-    println!(
-        "signed {} ({}) with key {}",
-        a.file.display(),
-        s.digest,
-        key.verifying_key().hint()
-    );
-    println!("wrote {}", out.display());
+    let hint = key.verifying_key().hint();
+    if a.json {
+        print_json(&json!({
+            "bundle": a.file,
+            "digest": s.digest,
+            "keyId": hint,
+            "signature": out,
+        }))?;
+    } else {
+        crate::outln!("signed {} ({}) with key {hint}", a.file.display(), s.digest);
+        crate::outln!("wrote {}", out.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -370,8 +381,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         print_json(&summary_json(&s, &[sig_path.display().to_string()]))?;
     } else {
-        println!("OK {} {}@{}", s.digest, s.profile.name, s.profile.version);
-        println!(
+        crate::outln!("OK {} {}@{}", s.digest, s.profile.name, s.profile.version);
+        crate::outln!(
             "  signature by key {} verified; {} blobs match their digests and sizes",
             key.hint(),
             s.manifest.layers.len() + 1

@@ -29,7 +29,7 @@ struct Timeline {
 
 impl Timeline {
     fn step(&self, what: &str) {
-        println!("[{:>7.3}s] {what}", self.start.elapsed().as_secs_f64());
+        crate::outln!("[{:>7.3}s] {what}", self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -48,7 +48,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let t = Timeline {
         start: Instant::now(),
     };
-    println!("edgecd demo — working in {}", dir.display());
+    crate::outln!("edgecd demo — working in {}", dir.display());
 
     let key = edgecd_sign::write_key_pair(&dir.join("keys/release"))?;
     let public = key.verifying_key();
@@ -155,7 +155,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     fleet_story(&dir, &t)?;
     t.step("demo complete: every step behaved as expected");
     if a.keep.is_some() {
-        println!("files kept in {}", dir.display());
+        crate::outln!("files kept in {}", dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -196,9 +196,11 @@ fn print_record(t: &Timeline, rec: &edgecd_rollout::engine::AuditRecord) {
             edgecd_rollout::Verdict::Inconclusive(w) => format!("hold: {w}"),
             edgecd_rollout::Verdict::Error(w) => format!("error: {w}"),
         };
-        println!(
+        crate::outln!(
             "{:>12}      {:<44} = {v}{b} [{} samples] {verdict}",
-            "", g.gate, g.samples
+            "",
+            g.gate,
+            g.samples
         );
     }
 }

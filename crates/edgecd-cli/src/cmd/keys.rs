@@ -24,12 +24,12 @@ pub fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
             &serde_json::json!({"privateKey": k, "publicKey": p, "keyId": hint}),
         )?;
     } else {
-        println!(
+        crate::outln!(
             "wrote {} (private, mode 0600) and {}",
             k.display(),
             p.display()
         );
-        println!("key id: {hint}");
+        crate::outln!("key id: {hint}");
     }
     Ok(ExitCode::SUCCESS)
 }

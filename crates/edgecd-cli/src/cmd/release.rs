@@ -33,6 +33,8 @@ pub struct CreateArgs {
     /// Output path; the signature goes to OUT.sigstore.json.
     #[arg(long, default_value = "release.json")]
     pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -112,11 +114,21 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
     edgecd_bundle::write_atomic(&a.out, &bytes)?;
     let sig_path = edgecd_bundle::signature_path(&a.out);
     edgecd_bundle::write_atomic(&sig_path, sig.to_json_pretty().as_bytes())?;
-    println!(
-        "release {}@{} → bundle {}",
-        release.app, release.version, release.bundle.digest
-    );
-    println!("wrote {} and {}", a.out.display(), sig_path.display());
+    if a.json {
+        print_json(&serde_json::json!({
+            "release": release,
+            "manifest": a.out,
+            "signature": sig_path,
+        }))?;
+    } else {
+        crate::outln!(
+            "release {}@{} → bundle {}",
+            release.app,
+            release.version,
+            release.bundle.digest
+        );
+        crate::outln!("wrote {} and {}", a.out.display(), sig_path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -147,22 +159,23 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             &serde_json::json!({"release": release, "keyId": key.hint(), "bundleChecked": bundle_checked.is_some(), "bundleSignatureChecked": bundle_checked == Some(true)}),
         )?;
     } else {
-        println!(
+        crate::outln!(
             "OK release {}@{} signed by key {}",
             release.app,
             release.version,
             key.hint()
         );
-        println!(
+        crate::outln!(
             "  bundle {} ({} bytes)",
-            release.bundle.digest, release.bundle.archive_size
+            release.bundle.digest,
+            release.bundle.archive_size
         );
         if let Some(i) = &release.image {
-            println!("  image  {i}");
+            crate::outln!("  image  {i}");
         }
         match bundle_checked {
-            Some(true) => println!("  bundle file matches, and its own signature verified"),
-            Some(false) => println!("  bundle file matches (it has no signature file)"),
+            Some(true) => crate::outln!("  bundle file matches, and its own signature verified"),
+            Some(false) => crate::outln!("  bundle file matches (it has no signature file)"),
             None => {}
         }
     }

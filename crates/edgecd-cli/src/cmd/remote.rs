@@ -177,7 +177,7 @@ pub fn run_publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         crate::output::print_json(&p)?;
     } else {
         let r = &p.info.release;
-        println!(
+        crate::outln!(
             "{} {}@{} (bundle {}, signed by {}); uploaded {} bytes in {} files, {} already on the server",
             if p.already_published {
                 "already published"
@@ -201,10 +201,10 @@ pub fn run_list(a: ListArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         crate::output::print_json(&list)?;
     } else {
-        println!("{:<32} {:<16} {:<12} BUNDLE", "RELEASE", "BOARD", "RUNTIME");
+        crate::outln!("{:<32} {:<16} {:<12} BUNDLE", "RELEASE", "BOARD", "RUNTIME");
         for r in &list {
             let x = &r.release;
-            println!(
+            crate::outln!(
                 "{:<32} {:<16} {:<12} {}",
                 format!("{}@{}", x.app, x.version),
                 x.hardware.board,

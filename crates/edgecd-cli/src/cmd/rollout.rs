@@ -1,4 +1,4 @@
-//! `edgecd rollout start|status|promote|pause|resume|abort|approve|history` and
+//! `edgecd rollout start|status|list|promote|pause|resume|abort|approve|history` and
 //! `edgecd rollback APP --to VERSION`: progressive rollouts on a server (verbs as in Argo
 //! Rollouts).
 use super::admin::Remote;
@@ -36,6 +36,13 @@ pub enum RolloutCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// One line per rollout, newest first: id, release, baseline, phase, step, cohort.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Skip the rest of the current step.
     Promote(IdArgs),
     Pause(IdArgs),
@@ -57,6 +64,9 @@ pub enum RolloutCommand {
 #[derive(Debug, clap::Args)]
 pub struct IdArgs {
     pub id: String,
+    /// Print the rollout's new status as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -100,7 +110,7 @@ pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&st)?;
             } else {
-                println!(
+                crate::outln!(
                     "started rollout {} of {}",
                     st["rollout"]["id"].as_str().unwrap_or("?"),
                     st["rollout"]["spec"]["release"].as_str().unwrap_or("?")
@@ -123,10 +133,10 @@ pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     for st in &all {
                         print_status(st);
-                        println!();
+                        crate::outln!();
                     }
                     if all.is_empty() {
-                        println!("no rollouts");
+                        crate::outln!("no rollouts");
                     }
                 }
                 return Ok(ExitCode::SUCCESS);
@@ -149,8 +159,25 @@ pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
                     });
                 }
                 std::thread::sleep(std::time::Duration::from_secs(2));
-                println!();
+                crate::outln!();
             }
+        }
+        RolloutCommand::List { json, remote } => {
+            let all: Vec<Value> = remote.client()?.get("/api/v1/admin/rollouts")?;
+            if json {
+                print_json(&all)?;
+            } else {
+                crate::outln!(
+                    "{:<24} {:<32} {:<32} {:<12} {:<6} RUNNING/COHORT",
+                    "ID",
+                    "RELEASE",
+                    "BASELINE",
+                    "PHASE",
+                    "STEP"
+                );
+                all.iter().for_each(print_list_row);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         RolloutCommand::Promote(a) => command(a, "promote"),
         RolloutCommand::Pause(a) => command(a, "pause"),
@@ -165,7 +192,7 @@ pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
                 print_json(&h)?;
             } else {
                 for r in &h {
-                    println!(
+                    crate::outln!(
                         "{}  step {}  {:<10} {}",
                         edgecd_bundle::release::rfc3339_utc(r.at.max(0) as u64),
                         r.step + 1,
@@ -173,7 +200,7 @@ pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
                         r.message
                     );
                     for g in &r.gates {
-                        println!(
+                        crate::outln!(
                             "      {}",
                             gate_line(&serde_json::to_value(g).unwrap_or_default())
                         );
@@ -191,9 +218,35 @@ fn command(a: IdArgs, verb: &str) -> anyhow::Result<ExitCode> {
         &format!("/api/v1/admin/rollouts/{}/{verb}", a.id),
         &serde_json::json!({}),
     )?;
-    println!("{verb}: ok");
-    print_status(&st);
+    if a.json {
+        print_json(&st)?;
+    } else {
+        crate::outln!("{verb}: ok");
+        print_status(&st);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `rollout list` row of a rollout status (the API's `RolloutStatus` JSON).
+fn print_list_row(st: &Value) {
+    let r = &st["rollout"];
+    let s = &r["state"];
+    let steps = r["spec"]["steps"].as_array().map_or(0, Vec::len);
+    let phase = match s["stopCause"].as_str() {
+        Some(cause) => format!("{} ({cause})", s["phase"].as_str().unwrap_or("?")),
+        None => s["phase"].as_str().unwrap_or("?").to_string(),
+    };
+    let step = format!("{}/{steps}", s["step"].as_u64().unwrap_or(0) + 1);
+    crate::outln!(
+        "{:<24} {:<32} {:<32} {:<12} {:<6} {}/{}",
+        r["id"].as_str().unwrap_or("?"),
+        r["spec"]["release"].as_str().unwrap_or("?"),
+        r["baseline"].as_str().unwrap_or("none"),
+        phase,
+        step,
+        st["runningRelease"],
+        s["cohort"].as_array().map_or(0, Vec::len),
+    );
 }
 
 fn gate_line(g: &Value) -> String {
@@ -218,26 +271,26 @@ pub fn print_status(st: &Value) {
     let r = &st["rollout"];
     let s = &r["state"];
     let steps = r["spec"]["steps"].as_array().map_or(0, Vec::len);
-    println!(
+    crate::outln!(
         "rollout {}  {}  (baseline {})",
         r["id"].as_str().unwrap_or("?"),
         r["spec"]["release"].as_str().unwrap_or("?"),
         r["baseline"].as_str().unwrap_or("none")
     );
     match s["stopCause"].as_str() {
-        Some(cause) => println!(
+        Some(cause) => crate::outln!(
             "  phase   {} (stopped by {cause})",
             s["phase"].as_str().unwrap_or("?")
         ),
-        None => println!("  phase   {}", s["phase"].as_str().unwrap_or("?")),
+        None => crate::outln!("  phase   {}", s["phase"].as_str().unwrap_or("?")),
     }
-    println!(
+    crate::outln!(
         "  step    {}/{} {}",
         s["step"].as_u64().unwrap_or(0) + 1,
         steps,
         st["stepDescription"].as_str().unwrap_or("")
     );
-    println!(
+    crate::outln!(
         "  cohort  {} assigned, {} running the release, {} eligible, {} incompatible",
         s["cohort"].as_array().map_or(0, Vec::len),
         st["runningRelease"],
@@ -245,13 +298,13 @@ pub fn print_status(st: &Value) {
         st["incompatible"].as_array().map_or(0, Vec::len)
     );
     for g in s["lastGates"].as_array().into_iter().flatten() {
-        println!("  gate    {}", gate_line(g));
+        crate::outln!("  gate    {}", gate_line(g));
     }
     if let Some(reason) = s["reason"].as_str() {
-        println!("  reason  {reason}");
+        crate::outln!("  reason  {reason}");
     }
     for i in st["incompatible"].as_array().into_iter().flatten().take(5) {
-        println!(
+        crate::outln!(
             "  skip    {} ({})",
             i[0].as_str().unwrap_or("?"),
             i[1].as_str().unwrap_or("?")
@@ -268,7 +321,7 @@ pub fn rollback(a: RollbackArgs) -> anyhow::Result<ExitCode> {
     };
     let code = super::admin::deploy_change(&a.remote, &req, true, &a.change, "rollback")?;
     if !a.change.json && !a.change.dry_run {
-        println!("rolled {} back to {}", a.app, a.to);
+        crate::outln!("rolled {} back to {}", a.app, a.to);
     }
     Ok(code)
 }

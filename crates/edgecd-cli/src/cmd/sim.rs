@@ -41,6 +41,9 @@ pub struct SimArgs {
     /// `device` and `release`) for Prometheus at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -152,13 +155,26 @@ pub fn run(a: SimArgs) -> anyhow::Result<ExitCode> {
             .map_or(0.0, |v| *v as f64 / 1000.0)
     };
     let n = c.checkins.load(Ordering::Relaxed);
-    println!(
-        "summary: devices {} check-ins {n} errors {} rate {:.0}/s latency p50 {:.2} ms p99 {:.2} ms",
-        a.devices,
+    let (errors, rate) = (
         c.errors.load(Ordering::Relaxed),
         n as f64 / elapsed.max(1e-9),
-        pct(0.50),
-        pct(0.99)
     );
+    if a.json {
+        crate::output::print_json(&serde_json::json!({
+            "devices": a.devices,
+            "checkins": n,
+            "errors": errors,
+            "checkinsPerSecond": rate,
+            "latencyP50Ms": pct(0.50),
+            "latencyP99Ms": pct(0.99),
+        }))?;
+    } else {
+        crate::outln!(
+            "summary: devices {} check-ins {n} errors {errors} rate {rate:.0}/s latency p50 {:.2} ms p99 {:.2} ms",
+            a.devices,
+            pct(0.50),
+            pct(0.99)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,11 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
 
 /// Runs and asserts success; returns stdout.
 pub fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run_in(dir, args);
+    succeeded(args, run_in(dir, args))
+}
+
+/// Asserts that `edgecd args…` succeeded; returns its stdout.
+pub fn succeeded(args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "edgecd {args:?} failed: {}\n{}",
@@ -39,6 +43,26 @@ pub fn fails(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8(out.stderr).unwrap()
+}
+
+/// `edgecd bundle build` arguments for one model, version 1.0.0, rpi5, edgecd-infer@0.1.0.
+pub fn build_args<'a>(model: &'a str, name: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "bundle",
+        "build",
+        "--model",
+        model,
+        "--name",
+        name,
+        "--version",
+        "1.0.0",
+        "--board",
+        "rpi5",
+        "--runtime",
+        "edgecd-infer@0.1.0",
+        "--out",
+        out,
+    ]
 }
 
 pub fn json(dir: &Path, args: &[&str]) -> serde_json::Value {

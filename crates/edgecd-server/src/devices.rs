@@ -1,0 +1,251 @@
+//! Admin views of the device table beyond one row: the filters of
+//! `GET /api/v1/admin/devices?selector=k=v[,k=v]&state=…` (label selector; a phase, `online`,
+//! `offline` or `revoked`) and `DELETE /api/v1/admin/devices/{id}` (the device, its credential
+//! and its assignment go; the deletion is recorded as an event).
+
+use crate::api::{admin, device_info, device_or_404};
+use crate::error::ApiError;
+use crate::{AppState, util};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use edgecd_api::protocol::{DeviceInfo, Phase, valid_label};
+use std::collections::BTreeMap;
+
+/// The query string of `GET /api/v1/admin/devices`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceQuery {
+    /// `k=v[,k=v…]`: devices whose labels match all of them.
+    pub selector: Option<String>,
+    /// A phase (`committed`, `rollingBack`, …), `online`, `offline` or `revoked`.
+    pub state: Option<String>,
+}
+
+/// Which devices `state=` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Devices whose last reported install phase is this one.
+    Phase(Phase),
+    /// Not revoked, checked in within the last 3 check-in intervals.
+    Online,
+    /// Not revoked, silent for more than 3 check-in intervals (as `edgecd_server_devices_silent`).
+    Offline,
+    Revoked,
+}
+
+const PHASES: [Phase; 9] = [
+    Phase::Idle,
+    Phase::Downloading,
+    Phase::Verifying,
+    Phase::Staged,
+    Phase::SelfTest,
+    Phase::Activating,
+    Phase::Trial,
+    Phase::Committed,
+    Phase::RollingBack,
+];
+
+impl StateFilter {
+    /// Parses a state name, ignoring case, `-` and `_` (`rolling-back` = `rollingBack`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let norm = |x: &str| {
+            x.chars()
+                .filter(|c| *c != '-' && *c != '_')
+                .collect::<String>()
+                .to_ascii_lowercase()
+        };
+        let n = norm(s);
+        match n.as_str() {
+            "online" => Ok(Self::Online),
+            "offline" => Ok(Self::Offline),
+            "revoked" => Ok(Self::Revoked),
+            _ => PHASES
+                .iter()
+                .find(|p| norm(&p.to_string()) == n)
+                .map(|p| Self::Phase(*p))
+                .ok_or_else(|| {
+                    let phases: Vec<String> = PHASES.iter().map(ToString::to_string).collect();
+                    format!(
+                        "unknown device state {s:?}: use online, offline, revoked or a phase ({})",
+                        phases.join(", ")
+                    )
+                }),
+        }
+    }
+}
+
+/// A parsed [`DeviceQuery`].
+#[derive(Debug, Default)]
+pub struct DeviceFilter {
+    selector: BTreeMap<String, String>,
+    state: Option<StateFilter>,
+}
+
+impl DeviceFilter {
+    pub fn parse(q: &DeviceQuery) -> Result<Self, ApiError> {
+        let mut selector = BTreeMap::new();
+        for part in q.selector.as_deref().unwrap_or("").split(',') {
+            if part.is_empty() {
+                continue;
+            }
+            match part.split_once('=') {
+                Some((k, v)) if !v.is_empty() && valid_label(k, v) => {
+                    selector.insert(k.to_string(), v.to_string());
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "selector {part:?} must be k=v with 1-63 characters of [A-Za-z0-9._-] (keys may contain /), several separated by commas"
+                    )));
+                }
+            }
+        }
+        let state = q
+            .state
+            .as_deref()
+            .map(StateFilter::parse)
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        Ok(Self { selector, state })
+    }
+
+    /// Whether `d` passes; `silent_before` is [`util::silent_before`] now.
+    pub fn keeps(&self, d: &DeviceInfo, silent_before: i64) -> bool {
+        if !self
+            .selector
+            .iter()
+            .all(|(k, v)| d.labels.get(k) == Some(v))
+        {
+            return false;
+        }
+        let silent = (d.last_seen.unwrap_or(d.enrolled) as i64) < silent_before;
+        match self.state {
+            None => true,
+            Some(StateFilter::Phase(p)) => d.status.as_ref().is_some_and(|s| s.phase == p),
+            Some(StateFilter::Online) => !d.revoked && !silent,
+            Some(StateFilter::Offline) => !d.revoked && silent,
+            Some(StateFilter::Revoked) => d.revoked,
+        }
+    }
+}
+
+/// `DELETE /api/v1/admin/devices/{id}`: removes the device (with it its credential, which no
+/// longer authenticates) and its assignment; answers the device as it was.
+pub async fn delete_device(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<DeviceInfo>, ApiError> {
+    admin(&st, &headers)?;
+    let info = device_info(&st, device_or_404(&st, &id).await?).await?;
+    let mut tx = st.store.pool.begin().await?;
+    sqlx::query("DELETE FROM assignments WHERE device_id = ?")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    let r = sqlx::query("DELETE FROM devices WHERE id = ?")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(ApiError::not_found(format!("no device {id}")));
+    }
+    tx.commit().await?;
+    let detail = serde_json::json!({
+        "labels": info.labels,
+        "assigned": info.assigned,
+        "hostname": info.inventory.as_ref().and_then(|i| i.hostname.as_deref()),
+    });
+    st.store
+        .event(Some(&id), "deleted", &detail.to_string())
+        .await?;
+    tracing::info!(device = %id, "device deleted");
+    Ok(Json(info))
+}
+
+/// The devices `q` selects, in enrollment order.
+pub async fn list(st: &AppState, q: &DeviceQuery) -> Result<Vec<DeviceInfo>, ApiError> {
+    let filter = DeviceFilter::parse(q)?;
+    let silent_before = util::silent_before(st.config.checkin_interval_secs);
+    let mut out = Vec::new();
+    for d in st.store.devices().await? {
+        let info = device_info(st, d).await?;
+        if filter.keeps(&info, silent_before) {
+            out.push(info);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgecd_api::protocol::DeviceStatus;
+
+    fn dev(labels: &[(&str, &str)], last_seen: Option<u64>, phase: Phase) -> DeviceInfo {
+        DeviceInfo {
+            id: "dev-1".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            enrolled: 100,
+            last_seen,
+            revoked: false,
+            inventory: None,
+            status: Some(DeviceStatus {
+                phase,
+                running: None,
+                assignment_version: 0,
+                last_outcome: None,
+            }),
+            assigned: None,
+            assignment_version: None,
+        }
+    }
+
+    fn filter(selector: Option<&str>, state: Option<&str>) -> Result<DeviceFilter, ApiError> {
+        DeviceFilter::parse(&DeviceQuery {
+            selector: selector.map(str::to_string),
+            state: state.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn states_parse_loosely_and_refuse_unknown_names() {
+        assert_eq!(
+            StateFilter::parse("rolling-back"),
+            Ok(StateFilter::Phase(Phase::RollingBack))
+        );
+        assert_eq!(
+            StateFilter::parse("Committed"),
+            Ok(StateFilter::Phase(Phase::Committed))
+        );
+        assert_eq!(StateFilter::parse("OFFLINE"), Ok(StateFilter::Offline));
+        let e = StateFilter::parse("asleep").unwrap_err();
+        assert!(e.contains("offline") && e.contains("rollingBack"), "{e}");
+        assert!(filter(Some("site"), None).is_err());
+        assert!(filter(Some("site=a b"), None).is_err());
+    }
+
+    #[test]
+    fn selector_and_state_both_apply() {
+        let d = dev(
+            &[("site", "a"), ("fleet", "x")],
+            Some(1000),
+            Phase::Committed,
+        );
+        let keeps = |sel, state| filter(sel, state).unwrap().keeps(&d, 500);
+        assert!(keeps(None, None));
+        assert!(keeps(Some("site=a,fleet=x"), Some("committed")));
+        assert!(!keeps(Some("site=a,fleet=y"), None));
+        assert!(!keeps(Some("site=a"), Some("idle")));
+        assert!(keeps(None, Some("online")));
+        assert!(!keeps(None, Some("offline")));
+        // Silent since before the threshold, or never seen since an old enrollment: offline.
+        assert!(filter(None, Some("offline")).unwrap().keeps(&d, 2000));
+        let never = dev(&[], None, Phase::Idle);
+        assert!(filter(None, Some("offline")).unwrap().keeps(&never, 101));
+        assert!(!filter(None, Some("revoked")).unwrap().keeps(&never, 101));
+    }
+}
