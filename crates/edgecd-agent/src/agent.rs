@@ -1,16 +1,26 @@
 //! The agent's driver: enrollment, the check-in loop (ETag, server-given delay, jitter,
 //! back-off), and the IO behind each [`Effect`] of the pure state machine.
 //!
+//! It always acts on the newest assignment: the one being handled is taken out of `pending`
+//! first, so one that arrives during the install (a check-in while downloading, or the
+//! report at its end) is kept and handled right after; a newer one that names another
+//! release interrupts a download (see `machine`). Check-ins go on during a download, carrying
+//! its progress. Every answer's signed timestamp is checked (freeze attack). Refusals are
+//! remembered by assignment signature and retried when the device changes.
+//!
 //! Data directory layout:
 //! ```text
 //! DATA/device.json              enrollment: id, credential, pinned keys (0600)
 //! DATA/state.json               the machine's persisted state (atomic writes)
 //! DATA/slots/a, DATA/slots/b    the two install slots
 //! DATA/current -> slots/X       what runs (switched with rename(2))
-//! DATA/staging/<hex>.part       downloads in progress (resumable)
+//! DATA/staging/<hex>.part       downloads in progress (resumable; only the target's are kept)
+//! DATA/assignment.json          the highest accepted signed assignment (resync proof)
 //! ```
 
-use crate::client::{Checkin, Client, ClientError, DownloadError, Storage};
+use crate::client::{
+    Checkin, Client, ClientError, DownloadError, DownloadOptions, StampHeaders, Storage,
+};
 use crate::exporter::Telemetry;
 use crate::fsutil;
 use crate::hooks::{self, HealthCheck, HookEnv};
@@ -18,8 +28,8 @@ use crate::install::BundleInstaller;
 use crate::machine::{self, Effect, Event, Limits, Slot, State};
 use crate::verify::{self, Refusal};
 use edgecd_api::protocol::{
-    BlobRef, CheckinRequest, DeviceStatus, EnrollRequest, Inventory, Phase, ReleaseRef,
-    SignedAssignment,
+    BlobRef, CheckinRequest, DeviceStatus, DownloadProgress, EnrollRequest, Inventory,
+    PROTOCOL_VERSION, Phase, ReleaseRef, SignedAssignment,
 };
 use edgecd_sign::{SigstoreBundle, VerifyingKey};
 use rand_core::RngCore;
@@ -28,7 +38,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Errors that stop the agent (everything else is reported and retried).
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +78,11 @@ pub struct Config {
     pub health_timeout: Duration,
     pub health_interval: Duration,
     pub max_download_kbps: Option<u64>,
+    /// A download that receives no byte for this long is dropped and resumed (no total
+    /// time budget: a large model on a slow link may take hours).
+    pub download_stall_timeout: Duration,
+    /// Most bytes a release's files may take in staging (`None`: limited by free space).
+    pub staging_budget_bytes: Option<u64>,
     /// PEM of the CA the server's certificate must chain to.
     pub ca_pem: Option<Vec<u8>>,
     /// Release keys pinned by configuration (override those from enrollment).
@@ -109,16 +124,46 @@ pub struct Agent {
     state: State,
     enrollment: Option<Enrollment>,
     etag: Option<String>,
-    /// The last assignment received and whether it is handled.
+    /// The newest assignment received and not yet handled.
     pending: Option<SignedAssignment>,
-    /// Payloads already refused (not re-verified or re-reported).
-    refused: Vec<String>,
+    /// Assignments refused (not re-verified or re-reported until something changes).
+    refused: Vec<RefusalMemo>,
+    /// What the device is (configuration; [`Agent::set_inventory`] when it changes).
+    inventory: Inventory,
+    /// Expiry of the newest valid signed timestamp seen (`None`: the server sent none yet).
+    fresh_until: Option<u64>,
+    /// The signature of a refused assignment being retried (its version is "done").
+    retrying: Option<String>,
+    /// Since when answers have come without a valid, unexpired timestamp.
+    stale_since: Option<u64>,
+    /// The device's assignment version on the server, per the last valid timestamp.
+    server_version: Option<u64>,
+    /// Send the highest accepted assignment with the next check-ins (the server is behind).
+    send_proof: bool,
+    /// Progress of the download in flight, reported with check-ins.
+    download: Option<DownloadProgress>,
+    /// When the next check-in is due (also during a download).
+    next_checkin_at: Instant,
     failures: u32,
     checkins: u64,
     /// The runtime's counters as of the last successful check-in (metrics are deltas).
     metrics_sent: Option<crate::metrics::Snapshot>,
     /// What the local exporter (`--metrics-listen`) reports.
     telemetry: Arc<Telemetry>,
+}
+
+/// A refused assignment: identified by its signature (an unsigned or wrongly signed copy of a
+/// payload never blocks the genuine one) and the conditions under which it was refused.
+#[derive(Debug, Clone)]
+struct RefusalMemo {
+    /// Kept to retry it when the device changes (the server's ETag stays the same).
+    assignment: SignedAssignment,
+    signature: String,
+    inventory: Inventory,
+    /// Refused for want of this much free space: retried once the device has it.
+    needs_free_bytes: Option<u64>,
+    /// The signature verified (the refusal is about the release, not a forged copy).
+    verified: bool,
 }
 
 fn now() -> u64 {
@@ -164,6 +209,7 @@ impl Agent {
             cfg.thermal_path.clone(),
             cfg.throttle_path.clone(),
         ));
+        let inventory = cfg.inventory.clone();
         let agent = Self {
             cfg,
             client,
@@ -174,6 +220,14 @@ impl Agent {
             etag: None,
             pending: None,
             refused: Vec::new(),
+            inventory,
+            fresh_until: None,
+            retrying: None,
+            stale_since: None,
+            server_version: None,
+            send_proof: false,
+            download: None,
+            next_checkin_at: Instant::now(),
             failures: 0,
             checkins: 0,
             metrics_sent: None,
@@ -219,6 +273,12 @@ impl Agent {
         &self.state
     }
 
+    /// The device changed (runtime installed, accelerator fitted…): sent with the next
+    /// check-in, and refusals made under the old inventory are retried.
+    pub fn set_inventory(&mut self, inventory: Inventory) {
+        self.inventory = inventory;
+    }
+
     pub fn device_id(&self) -> Option<&str> {
         self.enrollment.as_ref().map(|e| e.device_id.as_str())
     }
@@ -232,10 +292,7 @@ impl Agent {
     }
 
     fn part_path(&self, b: &BlobRef) -> PathBuf {
-        self.cfg
-            .data_dir
-            .join("staging")
-            .join(format!("{}.part", b.digest.trim_start_matches("sha256:")))
+        staging_path(&self.cfg.data_dir, b)
     }
 
     fn persist(&mut self, s: State) -> Result<(), AgentError> {
@@ -299,8 +356,9 @@ impl Agent {
             .client
             .enroll(&EnrollRequest {
                 token,
-                inventory: self.cfg.inventory.clone(),
+                inventory: self.inventory.clone(),
                 labels: self.cfg.labels.clone(),
+                protocol: PROTOCOL_VERSION.into(),
             })
             .map_err(AgentError::Enroll)?;
         VerifyingKey::from_pem(&resp.assignment_key_pem)
@@ -350,11 +408,19 @@ impl Agent {
             }
             _ => s.active.as_ref().map(machine::Installed::running),
         };
+        let downloading = matches!(s.phase, Phase::Downloading | Phase::Verifying);
         DeviceStatus {
             phase: s.phase,
             running,
             assignment_version: s.highest_version,
             last_outcome: s.last_outcome.clone(),
+            download: self.download.clone().filter(|_| downloading),
+            stale_since: self.stale_since,
+            assignment_proof: if self.send_proof {
+                self.load_proof()
+            } else {
+                None
+            },
         }
     }
 
@@ -383,6 +449,11 @@ impl Agent {
     pub fn checkin(&mut self) -> Result<Duration, ClientError> {
         let r = self.checkin_inner();
         self.telemetry.record_checkin(r.is_ok(), now());
+        let delay = match &r {
+            Ok(d) => *d,
+            Err(_) => self.cfg.checkin_interval.unwrap_or(Duration::from_secs(10)),
+        };
+        self.next_checkin_at = Instant::now() + delay;
         r
     }
 
@@ -401,49 +472,212 @@ impl Agent {
                 .record_temperature(t, throttled.unwrap_or(false));
         }
         let req = CheckinRequest {
-            inventory: self.cfg.inventory.clone(),
+            inventory: self.inventory.clone(),
             status: self.status(),
             labels: self.cfg.labels.clone(),
             metrics,
+            protocol: PROTOCOL_VERSION.into(),
         };
         let etag = if self.pending.is_none() {
             self.etag.as_deref()
         } else {
             None
         };
-        let r = self
+        let (r, stamp) = self
             .client
-            .checkin(&e.device_id, &e.credential, &req, etag)?;
+            .checkin_stamped(&e.device_id, &e.credential, &req, etag)?;
         self.checkins += 1;
         if scrape.is_some() {
             self.metrics_sent = scrape;
         }
+        if req.status.assignment_proof.is_some() {
+            self.send_proof = false;
+        }
+        self.check_freshness(stamp.as_ref(), &e);
         let next = match r {
             Checkin::NotModified { next_secs } => next_secs,
             Checkin::New { response, etag } => {
                 self.etag = etag;
-                self.pending = response.assignment;
+                if response.assignment.is_some() {
+                    self.pending = response.assignment;
+                }
                 response.next_checkin_secs
             }
         };
-        tracing::info!(checkins = self.checkins, phase = %self.state.phase, "checked in");
+        tracing::debug!(checkins = self.checkins, phase = %self.state.phase, "checked in");
         Ok(self
             .cfg
             .checkin_interval
             .unwrap_or(Duration::from_secs(next.clamp(1, 24 * 3600))))
     }
 
-    /// Verifies and installs the pending assignment, if any.
+    /// Checks the answer's signed timestamp (TUF's freeze attack): a valid, unexpired one
+    /// renews freshness; once the last one has expired without a new one, the answers are
+    /// stale and the device says so (`staleSince`) until fresh ones come back. Also learns the
+    /// server's assignment version: above ours, the ETag is dropped (fetch it); below ours,
+    /// the server is behind (restored database) and gets our signed proof.
+    fn check_freshness(&mut self, stamp: Option<&StampHeaders>, e: &Enrollment) {
+        let now = now();
+        let valid = stamp.and_then(|(text, sig)| {
+            let key = VerifyingKey::from_pem(&e.assignment_key_pem).ok()?;
+            verify::verify_timestamp(text, sig, &key, &e.device_id, now)
+                .map_err(|Refusal(reason)| tracing::warn!(%reason, "check-in answer's timestamp refused"))
+                .ok()
+        });
+        match valid {
+            Some(t) => {
+                if self.stale_since.take().is_some() {
+                    tracing::info!("fresh signed timestamps again");
+                }
+                self.fresh_until = Some(t.expires);
+                self.server_version = Some(t.assignment_version);
+                if t.assignment_version > self.state.highest_version && self.pending.is_none() {
+                    // A 304 for an ETag older than the server's assignment: fetch it.
+                    self.etag = None;
+                }
+                if t.assignment_version < self.state.highest_version {
+                    self.send_proof = true;
+                }
+            }
+            None => {
+                if let Some(until) = self.fresh_until
+                    && until <= now
+                    && self.stale_since.is_none()
+                {
+                    tracing::warn!(
+                        expired_at = until,
+                        "no fresh signed timestamp from the server since it expired: answers may be replayed or stale (freeze attack?); reporting it"
+                    );
+                    self.stale_since = Some(until);
+                }
+            }
+        }
+    }
+
+    /// Handles the newest pending assignment and, when another arrived meanwhile (say a
+    /// rollback reported at the end of an install), that one right after.
     pub fn handle_pending(&mut self) -> Result<(), AgentError> {
-        let Some(signed) = self.pending.clone() else {
-            return Ok(());
+        self.requeue_changed_refusal();
+        let r = self.handle_pending_rounds();
+        if self.state.target.is_none() {
+            // Nothing in flight (installed, refused, cancelled): staging holds nothing.
+            self.empty_staging();
+        }
+        r
+    }
+
+    fn empty_staging(&self) {
+        for entry in std::fs::read_dir(self.cfg.data_dir.join("staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+
+    fn handle_pending_rounds(&mut self) -> Result<(), AgentError> {
+        for _ in 0..8 {
+            if !matches!(
+                self.state.phase,
+                Phase::Idle | Phase::Committed | Phase::Downloading | Phase::Verifying
+            ) {
+                // Mid-activation (not after a normal drive): handled once it settles.
+                return Ok(());
+            }
+            let Some(signed) = self.pending.take() else {
+                return Ok(());
+            };
+            if let Some(retry) = self.handle_one(signed)? {
+                // Failed transiently: retry later, unless something newer arrived meanwhile.
+                if self.pending.is_none() {
+                    self.pending = Some(retry);
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the conditions of refusal `m` changed (inventory, enough free space now).
+    fn device_changed_since(&self, m: &RefusalMemo) -> bool {
+        m.inventory != self.inventory
+            || m.needs_free_bytes
+                .is_some_and(|need| self.free_bytes().is_none_or(|f| f >= need))
+    }
+
+    /// Whether `signed` was refused before under the same conditions.
+    fn refused_before(&mut self, signed: &SignedAssignment) -> bool {
+        let Some(i) = self
+            .refused
+            .iter()
+            .position(|m| m.signature == signed.signature)
+        else {
+            return false;
         };
-        if self.refused.contains(&signed.payload) {
-            self.pending = None;
-            return Ok(());
+        if self.device_changed_since(&self.refused[i]) {
+            tracing::info!("retrying an assignment refused before: the device changed since");
+            self.refused.remove(i);
+            self.retrying = Some(signed.signature.clone());
+            return false;
+        }
+        if !self.refused[i].verified {
+            // A forged copy again: keep asking for the whole answer (not 304).
+            self.etag = None;
+        }
+        true
+    }
+
+    /// With nothing newer pending, queues again the newest refused assignment whose
+    /// conditions changed (the server answers 304 for it: it is the same assignment).
+    fn requeue_changed_refusal(&mut self) {
+        if self.pending.is_some() {
+            return;
+        }
+        if let Some(i) = (0..self.refused.len())
+            .rev()
+            .find(|&i| self.refused[i].verified && self.device_changed_since(&self.refused[i]))
+        {
+            let m = self.refused.remove(i);
+            tracing::info!("the device changed since an assignment was refused: retrying it");
+            self.retrying = Some(m.signature);
+            self.pending = Some(m.assignment);
+        }
+    }
+
+    /// Remembers a refusal so it is not re-verified and re-reported (bounded).
+    fn remember_refused(
+        &mut self,
+        signed: &SignedAssignment,
+        needs_free_bytes: Option<u64>,
+        verified: bool,
+    ) {
+        if self.refused.len() >= 16 {
+            self.refused.remove(0);
+        }
+        self.refused.push(RefusalMemo {
+            assignment: signed.clone(),
+            signature: signed.signature.clone(),
+            inventory: self.inventory.clone(),
+            needs_free_bytes,
+            verified,
+        });
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        self.storage.free_bytes(&self.cfg.data_dir.join("staging"))
+    }
+
+    /// Verifies and installs one assignment. Returns it when it failed transiently (retry).
+    fn handle_one(
+        &mut self,
+        signed: SignedAssignment,
+    ) -> Result<Option<SignedAssignment>, AgentError> {
+        if self.refused_before(&signed) {
+            return Ok(None);
         }
         let Some(e) = self.enrollment.clone() else {
-            return Ok(());
+            return Ok(Some(signed));
         };
         let key = VerifyingKey::from_pem(&e.assignment_key_pem)
             .map_err(|e| AgentError::State(e.to_string()))?;
@@ -457,13 +691,27 @@ impl Agent {
             Ok(a) => a,
             Err(Refusal(reason)) => {
                 tracing::warn!(%reason, "assignment refused");
-                self.remember_refused(&signed.payload);
-                self.pending = None;
-                return self.drive(Event::Refused {
+                if self
+                    .server_version
+                    .is_some_and(|v| v < self.state.highest_version)
+                    || reason.contains("lower than the highest accepted version")
+                {
+                    self.send_proof = true;
+                }
+                self.remember_refused(&signed, None, false);
+                // Ask for the whole answer again: the genuine assignment has this ETag too.
+                self.etag = None;
+                let phase = self.state.phase;
+                if matches!(phase, Phase::Downloading | Phase::Verifying) {
+                    // A bad copy never disturbs the install in flight.
+                    return Ok(None);
+                }
+                self.drive(Event::Refused {
                     version: 0,
                     release: None,
                     reason,
-                });
+                })?;
+                return Ok(None);
             }
         };
         let label = format!("{}@{}", a.release.app, a.release.version);
@@ -472,55 +720,139 @@ impl Agent {
                 && x.version == a.release.version
                 && x.bundle_digest == a.release.bundle_digest
         });
+        let in_flight = self.state.target.as_ref();
+        if in_flight.is_some_and(|t| t.assignment_version >= a.version) {
+            // Already being installed (or superseded by what is).
+            return Ok(None);
+        }
         if same {
-            self.pending = None;
-            return self.drive(Event::AssignedSame { version: a.version });
+            self.save_proof(&signed);
+            if in_flight.is_some() {
+                tracing::info!(release = %label, version = a.version, "the running release is assigned again: cancelling the install in flight");
+            }
+            self.drive(Event::AssignedSame { version: a.version })?;
+            return Ok(None);
         }
-        if a.version <= self.state.done_version {
-            self.pending = None;
-            return Ok(());
+        let retry = self.retrying.take().is_some_and(|s| s == signed.signature);
+        if a.version <= self.state.done_version && !retry {
+            return Ok(None);
         }
-        if let Err(Refusal(reason)) =
-            verify::check_compatible(&a.release.hardware, &a.release.runtime, &self.cfg.inventory)
-        {
+        let refusal =
+            verify::check_compatible(&a.release.hardware, &a.release.runtime, &self.inventory)
+                .err()
+                .map(|r| (r.0, None))
+                .or_else(|| self.staging_refusal(&a.release));
+        if let Some((reason, needs_free_bytes)) = refusal {
             tracing::warn!(%reason, release = %label, "release refused");
-            self.remember_refused(&signed.payload);
-            self.pending = None;
-            return self.drive(Event::Refused {
+            self.remember_refused(&signed, needs_free_bytes, true);
+            self.drive(Event::Refused {
                 version: a.version,
                 release: Some(label),
                 reason,
-            });
+            })?;
+            return Ok(None);
         }
         tracing::info!(release = %label, version = a.version, "installing assignment");
+        self.save_proof(&signed);
         self.drive(Event::Assigned {
             version: a.version,
             release: Box::new(a.release),
         })?;
-        if self.state.phase == Phase::Idle || self.state.phase == Phase::Committed {
-            // Finished (committed, rolled back or refused) unless it failed transiently.
-            let failed = self.state.last_outcome.as_ref().is_some_and(|o| {
-                o.kind == edgecd_api::protocol::OutcomeKind::Failed
-                    && o.assignment_version == a.version
-            });
-            if !failed {
-                self.pending = None;
-            }
+        let failed = self.state.last_outcome.as_ref().is_some_and(|o| {
+            o.kind == edgecd_api::protocol::OutcomeKind::Failed && o.assignment_version == a.version
+        });
+        if failed && matches!(self.state.phase, Phase::Idle | Phase::Committed) {
+            return Ok(Some(signed));
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// Remembers a refused payload so it is not re-verified and re-reported (bounded).
-    fn remember_refused(&mut self, payload: &str) {
-        if self.refused.len() >= 16 {
-            self.refused.remove(0);
+    /// Whether a release's files fit in staging: its budget (permanent for this version)
+    /// and the free space (retried once there is enough). `(reason, free bytes needed)`.
+    fn staging_refusal(&self, r: &ReleaseRef) -> Option<(String, Option<u64>)> {
+        let blobs = [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle];
+        let total: u64 = blobs.iter().map(|b| b.size).sum();
+        if let Some(budget) = self.cfg.staging_budget_bytes
+            && total > budget
+        {
+            return Some((
+                format!(
+                    "release {}@{} needs {} of staging, over this device's staging budget of {} (--staging-budget-mb)",
+                    r.app,
+                    r.version,
+                    mib(total),
+                    mib(budget)
+                ),
+                None,
+            ));
         }
-        self.refused.push(payload.to_string());
+        let have: u64 = blobs
+            .iter()
+            .map(|b| std::fs::metadata(self.part_path(b)).map_or(0, |m| m.len().min(b.size)))
+            .sum();
+        // Staging the rest, then unpacking the bundle into a slot (about its size again).
+        let need = total - have + r.bundle.size;
+        match self.free_bytes() {
+            Some(free) if free < need => Some((
+                format!(
+                    "not enough free space for release {}@{}: needs {} (download and unpack), {} free under {}; free some space and it is retried",
+                    r.app,
+                    r.version,
+                    mib(need),
+                    mib(free),
+                    self.cfg.data_dir.display()
+                ),
+                Some(need),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Keeps the highest accepted signed assignment (the proof for a server that is behind).
+    fn save_proof(&self, signed: &SignedAssignment) {
+        let path = self.cfg.data_dir.join("assignment.json");
+        if let Ok(bytes) = serde_json::to_vec(signed)
+            && let Err(e) = fsutil::write_atomic(&path, &bytes, 0o600)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not keep the accepted assignment");
+        }
+    }
+
+    fn load_proof(&self) -> Option<SignedAssignment> {
+        let bytes = std::fs::read(self.cfg.data_dir.join("assignment.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// During a download: checks in when due (reporting progress). Returns `false` when a
+    /// newer, valid assignment for another release supersedes the target (stop downloading).
+    fn checkin_while_installing(&mut self) -> bool {
+        if Instant::now() < self.next_checkin_at {
+            return true;
+        }
+        if let Err(e) = self.checkin() {
+            tracing::warn!(error = %e, "check-in during the download failed; downloading on");
+            return true;
+        }
+        !self.superseded()
+    }
+
+    /// Whether the pending assignment is valid, newer than the target, and names another
+    /// release (a copy that does not verify never stops an install).
+    fn superseded(&self) -> bool {
+        let (Some(p), Some(t), Some(e)) = (&self.pending, &self.state.target, &self.enrollment)
+        else {
+            return false;
+        };
+        let Ok(key) = VerifyingKey::from_pem(&e.assignment_key_pem) else {
+            return false;
+        };
+        verify::verify_assignment(p, &key, &e.device_id, self.state.highest_version, now())
+            .is_ok_and(|a| a.version > t.assignment_version && a.release != t.release)
     }
 
     fn perform(&mut self, eff: Effect) -> Result<Option<Event>, AgentError> {
         match eff {
-            Effect::Download => Ok(Some(self.download_all())),
+            Effect::Download => Ok(self.download_all()),
             Effect::Unpack => Ok(Some(self.unpack())),
             Effect::Switch(slot) => {
                 let link = self.current_link();
@@ -598,8 +930,35 @@ impl Agent {
         self.state.target.as_ref().map(|t| t.release.clone())
     }
 
+    /// Removes the target's staged files (a refused release leaves nothing behind).
+    fn clear_staging(&self, r: &ReleaseRef) {
+        for b in [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle] {
+            let _ = std::fs::remove_file(self.part_path(b));
+        }
+    }
+
+    /// Removes staged files that do not belong to `r` (left by a superseded or older
+    /// install): staging only ever holds the target's files.
+    fn prune_staging(&self, r: &ReleaseRef) {
+        let keep: Vec<PathBuf> = [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle]
+            .iter()
+            .map(|b| self.part_path(b))
+            .collect();
+        let dir = self.cfg.data_dir.join("staging");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if !keep.contains(&p) {
+                tracing::debug!(path = %p.display(), "removing a stale staged file");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+
     fn refused_event(&self, reason: String) -> Event {
         let t = self.state.target.as_ref();
+        if let Some(t) = t {
+            self.clear_staging(&t.release);
+        }
         tracing::warn!(%reason, "release refused");
         Event::Refused {
             version: t.map_or(0, |t| t.assignment_version),
@@ -608,84 +967,155 @@ impl Agent {
         }
     }
 
-    /// Downloads the four blobs (resuming), checks digests and sizes, and verifies the
-    /// release manifest against the pinned release keys.
-    fn download_all(&mut self) -> Event {
+    /// Downloads one blob into staging (resuming; no byte for the stall timeout drops the
+    /// connection and resumes with Range; three attempts in a row without a byte fail),
+    /// checking in when due. `Ok(false)`: a newer assignment superseded the target.
+    fn fetch(&mut self, what: &str, b: &BlobRef, credential: &str) -> Result<bool, Event> {
+        let client = self.client.clone();
+        let storage = self.storage.clone();
+        let part = self.part_path(b);
+        let opts = DownloadOptions {
+            max_kbps: self.cfg.max_download_kbps,
+            stall_timeout: self.cfg.download_stall_timeout,
+        };
+        let mut idle_attempts = 0u32;
+        loop {
+            let r = client.download(credential, b, &part, storage.as_ref(), opts, &mut |n| {
+                self.telemetry.add_download_bytes(n);
+                if let Some(d) = &mut self.download {
+                    d.done_bytes += n;
+                }
+                self.checkin_while_installing()
+            });
+            match r {
+                Ok(()) => break,
+                Err(DownloadError::Interrupted(at)) => {
+                    tracing::info!(%at, "a newer assignment supersedes this download: stopping it");
+                    return Ok(false);
+                }
+                Err(DownloadError::Refused(reason)) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(self.refused_event(format!("{what}: {reason}")));
+                }
+                Err(DownloadError::Storage { path, source }) => {
+                    // Free the space: drop every partial download of this release.
+                    if let Some(r) = self.target_release() {
+                        self.clear_staging(&r);
+                    }
+                    let reason = if source.raw_os_error() == Some(28)
+                        || source.kind() == std::io::ErrorKind::StorageFull
+                    {
+                        format!("disk full while downloading the {what} ({path}): {source}")
+                    } else {
+                        format!("writing the {what} ({path}): {source}")
+                    };
+                    tracing::warn!(%reason, "download failed");
+                    return Err(Event::Failed(reason));
+                }
+                Err(DownloadError::Transient { reason, progressed }) => {
+                    idle_attempts = if progressed { 0 } else { idle_attempts + 1 };
+                    let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+                    tracing::warn!(%reason, idle_attempts, have, "download interrupted; resuming");
+                    if idle_attempts >= 3 {
+                        return Err(Event::Failed(format!("downloading the {what}: {reason}")));
+                    }
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(idle_attempts)));
+                    if !self.checkin_while_installing() {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        match sha256_file(&part) {
+            Ok(d) if d == b.digest => Ok(true),
+            Ok(d) => {
+                let _ = std::fs::remove_file(&part);
+                Err(self.refused_event(format!(
+                    "{what}: digest mismatch: downloaded bytes hash to {d}, signed digest is {}",
+                    b.digest
+                )))
+            }
+            Err(err) => Err(Event::Failed(format!("reading {}: {err}", part.display()))),
+        }
+    }
+
+    /// Downloads the release's blobs (resuming) and checks their digests and sizes. The
+    /// release manifest's signature and key, and the bundle signature's key, are checked
+    /// before a byte of the bundle is fetched. `None`: superseded (stop here).
+    fn download_all(&mut self) -> Option<Event> {
         let Some(r) = self.target_release() else {
-            return Event::Failed("no target to download".into());
+            return Some(Event::Failed("no target to download".into()));
         };
         let Some(e) = self.enrollment.clone() else {
-            return Event::Failed("not enrolled".into());
+            return Some(Event::Failed("not enrolled".into()));
         };
         let keys = self.release_keys();
         if keys.is_empty() {
-            return self.refused_event("no trusted release key is pinned on this device".into());
+            return Some(
+                self.refused_event("no trusted release key is pinned on this device".into()),
+            );
         }
+        self.prune_staging(&r);
+        let version = self
+            .state
+            .target
+            .as_ref()
+            .map_or(0, |t| t.assignment_version);
+        let have: u64 = [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle]
+            .iter()
+            .map(|b| std::fs::metadata(self.part_path(b)).map_or(0, |m| m.len().min(b.size)))
+            .sum();
+        self.download = Some(DownloadProgress {
+            release: format!("{}@{}", r.app, r.version),
+            assignment_version: version,
+            done_bytes: have,
+            total_bytes: r.manifest.size + r.manifest_sig.size + r.bundle_sig.size + r.bundle.size,
+        });
+        let ev = self.download_steps(&r, &e.credential, &keys);
+        self.download = None;
+        ev
+    }
+
+    fn download_steps(
+        &mut self,
+        r: &ReleaseRef,
+        credential: &str,
+        keys: &[VerifyingKey],
+    ) -> Option<Event> {
         for (what, b) in [
             ("release manifest", &r.manifest),
             ("release signature", &r.manifest_sig),
-            ("bundle signature", &r.bundle_sig),
-            ("bundle", &r.bundle),
         ] {
-            let part = self.part_path(b);
-            let mut attempts = 0;
-            loop {
-                match self.client.download(
-                    &e.credential,
-                    b,
-                    &part,
-                    self.storage.as_ref(),
-                    self.cfg.max_download_kbps,
-                    &|n| self.telemetry.add_download_bytes(n),
-                ) {
-                    Ok(()) => break,
-                    Err(DownloadError::Refused(reason)) => {
-                        let _ = std::fs::remove_file(&part);
-                        return self.refused_event(format!("{what}: {reason}"));
-                    }
-                    Err(DownloadError::Storage { path, source }) => {
-                        // Free the space: drop every partial download of this release.
-                        for b in [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle] {
-                            let _ = std::fs::remove_file(self.part_path(b));
-                        }
-                        let reason = if source.raw_os_error() == Some(28)
-                            || source.kind() == std::io::ErrorKind::StorageFull
-                        {
-                            format!("disk full while downloading the {what} ({path}): {source}")
-                        } else {
-                            format!("writing the {what} ({path}): {source}")
-                        };
-                        tracing::warn!(%reason, "download failed");
-                        return Event::Failed(reason);
-                    }
-                    Err(DownloadError::Transient(reason)) => {
-                        attempts += 1;
-                        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-                        tracing::warn!(%reason, attempts, have, "download interrupted");
-                        if attempts >= 3 {
-                            return Event::Failed(format!("downloading the {what}: {reason}"));
-                        }
-                        std::thread::sleep(Duration::from_millis(200 * attempts));
-                    }
-                }
-            }
-            match sha256_file(&part) {
-                Ok(d) if d == b.digest => {}
-                Ok(d) => {
-                    let _ = std::fs::remove_file(&part);
-                    return self.refused_event(format!("{what}: digest mismatch: downloaded bytes hash to {d}, signed digest is {}", b.digest));
-                }
-                Err(err) => return Event::Failed(format!("reading {}: {err}", part.display())),
+            match self.fetch(what, b, credential) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(ev) => return Some(ev),
             }
         }
-        let read = |b: &BlobRef| std::fs::read(self.part_path(b));
+        let read = |b: &BlobRef| std::fs::read(staging_path(&self.cfg.data_dir, b));
         let (Ok(manifest), Ok(sig)) = (read(&r.manifest), read(&r.manifest_sig)) else {
-            return Event::Failed("reading the downloaded release manifest".into());
+            return Some(Event::Failed(
+                "reading the downloaded release manifest".into(),
+            ));
         };
-        if let Err(Refusal(reason)) = verify::verify_release_manifest(&manifest, &sig, &keys, &r) {
-            return self.refused_event(reason);
+        let key = match verify::verify_release_manifest(&manifest, &sig, keys, r) {
+            Ok(k) => k,
+            Err(Refusal(reason)) => return Some(self.refused_event(reason)),
+        };
+        match self.fetch("bundle signature", &r.bundle_sig, credential) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(ev) => return Some(ev),
         }
-        Event::Downloaded
+        let bsig = std::fs::read(self.part_path(&r.bundle_sig)).unwrap_or_default();
+        if let Err(Refusal(reason)) = verify::check_bundle_signature_key(&bsig, &key) {
+            return Some(self.refused_event(reason));
+        }
+        match self.fetch("bundle", &r.bundle, credential) {
+            Ok(true) => Some(Event::Downloaded),
+            Ok(false) => None,
+            Err(ev) => Some(ev),
+        }
     }
 
     /// Verifies the bundle with the release key and unpacks it into the target slot.
@@ -737,7 +1167,7 @@ impl Agent {
                 u.name, u.version, r.app, r.version
             ))
         } else {
-            verify::check_compatible(&u.hardware, &u.runtime, &self.cfg.inventory)
+            verify::check_compatible(&u.hardware, &u.runtime, &self.inventory)
                 .err()
                 .map(|e| e.0)
         };
@@ -751,9 +1181,7 @@ impl Agent {
             return Event::Failed(format!("syncing slot {}: {e}", dir.display()));
         }
         // The staged blobs are no longer needed.
-        for b in [&r.manifest, &r.manifest_sig, &r.bundle, &r.bundle_sig] {
-            let _ = std::fs::remove_file(self.part_path(b));
-        }
+        self.clear_staging(r);
         Event::Unpacked
     }
 
@@ -815,6 +1243,17 @@ impl Agent {
 pub fn jitter(d: Duration) -> Duration {
     let r = rand_core::OsRng.next_u32() % 1000;
     d + d.mul_f64(f64::from(r) / 5000.0)
+}
+
+/// Where `b` is staged while it downloads.
+fn staging_path(data_dir: &Path, b: &BlobRef) -> PathBuf {
+    data_dir
+        .join("staging")
+        .join(format!("{}.part", b.digest.trim_start_matches("sha256:")))
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {

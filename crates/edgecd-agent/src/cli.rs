@@ -49,6 +49,13 @@ pub struct Args {
     /// Download bandwidth cap in KiB/s.
     #[arg(long)]
     pub max_download_kbps: Option<u64>,
+    /// Drop and resume (HTTP Range) a download that receives no byte for this long. There
+    /// is no total time limit: a large model on a slow link may take hours.
+    #[arg(long, default_value_t = 60)]
+    pub download_stall_timeout_secs: u64,
+    /// Most MiB a release's files may take in staging (default: as much as is free).
+    #[arg(long)]
+    pub staging_budget_mb: Option<u64>,
     /// PEM CA certificate the server's certificate must chain to (pinned).
     #[arg(long, env = "EDGECD_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -171,6 +178,8 @@ impl Args {
             health_timeout: Duration::from_secs(self.health_timeout_secs),
             health_interval: Duration::from_millis(500),
             max_download_kbps: self.max_download_kbps,
+            download_stall_timeout: Duration::from_secs(self.download_stall_timeout_secs.max(1)),
+            staging_budget_bytes: self.staging_budget_mb.map(|m| m.saturating_mul(1 << 20)),
             ca_pem,
             release_keys,
             inventory,

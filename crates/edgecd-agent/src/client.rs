@@ -1,12 +1,17 @@
 //! The agent's HTTP client (blocking ureq + rustls, no async runtime): enroll, check in,
 //! and capped, resumable, bandwidth-limited blob downloads.
 //!
+//! Downloads have no total time budget (a large model on a slow link may take hours): a
+//! download fails only when no byte arrives for the stall timeout, and is then resumed
+//! with `Range` from what is on disk. Every request names the agent's protocol version.
+//!
 //! Credentials go only over HTTPS, or over plain HTTP to a loopback address. With
 //! `--ca-cert` the server must present a certificate chaining to that CA (pinned).
 
 use edgecd_api::protocol::{
     BlobRef, CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse, ErrorBody,
-    NEXT_CHECKIN_HEADER,
+    NEXT_CHECKIN_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, TIMESTAMP_HEADER,
+    TIMESTAMP_SIGNATURE_HEADER,
 };
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -37,14 +42,53 @@ pub enum DownloadError {
         path: String,
         source: std::io::Error,
     },
-    /// Network trouble: resume later.
-    #[error("{0}")]
-    Transient(String),
+    /// Network trouble (including a stall: no byte for the stall timeout): resume later.
+    /// `progressed` says whether any byte arrived before it.
+    #[error("{reason}")]
+    Transient { reason: String, progressed: bool },
+    /// The caller asked to stop (a newer assignment supersedes this download). What was
+    /// downloaded stays on disk.
+    #[error("download interrupted: {0}")]
+    Interrupted(String),
+}
+
+fn transient(reason: String) -> DownloadError {
+    DownloadError::Transient {
+        reason,
+        progressed: false,
+    }
+}
+
+/// How a download runs.
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadOptions {
+    /// Bandwidth cap in KiB/s.
+    pub max_kbps: Option<u64>,
+    /// Give up (to resume later) when no byte arrives for this long.
+    pub stall_timeout: Duration,
 }
 
 /// Opens the staging file a download appends to. Tests inject faults (a disk that fills up).
 pub trait Storage: Send + Sync {
     fn open_append(&self, path: &std::path::Path) -> std::io::Result<Box<dyn Write + Send>>;
+
+    /// Bytes free for an unprivileged writer on the file system holding `dir` (`None`:
+    /// unknown).
+    fn free_bytes(&self, dir: &std::path::Path) -> Option<u64> {
+        free_bytes(dir)
+    }
+}
+
+/// `statvfs(2)`: blocks available to unprivileged users × fragment size.
+#[cfg(unix)]
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(not(unix))]
+pub fn free_bytes(_dir: &std::path::Path) -> Option<u64> {
+    None
 }
 
 /// Plain files.
@@ -96,6 +140,9 @@ pub struct Client {
     agent: ureq::Agent,
 }
 
+/// The signed timestamp of a check-in answer: `(text, base64 signature)` as sent.
+pub type StampHeaders = (String, String);
+
 /// The answer to a check-in.
 #[derive(Debug)]
 pub enum Checkin {
@@ -129,6 +176,7 @@ impl Client {
             .timeout_recv_response(Some(Duration::from_secs(30)))
             .timeout_recv_body(Some(Duration::from_secs(60)))
             .user_agent(format!("edgecd-agent/{}", env!("CARGO_PKG_VERSION")));
+        // (Downloads replace the body budget by a per-read stall timeout, see `download`.)
         if let Some(pem) = ca_pem {
             let certs = ureq::tls::parse_pem(pem)
                 .filter_map(|i| match i {
@@ -190,6 +238,7 @@ impl Client {
             .agent
             .post(&self.url("/api/v1/devices/enroll"))
             .header("content-type", "application/json")
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
             .send(body)
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         if !resp.status().is_success() {
@@ -205,18 +254,38 @@ impl Client {
         req: &CheckinRequest,
         etag: Option<&str>,
     ) -> Result<Checkin, ClientError> {
+        self.checkin_stamped(device_id, credential, req, etag)
+            .map(|(c, _)| c)
+    }
+
+    /// [`Client::checkin`], also returning the answer's signed timestamp headers (if any).
+    pub fn checkin_stamped(
+        &self,
+        device_id: &str,
+        credential: &str,
+        req: &CheckinRequest,
+        etag: Option<&str>,
+    ) -> Result<(Checkin, Option<StampHeaders>), ClientError> {
         let body = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut r = self
             .agent
             .post(&self.url(&format!("/api/v1/devices/{device_id}/checkin")))
             .header("authorization", &format!("Bearer {credential}"))
-            .header("content-type", "application/json");
+            .header("content-type", "application/json")
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION);
         if let Some(t) = etag {
             r = r.header("if-none-match", t);
         }
         let mut resp = r
             .send(body)
             .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let stamp = header(TIMESTAMP_HEADER).zip(header(TIMESTAMP_SIGNATURE_HEADER));
         if resp.status().as_u16() == 304 {
             let next_secs = resp
                 .headers()
@@ -224,7 +293,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(60);
-            return Ok(Checkin::NotModified { next_secs });
+            return Ok((Checkin::NotModified { next_secs }, stamp));
         }
         if !resp.status().is_success() {
             return Err(Self::error_of(&mut resp));
@@ -234,25 +303,31 @@ impl Client {
             .get("etag")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        Ok(Checkin::New {
-            response: Self::json(&mut resp)?,
-            etag,
-        })
+        Ok((
+            Checkin::New {
+                response: Self::json(&mut resp)?,
+                etag,
+            },
+            stamp,
+        ))
     }
 
     /// Downloads `blob` into `part` (appending, resuming from its current length) until it
     /// holds exactly `blob.size` bytes. Never accepts more bytes than the signed size; a
-    /// server that offers a different length is refused. `max_kbps` caps the rate.
-    /// `received` is told the size of every chunk read from the network.
+    /// server that offers a different length is refused. `opts.max_kbps` caps the rate; no
+    /// byte for `opts.stall_timeout` is a transient error (resume later). `received` is told
+    /// the size of every chunk written to `part`; when it returns `false` the download stops
+    /// with [`DownloadError::Interrupted`] (what was written stays).
     pub fn download(
         &self,
         credential: &str,
         blob: &BlobRef,
         part: &std::path::Path,
         storage: &dyn Storage,
-        max_kbps: Option<u64>,
-        received: &dyn Fn(u64),
+        opts: DownloadOptions,
+        received: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), DownloadError> {
+        let max_kbps = opts.max_kbps;
         let size = blob.size;
         let mut have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         if have > size {
@@ -268,13 +343,18 @@ impl Client {
         let mut req = self
             .agent
             .get(&self.url(&format!("/api/v1/blobs/{}", blob.digest)))
-            .header("authorization", &format!("Bearer {credential}"));
+            .header("authorization", &format!("Bearer {credential}"))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION);
         if have > 0 {
             req = req.header("range", &format!("bytes={have}-"));
         }
         let mut resp = req
+            .config()
+            .timeout_recv_body(None)
+            .timeout_per_read(Some(opts.stall_timeout))
+            .build()
             .call()
-            .map_err(|e| DownloadError::Transient(format!("downloading {}: {e}", blob.digest)))?;
+            .map_err(|e| transient(format!("downloading {}: {e}", blob.digest)))?;
         let status = resp.status().as_u16();
         let content_length = resp
             .headers()
@@ -290,10 +370,7 @@ impl Client {
                     .unwrap_or("")
                     .to_string();
                 let (start, total) = parse_content_range(&cr).ok_or_else(|| {
-                    DownloadError::Transient(format!(
-                        "bad Content-Range {cr:?} for {}",
-                        blob.digest
-                    ))
+                    transient(format!("bad Content-Range {cr:?} for {}", blob.digest))
                 })?;
                 if total != size {
                     return Err(DownloadError::Refused(format!(
@@ -302,7 +379,7 @@ impl Client {
                     )));
                 }
                 if start != have {
-                    return Err(DownloadError::Transient(format!(
+                    return Err(transient(format!(
                         "server resumed at {start}, expected {have}"
                     )));
                 }
@@ -331,16 +408,7 @@ impl Client {
                     have + 1
                 )));
             }
-            401 | 403 | 404 => {
-                return Err(DownloadError::Transient(
-                    Self::error_of(&mut resp).to_string(),
-                ));
-            }
-            _ => {
-                return Err(DownloadError::Transient(
-                    Self::error_of(&mut resp).to_string(),
-                ));
-            }
+            _ => return Err(transient(Self::error_of(&mut resp).to_string())),
         }
         let storage_err = |e: std::io::Error| DownloadError::Storage {
             path: part.display().to_string(),
@@ -357,26 +425,45 @@ impl Client {
                 let cap = buf.len().min(usize::try_from(want).unwrap_or(usize::MAX));
                 let n = match body.read(&mut buf[..cap]) {
                     Ok(0) => {
-                        return Err(DownloadError::Transient(format!(
-                            "connection ended after {} of {size} bytes of {}",
-                            size - want,
-                            blob.digest
-                        )));
+                        return Err(DownloadError::Transient {
+                            reason: format!(
+                                "connection ended after {} of {size} bytes of {}",
+                                size - want,
+                                blob.digest
+                            ),
+                            progressed: got > 0,
+                        });
                     }
-                    Ok(n) => {
-                        received(n as u64);
-                        n
-                    }
+                    Ok(n) => n,
                     Err(e) => {
-                        return Err(DownloadError::Transient(format!(
-                            "reading {}: {e}",
-                            blob.digest
-                        )));
+                        let stalled = e.kind() == std::io::ErrorKind::TimedOut
+                            || e.to_string().to_ascii_lowercase().contains("timeout");
+                        let reason = if stalled {
+                            format!(
+                                "no data for {}s after {} of {size} bytes of {} (stalled): {e}",
+                                opts.stall_timeout.as_secs(),
+                                size - want,
+                                blob.digest
+                            )
+                        } else {
+                            format!("reading {}: {e}", blob.digest)
+                        };
+                        return Err(DownloadError::Transient {
+                            reason,
+                            progressed: got > 0,
+                        });
                     }
                 };
                 out.write_all(&buf[..n]).map_err(storage_err)?;
                 want -= n as u64;
                 got += n as u64;
+                if !received(n as u64) {
+                    return Err(DownloadError::Interrupted(format!(
+                        "after {} of {size} bytes of {}",
+                        size - want,
+                        blob.digest
+                    )));
+                }
                 if let Some(kbps) = max_kbps.filter(|k| *k > 0) {
                     let due = Duration::from_secs_f64(got as f64 / (kbps as f64 * 1024.0));
                     if let Some(wait) = due.checked_sub(started.elapsed()) {

@@ -11,6 +11,11 @@
 //!   (crash loop), rolls back.
 //! - `RollingBack`: switch `current` back to the previous slot and re-activate it.
 //!
+//! A newer assignment that arrives while a release is downloading or verifying supersedes
+//! it there (`current` and both installed releases untouched): another release becomes the
+//! target, the active release cancels the install. Once `current` is switched (activation,
+//! trial) the install runs to its end and the newer assignment is applied right after.
+//!
 //! (The self-test vectors of a bundle need the inference runtime, so `SelfTest` is not a
 //! separate phase here: the health check, run by the runtime's hook, covers it.)
 
@@ -282,6 +287,34 @@ pub fn transition(
             n.highest_version = s.highest_version.max(*version);
             n.done_version = s.done_version.max(*version);
             vec![]
+        }
+        (Downloading | Verifying, Event::Assigned { version, release }) => {
+            // A newer assignment supersedes the install in flight (nothing switched yet).
+            let t = s.target.as_ref().ok_or_else(invalid)?;
+            if *version < s.highest_version || *version < t.assignment_version {
+                return Err(invalid());
+            }
+            n.highest_version = *version;
+            n.done_version = s.done_version.max(t.assignment_version);
+            n.target = Some(Target {
+                assignment_version: *version,
+                release: (**release).clone(),
+                slot: t.slot,
+            });
+            n.phase = Downloading;
+            vec![Effect::Download]
+        }
+        (Downloading | Verifying, Event::AssignedSame { version }) => {
+            // Back to the release that runs (typically a rollback during the install): cancel.
+            let t = s.target.as_ref().ok_or_else(invalid)?;
+            if *version < s.highest_version || *version < t.assignment_version {
+                return Err(invalid());
+            }
+            n.highest_version = *version;
+            n.done_version = s.done_version.max(*version);
+            n.target = None;
+            n.phase = n.resting();
+            vec![Effect::Report]
         }
         (Downloading | Verifying, Event::Downloaded) => {
             n.phase = Verifying;
@@ -614,6 +647,88 @@ mod tests {
         );
         assert!(transition(&s, Event::Health(Ok(())), L, 1).is_err());
         assert!(transition(&State::default(), Event::Unpacked, L, 1).is_err());
+    }
+
+    fn downloading(s: &State, version: u64, v: &str) -> State {
+        step(
+            s,
+            Event::Assigned {
+                version,
+                release: Box::new(rel(v)),
+            },
+        )
+        .0
+    }
+
+    #[test]
+    fn a_newer_assignment_supersedes_a_download_in_the_same_inactive_slot() {
+        let s = install(&State::default(), 1, "1.0.0");
+        let s = downloading(&s, 2, "2.0.0");
+        let (s, e) = step(
+            &s,
+            Event::Assigned {
+                version: 3,
+                release: Box::new(rel("3.0.0")),
+            },
+        );
+        assert_eq!(e, vec![Effect::Download]);
+        assert_eq!(s.phase, Phase::Downloading);
+        let t = s.target.as_ref().expect("target");
+        assert_eq!((t.assignment_version, t.slot), (3, Slot::B));
+        assert_eq!(t.release.version, "3.0.0");
+        assert_eq!((s.highest_version, s.done_version), (3, 2));
+        assert_eq!(s.active.as_ref().map(|a| a.version.as_str()), Some("1.0.0"));
+        // Verifying too; an older version cannot supersede.
+        let (v, _) = step(&s, Event::Downloaded);
+        assert!(
+            transition(
+                &v,
+                Event::Assigned {
+                    version: 2,
+                    release: Box::new(rel("2.0.0"))
+                },
+                L,
+                1
+            )
+            .is_err()
+        );
+        let (v, e) = step(
+            &v,
+            Event::Assigned {
+                version: 4,
+                release: Box::new(rel("4.0.0")),
+            },
+        );
+        assert_eq!((v.phase, e), (Phase::Downloading, vec![Effect::Download]));
+    }
+
+    #[test]
+    fn a_rollback_to_the_running_release_cancels_the_install() {
+        let s = install(&State::default(), 1, "1.0.0");
+        let s = downloading(&s, 2, "2.0.0");
+        let (s, e) = step(&s, Event::AssignedSame { version: 3 });
+        assert_eq!(e, vec![Effect::Report]);
+        assert_eq!(s.phase, Phase::Committed);
+        assert!(s.target.is_none());
+        assert_eq!((s.highest_version, s.done_version), (3, 3));
+        assert_eq!(s.active.as_ref().map(|a| a.version.as_str()), Some("1.0.0"));
+    }
+
+    #[test]
+    fn after_the_switch_a_newer_assignment_waits_for_the_end() {
+        let s = install(&State::default(), 1, "1.0.0");
+        let s = downloading(&s, 2, "2.0.0");
+        let (s, _) = step(&s, Event::Downloaded);
+        let (s, _) = step(&s, Event::Unpacked);
+        for ev in [
+            Event::Assigned {
+                version: 3,
+                release: Box::new(rel("3.0.0")),
+            },
+            Event::AssignedSame { version: 3 },
+        ] {
+            assert!(transition(&s, ev, L, 1).is_err(), "activating");
+        }
     }
 
     #[test]

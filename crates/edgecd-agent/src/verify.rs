@@ -76,6 +76,56 @@ pub fn verify_assignment(
     Ok(a)
 }
 
+/// Checks a check-in answer's signed timestamp (`edgecd_api::protocol::Timestamp`): signed by
+/// the pinned assignment key, for this device, not expired.
+pub fn verify_timestamp(
+    text: &str,
+    signature_b64: &str,
+    key: &VerifyingKey,
+    device_id: &str,
+    now: u64,
+) -> Result<edgecd_api::protocol::Timestamp, Refusal> {
+    let t = edgecd_api::protocol::Timestamp::parse(text).ok_or_else(|| {
+        Refusal(format!(
+            "timestamp {text:?} is not v1;device=…;issued=…;expires=…;version=…"
+        ))
+    })?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(signature_b64.as_bytes())
+        .map_err(|e| Refusal(format!("timestamp signature is not base64: {e}")))?;
+    if key.verify(&t.signed_bytes(), &sig).is_err() {
+        return refuse("timestamp signature does not verify with the pinned assignment key");
+    }
+    if t.device_id != device_id {
+        return refuse(format!(
+            "timestamp is for device {}, not {device_id}",
+            t.device_id
+        ));
+    }
+    if t.expires <= now {
+        return refuse(format!(
+            "timestamp expired at {} (now {now}): a stale or replayed answer",
+            t.expires
+        ));
+    }
+    Ok(t)
+}
+
+/// Before the bundle is downloaded: its signature must be by the key that signed the
+/// release manifest (so an untrusted signer is refused before a byte of the model moves).
+pub fn check_bundle_signature_key(sig_json: &[u8], key: &VerifyingKey) -> Result<(), Refusal> {
+    let sig = SigstoreBundle::from_json(sig_json)
+        .map_err(|e| Refusal(format!("bundle signature: {e}")))?;
+    let hint = sig.key_hint();
+    if !hint.is_empty() && hint != key.hint() {
+        return refuse(format!(
+            "bundle is signed by key {hint:?}, not by the release's key {:?}",
+            key.hint()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that a release built for `hw` and pinned to `rt` can run on this device.
 pub fn check_compatible(
     hw: &HardwareProfile,

@@ -223,34 +223,58 @@ fn force(
 
 #[test]
 fn lower_assignment_version_is_refused() {
-    // No re-signing on check-in: the forged old version must reach the agent as is.
-    let env = Env::with(None, |c| c.refresh_assignments = false);
-    let (a, _r1) = running_v1(&env, "a", None);
+    // A man in the middle keeps the first signed assignment (1.0.0, v1) and later serves it
+    // again in place of the server's answers: a rollback attack with a validly signed,
+    // older assignment. (A server whose own counter is behind resyncs instead: see
+    // delivery.rs.)
+    let env = Env::new();
+    let replay = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(None::<serde_json::Value>));
+    let (r2, k2) = (replay.clone(), kept.clone());
+    let proxy = rewriting_proxy(
+        env.server.addr,
+        std::sync::Arc::new(|_, _| {}),
+        std::sync::Arc::new(move |first, _req, status, headers, body| {
+            if !first.contains("/checkin") {
+                return;
+            }
+            let mut kept = k2.lock().expect("kept");
+            if r2.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(a) = kept.clone() {
+                    *status = "HTTP/1.1 200 OK".into();
+                    headers.retain(|(k, _)| k != "etag");
+                    *body = serde_json::to_vec(&serde_json::json!({
+                        "assignment": a, "nextCheckinSecs": 1
+                    }))
+                    .expect("json");
+                }
+            } else if kept.is_none()
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+                && v["assignment"].is_object()
+            {
+                *kept = Some(v["assignment"].clone());
+            }
+        }),
+    );
+    let (a, _r1) = running_v1(&env, "a", Some(&proxy.url));
     let r2 = env.release(APP, "2.0.0", 16 * 1024);
-    let info2 = env.publish(&r2).expect("publish");
+    env.publish(&r2).expect("publish");
     env.deploy(APP, "2.0.0", &[]);
     env.wait_running(&a.data_dir, "receipt-parser@2.0.0", T);
-    let r3 = env.release(APP, "3.0.0", 16 * 1024);
-    let info3 = env.publish(&r3).expect("publish");
-    let id = device_id(&a.data_dir).expect("id");
-    let _ = info2;
-    // A validly signed assignment with an old version number (replayed or rolled back).
-    force(
-        &env,
-        &id,
-        1,
-        info3.release,
-        edgecd_server::util::now() + 3600,
-    );
-    expect_refusal(
-        &env,
-        &a,
-        "receipt-parser@3.0.0",
-        "lower than the highest accepted version 2",
+    replay.store(true, std::sync::atomic::Ordering::SeqCst);
+    let o = env.wait_outcome(&a.data_dir, OutcomeKind::Refused, T);
+    assert!(
+        o.reason.contains("lower than the highest accepted version"),
+        "{}",
+        o.reason
     );
     assert_eq!(
         check_current(&a.data_dir).expect("current").0,
         r2.bundle_digest
+    );
+    assert_eq!(
+        check_current(&a.data_dir).expect("current").1,
+        "receipt-parser@2.0.0"
     );
 }
 
@@ -333,46 +357,17 @@ fn disk_full_mid_download_is_reported_and_nothing_installed() {
     env.publish(&r1).expect("publish");
     let token = env.token(1, &[]);
     let data_dir = env.path("inproc");
-    let cfg = edgecd_agent::cli::Args {
-        server: env.url.clone(),
-        data_dir: data_dir.clone(),
-        enroll_token: Some(token),
-        labels: vec![],
-        activate_cmd: None,
-        health_cmd: None,
-        health_url: None,
-        health_timeout_secs: 3,
-        activate_timeout_secs: 3,
-        max_download_kbps: None,
-        ca_cert: None,
-        release_keys: vec![],
-        board: Some("rpi5".into()),
-        hostname: None,
-        serial: None,
-        accelerator: None,
-        runtimes: vec![fixtures::infer_pin()],
-        max_trial_starts: 3,
-        checkin_interval_ms: Some(100),
-        max_checkins: None,
-        metrics_url: None,
-        thermal_path: None,
-        throttle_path: None,
-        metrics_listen: None,
-        metrics_listen_any: false,
-    }
-    .into_config()
-    .expect("config");
     let storage = FullDisk {
         written: Default::default(),
         limit: 100 * 1024,
     };
-    let mut agent = edgecd_agent::Agent::new(
-        cfg,
-        std::sync::Arc::new(edgecd_agent::install::EdgecdBundleInstaller),
+    let mut agent = inproc_agent(
+        &env,
+        "inproc",
+        Some(&token),
+        &[],
         std::sync::Arc::new(storage),
-    )
-    .expect("agent");
-    agent.start().expect("start");
+    );
     agent.sync_once().expect("enroll + check in");
     env.deploy(APP, "1.0.0", &[]);
     agent.sync_once().expect("sync");

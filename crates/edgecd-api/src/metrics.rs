@@ -33,7 +33,7 @@ pub const CONFIDENCE_BUCKETS: usize = 10;
 
 /// Aggregates over some period; two of them merge by adding.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct MetricsAggregate {
     pub requests: u64,
     pub errors: u64,

@@ -25,7 +25,7 @@ pub struct Profile {
 
 /// The hardware a bundle is built for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HardwareProfile {
     /// Board id, e.g. `rpi5`.
     pub board: String,
@@ -38,7 +38,6 @@ pub struct HardwareProfile {
 
 /// The inference runtime and version the bundle is pinned to (`NAME@VERSION`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RuntimePin {
     pub name: String,
     pub version: String,

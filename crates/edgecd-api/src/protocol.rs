@@ -15,6 +15,24 @@
 //! (the JSON of an [`Assignment`]) with ECDSA P-256 / SHA-256; `signature` is the base64 of
 //! the ASN.1 DER signature and `keyHint` is the signing key's hint (base64 SHA-256 of its SPKI
 //! DER). The agent verifies the signature over the payload bytes *before* parsing them.
+//!
+//! **Freshness** (TUF's timestamp role, kept small): every check-in answer, `304` included,
+//! carries a [`Timestamp`] in [`TIMESTAMP_HEADER`], signed with the assignment key
+//! ([`TIMESTAMP_SIGNATURE_HEADER`]): device id, issue and expiry times (short-lived) and the
+//! device's current assignment version on the server. An agent that sees no valid, unexpired
+//! timestamp for longer than its lifetime is being fed stale answers (freeze attack) and
+//! reports `staleSince`; one that holds a higher signed assignment than the server's
+//! counter (a database restored from a backup) sends it as `assignmentProof` and the server
+//! resyncs its counter above it.
+//!
+//! **Protocol versions and compatibility**: every agent ↔ server message carries the sender's
+//! protocol version, `MAJOR.MINOR` ([`PROTOCOL_VERSION`]), in the [`PROTOCOL_HEADER`] header
+//! and, in JSON bodies, a `protocol` field (absent means `1.0`, the first release). Within a
+//! major version, fields are only ever added, and every type decoded from the other side
+//! ignores fields it does not know (`deny_unknown_fields` is kept only for files people write,
+//! such as rollout specs). The promise: a server serves agents of its own minor version and of
+//! the previous one; an agent works with a server one minor version newer. A peer of another
+//! major version is refused with a message that names both versions.
 
 use crate::profile::{HardwareProfile, RuntimePin};
 use serde::{Deserialize, Serialize};
@@ -23,22 +41,117 @@ use std::collections::BTreeMap;
 /// Response header carrying the next check-in delay in seconds (also set on `304`).
 pub const NEXT_CHECKIN_HEADER: &str = "x-edgecd-next-checkin";
 
+/// This build's protocol version (`MAJOR.MINOR`); see the module doc for the promise.
+pub const PROTOCOL_VERSION: &str = "1.1";
+
+/// Header carrying the sender's protocol version on every agent ↔ server message.
+pub const PROTOCOL_HEADER: &str = "x-edgecd-protocol";
+
+/// Header of a check-in answer carrying the signed [`Timestamp`] (its [`Timestamp::to_text`]).
+pub const TIMESTAMP_HEADER: &str = "x-edgecd-timestamp";
+
+/// base64 of the ASN.1 DER ECDSA P-256/SHA-256 signature, by the assignment key, over
+/// [`Timestamp::signed_bytes`].
+pub const TIMESTAMP_SIGNATURE_HEADER: &str = "x-edgecd-timestamp-signature";
+
+/// The protocol version of a peer that did not say (the first release).
+pub fn legacy_protocol() -> String {
+    "1.0".to_string()
+}
+
+/// Parses `MAJOR.MINOR`.
+pub fn parse_protocol(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.trim().split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Whether this build serves / talks to a peer of protocol `peer` (see the module doc):
+/// same major version; the server side accepts its own minor version and the one before
+/// (and newer minors, whose extra fields it ignores).
+pub fn check_protocol(peer: &str) -> Result<(), String> {
+    let ours = parse_protocol(PROTOCOL_VERSION).unwrap_or((1, 0));
+    match parse_protocol(peer) {
+        Some((major, minor)) if major == ours.0 && minor + 1 >= ours.1 => Ok(()),
+        Some(_) => Err(format!(
+            "protocol {peer} is not supported by this peer (protocol {PROTOCOL_VERSION}; supported: {}.{} and newer {}.x): upgrade the older side",
+            ours.0,
+            ours.1.saturating_sub(1),
+            ours.0
+        )),
+        None => Err(format!(
+            "protocol version {peer:?} is not MAJOR.MINOR (this peer speaks {PROTOCOL_VERSION})"
+        )),
+    }
+}
+
+/// A short-lived statement by the server, signed with the assignment key: at `issued`, the
+/// current assignment version of `device_id` was `assignment_version` (0: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timestamp {
+    pub device_id: String,
+    pub issued: u64,
+    pub expires: u64,
+    pub assignment_version: u64,
+}
+
+impl Timestamp {
+    /// `v1;device=ID;issued=N;expires=N;version=N` (header-safe text).
+    pub fn to_text(&self) -> String {
+        format!(
+            "v1;device={};issued={};expires={};version={}",
+            self.device_id, self.issued, self.expires, self.assignment_version
+        )
+    }
+
+    /// Parses [`Timestamp::to_text`].
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut it = text.split(';');
+        if it.next()? != "v1" {
+            return None;
+        }
+        let mut field = |name: &str| {
+            it.next()
+                .and_then(|kv| kv.strip_prefix(name))
+                .and_then(|v| v.strip_prefix('='))
+                .map(str::to_string)
+        };
+        let device_id = field("device")?;
+        let issued = field("issued")?.parse().ok()?;
+        let expires = field("expires")?.parse().ok()?;
+        let assignment_version = field("version")?.parse().ok()?;
+        Some(Self {
+            device_id,
+            issued,
+            expires,
+            assignment_version,
+        })
+    }
+
+    /// The bytes the signature covers (domain-separated from assignments).
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        format!("edgecd-timestamp:{}", self.to_text()).into_bytes()
+    }
+}
+
 /// Largest JSON request body the server accepts on non-upload endpoints.
 pub const MAX_JSON_BODY: usize = 256 * 1024;
 
 /// `POST /api/v1/devices/enroll`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct EnrollRequest {
     /// The one-time enrollment token from `edgecd device token create`.
     pub token: String,
     pub inventory: Inventory,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The agent's protocol version (absent: `1.0`).
+    #[serde(default = "legacy_protocol")]
+    pub protocol: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct EnrollResponse {
     pub device_id: String,
     /// The per-device bearer credential; the server stores only its hash.
@@ -48,11 +161,14 @@ pub struct EnrollResponse {
     /// SPKI PEM of each key trusted to sign releases (pinned on the device).
     pub trusted_release_keys: Vec<String>,
     pub next_checkin_secs: u64,
+    /// The server's protocol version (absent: `1.0`).
+    #[serde(default = "legacy_protocol")]
+    pub protocol: String,
 }
 
 /// What the device is.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Inventory {
     /// Board id, e.g. `rpi5`.
     pub board: String,
@@ -99,7 +215,7 @@ impl std::fmt::Display for Phase {
 
 /// A release as it runs on a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RunningRelease {
     pub app: String,
     pub version: String,
@@ -124,7 +240,7 @@ pub enum OutcomeKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Outcome {
     pub kind: OutcomeKind,
     /// The assignment version the operation was about.
@@ -141,7 +257,7 @@ pub struct Outcome {
 
 /// What the device actually runs and how its last operation went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DeviceStatus {
     pub phase: Phase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,11 +266,35 @@ pub struct DeviceStatus {
     pub assignment_version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<Outcome>,
+    /// Progress of the download in flight (phase `downloading`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<DownloadProgress>,
+    /// Unix seconds since which the device has seen no valid, unexpired signed timestamp on
+    /// the server's answers (stale or replayed answers: freeze attack?).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<u64>,
+    /// The highest assignment the device accepted, sent when the server's counter is behind
+    /// it (e.g. after a database restore) so that the server can resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_proof: Option<SignedAssignment>,
+}
+
+/// How far the download of a release has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadProgress {
+    /// `APP@VERSION` being downloaded.
+    pub release: String,
+    /// The assignment version it is for.
+    pub assignment_version: u64,
+    /// Bytes of the release's files on the device so far, and in all.
+    pub done_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// `POST /api/v1/devices/{id}/checkin`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckinRequest {
     pub inventory: Inventory,
     pub status: DeviceStatus,
@@ -163,19 +303,25 @@ pub struct CheckinRequest {
     /// Inference metrics since the previous check-in (deltas), for rollout gates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::metrics::MetricsAggregate>,
+    /// The agent's protocol version (absent: `1.0`).
+    #[serde(default = "legacy_protocol")]
+    pub protocol: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckinResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment: Option<SignedAssignment>,
     pub next_checkin_secs: u64,
+    /// The server's protocol version (absent: `1.0`).
+    #[serde(default = "legacy_protocol")]
+    pub protocol: String,
 }
 
 /// An assignment and the server's signature over its exact JSON bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SignedAssignment {
     /// The JSON text of an [`Assignment`]; the signed bytes are its UTF-8 bytes.
     pub payload: String,
@@ -186,7 +332,7 @@ pub struct SignedAssignment {
 
 /// Which release a device should run (signed by the server's online key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Assignment {
     pub device_id: String,
     /// Monotonically increasing per device; a rollback is a new, higher version.
@@ -200,7 +346,7 @@ pub struct Assignment {
 
 /// A content-addressed blob with its exact size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct BlobRef {
     /// `sha256:<hex>` of the blob's bytes.
     pub digest: String,
@@ -209,7 +355,7 @@ pub struct BlobRef {
 
 /// The files of a published release, as blobs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ReleaseRef {
     pub app: String,
     pub version: String,
@@ -229,7 +375,7 @@ pub struct ReleaseRef {
 
 /// `POST /api/v1/admin/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TrustKeyRequest {
     pub public_key_pem: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,7 +383,7 @@ pub struct TrustKeyRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TrustedKey {
     pub hint: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,7 +395,7 @@ pub struct TrustedKey {
 /// `POST /api/v1/admin/releases`: the blobs (already uploaded with
 /// `PUT /api/v1/admin/blobs/sha256:{hex}`) that make up a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PublishRequest {
     pub manifest: BlobRef,
     pub manifest_sig: BlobRef,
@@ -261,7 +407,7 @@ pub struct PublishRequest {
 
 /// A published release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ReleaseInfo {
     pub release: ReleaseRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,7 +419,7 @@ pub struct ReleaseInfo {
 
 /// `POST /api/v1/admin/enrollment-tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateTokenRequest {
     /// Labels every device enrolled with this token gets.
     #[serde(default)]
@@ -287,7 +433,7 @@ pub struct CreateTokenRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateTokenResponse {
     pub token: String,
     pub expires: u64,
@@ -296,7 +442,7 @@ pub struct CreateTokenResponse {
 
 /// A device as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DeviceInfo {
     pub id: String,
     pub labels: BTreeMap<String, String>,
@@ -317,14 +463,14 @@ pub struct DeviceInfo {
 
 /// `PATCH /api/v1/admin/devices/{id}/labels`: set (or with an empty value, remove) labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct LabelRequest {
     pub labels: BTreeMap<String, String>,
 }
 
 /// `POST /api/v1/admin/deployments`: assign a release to every device matching `selector`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DeployRequest {
     pub app: String,
     pub version: String,
@@ -332,7 +478,7 @@ pub struct DeployRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DeployResponse {
     /// `(device id, new assignment version)` for each device assigned.
     pub assigned: Vec<DeployedDevice>,
@@ -345,7 +491,7 @@ pub struct DeployResponse {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DeployedDevice {
     pub device_id: String,
     pub assignment_version: u64,
@@ -361,7 +507,6 @@ pub struct SkippedDevice {
 
 /// Error body of every non-2xx response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     pub error: String,
 }
@@ -390,6 +535,7 @@ pub fn valid_digest(d: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::{HardwareProfile, RuntimePin};
 
     #[test]
     fn labels_and_digests_are_validated() {
@@ -401,6 +547,172 @@ mod tests {
         assert!(valid_digest(&format!("sha256:{}", "a".repeat(64))));
         assert!(!valid_digest(&format!("sha256:{}", "A".repeat(64))));
         assert!(!valid_digest("sha256:../../etc/passwd"));
+    }
+
+    /// Adds `"futureField"` (an object) to every JSON object in `v`.
+    fn with_future_fields(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for x in m.values_mut() {
+                    with_future_fields(x);
+                }
+                m.insert("futureField".into(), serde_json::json!({"added": [1, 2]}));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(with_future_fields),
+            _ => {}
+        }
+    }
+
+    fn roundtrips_with_future_fields<T>(x: &T)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let mut v = serde_json::to_value(x).expect("serializes");
+        with_future_fields(&mut v);
+        let back: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+            panic!(
+                "{} refused a newer peer's fields: {e}",
+                std::any::type_name::<T>()
+            )
+        });
+        assert_eq!(&back, x);
+    }
+
+    fn release() -> ReleaseRef {
+        let b = BlobRef {
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 1,
+        };
+        ReleaseRef {
+            app: "app".into(),
+            version: "1.0.0".into(),
+            bundle_digest: b.digest.clone(),
+            manifest: b.clone(),
+            manifest_sig: b.clone(),
+            bundle: b.clone(),
+            bundle_sig: b,
+            hardware: HardwareProfile {
+                board: "rpi5".into(),
+                accelerator: Some("hailo-8l".into()),
+                min_ram_mb: Some(1),
+            },
+            runtime: RuntimePin {
+                name: "edgecd-infer".into(),
+                version: "0.1.0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn wire_types_accept_fields_a_newer_peer_adds() {
+        let inventory = Inventory {
+            board: "rpi5".into(),
+            ram_mb: 8192,
+            runtimes: [("edgecd-infer".to_string(), "0.1.0".to_string())].into(),
+            agent_version: "0.1.0".into(),
+            ..Default::default()
+        };
+        let signed = SignedAssignment {
+            payload: "{}".into(),
+            signature: "c2ln".into(),
+            key_hint: "hint".into(),
+        };
+        let status = DeviceStatus {
+            phase: Phase::Downloading,
+            running: Some(RunningRelease {
+                app: "app".into(),
+                version: "1.0.0".into(),
+                bundle_digest: "sha256:x".into(),
+                slot: "a".into(),
+            }),
+            assignment_version: 3,
+            last_outcome: Some(Outcome {
+                kind: OutcomeKind::Refused,
+                assignment_version: 3,
+                release: Some("app@2".into()),
+                reason: "r".into(),
+                at: 1,
+            }),
+            download: Some(DownloadProgress {
+                release: "app@2".into(),
+                assignment_version: 4,
+                done_bytes: 1,
+                total_bytes: 2,
+            }),
+            stale_since: Some(5),
+            assignment_proof: Some(signed.clone()),
+        };
+        roundtrips_with_future_fields(&CheckinRequest {
+            inventory: inventory.clone(),
+            status,
+            labels: BTreeMap::new(),
+            metrics: Some(crate::metrics::MetricsAggregate::default()),
+            protocol: PROTOCOL_VERSION.into(),
+        });
+        roundtrips_with_future_fields(&CheckinResponse {
+            assignment: Some(signed),
+            next_checkin_secs: 1,
+            protocol: PROTOCOL_VERSION.into(),
+        });
+        roundtrips_with_future_fields(&EnrollRequest {
+            token: "t".into(),
+            inventory,
+            labels: BTreeMap::new(),
+            protocol: PROTOCOL_VERSION.into(),
+        });
+        roundtrips_with_future_fields(&EnrollResponse {
+            device_id: "d".into(),
+            credential: "c".into(),
+            assignment_key_pem: "k".into(),
+            trusted_release_keys: vec!["k".into()],
+            next_checkin_secs: 1,
+            protocol: PROTOCOL_VERSION.into(),
+        });
+        roundtrips_with_future_fields(&Assignment {
+            device_id: "d".into(),
+            version: 1,
+            issued: 1,
+            expires: 2,
+            release: release(),
+        });
+    }
+
+    #[test]
+    fn an_older_peer_without_the_new_fields_is_read_as_protocol_1_0() {
+        let r: CheckinResponse = serde_json::from_str(r#"{"nextCheckinSecs":5}"#).expect("old");
+        assert_eq!(r.protocol, "1.0");
+        assert!(check_protocol(&r.protocol).is_ok());
+        let s: DeviceStatus =
+            serde_json::from_str(r#"{"phase":"idle","assignmentVersion":0}"#).expect("old");
+        assert!(s.download.is_none() && s.assignment_proof.is_none());
+    }
+
+    #[test]
+    fn protocol_versions_one_minor_apart_are_served_other_majors_refused() {
+        assert!(check_protocol(PROTOCOL_VERSION).is_ok());
+        assert!(check_protocol("1.0").is_ok());
+        assert!(check_protocol("1.7").is_ok());
+        let e = check_protocol("2.0").expect_err("other major");
+        assert!(e.contains("2.0") && e.contains(PROTOCOL_VERSION), "{e}");
+        assert!(check_protocol("one").is_err());
+    }
+
+    #[test]
+    fn timestamps_round_trip_as_header_text() {
+        let t = Timestamp {
+            device_id: "dev-1".into(),
+            issued: 10,
+            expires: 70,
+            assignment_version: 4,
+        };
+        assert_eq!(Timestamp::parse(&t.to_text()), Some(t.clone()));
+        assert!(axum_free_header_safe(&t.to_text()));
+        assert_eq!(Timestamp::parse("v2;device=x"), None);
+        assert!(t.signed_bytes().starts_with(b"edgecd-timestamp:v1;"));
+    }
+
+    fn axum_free_header_safe(s: &str) -> bool {
+        s.bytes().all(|b| (0x20..0x7f).contains(&b))
     }
 
     #[test]

@@ -55,3 +55,45 @@ fn server_refuses_a_wrong_notifications_file() {
         "{err}"
     );
 }
+
+/// Lifetimes below their floor are an error naming the floor, never silently raised.
+#[test]
+fn server_refuses_metadata_lifetimes_below_their_floor() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    for (flag, value, floor) in [
+        ("--assignment-ttl-secs", "30", "60"),
+        ("--timestamp-ttl-secs", "59", "60"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_edgecd"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag} {value}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{flag} {value} is below its floor of {floor} seconds"
+            )),
+            "{err}"
+        );
+        assert!(!data.exists(), "the server must not start");
+    }
+    // Three check-in intervals for assignments: 120 s is too short for 60 s check-ins.
+    let o = Command::new(env!("CARGO_BIN_EXE_edgecd"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--checkin-interval-secs",
+            "60",
+            "--assignment-ttl-secs",
+            "120",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("below its floor of 180 seconds"), "{err}");
+}

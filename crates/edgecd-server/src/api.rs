@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_blob));
     json_routes
         .merge(upload)
+        .layer(axum::middleware::map_response(protocol_header))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -77,6 +78,24 @@ fn is_polling(path: &str) -> bool {
         || path
             .strip_prefix("/api/v1/devices/")
             .is_some_and(|p| p.ends_with("/checkin"))
+}
+
+/// Every answer names the server's protocol version (see `edgecd_api::protocol`).
+async fn protocol_header(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        axum::http::HeaderName::from_static(PROTOCOL_HEADER),
+        HeaderValue::from_static(PROTOCOL_VERSION),
+    );
+    resp
+}
+
+/// Refuses a peer whose protocol this server does not serve (426, naming both versions).
+fn check_peer_protocol(body_version: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let v = headers
+        .get(PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(body_version);
+    check_protocol(v).map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, e))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -196,8 +215,10 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, Api
 
 async fn enroll(
     State(st): State<AppState>,
+    headers: HeaderMap,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
+    check_peer_protocol(&req.protocol, &headers)?;
     check_inventory(&req.inventory)?;
     check_labels(&req.labels)?;
     let now = util::now() as i64;
@@ -259,6 +280,7 @@ async fn enroll(
         assignment_key_pem: st.signing_key.verifying_key().to_spki_pem(),
         trusted_release_keys: keys.into_iter().map(|k| k.0).collect(),
         next_checkin_secs: st.config.checkin_interval_secs,
+        protocol: PROTOCOL_VERSION.into(),
     }))
 }
 
@@ -271,6 +293,74 @@ fn next_header(secs: u64) -> (axum::http::HeaderName, HeaderValue) {
         axum::http::HeaderName::from_static(NEXT_CHECKIN_HEADER),
         HeaderValue::from(secs),
     )
+}
+
+/// The signed timestamp headers of a check-in answer: `device_id`'s assignment is at
+/// `version` (0: none) now, for the next `timestamp_ttl_secs`.
+fn timestamp_headers(
+    st: &AppState,
+    device_id: &str,
+    version: i64,
+) -> [(axum::http::HeaderName, HeaderValue); 2] {
+    let now = util::now();
+    let t = Timestamp {
+        device_id: device_id.to_string(),
+        issued: now,
+        expires: now + st.config.timestamp_ttl_secs,
+        assignment_version: version.max(0) as u64,
+    };
+    let sig = st.signing_key.sign(&t.signed_bytes());
+    [
+        (
+            axum::http::HeaderName::from_static(TIMESTAMP_HEADER),
+            hv(&t.to_text()),
+        ),
+        (
+            axum::http::HeaderName::from_static(TIMESTAMP_SIGNATURE_HEADER),
+            hv(&base64::engine::general_purpose::STANDARD.encode(sig)),
+        ),
+    ]
+}
+
+/// A device holding a validly signed assignment above the server's counter (the database
+/// was restored from an older backup): raise the counter above it and re-sign the current
+/// assignment there, instead of issuing versions the device refuses as a rollback attack.
+async fn resync(
+    st: &AppState,
+    id: &str,
+    proof: &SignedAssignment,
+    row: Option<AssignmentRow>,
+) -> Result<Option<AssignmentRow>, ApiError> {
+    let key = st.signing_key.verifying_key();
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(proof.signature.as_bytes())
+        .map_err(|_| ApiError::bad_request("assignmentProof.signature is not base64"))?;
+    if proof.key_hint != key.hint() || key.verify(proof.payload.as_bytes(), &sig).is_err() {
+        tracing::warn!(device = %id, "assignment proof does not verify with this server's key; ignored");
+        return Ok(row);
+    }
+    let p: Assignment = json_col(&proof.payload)?;
+    let current = row.as_ref().map_or(0, |a| a.version);
+    if p.device_id != id || p.version as i64 <= current {
+        return Ok(row);
+    }
+    st.store.raise_assignment_floor(id, p.version).await?;
+    st.store
+        .event(
+            Some(id),
+            "resynced",
+            &format!(
+                "device holds signed assignment v{} above the server's v{current}: counter raised",
+                p.version
+            ),
+        )
+        .await?;
+    tracing::warn!(device = %id, device_version = p.version, server_version = current, "assignment counter behind the device (restored database?): resynced");
+    let Some(a) = row else { return Ok(None) };
+    let release: Assignment = json_col(&a.payload)?;
+    let fresh = sign_assignment(st, id, p.version + 1, release.release)?;
+    st.store.put_assignment(&fresh).await?;
+    Ok(Some(fresh))
 }
 
 fn signed(a: &AssignmentRow, st: &AppState) -> SignedAssignment {
@@ -300,6 +390,7 @@ async fn checkin_inner(
     Json(req): Json<CheckinRequest>,
 ) -> Result<Response, ApiError> {
     let dev = device_for_path(&st, &headers, &id).await?;
+    check_peer_protocol(&req.protocol, &headers)?;
     check_inventory(&req.inventory)?;
     if let Some(o) = &req.status.last_outcome {
         check_text("lastOutcome.reason", &o.reason.replace('\n', " "), 4096)?;
@@ -326,15 +417,29 @@ async fn checkin_inner(
         tracing::info!(device = %id, outcome = %detail, "device reported an outcome");
         st.store.event(Some(&id), "outcome", &detail).await?;
     }
+    if let Some(stale) = req.status.stale_since
+        && prev.as_ref().and_then(|p| p.stale_since) != Some(stale)
+    {
+        tracing::warn!(device = %id, since = stale, "device reports stale answers (no fresh signed timestamp): a proxy or cache may be replaying old responses");
+        st.store
+            .event(Some(&id), "stale-answers", &stale.to_string())
+            .await?;
+    }
     let next = st.config.checkin_interval_secs;
     let mut row = st.store.assignment(&id).await?;
+    if let Some(proof) = &req.status.assignment_proof
+        && req.status.assignment_version as i64 > row.as_ref().map_or(0, |a| a.version)
+    {
+        row = resync(&st, &id, proof, row).await?;
+    }
     if let Some(a) = &row
         && st.config.refresh_assignments
     {
         let ttl = st.config.assignment_ttl_secs as i64;
         if a.expires - (now as i64) < ttl / 2 {
             let p: Assignment = json_col(&a.payload)?;
-            let fresh = sign_assignment(&st, &id, (a.version + 1) as u64, p.release)?;
+            let version = st.store.next_assignment_version(&id).await?;
+            let fresh = sign_assignment(&st, &id, version, p.release)?;
             st.store.put_assignment(&fresh).await?;
             row = Some(fresh);
         }
@@ -342,9 +447,11 @@ async fn checkin_inner(
     let Some(a) = row else {
         return Ok((
             [next_header(next)],
+            timestamp_headers(&st, &id, 0),
             Json(CheckinResponse {
                 assignment: None,
                 next_checkin_secs: next,
+                protocol: PROTOCOL_VERSION.into(),
             }),
         )
             .into_response());
@@ -358,14 +465,17 @@ async fn checkin_inner(
         return Ok((
             StatusCode::NOT_MODIFIED,
             [next_header(next), (header::ETAG, hv(&tag))],
+            timestamp_headers(&st, &id, a.version),
         )
             .into_response());
     }
     Ok((
         [next_header(next), (header::ETAG, hv(&tag))],
+        timestamp_headers(&st, &id, a.version),
         Json(CheckinResponse {
             assignment: Some(signed(&a, &st)),
             next_checkin_secs: next,
+            protocol: PROTOCOL_VERSION.into(),
         }),
     )
         .into_response())
@@ -1121,7 +1231,7 @@ async fn deploy(
             });
             continue;
         }
-        let version = current.map_or(1, |a| a.version as u64 + 1);
+        let version = st.store.next_assignment_version(&d.id).await?;
         if !q.dry_run {
             let a = sign_assignment(&st, &d.id, version, info.release.clone())?;
             st.store.put_assignment(&a).await?;

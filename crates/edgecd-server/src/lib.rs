@@ -48,6 +48,9 @@ pub struct Config {
     pub checkin_interval_secs: u64,
     /// Lifetime of a signed assignment.
     pub assignment_ttl_secs: u64,
+    /// Lifetime of the signed timestamp on every check-in answer (freeze-attack detection:
+    /// an agent that sees none valid for this long reports stale answers).
+    pub timestamp_ttl_secs: u64,
     /// Re-sign (with a higher version) assignments past half their lifetime on check-in.
     pub refresh_assignments: bool,
     /// Largest blob an admin may upload.
@@ -86,6 +89,7 @@ impl Config {
             tls: None,
             checkin_interval_secs: 60,
             assignment_ttl_secs: 7 * 24 * 3600,
+            timestamp_ttl_secs: 600,
             refresh_assignments: true,
             max_blob_bytes: 4 << 30,
             blob_rate_kbps: None,

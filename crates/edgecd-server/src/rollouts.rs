@@ -205,7 +205,7 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
                     {
                         continue;
                     }
-                    let version = current.map_or(1, |a| a.version as u64 + 1);
+                    let version = st.store.next_assignment_version(id).await?;
                     let a = sign_assignment(st, id, version, info.release.clone())?;
                     st.store.put_assignment(&a).await?;
                     st.store

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_rollouts.sql"),
     include_str!("../migrations/0003_notification_outbox.sql"),
+    include_str!("../migrations/0004_assignment_floor.sql"),
 ];
 
 #[derive(Debug, Clone)]
@@ -145,6 +146,33 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// The version the device's next assignment must carry: above its current assignment and
+    /// above any version the device proved it accepted (`assignment_floor`).
+    pub async fn next_assignment_version(&self, device_id: &str) -> Result<u64, sqlx::Error> {
+        let (v,): (i64,) = sqlx::query_as(
+            "SELECT MAX(COALESCE((SELECT version FROM assignments WHERE device_id = ?1), 0),
+                        COALESCE((SELECT assignment_floor FROM devices WHERE id = ?1), 0))",
+        )
+        .bind(device_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v as u64 + 1)
+    }
+
+    /// Raises the device's assignment floor to `version` (never lowers it).
+    pub async fn raise_assignment_floor(
+        &self,
+        device_id: &str,
+        version: u64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE devices SET assignment_floor = MAX(assignment_floor, ?) WHERE id = ?")
+            .bind(version as i64)
+            .bind(device_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Inserts or replaces a device's assignment; refuses to lower its version.

@@ -161,6 +161,7 @@ impl H {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
         };
         let (s, t, _) = self.req(
             "POST",
@@ -181,9 +182,13 @@ impl H {
                 running: None,
                 assignment_version: 0,
                 last_outcome: None,
+                download: None,
+                stale_since: None,
+                assignment_proof: None,
             },
             labels: BTreeMap::new(),
             metrics: None,
+            protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
         };
         let mut hs = vec![];
         if let Some(e) = etag {
@@ -305,6 +310,7 @@ fn device_auth_assignments_and_blobs() {
         token: "edt_nope".into(),
         inventory: inv(),
         labels: BTreeMap::new(),
+        protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
     };
     let (s, _, _) = h.req(
         "POST",

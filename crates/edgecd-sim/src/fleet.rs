@@ -271,9 +271,13 @@ impl Fleet {
                 running: d.running.clone(),
                 assignment_version: d.highest,
                 last_outcome: d.outcome.clone(),
+                download: None,
+                stale_since: None,
+                assignment_proof: None,
             },
             labels: d.labels.clone(),
             metrics,
+            protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
         };
         let started = Instant::now();
         let res = self
@@ -436,6 +440,7 @@ fn enroll_one(cfg: &SimConfig, client: &Client, i: usize) -> Result<VirtualDevic
         token: cfg.enroll_token.clone(),
         inventory: inventory(cfg),
         labels: labels.clone(),
+        protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
     };
     let r = client.enroll(&req).map_err(|e| SimError::Enroll {
         index: i,

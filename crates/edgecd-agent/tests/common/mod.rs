@@ -513,3 +513,226 @@ pub fn labels(l: &[(&str, &str)]) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// An agent in this process (its storage injectable), configured from `edgecd-agent` flags:
+/// rpi5, edgecd-infer@0.1.0, fast check-ins, plus `extra`.
+pub fn inproc_agent(
+    env: &Env,
+    name: &str,
+    token: Option<&str>,
+    extra: &[&str],
+    storage: Arc<dyn edgecd_agent::client::Storage>,
+) -> edgecd_agent::Agent {
+    use clap::Parser as _;
+    let data_dir = env.path(name);
+    let mut args: Vec<String> = [
+        "edgecd-agent",
+        "--server",
+        &env.url,
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--board",
+        "rpi5",
+        "--runtime",
+        "edgecd-infer@0.1.0",
+        "--checkin-interval-ms",
+        "100",
+        "--health-timeout-secs",
+        "3",
+        "--activate-timeout-secs",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(t) = token {
+        args.extend(["--enroll-token".to_string(), t.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let cfg = edgecd_agent::cli::Args::try_parse_from(args)
+        .expect("agent flags")
+        .into_config()
+        .expect("config");
+    let mut agent = edgecd_agent::Agent::new(
+        cfg,
+        Arc::new(edgecd_agent::install::EdgecdBundleInstaller),
+        storage,
+    )
+    .expect("agent");
+    agent.start().expect("start");
+    agent
+}
+
+/// Rewrites a proxied exchange: `(request line, request body, response status line,
+/// response headers, response body)`; headers are lower-case `(name, value)` pairs.
+pub type Rewrite = Arc<RewriteFn>;
+pub type RewriteFn =
+    dyn Fn(&str, &mut Vec<u8>, &mut String, &mut Vec<(String, String)>, &mut Vec<u8>) + Send + Sync;
+/// Rewrites a request body before it goes upstream (sees the request line).
+pub type RequestRewrite = Arc<RequestRewriteFn>;
+pub type RequestRewriteFn = dyn Fn(&str, &mut Vec<u8>) + Send + Sync;
+
+/// A one-request-per-connection HTTP proxy that lets `rewrite` change each exchange
+/// (request body before it goes upstream is passed as read; the rewrite sees it after the
+/// response came back, and may change the response).
+pub fn rewriting_proxy(
+    upstream: std::net::SocketAddr,
+    request_rewrite: RequestRewrite,
+    rewrite: Rewrite,
+) -> Proxy {
+    let l = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            if s2.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(c) = conn else { continue };
+            let (rq, rw) = (request_rewrite.clone(), rewrite.clone());
+            std::thread::spawn(move || {
+                let _ = rewrite_one(c, upstream, &*rq, &*rw);
+            });
+        }
+    });
+    Proxy { url, stop }
+}
+
+fn rewrite_one(
+    client: TcpStream,
+    upstream: std::net::SocketAddr,
+    request_rewrite: &RequestRewriteFn,
+    rewrite: &RewriteFn,
+) -> std::io::Result<()> {
+    let mut cr = BufReader::new(client.try_clone()?);
+    let (first, headers) = read_head(&mut cr)?;
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    cr.read_exact(&mut body)?;
+    request_rewrite(&first, &mut body);
+    let mut up = TcpStream::connect(upstream)?;
+    let mut req = format!("{first}\r\n");
+    for (k, v) in headers
+        .iter()
+        .filter(|(k, _)| k != "connection" && k != "content-length")
+    {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    up.write_all(req.as_bytes())?;
+    up.write_all(&body)?;
+    let mut ur = BufReader::new(up);
+    let (mut status, mut rh) = read_head(&mut ur)?;
+    let mut rbody = Vec::new();
+    ur.read_to_end(&mut rbody)?;
+    rewrite(&first, &mut body, &mut status, &mut rh, &mut rbody);
+    let mut out = client;
+    let mut resp = format!("{status}\r\n");
+    for (k, v) in rh
+        .iter()
+        .filter(|(k, _)| k != "connection" && k != "content-length")
+    {
+        resp.push_str(&format!("{k}: {v}\r\n"));
+    }
+    resp.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        rbody.len()
+    ));
+    out.write_all(resp.as_bytes())?;
+    out.write_all(&rbody)?;
+    out.flush()
+}
+
+/// How a [`slow_link`] behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    /// Bytes per second from the server to the device.
+    pub bytes_per_sec: u64,
+    /// After this many bytes on one connection, stop sending (keep it open) — a stall.
+    pub stall_after: Option<u64>,
+}
+
+/// A TCP relay to `upstream` whose server → device direction is throttled (and may stall):
+/// a slow or flaky link. Connections are independent (each gets the full rate).
+pub fn slow_link(upstream: std::net::SocketAddr, link: Link) -> Proxy {
+    let l = TcpListener::bind("127.0.0.1:0").expect("link bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            if s2.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(down) = conn else { continue };
+            let Ok(up) = TcpStream::connect(upstream) else {
+                continue;
+            };
+            let (Ok(mut down_r), Ok(mut up_w)) = (down.try_clone(), up.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut down_r, &mut up_w);
+                let _ = up_w.shutdown(std::net::Shutdown::Write);
+            });
+            let stop = s2.clone();
+            std::thread::spawn(move || {
+                let (mut up_r, mut down_w) = (up, down);
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut sent = 0u64;
+                loop {
+                    if link.stall_after.is_some_and(|s| sent >= s) {
+                        // Stalled: hold the connection open, send nothing.
+                        while !stop.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        return;
+                    }
+                    let cap = link
+                        .stall_after
+                        .map_or(buf.len(), |s| buf.len().min((s - sent) as usize));
+                    let n = match up_r.read(&mut buf[..cap]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if down_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                    // Each chunk takes its time on the wire (no credit saved up while idle).
+                    std::thread::sleep(Duration::from_secs_f64(
+                        n as f64 / link.bytes_per_sec as f64,
+                    ));
+                }
+                let _ = down_w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Proxy { url, stop }
+}
+
+/// The agent's persisted phase (from `state.json`).
+pub fn local_phase(data_dir: &Path) -> Option<Phase> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("state.json")).ok()?).ok()?;
+    serde_json::from_value(v["phase"].clone()).ok()
+}
+
+/// Files in the agent's staging directory.
+pub fn staged_files(data_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(data_dir.join("staging"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -22,9 +22,16 @@ pub struct ServerArgs {
     /// Seconds devices wait between check-ins.
     #[arg(long, default_value_t = 60)]
     pub checkin_interval_secs: u64,
-    /// Lifetime of signed assignments, in seconds (devices refuse expired ones).
+    /// Lifetime of signed assignments, in seconds (devices refuse expired ones). At least
+    /// 60 and at least three check-in intervals (they are re-signed at half their lifetime
+    /// when a device checks in).
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     pub assignment_ttl_secs: u64,
+    /// Lifetime of the signed timestamp on every check-in answer, in seconds: a device that
+    /// sees no fresh one for this long reports stale answers (a replaying proxy or cache).
+    /// At least 60 and at least two check-in intervals.
+    #[arg(long, default_value_t = 600)]
+    pub timestamp_ttl_secs: u64,
     /// Largest blob an admin may upload, in MiB.
     #[arg(long, default_value_t = 4096)]
     pub max_blob_mib: u64,
@@ -68,13 +75,37 @@ fn read_secret(path: &std::path::Path, what: &str) -> anyhow::Result<edgecd_serv
     Ok(edgecd_server::util::Secret::new(s))
 }
 
+/// `value` of `flag`, or an error naming its floor (never silently raised).
+fn at_least(flag: &str, value: u64, floor: u64, why: &str) -> anyhow::Result<u64> {
+    if value < floor {
+        anyhow::bail!(
+            "{flag} {value} is below its floor of {floor} seconds (60, and {why} of --checkin-interval-secs): devices would be left with expired metadata between check-ins; pass {flag} {floor} or more"
+        );
+    }
+    Ok(value)
+}
+
 pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     edgecd_server::init_tracing();
     let mut cfg = edgecd_server::Config::new(a.data_dir);
     cfg.listen = a.listen;
     cfg.tls = a.tls_cert.zip(a.tls_key);
-    cfg.checkin_interval_secs = a.checkin_interval_secs.max(1);
-    cfg.assignment_ttl_secs = a.assignment_ttl_secs.max(60);
+    if a.checkin_interval_secs == 0 {
+        anyhow::bail!("--checkin-interval-secs must be at least 1");
+    }
+    cfg.checkin_interval_secs = a.checkin_interval_secs;
+    cfg.assignment_ttl_secs = at_least(
+        "--assignment-ttl-secs",
+        a.assignment_ttl_secs,
+        60.max(3 * a.checkin_interval_secs),
+        "three check-in intervals",
+    )?;
+    cfg.timestamp_ttl_secs = at_least(
+        "--timestamp-ttl-secs",
+        a.timestamp_ttl_secs,
+        60.max(2 * a.checkin_interval_secs),
+        "two check-in intervals",
+    )?;
     cfg.max_blob_bytes = a.max_blob_mib.saturating_mul(1 << 20);
     cfg.blob_rate_kbps = a.device_max_kbps.filter(|k| *k > 0);
     if let Some(u) = &a.prometheus_url {
