@@ -357,12 +357,19 @@ fn a_refusal_is_retried_when_the_inventory_changes() {
         32 * 1024,
         &env.ci_key,
     );
-    env.publish(&r).expect("publish");
+    let info = env.publish(&r).expect("publish");
     let token = env.token(1, &[]);
     let free = Arc::new(AtomicU64::new(u64::MAX / 4));
     let mut agent = inproc_agent(&env, "inv", Some(&token), &[], Arc::new(Disk(free)));
     agent.sync_once().expect("enroll");
-    env.deploy(APP, "1.0.0", &[]);
+    // The server would not assign it (deploy skips incompatible devices): sign it directly,
+    // as a server that knew of the upgrade before the device reports it would.
+    let st = &env.server.state;
+    let id = agent.device_id().expect("id").to_string();
+    let row = edgecd_server::api::sign_assignment(st, &id, 1, info.release).expect("sign");
+    env.server
+        .block_on(st.store.put_assignment(&row))
+        .expect("store");
     sync_until(&mut agent, "the refusal", |a| {
         refused_with(a, "edgecd-infer@0.2.0")
     });

@@ -123,11 +123,13 @@ impl Lab {
                 accelerator: None,
                 runtimes: BTreeMap::from([("edgecd-infer".into(), "0.1.0".into())]),
                 agent_version: "test".into(),
+                ..Default::default()
             },
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
         };
         let mut resp = ureq::post(format!("{}/api/v1/devices/enroll", self.url()))
             .header("content-type", "application/json")

@@ -222,13 +222,15 @@ fn print_deploy(
     for d in &r.assigned {
         crate::outln!(
             "{verb} {release} to {} (assignment version {})",
-            d.device_id, d.assignment_version
+            d.device_id,
+            d.assignment_version
         );
     }
     for s in &r.skipped {
         crate::outln!(
             "skipped {}: cannot run {release}: {}",
-            s.device_id, s.reason
+            s.device_id,
+            s.reason
         );
     }
     crate::outln!(
