@@ -30,7 +30,8 @@
 //! and, in JSON bodies, a `protocol` field (absent means `1.0`, the first release). Within a
 //! major version, fields are only ever added, and every type decoded from the other side
 //! ignores fields it does not know (`deny_unknown_fields` is kept only for files people write,
-//! such as rollout specs). The promise: a server serves agents of its own minor version and of
+//! such as rollout specs, and for admin *requests*, which people also write by hand: a typo
+//! there is refused, not silently ignored; admin responses accept new fields). The promise: a server serves agents of its own minor version and of
 //! the previous one; an agent works with a server one minor version newer. A peer of another
 //! major version is refused with a message that names both versions.
 
@@ -375,7 +376,7 @@ pub struct ReleaseRef {
 
 /// `POST /api/v1/admin/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrustKeyRequest {
     pub public_key_pem: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -395,7 +396,7 @@ pub struct TrustedKey {
 /// `POST /api/v1/admin/releases`: the blobs (already uploaded with
 /// `PUT /api/v1/admin/blobs/sha256:{hex}`) that make up a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PublishRequest {
     pub manifest: BlobRef,
     pub manifest_sig: BlobRef,
@@ -419,7 +420,7 @@ pub struct ReleaseInfo {
 
 /// `POST /api/v1/admin/enrollment-tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// Labels every device enrolled with this token gets.
     #[serde(default)]
@@ -463,14 +464,14 @@ pub struct DeviceInfo {
 
 /// `PATCH /api/v1/admin/devices/{id}/labels`: set (or with an empty value, remove) labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelRequest {
     pub labels: BTreeMap<String, String>,
 }
 
 /// `POST /api/v1/admin/deployments`: assign a release to every device matching `selector`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeployRequest {
     pub app: String,
     pub version: String,
@@ -553,8 +554,11 @@ mod tests {
     fn with_future_fields(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(m) => {
-                for x in m.values_mut() {
-                    with_future_fields(x);
+                // Maps of data (labels, runtimes) are not structs: no new fields there.
+                for (k, x) in m.iter_mut() {
+                    if k != "labels" && k != "runtimes" {
+                        with_future_fields(x);
+                    }
                 }
                 m.insert("futureField".into(), serde_json::json!({"added": [1, 2]}));
             }

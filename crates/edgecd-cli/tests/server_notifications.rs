@@ -68,7 +68,7 @@ fn server_refuses_metadata_lifetimes_below_their_floor() {
         let o = Command::new(env!("CARGO_BIN_EXE_edgecd"))
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
-            .args([flag, value])
+            .args(["--checkin-interval-secs", "10", flag, value])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
