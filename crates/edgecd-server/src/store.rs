@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_rollouts.sql"),
     include_str!("../migrations/0003_notification_outbox.sql"),
+    include_str!("../migrations/0004_metric_windows.sql"),
 ];
 
 #[derive(Debug, Clone)]
