@@ -942,6 +942,7 @@ impl Rollout {
         let judge = |n_tests: u32| Judgement {
             confidence: self.spec.confidence,
             fail_alpha: alpha / (n_tests as f64 * self.spec.gates.len().max(1) as f64),
+            pass_alpha: alpha,
             min_samples: self.spec.min_samples,
             resolution: self.spec.resolution,
         };

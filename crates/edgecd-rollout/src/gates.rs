@@ -113,6 +113,10 @@ pub struct Judgement {
     /// The one-sided error probability this look may spend on a fail verdict (the look's
     /// share of `1 − confidence`, see `stats::alpha_for_look`).
     pub fail_alpha: f64,
+    /// The one-sided error probability this look may spend on a pass (a pass needs the
+    /// interval to rule out `resolution` past the threshold at it); spread over the looks
+    /// too, so that looking again and again does not let a regression through.
+    pub pass_alpha: f64,
     /// Fewer samples than this never pass.
     pub min_samples: u64,
     /// A pass needs the interval to rule out values beyond `threshold · (1 + resolution)`.
@@ -125,6 +129,7 @@ impl Judgement {
         Judgement {
             confidence,
             fail_alpha: 1.0 - confidence,
+            pass_alpha: 1.0 - confidence,
             min_samples,
             resolution: 0.5,
         }
@@ -488,7 +493,7 @@ pub fn evaluate(
     let conf = j.confidence.clamp(0.5, 0.999_999);
     // One-sided error probabilities: of each side of the interval shown, of a pass, of a fail.
     let a_show = (1.0 - conf) / 2.0;
-    let a_pass = 1.0 - conf;
+    let a_pass = j.pass_alpha.clamp(1e-15, 1.0 - conf);
     let a_fail = j.fail_alpha.clamp(1e-15, 1.0 - conf);
     if let Some(b) = value_bounds(m, canary, baseline, a_show) {
         out.interval = Some([b.lo, b.hi]);

@@ -584,6 +584,7 @@ proptest! {
         let j = Judgement {
             confidence,
             fail_alpha: (1.0 - confidence) * alpha_share,
+            pass_alpha: 1.0 - confidence,
             min_samples: 200,
             resolution: 0.5,
         };

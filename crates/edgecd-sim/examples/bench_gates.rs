@@ -312,10 +312,21 @@ fn run(sc: &Scenario, spec: &RolloutSpec, seed: u64) -> Outcome {
             break;
         }
     }
-    // Run a promoted bad release to the end of its next step, to count who got it.
+    // A promoted bad release: one more tick lets the next canary step assign it; count
+    // the devices outside the first canary that got it.
     if sc.bad && out.promoted {
+        now += 60;
+        let d = r.tick(&Observation {
+            now,
+            fleet: &devices,
+            canary: &MetricsAggregate::default(),
+            baseline: &MetricsAggregate::default(),
+            external: &BTreeMap::new(),
+            devices: &BTreeMap::new(),
+        });
+        handle(d.effects, &mut assigned, &mut out);
         let canary_size = first_canary.unwrap_or(0);
-        out.outside_bad = r.state.cohort.len().saturating_sub(canary_size).max(1);
+        out.outside_bad = r.state.cohort.len().saturating_sub(canary_size);
     }
     out
 }
