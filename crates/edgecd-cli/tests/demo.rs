@@ -23,6 +23,11 @@ fn demo_runs_and_keeps_its_files() {
         out.contains("FAIL: "),
         "the failing gate and its numbers are shown: {out}"
     );
+    // Each gate value comes with its confidence interval: latencies in ms, rates in percent.
+    assert!(
+        out.contains(" ms [") && out.contains("% ["),
+        "gate values are shown with their intervals: {out}"
+    );
     for v in ["1.0.0", "1.1.0"] {
         let b = keep.join(format!("dist/receipt-classifier-{v}.edgecd"));
         common::ok(

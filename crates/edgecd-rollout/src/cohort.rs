@@ -138,6 +138,26 @@ pub fn groups_in_order(devices: &[&Device], seed: &str, label: &str) -> Vec<(Str
     groups
 }
 
+/// The group a device belongs to for per-group analysis: its values of the `group_by`
+/// attributes joined by `/` (`board`, `accelerator`, `runtime` read the inventory — the
+/// runtime is the version of the release's runtime `runtime` — anything else is a label;
+/// a missing value is `none`).
+pub fn group_key(d: &Device, group_by: &[String], runtime: &str) -> String {
+    group_by
+        .iter()
+        .map(|attr| {
+            let v = match attr.as_str() {
+                "board" => d.board.clone(),
+                "accelerator" => d.accelerator.clone(),
+                "runtime" => d.runtimes.get(runtime).map(|v| format!("{runtime}@{v}")),
+                label => d.labels.get(label).cloned(),
+            };
+            v.unwrap_or_else(|| "none".into())
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The cohort for a canary step: `current` plus devices from `order` until `size` (never shrinks).
 pub fn grow(current: &BTreeSet<String>, order: &[String], size: usize) -> BTreeSet<String> {
     let mut out = current.clone();

@@ -3,9 +3,12 @@
 //! applies a person's promote/pause/resume/abort/approve. All state is serializable so the
 //! server can persist it and resume after a restart without applying an effect twice
 //! (effects are derived from state changes that are saved together with them).
-use crate::cohort::{Device, Requirements, groups_in_order, grow, select_order};
-use crate::gates::{ExternalValue, GateResult, Verdict, evaluate};
-use crate::spec::{OnFailure, RolloutSpec, SpecError, Step};
+use crate::cohort::{Device, Requirements, group_key, groups_in_order, grow, select_order};
+use crate::gates::{ExternalValue, GateResult, Judgement, Verdict, evaluate};
+use crate::spec::{
+    AnalyzeStep, OnFailure, OnGroupFailure, OnMaxHold, RolloutSpec, SpecError, Step,
+};
+use crate::stats::alpha_for_look;
 use edgecd_api::metrics::MetricsAggregate;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +46,74 @@ pub struct State {
     /// What stopped the rollout (abort, or pause on failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_cause: Option<StopCause>,
+    /// Evaluations in the current step (each spends its share of the alpha).
+    #[serde(default)]
+    pub looks: u32,
+    /// The current hold: one at a time, its reason in `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// The kind and time of the last `Held` notification (deduplication, rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_notice: Option<(HoldKind, i64)>,
+    /// Groups left out after a gate failed for them (`on_group_failure: exclude`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub excluded_groups: BTreeSet<String>,
+    /// Groups with a device in the cohort (as of the last canary step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covered_groups: Vec<String>,
+}
+
+/// Why a step holds: one kind at a time; a change of kind is a change of state (audited,
+/// notified), a new count or estimate inside one kind is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldKind {
+    /// Outside the maintenance window.
+    Window,
+    /// Cohort devices have not installed and reported the release yet.
+    Installing,
+    /// A gate fails, fewer times in a row than `failure_limit`.
+    Failing,
+    /// A metrics provider errs.
+    ProviderError,
+    /// The analysis window ended without enough samples to decide.
+    Undecided,
+    /// A timed pause step.
+    Pause,
+}
+
+impl HoldKind {
+    /// Whether holding this long is a problem `max_hold` escalates.
+    fn escalates(self) -> bool {
+        matches!(
+            self,
+            HoldKind::Installing | HoldKind::Undecided | HoldKind::ProviderError
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    pub kind: HoldKind,
+    pub since: i64,
+    /// `max_hold` passed and it was escalated.
+    #[serde(default)]
+    pub escalated: bool,
+}
+
+/// The same kind of hold is notified again at most this often (seconds).
+pub const HOLD_RENOTIFY_SECS: i64 = 3600;
+/// Hold reasons are cut to this many characters.
+pub const MAX_REASON_CHARS: usize = 480;
+
+fn bounded(s: String) -> String {
+    if s.chars().count() <= MAX_REASON_CHARS {
+        return s;
+    }
+    let mut t: String = s.chars().take(MAX_REASON_CHARS - 1).collect();
+    t.push('…');
+    t
 }
 
 /// What stopped a rollout: a bounded set, for metrics and alerting.
@@ -59,15 +130,18 @@ pub enum StopCause {
     Operator,
     /// A firing alert (Alertmanager receiver).
     Alert,
+    /// A hold lasted longer than `max_hold` with `on_max_hold: rollback`.
+    HoldTimeout,
 }
 
 impl StopCause {
-    pub const ALL: [StopCause; 5] = [
+    pub const ALL: [StopCause; 6] = [
         StopCause::Gates,
         StopCause::ProviderErrors,
         StopCause::FailedInstalls,
         StopCause::Operator,
         StopCause::Alert,
+        StopCause::HoldTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +151,7 @@ impl StopCause {
             StopCause::FailedInstalls => "failed_installs",
             StopCause::Operator => "operator",
             StopCause::Alert => "alert",
+            StopCause::HoldTimeout => "hold_timeout",
         }
     }
 }
@@ -104,6 +179,9 @@ pub struct Observation<'a> {
     pub baseline: &'a MetricsAggregate,
     /// Values of `provider: prometheus` gates, by gate index.
     pub external: &'a BTreeMap<usize, ExternalValue>,
+    /// Per-device metrics over the same period (cohort devices: of the release; others: of
+    /// the baseline), for per-group analysis; empty: the whole cohort only.
+    pub devices: &'a BTreeMap<String, MetricsAggregate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,12 +197,37 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RolloutEvent {
-    Started { cohort_target: String },
-    StepPromoted { step: usize, description: String },
-    Held { reason: String },
-    ApprovalNeeded { step: usize },
-    Aborted { reason: String },
-    RolledBack { devices: usize, release: String },
+    Started {
+        cohort_target: String,
+    },
+    StepPromoted {
+        step: usize,
+        description: String,
+    },
+    Held {
+        reason: String,
+    },
+    /// A hold lasted longer than `max_hold` (`on_max_hold: incident`).
+    Escalated {
+        reason: String,
+        held_secs: i64,
+    },
+    /// A gate failed for one group only; its devices went back to the baseline and it is
+    /// left out of later steps (`on_group_failure: exclude`).
+    GroupExcluded {
+        group: String,
+        reason: String,
+    },
+    ApprovalNeeded {
+        step: usize,
+    },
+    Aborted {
+        reason: String,
+    },
+    RolledBack {
+        devices: usize,
+        release: String,
+    },
     Completed,
 }
 
@@ -236,6 +339,11 @@ impl Rollout {
                 started_at: now,
                 finished_at: None,
                 stop_cause: None,
+                looks: 0,
+                hold: None,
+                held_notice: None,
+                excluded_groups: BTreeSet::new(),
+                covered_groups: vec![],
             },
         };
         let mut d = Decision::default();
@@ -306,15 +414,72 @@ impl Rollout {
         });
     }
 
-    fn hold(&mut self, d: &mut Decision, now: i64, reason: String) {
-        if self.state.reason.as_deref() != Some(reason.as_str()) {
-            d.effects.push(Effect::Notify {
-                event: RolloutEvent::Held {
-                    reason: reason.clone(),
-                },
+    /// Holds for `kind` with `reason` (bounded; replaces any earlier reason, never nests).
+    /// Only a change of kind is audited and notified, and the same kind is notified again
+    /// only after `HOLD_RENOTIFY_SECS`, so counts and estimates in the reason changing from
+    /// tick to tick notify nobody.
+    fn hold(&mut self, d: &mut Decision, now: i64, kind: HoldKind, reason: String) {
+        let reason = bounded(reason);
+        if self.state.hold.as_ref().is_none_or(|h| h.kind != kind) {
+            self.state.hold = Some(Hold {
+                kind,
+                since: now,
+                escalated: false,
             });
             self.audit(d, now, "hold", reason.clone(), vec![]);
-            self.state.reason = Some(reason);
+            let recent = self
+                .state
+                .held_notice
+                .is_some_and(|(k, at)| k == kind && now - at < HOLD_RENOTIFY_SECS);
+            if !recent {
+                self.state.held_notice = Some((kind, now));
+                d.effects.push(Effect::Notify {
+                    event: RolloutEvent::Held {
+                        reason: reason.clone(),
+                    },
+                });
+            }
+        }
+        self.state.reason = Some(reason);
+    }
+
+    fn unhold(&mut self) {
+        self.state.hold = None;
+        self.state.reason = None;
+    }
+
+    /// Escalates a hold that has lasted `max_hold`, once, per `on_max_hold`.
+    fn escalate(&mut self, d: &mut Decision, now: i64) {
+        let Some(h) = self.state.hold.clone() else {
+            return;
+        };
+        let limit = self.spec.max_hold.as_secs() as i64;
+        if h.escalated || !h.kind.escalates() || now - h.since < limit {
+            return;
+        }
+        let reason = self.state.reason.clone().unwrap_or_default();
+        let held = now - h.since;
+        let why = bounded(format!(
+            "held {} (max_hold {}): {reason}",
+            humantime::format_duration(std::time::Duration::from_secs(held as u64)),
+            humantime::format_duration(self.spec.max_hold)
+        ));
+        match self.spec.on_max_hold {
+            OnMaxHold::Rollback => {
+                self.abort(d, now, StopCause::HoldTimeout, why, true);
+            }
+            OnMaxHold::Incident => {
+                if let Some(h) = &mut self.state.hold {
+                    h.escalated = true;
+                }
+                self.audit(d, now, "escalate", why.clone(), vec![]);
+                d.effects.push(Effect::Notify {
+                    event: RolloutEvent::Escalated {
+                        reason: why,
+                        held_secs: held,
+                    },
+                });
+            }
         }
     }
 
@@ -326,7 +491,8 @@ impl Rollout {
         self.state.last_evaluation_at = None;
         self.state.consecutive_failures = 0;
         self.state.consecutive_errors = 0;
-        self.state.reason = None;
+        self.state.looks = 0;
+        self.unhold();
         if self.state.step >= self.spec.steps.len() {
             self.state.phase = Phase::Completed;
             self.state.finished_at = Some(now);
@@ -377,6 +543,7 @@ impl Rollout {
         rollback: bool,
     ) {
         self.state.stop_cause = Some(cause);
+        self.state.hold = None;
         if !rollback {
             self.state.phase = Phase::Paused;
             self.state.reason = Some(reason.clone());
@@ -473,7 +640,11 @@ impl Rollout {
         match self.spec.steps[self.state.step].clone() {
             Step::Canary(c) => {
                 let (eligible, _) = self.eligible(obs.fleet);
-                let target: BTreeSet<String> = match (c.devices, c.percent, c.groups) {
+                let eligible: Vec<&Device> = eligible
+                    .into_iter()
+                    .filter(|x| !self.state.excluded_groups.contains(&self.group_of(x)))
+                    .collect();
+                let mut target: BTreeSet<String> = match (c.devices, c.percent, c.groups) {
                     (Some(n), _, _) => grow(
                         &self.state.cohort,
                         &select_order(&eligible, &self.id, c.spread_by.as_deref()),
@@ -500,36 +671,41 @@ impl Rollout {
                     }
                     _ => self.state.cohort.clone(),
                 };
+                self.stratify(&eligible, &mut target);
                 let new: Vec<String> = target.difference(&self.state.cohort).cloned().collect();
                 if !new.is_empty() {
                     if let Some(w) = &self.spec.window
                         && !w.contains(now)
                     {
-                        self.hold(
-                            &mut d,
-                            now,
-                            format!(
-                                "outside the maintenance window ({} {}–{} {})",
-                                if w.days.is_empty() {
-                                    "daily".to_string()
-                                } else {
-                                    w.days.join(",")
-                                },
-                                w.from,
-                                w.to,
-                                w.tz
-                            ),
+                        let reason = format!(
+                            "outside the maintenance window ({} {}–{} {})",
+                            if w.days.is_empty() {
+                                "daily".to_string()
+                            } else {
+                                w.days.join(",")
+                            },
+                            w.from,
+                            w.to,
+                            w.tz
                         );
+                        self.hold(&mut d, now, HoldKind::Window, reason);
                         return d;
                     }
                     self.state.cohort.extend(new.iter().cloned());
-                    self.state.reason = None;
+                    self.unhold();
+                    let covered = self.covered(&eligible);
+                    let groups = if covered.len() > 1 {
+                        format!("; groups covered: {}", covered.join(", "))
+                    } else {
+                        String::new()
+                    };
+                    self.state.covered_groups = covered;
                     self.audit(
                         &mut d,
                         now,
                         "assign",
                         format!(
-                            "assigned {} to {} more devices: cohort {} of {} eligible",
+                            "assigned {} to {} more devices: cohort {} of {} eligible{groups}",
                             self.spec.release,
                             new.len(),
                             self.state.cohort.len(),
@@ -543,28 +719,36 @@ impl Rollout {
                     });
                     return d;
                 }
+                let excluded: BTreeSet<&String> = obs
+                    .fleet
+                    .iter()
+                    .filter(|x| self.state.excluded_groups.contains(&self.group_of(x)))
+                    .map(|x| &x.id)
+                    .collect();
+                let active: Vec<&String> = self
+                    .state
+                    .cohort
+                    .iter()
+                    .filter(|id| !excluded.contains(id))
+                    .collect();
                 let running = obs
                     .fleet
                     .iter()
                     .filter(|x| {
-                        self.state.cohort.contains(&x.id)
+                        active.contains(&&x.id)
                             && x.running.as_deref() == Some(self.spec.release.as_str())
                     })
                     .count();
                 let failed = self.failed_installs(obs.fleet).len();
-                let pending = self.state.cohort.len()
-                    - running
-                    - failed.min(self.state.cohort.len() - running);
+                let pending = active.len() - running - failed.min(active.len() - running);
                 if pending > 0 {
-                    self.hold(
-                        &mut d,
-                        now,
-                        format!(
-                            "waiting for {pending} of {} cohort devices to install and report {}",
-                            self.state.cohort.len(),
-                            self.spec.release
-                        ),
+                    let reason = format!(
+                        "waiting for {pending} of {} cohort devices to install and report {}",
+                        active.len(),
+                        self.spec.release
                     );
+                    self.hold(&mut d, now, HoldKind::Installing, reason);
+                    self.escalate(&mut d, now);
                     return d;
                 }
                 self.advance(
@@ -580,27 +764,26 @@ impl Rollout {
                     .last_evaluation_at
                     .is_none_or(|t| now - t >= interval);
                 if due {
-                    self.evaluate(&mut d, obs);
+                    self.evaluate(&mut d, obs, &a);
                     if self.is_finished() || self.state.phase == Phase::Paused {
                         return d;
                     }
                 }
-                if now - self.state.step_started_at >= a.duration.as_secs() as i64 {
+                let elapsed = now - self.state.step_started_at;
+                if elapsed >= a.duration.as_secs() as i64 {
                     if self.state.last_passed {
                         self.advance(&mut d, now, "analysis passed");
+                    } else if self
+                        .state
+                        .hold
+                        .as_ref()
+                        .is_none_or(|h| h.kind == HoldKind::Undecided)
+                    {
+                        let reason = self.undecided_reason(obs, elapsed);
+                        self.hold(&mut d, now, HoldKind::Undecided, reason);
+                        self.escalate(&mut d, now);
                     } else {
-                        let why = self
-                            .state
-                            .reason
-                            .clone()
-                            .unwrap_or_else(|| "no passing evaluation yet".into());
-                        self.hold(
-                            &mut d,
-                            now,
-                            format!(
-                                "analysis time is up but the last evaluation did not pass: {why}"
-                            ),
-                        );
+                        self.escalate(&mut d, now);
                     }
                 }
             }
@@ -627,15 +810,15 @@ impl Rollout {
                 Some(dur) if now - self.state.step_started_at >= dur.as_secs() as i64 => {
                     self.advance(&mut d, now, "pause elapsed")
                 }
-                Some(dur) => self.hold(
-                    &mut d,
-                    now,
-                    format!(
-                        "pausing until {} ({}s left)",
-                        self.state.step_started_at + dur.as_secs() as i64,
-                        self.state.step_started_at + dur.as_secs() as i64 - now
-                    ),
-                ),
+                Some(dur) => {
+                    let until = self.state.step_started_at + dur.as_secs() as i64;
+                    self.hold(
+                        &mut d,
+                        now,
+                        HoldKind::Pause,
+                        format!("pausing until {until} ({}s left)", until - now),
+                    )
+                }
                 None => {
                     self.state.phase = Phase::Paused;
                     self.state.reason =
@@ -653,35 +836,198 @@ impl Rollout {
         d
     }
 
-    fn evaluate(&mut self, d: &mut Decision, obs: &Observation<'_>) {
+    /// The group of a device (`group_by` values).
+    pub fn group_of(&self, d: &Device) -> String {
+        group_key(d, &self.spec.group_by, &self.requirements.runtime.name)
+    }
+
+    /// Groups of the eligible devices with a device in the cohort.
+    fn covered(&self, eligible: &[&Device]) -> Vec<String> {
+        let set: BTreeSet<String> = eligible
+            .iter()
+            .filter(|x| self.state.cohort.contains(&x.id))
+            .map(|x| self.group_of(x))
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Stratified canary: the first canary step takes one device of every group that has
+    /// at least `min_group_size` eligible devices and none in `target` yet.
+    fn stratify(&self, eligible: &[&Device], target: &mut BTreeSet<String>) {
+        if !self.state.cohort.is_empty() || self.spec.group_by.is_empty() {
+            return;
+        }
+        let order = select_order(eligible, &self.id, None);
+        let by_id: BTreeMap<&str, &Device> = eligible.iter().map(|x| (x.id.as_str(), *x)).collect();
+        let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+        for x in eligible {
+            *sizes.entry(self.group_of(x)).or_default() += 1;
+        }
+        let mut have: BTreeSet<String> = target
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()))
+            .map(|x| self.group_of(x))
+            .collect();
+        for id in &order {
+            let g = self.group_of(by_id[id.as_str()]);
+            if sizes[&g] >= self.spec.min_group_size as usize && have.insert(g) {
+                target.insert(id.clone());
+            }
+        }
+    }
+
+    /// Why the analysis window ended without a decision, and how long more traffic would take.
+    fn undecided_reason(&self, obs: &Observation<'_>, elapsed: i64) -> String {
+        let open: Vec<&GateResult> = self
+            .state
+            .last_gates
+            .iter()
+            .filter(|g| !g.verdict.is_pass())
+            .collect();
+        let needed = open.iter().filter_map(|g| g.needed).max();
+        let rate = obs.canary.requests as f64 / elapsed.max(1) as f64;
+        let eta = match needed {
+            Some(n) if rate > 0.0 && n < u64::MAX / 2 => format!(
+                "; at the current {:.1} requests/s, about {} more",
+                rate,
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (n as f64 / rate).ceil() as u64
+                ))
+            ),
+            Some(_) => "; no traffic yet to estimate the time needed".into(),
+            None => String::new(),
+        };
+        let first = open
+            .first()
+            .map(|g| match &g.verdict {
+                Verdict::Inconclusive(w) | Verdict::Error(w) | Verdict::Fail(w) => {
+                    format!("{}: {w}", g.name())
+                }
+                Verdict::Pass => String::new(),
+            })
+            .unwrap_or_else(|| "no evaluation yet".into());
+        let more = if open.len() > 1 {
+            let n = open.len() - 1;
+            format!(" (and {n} more gate{})", if n == 1 { "" } else { "s" })
+        } else {
+            String::new()
+        };
+        format!("analysis window over without a decision, too little traffic: {first}{more}{eta}")
+    }
+
+    fn evaluate(&mut self, d: &mut Decision, obs: &Observation<'_>, a: &AnalyzeStep) {
         let now = obs.now;
-        let results: Vec<GateResult> = self
+        self.state.looks += 1;
+        let planned = a
+            .duration
+            .as_secs()
+            .div_ceil(a.interval.as_secs().max(1))
+            .max(1) as u32;
+        let holding = self
+            .spec
+            .max_hold
+            .as_secs()
+            .div_ceil(a.interval.as_secs().max(1))
+            .max(1) as u32;
+        let alpha = alpha_for_look(
+            1.0 - self.spec.confidence,
+            self.state.looks,
+            planned,
+            holding,
+        );
+        // The look's alpha is shared (Bonferroni) by every gate on the cohort and on each
+        // group with canary data (when there is more than one group).
+        let groups = self.group_metrics(obs);
+        let tests = 1 + groups.len() as u32;
+        let judge = |n_tests: u32| Judgement {
+            confidence: self.spec.confidence,
+            fail_alpha: alpha / (n_tests as f64 * self.spec.gates.len().max(1) as f64),
+            pass_alpha: alpha,
+            min_samples: self.spec.min_samples,
+            resolution: self.spec.resolution,
+        };
+        let j = judge(tests);
+        // Devices of excluded groups went back to the baseline: their samples leave the cohort's.
+        let kept;
+        let canary = if self.state.excluded_groups.is_empty() || obs.devices.is_empty() {
+            obs.canary
+        } else {
+            let mut m = MetricsAggregate::default();
+            for x in obs.fleet {
+                if self.state.cohort.contains(&x.id)
+                    && !self.state.excluded_groups.contains(&self.group_of(x))
+                    && let Some(a) = obs.devices.get(&x.id)
+                {
+                    m.merge(a);
+                }
+            }
+            kept = m;
+            &kept
+        };
+        let mut results: Vec<GateResult> = self
             .spec
             .gates
             .iter()
             .enumerate()
-            .map(|(i, g)| {
-                evaluate(
-                    g,
-                    obs.canary,
-                    obs.baseline,
-                    self.spec.min_samples,
-                    obs.external.get(&i),
-                )
-            })
+            .map(|(i, g)| evaluate(g, canary, obs.baseline, &j, obs.external.get(&i)))
             .collect();
+        let mut group_failures: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, (c, b)) in &groups {
+            let base = if b.requests >= self.spec.min_samples {
+                b
+            } else {
+                obs.baseline
+            };
+            for (i, g) in self.spec.gates.iter().enumerate() {
+                if g.provider != crate::spec::Provider::Builtin {
+                    continue;
+                }
+                let mut r = evaluate(g, c, base, &j, obs.external.get(&i));
+                r.group = Some(name.clone());
+                // A group counts when it fails, or when it has enough samples to decide.
+                let counts =
+                    matches!(r.verdict, Verdict::Fail(_)) || r.samples >= self.spec.min_samples;
+                if !counts {
+                    r.verdict = Verdict::Pass;
+                    r.needed = None;
+                }
+                if let Verdict::Fail(w) = &r.verdict {
+                    group_failures
+                        .entry(name.clone())
+                        .or_default()
+                        .push(format!("{}: {w}", r.gate));
+                }
+                results.push(r);
+            }
+        }
         self.state.last_evaluation_at = Some(now);
+        let cohort_failing = results
+            .iter()
+            .any(|r| r.group.is_none() && matches!(r.verdict, Verdict::Fail(_)));
+        if !cohort_failing
+            && self.spec.on_group_failure == OnGroupFailure::Exclude
+            && !group_failures.is_empty()
+        {
+            for (group, why) in &group_failures {
+                self.exclude_group(d, obs, now, group, why.join("; "));
+            }
+            results.retain(|r| {
+                r.group
+                    .as_ref()
+                    .is_none_or(|g| !group_failures.contains_key(g))
+            });
+        }
         let failing: Vec<String> = results
             .iter()
             .filter_map(|r| match &r.verdict {
-                Verdict::Fail(w) => Some(format!("{}: {w}", r.gate)),
+                Verdict::Fail(w) => Some(format!("{}: {w}", r.name())),
                 _ => None,
             })
             .collect();
         let unsure: Vec<String> = results
             .iter()
             .filter_map(|r| match &r.verdict {
-                Verdict::Inconclusive(w) | Verdict::Error(w) => Some(format!("{}: {w}", r.gate)),
+                Verdict::Inconclusive(w) | Verdict::Error(w) => Some(format!("{}: {w}", r.name())),
                 _ => None,
             })
             .collect();
@@ -698,17 +1044,22 @@ impl Rollout {
                 self.spec.failure_limit,
                 failing.join("; ")
             );
-            self.audit(d, now, "evaluation", msg, results);
+            self.audit(d, now, "evaluation", bounded(msg), results);
             if self.state.consecutive_failures >= self.spec.failure_limit {
                 self.abort(
                     d,
                     now,
                     StopCause::Gates,
-                    format!("health gates failed: {}", failing.join("; ")),
+                    bounded(format!("health gates failed: {}", failing.join("; "))),
                     self.spec.on_failure == OnFailure::Rollback,
                 );
             } else {
-                self.hold(d, now, format!("gate failing: {}", failing.join("; ")));
+                self.hold(
+                    d,
+                    now,
+                    HoldKind::Failing,
+                    format!("gate failing: {}", failing.join("; ")),
+                );
             }
             return;
         }
@@ -724,7 +1075,7 @@ impl Rollout {
                 d,
                 now,
                 "evaluation",
-                format!("inconclusive: {}", unsure.join("; ")),
+                bounded(format!("inconclusive: {}", unsure.join("; "))),
                 results,
             );
             if errors && self.state.consecutive_errors >= self.spec.error_limit {
@@ -732,26 +1083,109 @@ impl Rollout {
                     d,
                     now,
                     StopCause::ProviderErrors,
-                    format!(
+                    bounded(format!(
                         "{} consecutive evaluations with provider errors: {}",
                         self.state.consecutive_errors,
                         unsure.join("; ")
-                    ),
+                    )),
                     self.spec.on_failure == OnFailure::Rollback,
                 );
-            } else {
+            } else if errors {
                 self.hold(
                     d,
                     now,
-                    format!("holding, gates inconclusive: {}", unsure.join("; ")),
+                    HoldKind::ProviderError,
+                    format!("metrics provider error: {}", unsure.join("; ")),
                 );
+            } else {
+                // Still collecting data: no hold (the window has not ended), nothing to notify.
+                if self
+                    .state
+                    .hold
+                    .as_ref()
+                    .is_some_and(|h| h.kind != HoldKind::Undecided)
+                {
+                    self.state.hold = None;
+                }
+                self.state.reason =
+                    Some(bounded(format!("collecting data: {}", unsure.join("; "))));
             }
             return;
         }
         self.state.consecutive_errors = 0;
         self.state.last_passed = true;
-        self.state.reason = None;
+        self.unhold();
         self.audit(d, now, "evaluation", "all gates pass".into(), results);
+    }
+
+    /// Canary and baseline metrics per group, for groups with canary data; empty when the
+    /// eligible devices form a single group or there are no per-device metrics.
+    fn group_metrics(
+        &self,
+        obs: &Observation<'_>,
+    ) -> BTreeMap<String, (MetricsAggregate, MetricsAggregate)> {
+        let mut out: BTreeMap<String, (MetricsAggregate, MetricsAggregate)> = BTreeMap::new();
+        if obs.devices.is_empty() || self.spec.group_by.is_empty() {
+            return out;
+        }
+        let (eligible, _) = self.eligible(obs.fleet);
+        let mut all = BTreeSet::new();
+        for x in &eligible {
+            let g = self.group_of(x);
+            all.insert(g.clone());
+            if self.state.excluded_groups.contains(&g) {
+                continue;
+            }
+            let Some(m) = obs.devices.get(&x.id) else {
+                continue;
+            };
+            let e = out.entry(g).or_default();
+            if self.state.cohort.contains(&x.id) {
+                e.0.merge(m);
+            } else {
+                e.1.merge(m);
+            }
+        }
+        if all.len() < 2 {
+            return BTreeMap::new();
+        }
+        out.retain(|_, (c, _)| c.requests > 0 || c.temp_samples > 0);
+        out
+    }
+
+    /// Sends a group's cohort devices back to the baseline and leaves the group out.
+    fn exclude_group(
+        &mut self,
+        d: &mut Decision,
+        obs: &Observation<'_>,
+        now: i64,
+        group: &str,
+        why: String,
+    ) {
+        self.state.excluded_groups.insert(group.to_string());
+        let devices: Vec<String> = obs
+            .fleet
+            .iter()
+            .filter(|x| self.state.cohort.contains(&x.id) && self.group_of(x) == group)
+            .map(|x| x.id.clone())
+            .collect();
+        let reason = bounded(format!("group {group} excluded: {why}"));
+        self.audit(d, now, "exclude", reason.clone(), vec![]);
+        d.effects.push(Effect::Notify {
+            event: RolloutEvent::GroupExcluded {
+                group: group.to_string(),
+                reason,
+            },
+        });
+        if let Some(base) = &self.baseline
+            && !devices.is_empty()
+        {
+            self.state.rolled_back.extend(devices.iter().cloned());
+            d.effects.push(Effect::Rollback {
+                devices,
+                release: base.clone(),
+            });
+        }
     }
 
     /// Stops the rollout because an outside signal (a firing alert) says the release is
@@ -808,7 +1242,7 @@ impl Rollout {
                     return Err(format!("not paused (phase {:?})", self.state.phase).to_lowercase());
                 }
                 self.state.phase = Phase::Progressing;
-                self.state.reason = None;
+                self.unhold();
                 self.state.consecutive_failures = 0;
                 self.state.consecutive_errors = 0;
                 if matches!(self.spec.steps[self.state.step], Step::Pause(_)) {

@@ -7,18 +7,22 @@
 //!
 //! Modules: `spec` (the YAML strategy and its validation), `cohort` (deterministic, stable
 //! selection with `spread_by` and hardware compatibility), `gates` (gate evaluation →
-//! pass/fail/inconclusive/error), `window` (maintenance windows in an IANA time zone),
-//! `engine` (the state machine).
+//! pass/fail/inconclusive/error from confidence bounds), `stats` (the intervals and the
+//! alpha each look spends), `window` (maintenance windows in an IANA time zone), `engine`
+//! (the state machine: per-group gates, stratified first canary, bounded holds).
 
 pub mod cohort;
 pub mod engine;
 pub mod gates;
 pub mod spec;
+pub mod stats;
 pub mod window;
 
 pub use cohort::{Device, select_order};
 pub use engine::{
     AuditRecord, Command, Effect, Observation, Phase, Rollout, RolloutEvent, StopCause,
 };
-pub use gates::{ExternalValue, GateResult, Verdict};
-pub use spec::{Gate, Metric, OnFailure, Provider, RolloutSpec, SpecError, Step};
+pub use gates::{ExternalValue, GateResult, Judgement, Verdict};
+pub use spec::{
+    Gate, Metric, OnFailure, OnGroupFailure, OnMaxHold, Provider, RolloutSpec, SpecError, Step,
+};

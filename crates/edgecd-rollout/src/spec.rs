@@ -85,6 +85,65 @@ pub struct RolloutSpec {
     /// The runbook linked from this rollout's notifications (overrides the channel's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_url: Option<String>,
+    /// Confidence of every gate verdict (a fail needs the bound at this confidence, spread
+    /// over the analysis's looks, past the threshold).
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// A pass needs the interval to rule out values beyond `threshold · (1 + resolution)`.
+    #[serde(default = "default_resolution")]
+    pub resolution: f64,
+    /// Device attributes whose value combinations are the groups every gate is also
+    /// evaluated for: `board`, `accelerator`, `runtime` (inventory) or any label name.
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+    /// Groups with at least this many eligible devices get one in the first canary step.
+    #[serde(default = "default_min_group_size")]
+    pub min_group_size: u32,
+    /// What a gate failing for one group (and not the whole cohort) does.
+    #[serde(default)]
+    pub on_group_failure: OnGroupFailure,
+    /// How long a step may hold (too little traffic to decide, devices not installing)
+    /// before `on_max_hold` escalates.
+    #[serde(default = "default_max_hold", with = "human_duration")]
+    pub max_hold: Duration,
+    #[serde(default)]
+    pub on_max_hold: OnMaxHold,
+}
+
+fn default_confidence() -> f64 {
+    0.95
+}
+fn default_resolution() -> f64 {
+    0.5
+}
+fn default_group_by() -> Vec<String> {
+    vec!["board".into(), "accelerator".into(), "runtime".into()]
+}
+fn default_min_group_size() -> u32 {
+    3
+}
+fn default_max_hold() -> Duration {
+    Duration::from_secs(3600)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnGroupFailure {
+    /// Like any failing gate: `on_failure` for the whole rollout.
+    #[default]
+    Rollback,
+    /// Send the group's devices back to the baseline, leave it out of later steps, continue.
+    Exclude,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMaxHold {
+    /// Notify again, as an incident, and keep holding.
+    #[default]
+    Incident,
+    /// Abort and roll the cohort back.
+    Rollback,
 }
 
 fn default_min_samples() -> u64 {
@@ -412,6 +471,24 @@ impl RolloutSpec {
         }
         if let Some(w) = &self.window {
             w.validate()?;
+        }
+        if !(self.confidence >= 0.5 && self.confidence < 1.0) {
+            return Err(bad(format!(
+                "confidence {} must be in [0.5, 1), e.g. 0.95",
+                self.confidence
+            )));
+        }
+        if !(self.resolution > 0.0 && self.resolution.is_finite()) {
+            return Err(bad(format!(
+                "resolution {} must be positive, e.g. 0.5 (a pass rules out values 50% past a threshold)",
+                self.resolution
+            )));
+        }
+        if self.max_hold.is_zero() {
+            return Err(bad("max_hold must be positive, e.g. 1h"));
+        }
+        if self.group_by.iter().any(|g| g.trim().is_empty()) {
+            return Err(bad("group_by lists an empty attribute name"));
         }
         if self.failure_limit == 0 || self.error_limit == 0 {
             return Err(bad("failure_limit and error_limit must be at least 1"));

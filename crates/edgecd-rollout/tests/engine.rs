@@ -136,6 +136,17 @@ impl Sim {
         baseline: &MetricsAggregate,
         external: &BTreeMap<usize, ExternalValue>,
     ) {
+        self.step_devices(dt, canary, baseline, external, &BTreeMap::new());
+    }
+
+    fn step_devices(
+        &mut self,
+        dt: i64,
+        canary: &MetricsAggregate,
+        baseline: &MetricsAggregate,
+        external: &BTreeMap<usize, ExternalValue>,
+        devices: &BTreeMap<String, MetricsAggregate>,
+    ) {
         self.now += dt;
         for d in &mut self.fleet {
             if self.assigned.contains(&d.id) && self.rolled_back.is_none() {
@@ -148,6 +159,7 @@ impl Sim {
             canary,
             baseline,
             external,
+            devices,
         };
         let d = self.rollout.tick(&obs);
         self.apply(d.effects);
@@ -510,5 +522,436 @@ fn fail_follows_on_failure_and_is_idempotent() {
     assert!(
         sim.rollout.fail("alert".into(), sim.now).is_err(),
         "already paused"
+    );
+}
+
+// ---- Statistics (issue 18) ----
+
+use edgecd_rollout::gates::{Judgement, Verdict, evaluate};
+use edgecd_rollout::spec::Gate;
+
+/// A small deterministic PRNG (SplitMix64) for sampling in tests.
+struct Prng(u64);
+
+impl Prng {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `n` requests, each an error with probability `p`, latencies log-normal around
+    /// `median` with p95 at `p95`.
+    fn traffic(&mut self, n: u64, p: f64, median: f64, p95: f64) -> MetricsAggregate {
+        let mut m = MetricsAggregate::default();
+        let sigma = (p95 / median).ln() / 1.644_853_6;
+        for _ in 0..n {
+            let u1 = self.unit().max(1e-12);
+            let u2 = self.unit();
+            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            let err = self.unit() < p;
+            m.record(median * (sigma * z).exp(), err, Some(0.9));
+        }
+        m
+    }
+}
+
+fn gate(yaml: &str) -> Gate {
+    serde_yaml::from_str(yaml).expect("gate parses")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// A fail verdict is never reached on data whose point value is within the threshold,
+    /// at any confidence and any share of alpha: the bound a fail needs is past the estimate.
+    #[test]
+    fn data_within_the_threshold_never_fails(
+        n in 1u64..3000,
+        errors_per_mille in 0u64..1000,
+        median in 5.0f64..400.0,
+        spread in 1.05f64..4.0,
+        confidence in 0.5f64..0.999,
+        alpha_share in 0.001f64..1.0,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Prng(seed);
+        let p = errors_per_mille as f64 / 1000.0;
+        let canary = rng.traffic(n, p, median, median * spread);
+        let base = rng.traffic(2000, 0.01, median, median * 1.5);
+        let j = Judgement {
+            confidence,
+            fail_alpha: (1.0 - confidence) * alpha_share,
+            pass_alpha: 1.0 - confidence,
+            min_samples: 200,
+            resolution: 0.5,
+        };
+        let err = canary.error_rate().unwrap();
+        let p95 = canary.latency_quantile_ms(0.95).unwrap();
+        for (g, value) in [
+            (format!("{{metric: error_rate, max: {}}}", err), err),
+            (format!("{{metric: latency_p95_ms, max: {}}}", p95), p95),
+        ] {
+            let r = evaluate(&gate(&g), &canary, &base, &j, None);
+            prop_assert!(!matches!(r.verdict, Verdict::Fail(_)), "{g} at {value}: {:?}", r);
+            let [lo, hi] = r.interval.expect("an interval");
+            prop_assert!(lo <= value + 1e-9 && value <= hi + 1e-9, "{lo} {value} {hi}");
+        }
+        let ratio = base.latency_quantile_ms(0.95).map(|b| p95 / b).unwrap();
+        let g = gate(&format!("{{metric: latency_p95_ms, max_ratio: {ratio}, against: baseline}}"));
+        let r = evaluate(&g, &canary, &base, &j, None);
+        prop_assert!(!matches!(r.verdict, Verdict::Fail(_)), "ratio {ratio}: {:?}", r);
+        let psi = edgecd_rollout::gates::psi(&canary, &base).unwrap();
+        let g = gate(&format!("{{metric: confidence_psi, max: {psi}, against: baseline}}"));
+        prop_assert!(!matches!(evaluate(&g, &canary, &base, &j, None).verdict, Verdict::Fail(_)));
+    }
+}
+
+/// At the threshold itself, a gate fails in at most about `1 − confidence` of samples:
+/// 400 seeded draws per case, error rate and p95 exactly at their maximum.
+#[test]
+fn false_fails_at_the_threshold_stay_within_alpha() {
+    let j = Judgement::single(0.95, 200);
+    let err = gate("{metric: error_rate, max: 0.03}");
+    let p95 = gate("{metric: latency_p95_ms, max: 300}");
+    for n in [200u64, 1000, 5000] {
+        let mut rng = Prng(n);
+        let base = MetricsAggregate::default();
+        let (mut fails_err, mut fails_p95) = (0, 0);
+        let draws = 400;
+        for _ in 0..draws {
+            let m = rng.traffic(n, 0.03, 100.0, 300.0);
+            fails_err += usize::from(matches!(
+                evaluate(&err, &m, &base, &j, None).verdict,
+                Verdict::Fail(_)
+            ));
+            fails_p95 += usize::from(matches!(
+                evaluate(&p95, &m, &base, &j, None).verdict,
+                Verdict::Fail(_)
+            ));
+        }
+        // 5% of 400 is 20; 3 standard deviations (~13) of slack for the sampling.
+        assert!(
+            fails_err <= 33,
+            "n {n}: error-rate fails {fails_err}/{draws}"
+        );
+        assert!(fails_p95 <= 33, "n {n}: p95 fails {fails_p95}/{draws}");
+        assert!(
+            fails_err > 0 || n < 1000,
+            "n {n}: a test that can fail at all"
+        );
+    }
+    // And a clear regression (2x) fails almost always with a few hundred samples.
+    let mut rng = Prng(99);
+    let caught = (0..200)
+        .filter(|_| {
+            let m = rng.traffic(1000, 0.06, 100.0, 600.0);
+            matches!(
+                evaluate(&err, &m, &MetricsAggregate::default(), &j, None).verdict,
+                Verdict::Fail(_)
+            )
+        })
+        .count();
+    assert!(caught >= 198, "caught {caught}/200");
+}
+
+/// The status text has the estimate, its interval and the samples still needed.
+#[test]
+fn inconclusive_gates_say_how_many_more_samples_decide() {
+    let j = Judgement::single(0.95, 200);
+    let mut m = MetricsAggregate::default();
+    for i in 0..2000 {
+        m.record(50.0, i % 34 == 0, Some(0.9));
+    }
+    let r = evaluate(
+        &gate("{metric: error_rate, max: 0.03}"),
+        &m,
+        &MetricsAggregate::default(),
+        &Judgement {
+            resolution: 0.05,
+            ..j
+        },
+        None,
+    );
+    let Verdict::Inconclusive(why) = &r.verdict else {
+        panic!("{r:?}")
+    };
+    assert!(why.starts_with("2.95% ["), "{why}");
+    assert!(
+        why.contains("vs max 3.00%") && why.contains("more requests to decide"),
+        "{why}"
+    );
+    let needed = r.needed.expect("needed");
+    assert!(needed > 1000 && needed < 1_000_000, "{needed}");
+    // With that many more at the same rate, it is decided.
+    let mut more = MetricsAggregate::default();
+    for i in 0..(2000 + needed * 2) {
+        more.record(50.0, i % 34 == 0, Some(0.9));
+    }
+    let r2 = evaluate(
+        &gate("{metric: error_rate, max: 0.03}"),
+        &more,
+        &MetricsAggregate::default(),
+        &Judgement {
+            resolution: 0.05,
+            ..j
+        },
+        None,
+    );
+    assert!(r2.verdict.is_pass(), "{r2:?}");
+}
+
+fn grouped_fleet() -> Vec<Device> {
+    let mut f = fleet(40, 4);
+    for (i, d) in f.iter_mut().enumerate() {
+        let hw = if i % 10 == 0 {
+            "variant-b"
+        } else {
+            "variant-a"
+        };
+        d.labels.insert("hw".into(), hw.into());
+    }
+    f
+}
+
+const GROUPED: &str = r#"
+release: clf@2.0.0
+selector: {fleet: retail}
+steps:
+  - canary: {devices: 4}
+  - analyze: {duration: 30m, interval: 5m}
+  - canary: {percent: 100}
+gates:
+  - {metric: error_rate, max: 0.03}
+group_by: [hw]
+min_samples: 200
+"#;
+
+/// Per-device metrics for the Sim's cohort: variant-b devices with `bad_rate` errors.
+fn per_device(
+    s: &Sim,
+    n: u64,
+    bad_rate: f64,
+    rng: &mut Prng,
+) -> BTreeMap<String, MetricsAggregate> {
+    s.fleet
+        .iter()
+        .map(|d| {
+            let bad = d.labels["hw"] == "variant-b" && s.rollout.state.cohort.contains(&d.id);
+            let p = if bad { bad_rate } else { 0.005 };
+            (d.id.clone(), rng.traffic(n, p, 80.0, 140.0))
+        })
+        .collect()
+}
+
+fn totals(
+    s: &Sim,
+    devices: &BTreeMap<String, MetricsAggregate>,
+) -> (MetricsAggregate, MetricsAggregate) {
+    let (mut c, mut b) = (MetricsAggregate::default(), MetricsAggregate::default());
+    for (id, m) in devices {
+        if s.rollout.state.cohort.contains(id) {
+            c.merge(m);
+        } else {
+            b.merge(m);
+        }
+    }
+    (c, b)
+}
+
+/// A regression confined to a 10% hardware group: the first canary includes the group
+/// (stratified), the whole cohort looks healthy, the group's gate fails and rolls back
+/// (default) — or, with `on_group_failure: exclude`, only the group goes back and the
+/// rollout continues without it.
+#[test]
+fn a_regression_in_one_group_fails_that_group() {
+    for exclude in [false, true] {
+        let y = if exclude {
+            format!("{GROUPED}on_group_failure: exclude\n")
+        } else {
+            GROUPED.to_string()
+        };
+        let mut s = Sim::new(spec(&y), grouped_fleet(), 1_000_000);
+        let none = MetricsAggregate::default();
+        s.step(60, &none, &none);
+        let groups = &s.rollout.state.covered_groups;
+        assert_eq!(
+            groups,
+            &["variant-a".to_string(), "variant-b".to_string()],
+            "stratified first canary"
+        );
+        let mut rng = Prng(5);
+        for _ in 0..40 {
+            let devices = per_device(&s, 400, 0.12, &mut rng);
+            let (c, b) = totals(&s, &devices);
+            s.step_devices(60, &c, &b, &BTreeMap::new(), &devices);
+            if s.rollout.is_finished() || s.rollout.state.step >= 2 {
+                break;
+            }
+        }
+        if exclude {
+            assert!(
+                s.rollout.state.excluded_groups.contains("variant-b"),
+                "{:?}",
+                s.rollout.state
+            );
+            assert!(
+                s.events
+                    .iter()
+                    .any(|e| matches!(e, RolloutEvent::GroupExcluded { .. }))
+            );
+            assert_ne!(s.rollout.state.phase, Phase::Aborted);
+        } else {
+            assert_eq!(
+                s.rollout.state.phase,
+                Phase::Aborted,
+                "{:?}",
+                s.rollout.state
+            );
+            assert!(
+                s.rollout
+                    .state
+                    .reason
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("[variant-b]"),
+                "{:?}",
+                s.rollout.state.reason
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Per-group verdicts combine: with every group and the cohort healthy (well inside the
+    /// threshold) nothing fails; a group whose own data fails makes the evaluation fail
+    /// (default policy) even when the whole cohort passes; the cohort's result is always there.
+    #[test]
+    fn group_verdicts_combine(seed in any::<u64>(), bad in any::<bool>()) {
+        let mut s = Sim::new(spec(GROUPED), grouped_fleet(), 1_000_000);
+        let none = MetricsAggregate::default();
+        s.step(60, &none, &none);
+        s.step(60, &none, &none);
+        prop_assert_eq!(s.rollout.state.step, 1, "analyzing");
+        let mut rng = Prng(seed);
+        let devices = per_device(&s, 3000, if bad { 0.2 } else { 0.005 }, &mut rng);
+        let (c, b) = totals(&s, &devices);
+        s.step_devices(60, &c, &b, &BTreeMap::new(), &devices);
+        let gates = &s.rollout.state.last_gates;
+        prop_assert!(gates.iter().any(|g| g.group.is_none()), "{:?}", gates);
+        let group_failed = gates.iter().any(|g| g.group.is_some() && matches!(g.verdict, Verdict::Fail(_)));
+        prop_assert_eq!(group_failed, bad, "{:?}", gates);
+        prop_assert_eq!(s.rollout.state.phase == Phase::Aborted, bad);
+    }
+}
+
+/// Only the window's samples count and a thin window never promotes: the step holds once
+/// (one notification) with an estimate of the time needed, escalates once after
+/// `max_hold`, and promotes only when the step's own samples decide.
+#[test]
+fn thin_traffic_holds_once_escalates_once_and_never_promotes_on_too_little() {
+    let y = format!("{GROUPED}max_hold: 30m\n");
+    let mut s = Sim::new(spec(&y), grouped_fleet(), 1_000_000);
+    let none = MetricsAggregate::default();
+    s.step(60, &none, &none);
+    s.step(60, &none, &none);
+    assert_eq!(s.rollout.state.step, 1);
+    let mut rng = Prng(1);
+    // 3 requests a minute: 200 samples take ~67 minutes.
+    let mut window = MetricsAggregate::default();
+    let mut reasons = BTreeSet::new();
+    for minute in 0..150 {
+        window.merge(&rng.traffic(3, 0.005, 80.0, 140.0));
+        s.step(60, &window, &traffic(5000, 80.0, 200));
+        if let Some(r) = &s.rollout.state.reason {
+            assert!(
+                r.chars().count() <= edgecd_rollout::engine::MAX_REASON_CHARS,
+                "{r}"
+            );
+            assert!(
+                !r.contains(
+                    "analysis window over without a decision, too little traffic: analysis"
+                ),
+                "nested: {r}"
+            );
+            reasons.insert(r.clone());
+        }
+        if s.rollout.state.step >= 2 {
+            assert!(
+                window.requests >= 200,
+                "promoted at minute {minute} on {} samples",
+                window.requests
+            );
+            break;
+        }
+    }
+    let held: Vec<&RolloutEvent> = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, RolloutEvent::Held { .. }))
+        .collect();
+    assert_eq!(held.len(), 1, "one hold notification: {:?}", s.events);
+    let RolloutEvent::Held { reason } = held[0] else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("too little traffic") && reason.contains("requests/s, about"),
+        "{reason}"
+    );
+    let escalated = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, RolloutEvent::Escalated { .. }))
+        .count();
+    assert_eq!(escalated, 1, "{:?}", s.events);
+    assert!(
+        s.rollout.state.step >= 2,
+        "decided once the step's samples sufficed: {:?}",
+        s.rollout.state
+    );
+
+    // With `on_max_hold: rollback`, the hold ends in a rollback instead.
+    let y = format!("{GROUPED}max_hold: 30m\non_max_hold: rollback\n");
+    let mut s = Sim::new(spec(&y), grouped_fleet(), 1_000_000);
+    s.step(60, &none, &none);
+    s.step(60, &none, &none);
+    for _ in 0..70 {
+        s.step(60, &traffic(10, 80.0, 0), &traffic(5000, 80.0, 200));
+    }
+    assert_eq!(s.rollout.state.phase, Phase::Aborted);
+    assert_eq!(s.rollout.state.stop_cause, Some(StopCause::HoldTimeout));
+    assert!(s.rolled_back.is_some());
+}
+
+/// "waiting for N of M devices" changes count without notifying again.
+#[test]
+fn waiting_for_devices_notifies_once() {
+    let mut s = Sim::new(spec(STANDARD), fleet(40, 10), 1_000_000);
+    let none = MetricsAggregate::default();
+    s.step(60, &none, &none);
+    // Devices install one per tick: stop the Sim's instant install by failing to run.
+    let cohort: Vec<String> = s.rollout.state.cohort.iter().cloned().collect();
+    s.assigned.clear();
+    for (i, _) in cohort.iter().enumerate() {
+        s.assigned.extend(cohort[..i].iter().cloned());
+        s.step(60, &none, &none);
+    }
+    let held = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, RolloutEvent::Held { .. }))
+        .count();
+    assert_eq!(held, 1, "{:?}", s.events);
+    assert!(
+        s.rollout
+            .state
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("waiting for 1 of 4")
     );
 }

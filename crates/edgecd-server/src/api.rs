@@ -408,7 +408,7 @@ async fn checkin_inner(
         .execute(&st.store.pool)
         .await?;
     if let Some(m) = &req.metrics {
-        crate::rollouts::record_metrics(&st, &id, &req.status, m).await?;
+        crate::rollouts::record_metrics(&st, &id, &req.status, m, dev.last_seen).await?;
     }
     let new_outcome = req.status.last_outcome.as_ref();
     if new_outcome.is_some() && new_outcome != prev.as_ref().and_then(|p| p.last_outcome.as_ref()) {

@@ -56,12 +56,16 @@ fn release_name(app: &str, version: &str) -> String {
     format!("{app}@{version}")
 }
 
-/// Stores the aggregates a device sent with its check-in, tagged with what it runs.
+/// Stores the aggregates a device sent with its check-in, tagged with what it runs and the
+/// period they cover: from `since` (the device's previous check-in; `None` on its first)
+/// to now. An analysis counts a delta only if its whole period lies inside the analysis
+/// window, so no sample taken before a step began counts for it.
 pub async fn record_metrics(
     st: &AppState,
     device_id: &str,
     status: &DeviceStatus,
     metrics: &MetricsAggregate,
+    since: Option<i64>,
 ) -> Result<(), ApiError> {
     metrics
         .validate()
@@ -72,13 +76,16 @@ pub async fn record_metrics(
     if metrics.requests == 0 && metrics.temp_samples == 0 {
         return Ok(());
     }
-    sqlx::query("INSERT INTO device_metrics (device_id, at, release, agg) VALUES (?, ?, ?, ?)")
-        .bind(device_id)
-        .bind(util::now() as i64)
-        .bind(release_name(&running.app, &running.version))
-        .bind(serde_json::to_string(metrics).map_err(ApiError::internal)?)
-        .execute(&st.store.pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO device_metrics (device_id, at, release, agg, since) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(device_id)
+    .bind(util::now() as i64)
+    .bind(release_name(&running.app, &running.version))
+    .bind(serde_json::to_string(metrics).map_err(ApiError::internal)?)
+    .bind(since)
+    .execute(&st.store.pool)
+    .await?;
     Ok(())
 }
 
@@ -264,25 +271,30 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
     Ok(())
 }
 
-/// Merged metrics since `since` of `devices` running `release`.
+/// Metrics of `devices` running `release` taken inside the window that began at `since`
+/// (deltas whose whole period lies in it; a delta that began earlier is left out), merged
+/// per device into `per_device` and returned merged.
 async fn merged(
     st: &AppState,
     since: i64,
     release: &str,
     devices: &BTreeSet<String>,
+    per_device: &mut BTreeMap<String, MetricsAggregate>,
 ) -> Result<MetricsAggregate, ApiError> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT device_id, agg FROM device_metrics WHERE at >= ? AND release = ?")
-            .bind(since)
-            .bind(release)
-            .fetch_all(&st.store.pool)
-            .await?;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT device_id, agg FROM device_metrics WHERE since IS NOT NULL AND since >= ? AND release = ?",
+    )
+    .bind(since)
+    .bind(release)
+    .fetch_all(&st.store.pool)
+    .await?;
     let mut m = MetricsAggregate::default();
     for (dev, agg) in rows {
         if devices.contains(&dev)
             && let Ok(a) = serde_json::from_str::<MetricsAggregate>(&agg)
         {
             m.merge(&a);
+            per_device.entry(dev).or_default().merge(&a);
         }
     }
     Ok(m)
@@ -323,9 +335,17 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
         let canary_devices: BTreeSet<String> = r.state.cohort.clone();
         let baseline_devices: BTreeSet<String> =
             selected.difference(&canary_devices).cloned().collect();
-        let canary = merged(st, r.metrics_since(), &r.spec.release, &canary_devices).await?;
+        let mut per_device = BTreeMap::new();
+        let canary = merged(
+            st,
+            r.metrics_since(),
+            &r.spec.release,
+            &canary_devices,
+            &mut per_device,
+        )
+        .await?;
         let baseline = match &r.baseline {
-            Some(b) => merged(st, r.metrics_since(), b, &baseline_devices).await?,
+            Some(b) => merged(st, r.metrics_since(), b, &baseline_devices, &mut per_device).await?,
             None => MetricsAggregate::default(),
         };
         let external = match prefetched.remove(&id) {
@@ -345,6 +365,7 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
             canary: &canary,
             baseline: &baseline,
             external: &external,
+            devices: &per_device,
         });
         if !d.effects.is_empty() || !d.audit.is_empty() {
             apply(st, &r, &d).await?;

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_rollouts.sql"),
     include_str!("../migrations/0003_notification_outbox.sql"),
     include_str!("../migrations/0004_assignment_floor.sql"),
+    include_str!("../migrations/0005_metric_windows.sql"),
 ];
 
 #[derive(Debug, Clone)]

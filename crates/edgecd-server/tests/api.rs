@@ -1097,3 +1097,115 @@ fn trusting_a_private_key_is_refused() {
     let (s, t, _) = h.admin("GET", "/api/v1/admin/keys", None);
     assert_eq!((s, t.as_str()), (200, "[]"));
 }
+
+/// Only samples taken inside an analysis step's window count for it: a check-in's metric
+/// delta whose period began before the step (the device's previous check-in was earlier)
+/// is left out, so a step without fresh traffic holds instead of promoting on samples from
+/// before it; fresh samples then decide.
+#[test]
+fn analysis_counts_only_samples_taken_inside_its_window() {
+    let h = H::with(|c| c.controller_tick_ms = 50);
+    h.trust_ci();
+    for v in ["1.0.0", "2.0.0"] {
+        let (s, t, _) = h.publish(&h.release(v, &h.ci));
+        assert_eq!(s, 201, "{t}");
+    }
+    let d = h.enroll(&[("fleet", "x")]);
+    let spec = serde_json::json!({"spec": {
+        "release": "app@2.0.0",
+        "steps": [
+            {"canary": {"devices": 1}},
+            {"pause": {"duration": "2s"}},
+            {"analyze": {"duration": "2s", "interval": "1s"}},
+            {"canary": {"percent": 100}}
+        ],
+        "gates": [{"metric": "error_rate", "max": 0.03}],
+        "min_samples": 100
+    }});
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/rollouts", Some(spec));
+    assert_eq!(s, 200, "{t}");
+    let v: serde_json::Value = serde_json::from_str(&t).expect("status");
+    let id = v["rollout"]["id"].as_str().expect("id").to_string();
+    let state = || -> serde_json::Value {
+        let (s, t, _) = h.admin("GET", &format!("/api/v1/admin/rollouts/{id}"), None);
+        assert_eq!(s, 200, "{t}");
+        serde_json::from_str::<serde_json::Value>(&t).expect("status")["rollout"]["state"].clone()
+    };
+    let wait = |what: &str, done: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let st = state();
+            if done(&st) {
+                return st;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "waiting for {what}: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let report = |requests: u64| {
+        let metrics = (requests > 0).then(|| {
+            let mut m = edgecd_api::metrics::MetricsAggregate::default();
+            for _ in 0..requests {
+                m.record(20.0, false, Some(0.9));
+            }
+            m
+        });
+        let req = CheckinRequest {
+            inventory: inv(),
+            status: DeviceStatus {
+                phase: Phase::Idle,
+                running: Some(RunningRelease {
+                    app: "app".into(),
+                    version: "2.0.0".into(),
+                    bundle_digest: format!("sha256:{}", "0".repeat(64)),
+                    slot: "a".into(),
+                }),
+                assignment_version: 1,
+                last_outcome: None,
+                download: None,
+                stale_since: None,
+                assignment_proof: None,
+            },
+            labels: BTreeMap::new(),
+            metrics,
+            protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
+        };
+        let (s, t, _) = h.req(
+            "POST",
+            &format!("/api/v1/devices/{}/checkin", d.device_id),
+            Some(&d.credential),
+            Some(&serde_json::to_vec(&req).expect("json")),
+            &[],
+        );
+        assert!(s == 200 || s == 304, "{s} {t}");
+    };
+    wait("the canary assignment", &|st| {
+        st["cohort"].as_array().is_some_and(|c| c.len() == 1)
+    });
+    // The device runs the release: the canary step is done, the pause begins.
+    report(0);
+    wait("the analysis step", &|st| st["step"] == 2);
+    // A thousand good requests, but counted since the device's previous check-in, which was
+    // before the analysis began: none of them counts for it.
+    report(1000);
+    let st = wait("the window to end without a decision", &|st| {
+        st["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("too little traffic"))
+    });
+    assert_eq!(
+        st["step"], 2,
+        "never promoted on samples from before the step: {st}"
+    );
+    let gates = st["lastGates"].as_array().expect("gates");
+    assert_eq!(gates[0]["samples"], 0, "{st}");
+    // Taken inside the window: they count, and decide it.
+    report(1000);
+    let st = wait("the analysis to pass", &|st| {
+        st["step"].as_u64().is_some_and(|s| s >= 3)
+    });
+    assert_ne!(st["phase"], "aborted", "{st}");
+}

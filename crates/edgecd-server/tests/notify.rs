@@ -506,7 +506,7 @@ retry: {{attempts: 2, initial_backoff_ms: 50, max_backoff_ms: 200, timeout_ms: 3
 release: app@1.0.0
 steps:
   - canary: {devices: 1}
-  - analyze: {duration: 1h, interval: 1m}
+  - analyze: {duration: 1s, interval: 1m}
   - approve: {}
   - canary: {percent: 100}
 gates:
@@ -517,7 +517,7 @@ runbook_url: https://wiki.example/rollout-runbook
 "#,
     );
     let link = format!("https://edgecd.example.com/api/v1/admin/rollouts/{id}");
-    // started; the canary's device runs the release → step 2; no samples → held.
+    // started; the canary's device runs the release → step 2; its window ends without samples → held.
     hook.wait(3, Duration::from_secs(10));
     h.command(&id, "promote");
     // → step 3 (approval); the controller asks for approval.
@@ -575,14 +575,14 @@ runbook_url: https://wiki.example/rollout-runbook
     assert_eq!(bodies[1]["rollout"]["step"], 2);
     assert_eq!(
         bodies[1]["rollout"]["stepDescription"],
-        "analyze 1h every 1m"
+        "analyze 1s every 1m"
     );
     let held = &bodies[2];
     assert_eq!(held["rollout"]["step"], 2);
     let reason = held["rollout"]["reason"].as_str().expect("reason");
     assert!(
         reason.starts_with(
-            "holding, gates inconclusive: latency_p95_ms <= 300: 0 samples < min_samples 200"
+            "analysis window over without a decision, too little traffic: latency_p95_ms <= 300: 0 requests < min_samples 200, ~200 more to decide"
         ),
         "{reason}"
     );
@@ -593,7 +593,10 @@ runbook_url: https://wiki.example/rollout-runbook
     assert_eq!(gates[0]["max"], 300.0);
     assert_eq!(gates[0]["samples"], 0);
     assert_eq!(gates[0]["verdict"], "inconclusive");
-    assert_eq!(gates[0]["why"], "0 samples < min_samples 200");
+    assert_eq!(
+        gates[0]["why"],
+        "0 requests < min_samples 200, ~200 more to decide"
+    );
     assert_eq!(gates[1]["gate"], "error_rate <= 0.03");
     assert_eq!(gates[1]["max"], 0.03);
     // The operator's promotion still shows the latest evaluation's gates.
@@ -634,7 +637,7 @@ runbook_url: https://wiki.example/rollout-runbook
     assert_eq!(m["blocks"][0]["type"], "header");
     assert!(
         m["text"].as_str().expect("text").starts_with(&format!(
-            "Rollout held: app@1.0.0 — rollout {id}, step 2/4: analyze 1h every 1m, phase progressing, cohort 1 devices, reason: holding, gates inconclusive"
+            "Rollout held: app@1.0.0 — rollout {id}, step 2/4: analyze 1s every 1m, phase progressing, cohort 1 devices, reason: analysis window over without a decision"
         )),
         "{m}"
     );
@@ -654,7 +657,7 @@ runbook_url: https://wiki.example/rollout-runbook
             format!("*Rollout*\n{id}").as_str(),
             "*Release*\napp@1.0.0",
             "*Baseline*\nnone",
-            "*Step*\n2/4: analyze 1h every 1m",
+            "*Step*\n2/4: analyze 1s every 1m",
             "*Phase*\nprogressing",
             "*Cohort*\n1 devices"
         ]
@@ -667,7 +670,7 @@ runbook_url: https://wiki.example/rollout-runbook
         "{gate_text}"
     );
     assert!(
-        gate_text.contains("(max 300; 0 samples): inconclusive (0 samples &lt; min_samples 200)"),
+        gate_text.contains("(max 300; 0 samples): inconclusive (0 requests &lt; min_samples 200, ~200 more to decide)"),
         "{gate_text}"
     );
     assert!(gate_text.contains("`error_rate &lt;= 0.03`"), "{gate_text}");
@@ -707,7 +710,7 @@ runbook_url: https://wiki.example/rollout-runbook
             ("Rollout", id.as_str()),
             ("Release", "app@1.0.0"),
             ("Baseline", "none"),
-            ("Step", "2/4: analyze 1h every 1m"),
+            ("Step", "2/4: analyze 1s every 1m"),
             ("Phase", "progressing"),
             ("Cohort", "1 devices"),
             ("Reason", reason),
@@ -722,7 +725,7 @@ runbook_url: https://wiki.example/rollout-runbook
         card["body"][3]["facts"][0]["value"]
             .as_str()
             .expect("value")
-            .ends_with("(max 300; 0 samples): inconclusive (0 samples < min_samples 200)")
+            .ends_with("(max 300; 0 samples): inconclusive (0 requests < min_samples 200, ~200 more to decide)")
     );
     assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
     assert_eq!(card["actions"][0]["url"], link.as_str());

@@ -186,10 +186,13 @@ fn print_record(t: &Timeline, rec: &edgecd_rollout::engine::AuditRecord) {
         rec.message
     ));
     for g in &rec.gates {
-        let v = g.value.map_or("-".to_string(), |v| format!("{v:.3}"));
-        let b = g
-            .baseline
-            .map_or(String::new(), |b| format!(" (baseline {b:.3})"));
+        // The value with its interval at the rollout's confidence (and the ratio to the
+        // baseline with its interval for ratio gates).
+        let v = g.shown_value();
+        let b = match (g.ratio, g.baseline) {
+            (None, Some(b)) => format!(" (baseline {b:.3})"),
+            _ => String::new(),
+        };
         let verdict = match &g.verdict {
             edgecd_rollout::Verdict::Pass => "pass".to_string(),
             edgecd_rollout::Verdict::Fail(w) => format!("FAIL: {w}"),
@@ -197,9 +200,9 @@ fn print_record(t: &Timeline, rec: &edgecd_rollout::engine::AuditRecord) {
             edgecd_rollout::Verdict::Error(w) => format!("error: {w}"),
         };
         crate::outln!(
-            "{:>12}      {:<44} = {v}{b} [{} samples] {verdict}",
+            "{:>12}      {:<44} = {v}{b} ({} samples) {verdict}",
             "",
-            g.gate,
+            g.name(),
             g.samples
         );
     }

@@ -6,7 +6,7 @@ use crate::output::print_json;
 use anyhow::Context as _;
 use edgecd_api::protocol::DeployRequest;
 use edgecd_rollout::engine::{AuditRecord, Phase};
-use edgecd_rollout::gates::Verdict;
+use edgecd_rollout::gates::{GateResult, Verdict};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -249,15 +249,17 @@ fn print_list_row(st: &Value) {
     );
 }
 
+/// One gate result: its value with the interval at the rollout's confidence (and the ratio
+/// to the baseline with its interval), samples, verdict and why.
 fn gate_line(g: &Value) -> String {
-    let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
     let verdict = g["verdict"]["verdict"].as_str().unwrap_or("?");
     let why = g["verdict"]["why"].as_str().unwrap_or("");
+    let (name, shown) = match serde_json::from_value::<GateResult>(g.clone()) {
+        Ok(r) => (r.name(), r.shown_value()),
+        Err(_) => (g["gate"].as_str().unwrap_or("?").to_string(), "-".into()),
+    };
     let mut line = format!(
-        "{:<40} value {:>10}  baseline {:>10}  samples {:>6}  {verdict} {why}",
-        g["gate"].as_str().unwrap_or("?"),
-        num(&g["value"]),
-        num(&g["baseline"]),
+        "{name:<40} {shown}  samples {}  {verdict} {why}",
         g["samples"]
     );
     if let Some(q) = g["query"].as_str() {
@@ -284,12 +286,17 @@ pub fn print_status(st: &Value) {
         ),
         None => crate::outln!("  phase   {}", s["phase"].as_str().unwrap_or("?")),
     }
-    crate::outln!(
-        "  step    {}/{} {}",
-        s["step"].as_u64().unwrap_or(0) + 1,
-        steps,
-        st["stepDescription"].as_str().unwrap_or("")
-    );
+    let step = s["step"].as_u64().unwrap_or(0) as usize;
+    if step >= steps {
+        crate::outln!("  step    {steps}/{steps} (all steps done)");
+    } else {
+        crate::outln!(
+            "  step    {}/{} {}",
+            step + 1,
+            steps,
+            st["stepDescription"].as_str().unwrap_or("")
+        );
+    }
     crate::outln!(
         "  cohort  {} assigned, {} running the release, {} eligible, {} incompatible",
         s["cohort"].as_array().map_or(0, Vec::len),
@@ -297,7 +304,20 @@ pub fn print_status(st: &Value) {
         st["eligible"],
         st["incompatible"].as_array().map_or(0, Vec::len)
     );
-    for g in s["lastGates"].as_array().into_iter().flatten() {
+    if let Some(groups) = s["coveredGroups"].as_array().filter(|g| g.len() > 1) {
+        let names: Vec<&str> = groups.iter().filter_map(Value::as_str).collect();
+        crate::outln!("  groups  {} covered: {}", names.len(), names.join(", "));
+    }
+    if let Some(groups) = s["excludedGroups"].as_array().filter(|g| !g.is_empty()) {
+        let names: Vec<&str> = groups.iter().filter_map(Value::as_str).collect();
+        crate::outln!("  exclude {}", names.join(", "));
+    }
+    let gates = s["lastGates"].as_array().map_or(&[][..], Vec::as_slice);
+    // Gates evaluated in an earlier step (the current one has not evaluated yet) are stale.
+    if !gates.is_empty() && s["lastEvaluationAt"].is_null() {
+        crate::outln!("  gates   (stale: from an earlier step's last evaluation)");
+    }
+    for g in gates {
         crate::outln!("  gate    {}", gate_line(g));
     }
     if let Some(reason) = s["reason"].as_str() {

@@ -452,12 +452,14 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 }
 
 /// The engine event's name: `started`, `step_promoted`, `held`, `approval_needed`,
-/// `aborted`, `rolled_back` or `completed`.
+/// `aborted`, `rolled_back`, `completed`, `escalated` or `group_excluded`.
 pub fn event_name(e: &RolloutEvent) -> &'static str {
     match e {
         RolloutEvent::Started { .. } => "started",
         RolloutEvent::StepPromoted { .. } => "step_promoted",
         RolloutEvent::Held { .. } => "held",
+        RolloutEvent::Escalated { .. } => "escalated",
+        RolloutEvent::GroupExcluded { .. } => "group_excluded",
         RolloutEvent::ApprovalNeeded { .. } => "approval_needed",
         RolloutEvent::Aborted { .. } => "aborted",
         RolloutEvent::RolledBack { .. } => "rolled_back",
@@ -514,6 +516,9 @@ pub struct GateSummary {
     /// `pass`, `fail`, `inconclusive` or `error`.
     pub verdict: String,
     pub why: Option<String>,
+    /// The value's interval at the rollout's confidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
 }
 
 impl Notification {
@@ -537,9 +542,10 @@ impl Notification {
         }
         .min(steps.saturating_sub(1));
         let reason = match event {
-            RolloutEvent::Held { reason } | RolloutEvent::Aborted { reason } => {
-                Some(reason.clone())
-            }
+            RolloutEvent::Held { reason }
+            | RolloutEvent::Aborted { reason }
+            | RolloutEvent::Escalated { reason, .. }
+            | RolloutEvent::GroupExcluded { reason, .. } => Some(reason.clone()),
             _ => r.state.reason.clone(),
         };
         let gates: &[GateResult] = decision
@@ -559,7 +565,8 @@ impl Notification {
                     Verdict::Error(w) => ("error", Some(w.clone())),
                 };
                 GateSummary {
-                    gate: g.gate.clone(),
+                    gate: g.name(),
+                    interval: g.interval,
                     value: g.value,
                     baseline: g.baseline,
                     samples: g.samples,

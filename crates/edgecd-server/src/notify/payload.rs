@@ -30,6 +30,10 @@ pub fn title(n: &Notification) -> String {
             n.rollout.step, n.rollout.steps
         ),
         RolloutEvent::Held { .. } => format!("Rollout held: {rel}"),
+        RolloutEvent::Escalated { .. } => format!("INCIDENT: rollout held too long: {rel}"),
+        RolloutEvent::GroupExcluded { group, .. } => {
+            format!("Rollout of {rel}: group {group} excluded")
+        }
         RolloutEvent::ApprovalNeeded { .. } => format!("Rollout needs approval: {rel}"),
         RolloutEvent::Aborted { .. } => format!("Rollout aborted: {rel}"),
         RolloutEvent::RolledBack { devices, release } => {
@@ -76,7 +80,12 @@ pub fn threshold(g: &GateSummary) -> String {
 
 /// `212.3 (max 300; baseline 180; 540 samples): pass` or `—: inconclusive (0 samples < …)`.
 pub fn gate_result(g: &GateSummary) -> String {
-    let value = g.value.map_or("no value".to_string(), num);
+    let mut value = g.value.map_or("no value".to_string(), num);
+    if let Some([lo, hi]) = g.interval
+        && hi > lo
+    {
+        value = format!("{value} [{}, {}]", num(lo), num(hi));
+    }
     let mut details = vec![];
     let t = threshold(g);
     if !t.is_empty() {
@@ -214,7 +223,10 @@ pub fn teams(n: &Notification) -> Value {
         RolloutEvent::Started { .. } | RolloutEvent::StepPromoted { .. } => "Accent",
         RolloutEvent::Completed => "Good",
         RolloutEvent::Held { .. } | RolloutEvent::ApprovalNeeded { .. } => "Warning",
-        RolloutEvent::Aborted { .. } | RolloutEvent::RolledBack { .. } => "Attention",
+        RolloutEvent::Aborted { .. }
+        | RolloutEvent::RolledBack { .. }
+        | RolloutEvent::Escalated { .. }
+        | RolloutEvent::GroupExcluded { .. } => "Attention",
     };
     let fact = |k: &str, v: &str| json!({"title": k, "value": v});
     let mut facts = vec![
@@ -304,6 +316,7 @@ pub(crate) mod tests_support {
             max_ratio: None,
             verdict: verdict.into(),
             why: why.map(str::to_string),
+            interval: None,
         }
     }
 
@@ -336,6 +349,7 @@ pub(crate) mod tests_support {
                     max_ratio: None,
                     verdict: "pass".into(),
                     why: None,
+                    interval: None,
                 },
             ],
             runbook_url: Some("https://wiki.example/runbooks/app".into()),
