@@ -775,3 +775,79 @@ fn selftest_auto_records_vectors_with_the_reference_runtime() {
     );
     assert!(err.contains("no ONNX or TFLite model"), "{err}");
 }
+
+/// Unpacks `bundle` into `target` as an agent installs it (the installed-slot layout).
+fn install(bundle: &Path, target: &Path) {
+    let key = edgecd_sign::SigningKey::generate();
+    let sig = edgecd_sign::sign_artifact(&key, &common::manifest_bytes(bundle));
+    edgecd_bundle::unpack_bundle(bundle, target, &key.verifying_key(), &sig, &mut |_| {})
+        .expect("unpack");
+}
+
+#[test]
+fn demo_write_model_gives_an_example_model_and_bundle_selftest_checks_an_installed_bundle() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // The example model: the demo's generated classifier, 0644, its seed picks the weights.
+    let out = ok(
+        d,
+        &[
+            "demo",
+            "--write-model",
+            "models/classifier.onnx",
+            "--seed",
+            "3",
+        ],
+    );
+    assert!(out.contains("models/classifier.onnx"), "{out}");
+    let model = d.join("models/classifier.onnx");
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        edgecd_cli::demo_model::classifier_onnx(3)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&model).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    assert!(
+        fails(d, &["demo", "--seed", "3"]).contains("--write-model"),
+        "--seed without --write-model is refused"
+    );
+
+    // Built with recorded vectors and installed: the self-test passes.
+    let mut args = build_args("models/classifier.onnx", "clf", "dist");
+    args.extend(["--selftest", "auto"]);
+    ok(d, &args);
+    install(&d.join("dist/clf-1.0.0.edgecd"), &d.join("slot"));
+    let out = ok(d, &["bundle", "selftest", "slot"]);
+    assert!(
+        out.contains("self-test of clf@1.0.0: 2 of 2 cases passed"),
+        "{out}"
+    );
+    let report = json(d, &["bundle", "selftest", "slot", "--json"]);
+    assert_eq!(report["passed"], true, "{report}");
+
+    // Other weights under the same name: the vectors catch it, exit 1, each case says why.
+    std::fs::write(
+        d.join("slot/models/classifier.onnx"),
+        edgecd_cli::demo_model::classifier_onnx(4),
+    )
+    .unwrap();
+    let o = run_in(d, &["bundle", "selftest", "slot"]);
+    assert_eq!(o.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("FAIL") && stdout.contains("exceeds tolerance"),
+        "{stdout}"
+    );
+
+    // A bundle without vectors: an error saying how to add them.
+    ok(d, &build_args("models/classifier.onnx", "plain", "dist"));
+    install(&d.join("dist/plain-1.0.0.edgecd"), &d.join("plain-slot"));
+    let err = fails(d, &["bundle", "selftest", "plain-slot"]);
+    assert!(
+        err.contains("has no self-test vectors") && err.contains("--selftest auto"),
+        "{err}"
+    );
+}

@@ -19,6 +19,9 @@ pub enum BundleCommand {
     Sign(SignArgs),
     /// Verify a bundle's signature, every blob digest and size, and its structure.
     Verify(VerifyArgs),
+    /// Run an installed bundle's self-test vectors (e.g. the agent's `current`) with the
+    /// reference runtime; exits non-zero when a case fails. Fits `edgecd-agent --health-cmd`.
+    Selftest(SelftestArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,12 +92,24 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct SelftestArgs {
+    /// An unpacked bundle directory (profile.json, models/), e.g. the agent's `current`.
+    pub dir: PathBuf,
+    /// Threads per inference (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(c: BundleCommand) -> anyhow::Result<ExitCode> {
     match c {
         BundleCommand::Build(a) => build(a),
         BundleCommand::Inspect(a) => inspect(a),
         BundleCommand::Sign(a) => sign(a),
         BundleCommand::Verify(a) => verify(a),
+        BundleCommand::Selftest(a) => selftest(a),
     }
 }
 
@@ -389,4 +404,55 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `edgecd bundle selftest DIR`: the bundle's own vectors through edgecd-infer's engine.
+fn selftest(a: SelftestArgs) -> anyhow::Result<ExitCode> {
+    let engine = edgecd_infer::Engine::load(&a.dir, None)
+        .with_context(|| format!("loading the installed bundle in {}", a.dir.display()))?;
+    let Some(st) = engine
+        .profile
+        .selftest
+        .clone()
+        .filter(|st| !st.cases.is_empty())
+    else {
+        anyhow::bail!(
+            "{} ({}) has no self-test vectors: build it with `edgecd bundle build --selftest auto` or --selftest selftest.json",
+            a.dir.display(),
+            engine.release
+        );
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let report = edgecd_infer::run_selftest(&engine, &st, threads);
+    if a.json {
+        print_json(&report)?;
+    } else {
+        for c in &report.cases {
+            crate::outln!(
+                "{} {} ({}): max error {:e}, {:.1} ms{}",
+                if c.passed { "pass" } else { "FAIL" },
+                c.name,
+                c.model,
+                c.max_abs_error,
+                c.latency_ms,
+                c.error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(": {e}"))
+            );
+        }
+        crate::outln!(
+            "self-test of {}: {} of {} cases passed",
+            report.release,
+            report.cases.iter().filter(|c| c.passed).count(),
+            report.cases.len()
+        );
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

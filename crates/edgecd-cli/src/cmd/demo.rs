@@ -21,6 +21,27 @@ pub struct DemoArgs {
     /// Keep the demo's files in DIR instead of a temporary directory.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
+    /// Only write the demo's generated ONNX classifier (input `features` [1,16] float32,
+    /// output `probs` [1,4]) to FILE and exit: an example model to bundle, nothing downloaded.
+    #[arg(long, value_name = "FILE", conflicts_with = "keep")]
+    pub write_model: Option<PathBuf>,
+    /// With --write-model: the seed of its weights (another seed, another model version).
+    #[arg(long, default_value_t = 1, requires = "write_model")]
+    pub seed: u64,
+}
+
+/// `edgecd demo --write-model FILE`: writes the generated classifier (0644).
+fn write_model(path: &std::path::Path, seed: u64) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    edgecd_bundle::write_atomic(path, &classifier_onnx(seed))
+        .with_context(|| format!("writing the demo model to {}", path.display()))?;
+    crate::outln!(
+        "wrote {} (ONNX classifier: features [1,16] float32 → probs [1,4], seed {seed})",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 struct Timeline {
@@ -34,6 +55,9 @@ impl Timeline {
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &a.write_model {
+        return write_model(path, a.seed);
+    }
     let tmp;
     let dir = match &a.keep {
         Some(d) => {
