@@ -366,6 +366,18 @@ fn device_list_filters_delete_rollout_list_and_identity() {
     let labelled = json_out(&lab, &["device", "label", &a.id, "tier=silver", "--json"]);
     assert_eq!(labelled["labels"]["tier"], "silver", "{labelled}");
     assert!(json_out(&lab, &["keys", "list", "--json"]).is_array());
+    let key = edgecd_sign::SigningKey::generate();
+    let pub_file = lab.dir.join("extra.pub");
+    std::fs::write(&pub_file, key.verifying_key().to_spki_pem()).unwrap();
+    let trusted = json_out(
+        &lab,
+        &["keys", "trust", pub_file.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(
+        trusted["hint"],
+        key.verifying_key().hint().as_str(),
+        "{trusted}"
+    );
     assert!(json_out(&lab, &["release", "list", "--json"]).is_array());
     let revoked = json_out(&lab, &["device", "revoke", &a.id, "--json"]);
     assert_eq!(revoked["revoked"], true, "{revoked}");

@@ -47,6 +47,9 @@ pub enum KeysCommand {
         /// A name to remember it by.
         #[arg(long)]
         name: Option<String>,
+        /// Print the trusted key as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -344,7 +347,12 @@ fn print_device_row(d: &DeviceInfo) {
 
 pub fn run_keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
     match c {
-        KeysCommand::Trust { key, name, remote } => {
+        KeysCommand::Trust {
+            key,
+            name,
+            json,
+            remote,
+        } => {
             let pem = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading {}", key.display()))?;
             if let Some(label) = edgecd_sign::private_key_label(&pem) {
@@ -358,7 +366,11 @@ pub fn run_keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
                 .client()?
                 .trust_key(&pem, name.as_deref())
                 .context("trusting the key")?;
-            crate::outln!("trusted release key {}", k.hint);
+            if json {
+                crate::output::print_json(&k)?;
+            } else {
+                crate::outln!("trusted release key {}", k.hint);
+            }
         }
         KeysCommand::List { json, remote } => {
             let keys = remote.client()?.list_keys()?;
