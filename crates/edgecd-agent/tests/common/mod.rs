@@ -385,6 +385,18 @@ pub fn proxy_logged(
     fault: Option<Fault>,
     log: ProxyLog,
 ) -> Proxy {
+    listen(move |c, _| {
+        let needle = needle.clone();
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let _ = proxy_one(c, upstream, &needle, fault, &log);
+        });
+    })
+}
+
+/// Listens on a loopback port and hands each connection to `on_conn` (with the proxy's stop
+/// flag) until the returned [`Proxy`] is dropped.
+fn listen(on_conn: impl Fn(TcpStream, &Arc<AtomicBool>) + Send + 'static) -> Proxy {
     let l = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
     let url = format!("http://{}", l.local_addr().expect("addr"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -394,12 +406,9 @@ pub fn proxy_logged(
             if s2.load(Ordering::SeqCst) {
                 break;
             }
-            let Ok(c) = conn else { continue };
-            let needle = needle.clone();
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let _ = proxy_one(c, upstream, &needle, fault, &log);
-            });
+            if let Ok(c) = conn {
+                on_conn(c, &s2);
+            }
         }
     });
     Proxy { url, stop }
@@ -580,23 +589,12 @@ pub fn rewriting_proxy(
     request_rewrite: RequestRewrite,
     rewrite: Rewrite,
 ) -> Proxy {
-    let l = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
-    let url = format!("http://{}", l.local_addr().expect("addr"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            if s2.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(c) = conn else { continue };
-            let (rq, rw) = (request_rewrite.clone(), rewrite.clone());
-            std::thread::spawn(move || {
-                let _ = rewrite_one(c, upstream, &*rq, &*rw);
-            });
-        }
-    });
-    Proxy { url, stop }
+    listen(move |c, _| {
+        let (rq, rw) = (request_rewrite.clone(), rewrite.clone());
+        std::thread::spawn(move || {
+            let _ = rewrite_one(c, upstream, &*rq, &*rw);
+        });
+    })
 }
 
 fn rewrite_one(
@@ -663,60 +661,49 @@ pub struct Link {
 /// A TCP relay to `upstream` whose server → device direction is throttled (and may stall):
 /// a slow or flaky link. Connections are independent (each gets the full rate).
 pub fn slow_link(upstream: std::net::SocketAddr, link: Link) -> Proxy {
-    let l = TcpListener::bind("127.0.0.1:0").expect("link bind");
-    let url = format!("http://{}", l.local_addr().expect("addr"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            if s2.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(down) = conn else { continue };
-            let Ok(up) = TcpStream::connect(upstream) else {
-                continue;
-            };
-            let (Ok(mut down_r), Ok(mut up_w)) = (down.try_clone(), up.try_clone()) else {
-                continue;
-            };
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut down_r, &mut up_w);
-                let _ = up_w.shutdown(std::net::Shutdown::Write);
-            });
-            let stop = s2.clone();
-            std::thread::spawn(move || {
-                let (mut up_r, mut down_w) = (up, down);
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut sent = 0u64;
-                loop {
-                    if link.stall_after.is_some_and(|s| sent >= s) {
-                        // Stalled: hold the connection open, send nothing.
-                        while !stop.load(Ordering::SeqCst) {
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                        return;
+    listen(move |down, s2| {
+        let Ok(up) = TcpStream::connect(upstream) else {
+            return;
+        };
+        let (Ok(mut down_r), Ok(mut up_w)) = (down.try_clone(), up.try_clone()) else {
+            return;
+        };
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut down_r, &mut up_w);
+            let _ = up_w.shutdown(std::net::Shutdown::Write);
+        });
+        let stop = s2.clone();
+        std::thread::spawn(move || {
+            let (mut up_r, mut down_w) = (up, down);
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut sent = 0u64;
+            loop {
+                if link.stall_after.is_some_and(|s| sent >= s) {
+                    // Stalled: hold the connection open, send nothing.
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(200));
                     }
-                    let cap = link
-                        .stall_after
-                        .map_or(buf.len(), |s| buf.len().min((s - sent) as usize));
-                    let n = match up_r.read(&mut buf[..cap]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if down_w.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    sent += n as u64;
-                    // Each chunk takes its time on the wire (no credit saved up while idle).
-                    std::thread::sleep(Duration::from_secs_f64(
-                        n as f64 / link.bytes_per_sec as f64,
-                    ));
+                    return;
                 }
-                let _ = down_w.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    Proxy { url, stop }
+                let cap = link
+                    .stall_after
+                    .map_or(buf.len(), |s| buf.len().min((s - sent) as usize));
+                let n = match up_r.read(&mut buf[..cap]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if down_w.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                sent += n as u64;
+                // Each chunk takes its time on the wire (no credit saved up while idle).
+                std::thread::sleep(Duration::from_secs_f64(
+                    n as f64 / link.bytes_per_sec as f64,
+                ));
+            }
+            let _ = down_w.shutdown(std::net::Shutdown::Write);
+        });
+    })
 }
 
 /// The agent's persisted phase (from `state.json`).
