@@ -177,6 +177,7 @@ impl Model {
                 match inference
                     .clone()
                     .into_typed()
+                    .and_then(crate::qdq::guard_quantized_softmax)
                     .and_then(|t| t.into_decluttered())
                     .and_then(rewritten)
                 {
@@ -403,7 +404,8 @@ impl Model {
                             InferenceFact::dt_shape(spec.dtype, shape.as_slice()),
                         )?;
                     }
-                    rewritten(m.into_typed()?.into_decluttered()?)?
+                    let typed = crate::qdq::guard_quantized_softmax(m.into_typed()?)?;
+                    rewritten(typed.into_decluttered()?)?
                 }
             };
             typed.into_optimized()?.into_runnable()
