@@ -775,3 +775,45 @@ fn selftest_auto_records_vectors_with_the_reference_runtime() {
     );
     assert!(err.contains("no ONNX or TFLite model"), "{err}");
 }
+
+#[test]
+fn tflite_refusals_name_the_operator_the_file_holds() {
+    let Some(python) = edgecd_testkit::python() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let script = common::py_script("edgecd-infer", "make_tflite.py");
+    edgecd_testkit::run_py(&python, &[script.as_os_str(), d.as_os_str()]);
+    // Operator codes as old converters wrote them: only `deprecated_builtin_code`.
+    for (file, op) in [
+        ("dequantize.tflite", "DEQUANTIZE"),
+        ("prelu.tflite", "PRELU"),
+    ] {
+        let name = file.trim_end_matches(".tflite");
+        let out = format!("dist-{name}");
+        let mut args = build_args(file, name, &out);
+        args.extend(["--selftest", "auto"]);
+        let err = fails(d, &args);
+        assert!(
+            err.contains(&format!("unsupported operator {op}")),
+            "{file}: {err}"
+        );
+        assert!(!err.contains("ADD"), "{file}: {err}");
+        ok(d, &build_args(file, name, &out));
+        let v = json(
+            d,
+            &[
+                "bundle",
+                "inspect",
+                &format!("{out}/{name}-1.0.0.edgecd"),
+                "--json",
+            ],
+        );
+        assert_eq!(
+            v["models"][0]["operators"],
+            serde_json::json!([op]),
+            "{file}"
+        );
+    }
+}

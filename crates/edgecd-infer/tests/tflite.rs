@@ -1,5 +1,6 @@
 //! TFLite through tract-tflite: a model it supports runs (checked against LiteRT by the script
-//! that writes it), and one with an operator it lacks (QUANTIZE) fails naming the operator.
+//! that writes it), and ones with an operator it lacks (QUANTIZE; DEQUANTIZE and PRELU with
+//! old-style operator codes) fail naming the operator.
 
 use edgecd_infer::{InferError, Model};
 use std::path::PathBuf;
@@ -37,5 +38,20 @@ fn tflite_runs_supported_and_names_unsupported_operators() {
             assert!(operator.contains("QUANTIZE"), "{err}")
         }
         other => panic!("expected an unsupported-operator error, got {other}"),
+    }
+
+    // Operator codes with only `deprecated_builtin_code` set (`builtin_code` reads as 0 = ADD):
+    // the refusal names the operator the file holds.
+    for (file, op) in [
+        ("dequantize.tflite", "DEQUANTIZE"),
+        ("prelu.tflite", "PRELU"),
+    ] {
+        let err = Model::load(&dir.path().join(file), file).unwrap_err();
+        match &err {
+            InferError::UnsupportedOperator { operator, .. } => {
+                assert_eq!(operator, op, "{err}")
+            }
+            other => panic!("{file}: expected an unsupported-operator error, got {other}"),
+        }
     }
 }
