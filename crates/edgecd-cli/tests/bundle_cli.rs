@@ -817,3 +817,55 @@ fn tflite_refusals_name_the_operator_the_file_holds() {
         );
     }
 }
+
+/// A convolution over `x: [N, 3, height, width]` (3×3, no padding) written by the `onnx` package.
+const SYMBOLIC_CONV_PY: &str = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "height", "width"])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "out_height", "out_width"])], [w])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.checker.check_model(m)
+onnx.save(m, sys.argv[1])
+"#;
+
+#[test]
+fn selftest_auto_reports_symbolic_dimensions_instead_of_panicking() {
+    let Some(python) = edgecd_testkit::python() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let model = d.join("conv.onnx");
+    edgecd_testkit::run_py(
+        &python,
+        &["-c".as_ref(), SYMBOLIC_CONV_PY.as_ref(), model.as_os_str()],
+    );
+    let mut args = build_args("conv.onnx", "conv", "dist");
+    args.extend(["--selftest", "auto"]);
+    let out = common::run_in(d, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit status (101 is a panic): {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    for want in [
+        "conv.onnx",
+        "input \"x\"",
+        "2 (\"height\")",
+        "3 (\"width\")",
+        "--selftest DIR",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(!d.join("dist/conv-1.0.0.edgecd").exists());
+    // Without --selftest auto the model is bundled as usual.
+    ok(d, &build_args("conv.onnx", "conv", "dist"));
+}

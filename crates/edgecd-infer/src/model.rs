@@ -102,6 +102,9 @@ pub struct InputSpec {
     pub name: String,
     pub dtype: DatumType,
     pub shape: Vec<Option<usize>>,
+    /// The name of each symbolic dimension as the model gives it (`None` for concrete ones and
+    /// for unnamed unknowns).
+    pub symbols: Vec<Option<String>>,
 }
 
 /// The graph plans are built from.
@@ -221,10 +224,16 @@ impl Model {
                         .iter()
                         .map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok()))
                         .collect();
+                    let symbols = fact
+                        .shape
+                        .iter()
+                        .map(|d| d.to_i64().is_err().then(|| d.to_string()))
+                        .collect();
                     inputs.push(InputSpec {
                         name: typed.node(outlet.node).name.clone(),
                         dtype: fact.datum_type,
                         shape,
+                        symbols,
                     });
                 }
                 let concrete = inputs.iter().all(|i| i.shape.iter().all(Option::is_some));
@@ -456,12 +465,58 @@ impl Model {
             .collect()
     }
 
-    /// Input shapes with symbolic dimensions replaced by 1.
+    /// Input shapes with symbolic dimensions replaced by 1 (the benchmark's zero inputs).
     pub fn default_input_shapes(&self) -> Vec<Vec<usize>> {
         self.inputs
             .iter()
             .map(|i| i.shape.iter().map(|d| d.unwrap_or(1)).collect())
             .collect()
+    }
+
+    /// Input shapes for generated inputs: a symbolic leading (batch) dimension becomes 1. Any
+    /// other symbolic dimension (an image's height, a sequence's length) has no size that is
+    /// right for every model, so it is an error naming each input and dimension: such a model
+    /// needs self-test vectors with inputs of the sizes it takes.
+    pub fn generated_input_shapes(&self) -> Result<Vec<Vec<usize>>, InferError> {
+        let mut problems = Vec::new();
+        let shapes = self
+            .inputs
+            .iter()
+            .map(|i| {
+                let open: Vec<String> = i
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(ix, d)| *ix > 0 && d.is_none())
+                    .map(|(ix, _)| match i.symbols.get(ix).cloned().flatten() {
+                        Some(sym) => format!("{ix} ({sym:?})"),
+                        None => ix.to_string(),
+                    })
+                    .collect();
+                if !open.is_empty() {
+                    problems.push(format!(
+                        "input {:?} {} has symbolic dimension{} {}",
+                        i.name,
+                        shape_string(&i.shape),
+                        if open.len() > 1 { "s" } else { "" },
+                        open.join(", ")
+                    ));
+                }
+                i.shape.iter().map(|d| d.unwrap_or(1)).collect()
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(shapes);
+        }
+        Err(InferError::NoGeneratedInput {
+            model: self.name.clone(),
+            reason: format!(
+                "{}; only a leading batch dimension is set to 1, other sizes cannot be guessed: \
+                 give self-test vectors whose inputs have sizes the model takes \
+                 (`edgecd bundle build --selftest DIR` with a selftest.json)",
+                problems.join("; ")
+            ),
+        })
     }
 }
 
@@ -487,10 +542,20 @@ fn inference_inputs(m: &InferenceModel) -> TractResult<Vec<InputSpec>> {
                     .and_then(|v| usize::try_from(v).ok())
             })
             .collect();
+        let symbols = fact
+            .shape
+            .dims()
+            .map(|d| {
+                d.concretize()
+                    .filter(|v| v.to_i64().is_err())
+                    .map(|v| v.to_string())
+            })
+            .collect();
         inputs.push(InputSpec {
             name: m.node(outlet.node).name.clone(),
             dtype: fact.datum_type.concretize().unwrap_or(DatumType::F32),
             shape,
+            symbols,
         });
     }
     Ok(inputs)

@@ -93,7 +93,7 @@ fn run_case(model: &Model, case: &SelfTestCase, st: &SelfTest, threads: usize) -
         Err(e) => return failed(case, st, e.to_string()),
     };
     let started = Instant::now();
-    let outputs = match model.run(inputs, threads) {
+    let outputs = match run_guarded(model, inputs, threads) {
         Ok(o) => o,
         Err(e) => return failed(case, st, e.to_string()),
     };
@@ -223,8 +223,45 @@ pub fn random_input(
     }
 }
 
+/// Deterministic generated inputs for `model` (see [`Model::generated_input_shapes`]: only a
+/// symbolic leading batch dimension is chosen, as 1).
+pub fn generated_inputs(
+    model: &Model,
+    rng: &mut SplitMix64,
+) -> Result<Vec<TensorData>, InferError> {
+    let shapes = model.generated_input_shapes()?;
+    Ok(model
+        .inputs()
+        .iter()
+        .zip(&shapes)
+        .map(|(spec, shape)| random_input(rng, &spec.name, spec.dtype, shape))
+        .collect())
+}
+
+/// Runs `model` like [`Model::run`], turning a panic inside tract into an execution error (a
+/// tool recording vectors must report, not crash).
+fn run_guarded(
+    model: &Model,
+    inputs: Vec<Tensor>,
+    threads: usize,
+) -> Result<Vec<Tensor>, InferError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(inputs, threads)))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(InferError::Execution(format!(
+                "model {} panicked while running: {what}",
+                model.name()
+            )))
+        })
+}
+
 /// Runs the model at `model_path` on `cases` deterministic pseudo-random inputs (seeded by
-/// `seed`; symbolic dimensions become 1) and records the outputs as self-test vectors, with
+/// `seed`; a symbolic leading batch dimension becomes 1, any other symbolic dimension is an
+/// error: see [`Model::generated_input_shapes`]) and records the outputs as self-test vectors, with
 /// [`RECORD_TOLERANCE`] and a latency budget of 20× the slowest run here plus 100 ms (the
 /// device is slower than the build machine). Each case's `model` is the file name of
 /// `model_path`; callers that put the file elsewhere in the bundle rewrite it.
@@ -235,22 +272,16 @@ pub fn record_selftest(model_path: &Path, cases: usize, seed: u64) -> Result<Sel
         .unwrap_or_default();
     let model = Model::load(model_path, &name)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shapes = model.default_input_shapes();
     let mut rng = SplitMix64::new(seed);
     let mut out = Vec::with_capacity(cases);
     let mut slowest = 0f64;
     for i in 0..cases {
-        let inputs: Vec<TensorData> = model
-            .inputs()
-            .iter()
-            .zip(&shapes)
-            .map(|(spec, shape)| random_input(&mut rng, &spec.name, spec.dtype, shape))
-            .collect();
+        let inputs = generated_inputs(&model, &mut rng)?;
         let tensors: Vec<Tensor> = model.tensors_from_data(&inputs)?;
         // The first run also builds any per-shape plan: time a second one.
-        model.run(tensors.clone(), threads)?;
+        run_guarded(&model, tensors.clone(), threads)?;
         let started = Instant::now();
-        let outputs = model.run(tensors, threads)?;
+        let outputs = run_guarded(&model, tensors, threads)?;
         slowest = slowest.max(started.elapsed().as_secs_f64() * 1e3);
         let outputs = outputs
             .iter()
