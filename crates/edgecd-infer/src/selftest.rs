@@ -1,5 +1,6 @@
-//! Self-test: running a profile's vectors on the device (`run_selftest`) and recording them when
-//! a bundle is built (`record_selftest`).
+//! Self-test: running a profile's vectors on the device (`run_selftest`), recording them when
+//! a bundle is built (`record_selftest`), and the readiness check every loaded model passes
+//! before `/readyz` says ready (`check_readiness`: its vectors, or a generated input).
 
 use crate::error::InferError;
 use crate::model::{Engine, Model, model_path, tensor_to_data};
@@ -239,7 +240,7 @@ pub fn generated_inputs(
 }
 
 /// Runs `model` like [`Model::run`], turning a panic inside tract into an execution error (a
-/// tool recording vectors must report, not crash).
+/// tool recording vectors or a readiness check must report, not crash).
 fn run_guarded(
     model: &Model,
     inputs: Vec<Tensor>,
@@ -257,6 +258,71 @@ fn run_guarded(
                 model.name()
             )))
         })
+}
+
+/// What `/readyz` reports about the loaded model.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    /// The model passed a real inference.
+    pub ready: bool,
+    /// How it was checked: `selftest` (the profile's vectors for this model) or `generated`
+    /// (a deterministic input shaped like the model's inputs).
+    pub check: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Checks that the engine's model answers: its self-test cases when the profile has some for
+/// it (outputs within tolerance; the latency budget is left to `/v1/selftest`, a cold first
+/// run is no measure of it), else one run on a generated input. A model that fails this
+/// fails every request of that kind, and is never reported ready.
+pub fn check_readiness(engine: &Engine, threads: usize) -> Readiness {
+    let name = engine.model.name();
+    let cases: Vec<SelfTestCase> = engine
+        .profile
+        .selftest
+        .iter()
+        .flat_map(|st| &st.cases)
+        .filter(|c| c.model == name)
+        .cloned()
+        .collect();
+    if let (Some(st), false) = (&engine.profile.selftest, cases.is_empty()) {
+        let st = SelfTest {
+            cases,
+            tolerance: st.tolerance,
+            latency_budget_ms: None,
+        };
+        let report = run_selftest(engine, &st, threads);
+        let failures: Vec<String> = report
+            .cases
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| {
+                format!(
+                    "case {}: {}",
+                    c.name,
+                    c.error.as_deref().unwrap_or("failed")
+                )
+            })
+            .collect();
+        return Readiness {
+            ready: report.passed,
+            check: "selftest",
+            error: (!failures.is_empty())
+                .then(|| format!("model {name} failed its self-test: {}", failures.join("; "))),
+        };
+    }
+    let ran = generated_inputs(&engine.model, &mut SplitMix64::new(1))
+        .and_then(|data| engine.model.tensors_from_data(&data))
+        .and_then(|tensors| run_guarded(&engine.model, tensors, threads));
+    Readiness {
+        ready: ran.is_ok(),
+        check: "generated",
+        error: ran
+            .err()
+            .map(|e| format!("model {name} failed an inference on a generated input: {e}")),
+    }
 }
 
 /// Runs the model at `model_path` on `cases` deterministic pseudo-random inputs (seeded by
