@@ -869,3 +869,89 @@ fn selftest_auto_reports_symbolic_dimensions_instead_of_panicking() {
     // Without --selftest auto the model is bundled as usual.
     ok(d, &build_args("conv.onnx", "conv", "dist"));
 }
+
+/// `logits = x · W + b` (x: [1, 4]) saved with its weights in `ext.onnx.data` by the `onnx`
+/// package (`save_as_external_data`).
+const EXTERNAL_DATA_PY: &str = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+rng = np.random.default_rng(1)
+w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W")
+b = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "B")
+g = helper.make_graph(
+    [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["logits"])],
+    "ext", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], [w, b])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.save(m, sys.argv[1], save_as_external_data=True, all_tensors_to_one_file=True,
+          location="ext.onnx.data", size_threshold=0)
+"#;
+
+#[test]
+fn onnx_external_data_is_bundled_with_its_model_or_refused() {
+    let Some(python) = edgecd_testkit::python() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    edgecd_testkit::run_py(
+        &python,
+        &[
+            "-c".as_ref(),
+            EXTERNAL_DATA_PY.as_ref(),
+            src.join("ext.onnx").as_os_str(),
+        ],
+    );
+    let data = std::fs::read(src.join("ext.onnx.data")).unwrap();
+    assert_eq!(
+        data.len(),
+        (12 + 3) * 4,
+        "the weights are outside the .onnx file"
+    );
+    let data_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
+    );
+
+    // The data file comes along, whether or not it is named with --model; --selftest auto
+    // runs the model with it.
+    for (out, extra) in [("a", None), ("b", Some("src/ext.onnx.data"))] {
+        let mut args = build_args("src/ext.onnx", "ext", out);
+        if let Some(extra) = extra {
+            args.extend(["--model", extra]);
+        }
+        args.extend(["--selftest", "auto"]);
+        ok(d, &args);
+        let s =
+            edgecd_bundle::read_bundle(&d.join(out).join("ext-1.0.0.edgecd"), &mut |_| {}).unwrap();
+        let files: Vec<(&str, &str)> = s
+            .profile
+            .models
+            .iter()
+            .map(|m| (m.filepath.as_str(), m.digest.as_str()))
+            .collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0].0, "ext.onnx");
+        assert_eq!(files[1], ("ext.onnx.data", data_digest.as_str()));
+        assert_eq!(s.profile.selftest.unwrap().cases.len(), 2);
+    }
+
+    // Without its data file: refused, naming the file and what to do; nothing written.
+    std::fs::remove_file(src.join("ext.onnx.data")).unwrap();
+    let err = fails(d, &build_args("src/ext.onnx", "ext", "c"));
+    for want in [
+        "ext.onnx",
+        "\"W\"",
+        "ext.onnx.data",
+        "does not exist",
+        "save",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(!d.join("c/ext-1.0.0.edgecd").exists());
+}

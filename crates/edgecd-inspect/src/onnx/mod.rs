@@ -6,6 +6,7 @@
 //! not walked. Weights are the graph's initializers, sparse initializers (counted by their values'
 //! dtype) and the tensors of `Constant` nodes. External-data tensors are counted (their size comes
 //! from `dims`) but never read; a scale or zero point stored externally is reported empty.
+//! [`external_data`] lists them (all graphs) so a bundle can carry their files.
 
 pub mod proto;
 
@@ -596,6 +597,50 @@ fn quant_params<'g>(
         }
     }
     (out, param_tensors)
+}
+
+/// `(tensor, location)` of every tensor the model keeps in an external data file: initializers,
+/// sparse initializers, and tensors in node attributes, in every graph and subgraph.
+pub fn external_data(model: &ModelProto) -> Vec<(String, String)> {
+    fn tensor(t: &TensorProto, out: &mut Vec<(String, String)>) {
+        if is_external(t) {
+            let location = t
+                .external_data
+                .iter()
+                .find(|e| e.key == "location")
+                .map_or_else(String::new, |e| e.value.clone());
+            out.push((t.name.clone(), location));
+        }
+    }
+    fn graph(g: &GraphProto, out: &mut Vec<(String, String)>) {
+        for t in &g.initializer {
+            tensor(t, out);
+        }
+        for s in &g.sparse_initializer {
+            s.values
+                .iter()
+                .chain(&s.indices)
+                .for_each(|t| tensor(t, out));
+        }
+        for a in g.node.iter().flat_map(|n| &n.attribute) {
+            a.t.iter().chain(&a.tensors).for_each(|t| tensor(t, out));
+            if let Some(s) = &a.sparse_tensor {
+                s.values
+                    .iter()
+                    .chain(&s.indices)
+                    .for_each(|t| tensor(t, out));
+            }
+            a.g.iter()
+                .map(|g| &**g)
+                .chain(&a.graphs)
+                .for_each(|g| graph(g, out));
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(g) = &model.graph {
+        graph(g, &mut out);
+    }
+    out
 }
 
 fn is_external(t: &TensorProto) -> bool {
