@@ -653,15 +653,7 @@ async fn ready_only_after_a_real_inference() {
         http(a, "GET", "/healthz", &[], b"").await.unwrap().status,
         200
     );
-    let r = http(
-        a,
-        "POST",
-        "/v1/infer",
-        &[("Content-Type", "application/json")],
-        &infer_body(&[1.0, 2.0, 3.0, 4.0], 1),
-    )
-    .await
-    .unwrap();
+    let r = post_infer(a, &[1.0, 2.0, 3.0, 4.0], 1).await;
     assert_eq!(r.status, 500, "{}", r.text());
     server.shutdown().await.unwrap();
 
@@ -684,15 +676,7 @@ async fn ready_only_after_a_real_inference() {
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["release"], "tiny@1.0.1");
     let x = [1.0f32, 2.0, 3.0, 4.0];
-    let r = http(
-        a,
-        "POST",
-        "/v1/infer",
-        &[("Content-Type", "application/json")],
-        &infer_body(&x, 1),
-    )
-    .await
-    .unwrap();
+    let r = post_infer(a, &x, 1).await;
     assert_eq!(r.status, 200, "{}", r.text());
     swap_symlink(&current, &plain);
     let r = http(a, "POST", "/v1/reload", &[], b"").await.unwrap();

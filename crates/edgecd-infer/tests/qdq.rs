@@ -2,20 +2,13 @@
 //! writes the models and onnxruntime's outputs): tract alone folds the chain into a lookup
 //! table and answers wrong; edgecd-infer must match.
 
+mod common;
+
+use common::tensor_values as values;
 use edgecd_infer::Model;
 use edgecd_infer::npy::read_npy;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tract_onnx::prelude::Tensor;
-
-fn values(t: &Tensor) -> Vec<f64> {
-    t.cast_to::<f64>()
-        .unwrap()
-        .to_plain_array_view::<f64>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
-}
 
 fn npy(dir: &Path, name: &str) -> Tensor {
     read_npy(&std::fs::read(dir.join(name)).unwrap()).unwrap()
@@ -23,17 +16,9 @@ fn npy(dir: &Path, name: &str) -> Tensor {
 
 #[test]
 fn quantized_softmax_matches_onnxruntime() {
-    let Some(python) = edgecd_testkit::python() else {
+    let Some(dir) = common::py_outputs("make_qdq_softmax.py") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/make_qdq_softmax.py");
-    let st = std::process::Command::new(python)
-        .arg(script)
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "make_qdq_softmax.py failed");
     let x = npy(dir.path(), "qdq_softmax.in.npy");
     for (name, tolerance) in [
         // One output quantization step (1/256): a float summation order may move a value

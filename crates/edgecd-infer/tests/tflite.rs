@@ -2,23 +2,16 @@
 //! that writes it), and ones with an operator it lacks (QUANTIZE; DEQUANTIZE and PRELU with
 //! old-style operator codes) fail naming the operator.
 
+mod common;
+
 use edgecd_infer::{InferError, Model};
-use std::path::PathBuf;
 use tract_onnx::prelude::Tensor;
 
 #[test]
 fn tflite_runs_supported_and_names_unsupported_operators() {
-    let Some(python) = edgecd_testkit::python() else {
+    let Some(dir) = common::py_outputs("make_tflite.py") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/make_tflite.py");
-    let st = std::process::Command::new(python)
-        .arg(script)
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "make_tflite.py failed");
 
     let add = Model::load(&dir.path().join("add.tflite"), "add.tflite").unwrap();
     assert_eq!(add.inputs()[0].shape, vec![Some(1), Some(4)]);

@@ -157,6 +157,36 @@ pub fn expected_logits(x: &[f32], bias: [f32; 3]) -> Vec<f32> {
     out
 }
 
+// ---- Python helpers -------------------------------------------------------------------------
+
+/// Runs `tests/py/SCRIPT OUT_DIR` with the test venv's Python into a fresh directory; `None`
+/// (the test is skipped) when the venv is not installed.
+pub fn py_outputs(script: &str) -> Option<tempfile::TempDir> {
+    let python = edgecd_testkit::python()?;
+    let dir = tempfile::tempdir().unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let st = std::process::Command::new(python)
+        .arg(path)
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script} failed");
+    Some(dir)
+}
+
+/// A tensor's values as f64, in order.
+pub fn tensor_values(t: &tract_onnx::prelude::Tensor) -> Vec<f64> {
+    t.cast_to::<f64>()
+        .unwrap()
+        .to_plain_array_view::<f64>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
 // ---- bundles -------------------------------------------------------------------------------
 
 fn sig(name: &str, shape: Vec<Option<i64>>) -> TensorSignature {
@@ -316,6 +346,19 @@ pub async fn http(
         headers,
         body,
     })
+}
+
+/// `POST /v1/infer` of `rows` rows of `x` as JSON.
+pub async fn post_infer(addr: SocketAddr, x: &[f32], rows: usize) -> Reply {
+    http(
+        addr,
+        "POST",
+        "/v1/infer",
+        &[("Content-Type", "application/json")],
+        &infer_body(x, rows),
+    )
+    .await
+    .unwrap()
 }
 
 pub fn infer_body(x: &[f32], rows: usize) -> Vec<u8> {
