@@ -117,6 +117,82 @@ struct ModelSource {
     entry: ModelEntry,
 }
 
+/// Adds the external data files of the ONNX models among `sources` (tensors stored outside
+/// the `.onnx` file) as model files of their own, so a bundle never holds a model without its
+/// data. Installed, every model file sits in `models/` under its file name, so a data file must
+/// be beside its model under a plain file name; anything else is refused with the reason. A
+/// data file also given with `--model` is packaged once.
+fn add_external_data(sources: &mut Vec<ModelSource>) -> Result<(), BundleError> {
+    let mut extra: Vec<ModelSource> = Vec::new();
+    for s in sources.iter() {
+        if s.entry.info.format != edgecd_api::model::ModelFormat::Onnx {
+            continue;
+        }
+        for (tensor, location) in edgecd_inspect::onnx_external_data(&s.path)? {
+            let refuse = |problem: &str| BundleError::ExternalData {
+                model: s.entry.filepath.clone(),
+                tensor: tensor.clone(),
+                location: location.clone(),
+                problem: problem.to_string(),
+            };
+            if location.contains('/') || !crate::read::valid_filepath(&location) {
+                return Err(refuse(
+                    "is not a plain file name beside the model (the bundle keeps model files flat)",
+                ));
+            }
+            let data_path = s.path.parent().unwrap_or(Path::new(".")).join(&location);
+            if !data_path.is_file() {
+                return Err(refuse(&format!(
+                    "does not exist ({} not found)",
+                    data_path.display()
+                )));
+            }
+            let same = |p: &Path| p.canonicalize().ok() == data_path.canonicalize().ok();
+            let given = sources
+                .iter()
+                .chain(&extra)
+                .find(|o| o.entry.filepath == location);
+            match given {
+                Some(o) if same(&o.path) => continue,
+                Some(o) => {
+                    return Err(refuse(&format!(
+                        "is not the file {} also given as a model file under that name",
+                        o.path.display()
+                    )));
+                }
+                None => {}
+            }
+            let size = std::fs::metadata(&data_path)
+                .map_err(|e| {
+                    BundleError::io(format!("reading external data {}", data_path.display()), e)
+                })?
+                .len();
+            extra.push(ModelSource {
+                entry: ModelEntry {
+                    filepath: location.clone(),
+                    digest: placeholder_digest(),
+                    size,
+                    // Raw tensor bytes, never a model of its own.
+                    info: edgecd_api::model::ModelInfo {
+                        format: edgecd_api::model::ModelFormat::Opaque,
+                        precision: edgecd_api::model::Precision::Unknown,
+                        producer: None,
+                        opset: None,
+                        inputs: vec![],
+                        outputs: vec![],
+                        operators: vec![],
+                        weight_dtypes: Default::default(),
+                        quantization: vec![],
+                    },
+                },
+                path: data_path,
+            });
+        }
+    }
+    sources.extend(extra);
+    Ok(())
+}
+
 /// Builds `NAME-VERSION.edgecd` and `NAME-VERSION.cdx.json` in `out_dir`.
 /// `progress` is called with the number of model bytes written since the last call.
 pub fn build_bundle(
@@ -190,6 +266,7 @@ pub fn build_bundle(
             },
         });
     }
+    add_external_data(&mut sources)?;
     sources.sort_by(|a, b| a.entry.filepath.cmp(&b.entry.filepath));
     for w in sources.windows(2) {
         if w[0].entry.filepath == w[1].entry.filepath {

@@ -23,6 +23,18 @@ pub enum BundleError {
         "model file {path} changed while the bundle was being built (expected {expected} bytes); build again from a stable copy"
     )]
     ModelChanged { path: PathBuf, expected: u64 },
+    #[error(
+        "model {model} keeps tensor {tensor:?} in the external data file {location:?}, which {problem}: \
+         keep the data file beside the model under a plain file name (onnx.save(..., \
+         save_as_external_data=True, location=\"NAME.data\")), or save the model with its \
+         data inside"
+    )]
+    ExternalData {
+        model: String,
+        tensor: String,
+        location: String,
+        problem: String,
+    },
     #[error("invalid label {0:?}: {1}")]
     InvalidLabel(String, String),
     #[error("invalid self-test vectors in {path}: {reason}")]

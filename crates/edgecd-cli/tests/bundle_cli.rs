@@ -850,4 +850,183 @@ fn demo_write_model_gives_an_example_model_and_bundle_selftest_checks_an_install
         err.contains("has no self-test vectors") && err.contains("--selftest auto"),
         "{err}"
     );
+
+#[test]
+fn tflite_refusals_name_the_operator_the_file_holds() {
+    let Some(python) = edgecd_testkit::python() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let script = common::py_script("edgecd-infer", "make_tflite.py");
+    edgecd_testkit::run_py(&python, &[script.as_os_str(), d.as_os_str()]);
+    // Operator codes as old converters wrote them: only `deprecated_builtin_code`.
+    for (file, op) in [
+        ("dequantize.tflite", "DEQUANTIZE"),
+        ("prelu.tflite", "PRELU"),
+    ] {
+        let name = file.trim_end_matches(".tflite");
+        let out = format!("dist-{name}");
+        let mut args = build_args(file, name, &out);
+        args.extend(["--selftest", "auto"]);
+        let err = fails(d, &args);
+        assert!(
+            err.contains(&format!("unsupported operator {op}")),
+            "{file}: {err}"
+        );
+        assert!(!err.contains("ADD"), "{file}: {err}");
+        ok(d, &build_args(file, name, &out));
+        let v = json(
+            d,
+            &[
+                "bundle",
+                "inspect",
+                &format!("{out}/{name}-1.0.0.edgecd"),
+                "--json",
+            ],
+        );
+        assert_eq!(
+            v["models"][0]["operators"],
+            serde_json::json!([op]),
+            "{file}"
+        );
+    }
+}
+
+/// A convolution over `x: [N, 3, height, width]` (3×3, no padding) written by the `onnx` package.
+const SYMBOLIC_CONV_PY: &str = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "height", "width"])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "out_height", "out_width"])], [w])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.checker.check_model(m)
+onnx.save(m, sys.argv[1])
+"#;
+
+#[test]
+fn selftest_auto_reports_symbolic_dimensions_instead_of_panicking() {
+    let Some(python) = edgecd_testkit::python() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let model = d.join("conv.onnx");
+    edgecd_testkit::run_py(
+        &python,
+        &["-c".as_ref(), SYMBOLIC_CONV_PY.as_ref(), model.as_os_str()],
+    );
+    let mut args = build_args("conv.onnx", "conv", "dist");
+    args.extend(["--selftest", "auto"]);
+    let out = common::run_in(d, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit status (101 is a panic): {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    for want in [
+        "conv.onnx",
+        "input \"x\"",
+        "2 (\"height\")",
+        "3 (\"width\")",
+        "--selftest DIR",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(!d.join("dist/conv-1.0.0.edgecd").exists());
+    // Without --selftest auto the model is bundled as usual.
+    ok(d, &build_args("conv.onnx", "conv", "dist"));
+}
+
+/// `logits = x · W + b` (x: [1, 4]) saved with its weights in `ext.onnx.data` by the `onnx`
+/// package (`save_as_external_data`).
+const EXTERNAL_DATA_PY: &str = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+rng = np.random.default_rng(1)
+w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W")
+b = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "B")
+g = helper.make_graph(
+    [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["logits"])],
+    "ext", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], [w, b])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.save(m, sys.argv[1], save_as_external_data=True, all_tensors_to_one_file=True,
+          location="ext.onnx.data", size_threshold=0)
+"#;
+
+#[test]
+fn onnx_external_data_is_bundled_with_its_model_or_refused() {
+    let Some(python) = edgecd_testkit::python() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    edgecd_testkit::run_py(
+        &python,
+        &[
+            "-c".as_ref(),
+            EXTERNAL_DATA_PY.as_ref(),
+            src.join("ext.onnx").as_os_str(),
+        ],
+    );
+    let data = std::fs::read(src.join("ext.onnx.data")).unwrap();
+    assert_eq!(
+        data.len(),
+        (12 + 3) * 4,
+        "the weights are outside the .onnx file"
+    );
+    let data_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
+    );
+
+    // The data file comes along, whether or not it is named with --model; --selftest auto
+    // runs the model with it.
+    for (out, extra) in [("a", None), ("b", Some("src/ext.onnx.data"))] {
+        let mut args = build_args("src/ext.onnx", "ext", out);
+        if let Some(extra) = extra {
+            args.extend(["--model", extra]);
+        }
+        args.extend(["--selftest", "auto"]);
+        ok(d, &args);
+        let s =
+            edgecd_bundle::read_bundle(&d.join(out).join("ext-1.0.0.edgecd"), &mut |_| {}).unwrap();
+        let files: Vec<(&str, &str)> = s
+            .profile
+            .models
+            .iter()
+            .map(|m| (m.filepath.as_str(), m.digest.as_str()))
+            .collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0].0, "ext.onnx");
+        assert_eq!(files[1], ("ext.onnx.data", data_digest.as_str()));
+        assert_eq!(s.profile.selftest.unwrap().cases.len(), 2);
+    }
+
+    // Without its data file: refused, naming the file and what to do; nothing written.
+    std::fs::remove_file(src.join("ext.onnx.data")).unwrap();
+    let err = fails(d, &build_args("src/ext.onnx", "ext", "c"));
+    for want in [
+        "ext.onnx",
+        "\"W\"",
+        "ext.onnx.data",
+        "does not exist",
+        "save",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(!d.join("c/ext-1.0.0.edgecd").exists());
 }

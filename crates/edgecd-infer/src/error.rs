@@ -27,6 +27,10 @@ pub enum InferError {
     /// The request's tensors do not fit the model (name, dtype, shape, data length).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// No input can be generated for the model (self-test recording, readiness check): it has
+    /// symbolic dimensions whose sizes cannot be guessed.
+    #[error("cannot generate inputs for model {model}: {reason}")]
+    NoGeneratedInput { model: String, reason: String },
     /// The model failed while running.
     #[error("model execution failed: {0}")]
     Execution(String),

@@ -3,7 +3,8 @@
 //! SoC gets hot.
 //!
 //! Modules: `model` (loading and running ONNX/TFLite with tract; the bundle's active model),
-//! `fuse` (graph rewrites before tract optimizes: hard-swish), `ops` (edgecd's depthwise
+//! `fuse` (graph rewrites before tract optimizes: hard-swish), `qdq` (keeps tract from
+//! folding a quantize/dequantize-wrapped Softmax into a wrong lookup table), `ops` (edgecd's depthwise
 //! convolution and max-pool operators for tract, and the rewrite that uses them), `conv`
 //! (edgecd's dense convolution by the `gemm` crate, with what follows it folded in), `direct`
 //! (the dense convolution computed straight from the padded input, for windows over few
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod ops;
+pub mod qdq;
 pub mod selftest;
 pub mod server;
 pub mod spatial;

@@ -102,6 +102,9 @@ pub struct InputSpec {
     pub name: String,
     pub dtype: DatumType,
     pub shape: Vec<Option<usize>>,
+    /// The name of each symbolic dimension as the model gives it (`None` for concrete ones and
+    /// for unnamed unknowns).
+    pub symbols: Vec<Option<String>>,
 }
 
 /// The graph plans are built from.
@@ -177,6 +180,7 @@ impl Model {
                 match inference
                     .clone()
                     .into_typed()
+                    .and_then(crate::qdq::guard_quantized_softmax)
                     .and_then(|t| t.into_decluttered())
                     .and_then(rewritten)
                 {
@@ -220,10 +224,16 @@ impl Model {
                         .iter()
                         .map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok()))
                         .collect();
+                    let symbols = fact
+                        .shape
+                        .iter()
+                        .map(|d| d.to_i64().is_err().then(|| d.to_string()))
+                        .collect();
                     inputs.push(InputSpec {
                         name: typed.node(outlet.node).name.clone(),
                         dtype: fact.datum_type,
                         shape,
+                        symbols,
                     });
                 }
                 let concrete = inputs.iter().all(|i| i.shape.iter().all(Option::is_some));
@@ -403,7 +413,8 @@ impl Model {
                             InferenceFact::dt_shape(spec.dtype, shape.as_slice()),
                         )?;
                     }
-                    rewritten(m.into_typed()?.into_decluttered()?)?
+                    let typed = crate::qdq::guard_quantized_softmax(m.into_typed()?)?;
+                    rewritten(typed.into_decluttered()?)?
                 }
             };
             typed.into_optimized()?.into_runnable()
@@ -454,12 +465,58 @@ impl Model {
             .collect()
     }
 
-    /// Input shapes with symbolic dimensions replaced by 1.
+    /// Input shapes with symbolic dimensions replaced by 1 (the benchmark's zero inputs).
     pub fn default_input_shapes(&self) -> Vec<Vec<usize>> {
         self.inputs
             .iter()
             .map(|i| i.shape.iter().map(|d| d.unwrap_or(1)).collect())
             .collect()
+    }
+
+    /// Input shapes for generated inputs: a symbolic leading (batch) dimension becomes 1. Any
+    /// other symbolic dimension (an image's height, a sequence's length) has no size that is
+    /// right for every model, so it is an error naming each input and dimension: such a model
+    /// needs self-test vectors with inputs of the sizes it takes.
+    pub fn generated_input_shapes(&self) -> Result<Vec<Vec<usize>>, InferError> {
+        let mut problems = Vec::new();
+        let shapes = self
+            .inputs
+            .iter()
+            .map(|i| {
+                let open: Vec<String> = i
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(ix, d)| *ix > 0 && d.is_none())
+                    .map(|(ix, _)| match i.symbols.get(ix).cloned().flatten() {
+                        Some(sym) => format!("{ix} ({sym:?})"),
+                        None => ix.to_string(),
+                    })
+                    .collect();
+                if !open.is_empty() {
+                    problems.push(format!(
+                        "input {:?} {} has symbolic dimension{} {}",
+                        i.name,
+                        shape_string(&i.shape),
+                        if open.len() > 1 { "s" } else { "" },
+                        open.join(", ")
+                    ));
+                }
+                i.shape.iter().map(|d| d.unwrap_or(1)).collect()
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(shapes);
+        }
+        Err(InferError::NoGeneratedInput {
+            model: self.name.clone(),
+            reason: format!(
+                "{}; only a leading batch dimension is set to 1, other sizes cannot be guessed: \
+                 give self-test vectors whose inputs have sizes the model takes \
+                 (`edgecd bundle build --selftest DIR` with a selftest.json)",
+                problems.join("; ")
+            ),
+        })
     }
 }
 
@@ -485,10 +542,20 @@ fn inference_inputs(m: &InferenceModel) -> TractResult<Vec<InputSpec>> {
                     .and_then(|v| usize::try_from(v).ok())
             })
             .collect();
+        let symbols = fact
+            .shape
+            .dims()
+            .map(|d| {
+                d.concretize()
+                    .filter(|v| v.to_i64().is_err())
+                    .map(|v| v.to_string())
+            })
+            .collect();
         inputs.push(InputSpec {
             name: m.node(outlet.node).name.clone(),
             dtype: fact.datum_type.concretize().unwrap_or(DatumType::F32),
             shape,
+            symbols,
         });
     }
     Ok(inputs)
@@ -510,28 +577,55 @@ where
 }
 
 /// Finds the operator name in tract-tflite's "Unsupported: OperatorCode { … }" error.
+///
+/// The operator is read as TFLite's schema says: `deprecated_builtin_code` (int8, the only
+/// field of old files) and `builtin_code` (int32, added later for codes above 127, and 0 =
+/// ADD when a writer leaves it out); the real code is the larger of the two (TFLite's
+/// `GetBuiltinCode`, and what tract itself dispatches on).
 fn tflite_unsupported(msg: &str) -> Option<String> {
     let rest = &msg[msg.find("Unsupported")?..];
-    let code_of = |key: &str| -> Option<&str> {
+    let field = |key: &str| -> Option<&str> {
         rest.lines()
             .map(str::trim)
             .find_map(|l| l.strip_prefix(key))
-            .map(|v| v.trim_end_matches(',').trim_matches('"'))
+            .map(|v| v.trim_end_matches(','))
     };
     if let Some(custom) =
-        code_of("custom_code: Some(").map(|v| v.trim_end_matches(')').trim_matches('"'))
+        field("custom_code: Some(").map(|v| v.trim_end_matches(')').trim_matches('"'))
     {
         return Some(format!("custom {custom}"));
     }
-    let code = code_of("builtin_code: ").or_else(|| code_of("deprecated_builtin_code: "))?;
-    let name = code
-        .parse::<i32>()
-        .ok()
-        .and_then(|n| tract_tflite::tflite::BuiltinOperator(n).variant_name())
-        .unwrap_or(code)
-        .trim_start_matches("BuiltinOperator(")
-        .trim_end_matches(')');
-    Some(name.to_string())
+    let deprecated = field("deprecated_builtin_code: ").and_then(|v| v.parse::<i32>().ok());
+    let builtin = field("builtin_code: ").and_then(builtin_code_from_debug);
+    let code = match (deprecated, builtin) {
+        (Some(d), Some(b)) => d.max(b),
+        (d, b) => d.or(b)?,
+    };
+    Some(tflite_operator_name(code))
+}
+
+/// The code of a `BuiltinOperator` as its `Debug` prints it: the variant name, or
+/// `<UNKNOWN n>` for a code tract does not know.
+fn builtin_code_from_debug(s: &str) -> Option<i32> {
+    use tract_tflite::tflite::BuiltinOperator;
+    if let Some(n) = s
+        .strip_prefix("<UNKNOWN ")
+        .and_then(|v| v.strip_suffix('>'))
+    {
+        return n.trim().parse().ok();
+    }
+    BuiltinOperator::ENUM_VALUES
+        .iter()
+        .find(|op| op.variant_name() == Some(s))
+        .map(|op| op.0)
+}
+
+/// The schema's name of a TFLite builtin operator code (`BUILTIN_<n>` for one tract does not
+/// know).
+fn tflite_operator_name(code: i32) -> String {
+    tract_tflite::tflite::BuiltinOperator(code)
+        .variant_name()
+        .map_or_else(|| format!("BUILTIN_{code}"), str::to_string)
 }
 
 fn shape_string(s: &[Option<usize>]) -> String {
@@ -768,6 +862,43 @@ pub fn model_path(dir: &Path, filepath: &str) -> Result<PathBuf, InferError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tflite_operator_codes_read_as_the_schema_says() {
+        let msg = |deprecated: i32, builtin: &str| {
+            format!(
+                "Unsupported: OperatorCode {{\n    deprecated_builtin_code: {deprecated},\n    \
+                 custom_code: None,\n    version: 1,\n    builtin_code: {builtin},\n}}, inputs: []"
+            )
+        };
+        // Old files: only the deprecated field; `builtin_code` reads as its default, ADD.
+        assert_eq!(
+            super::tflite_unsupported(&msg(6, "ADD")).as_deref(),
+            Some("DEQUANTIZE")
+        );
+        assert_eq!(
+            super::tflite_unsupported(&msg(54, "ADD")).as_deref(),
+            Some("PRELU")
+        );
+        // New files: both fields, or the placeholder 127 and the real code above it.
+        assert_eq!(
+            super::tflite_unsupported(&msg(54, "PRELU")).as_deref(),
+            Some("PRELU")
+        );
+        assert_eq!(
+            super::tflite_unsupported(&msg(127, "CUMSUM")).as_deref(),
+            Some("CUMSUM")
+        );
+        assert_eq!(
+            super::tflite_unsupported(&msg(127, "<UNKNOWN 300>")).as_deref(),
+            Some("BUILTIN_300")
+        );
+        let custom = "Unsupported: OperatorCode {\n    deprecated_builtin_code: 32,\n    custom_code: Some(\"Frob\"),\n    version: 1,\n    builtin_code: CUSTOM,\n}";
+        assert_eq!(
+            super::tflite_unsupported(custom).as_deref(),
+            Some("custom Frob")
+        );
+    }
+
     #[test]
     fn cache_sizes_as_linux_writes_them() {
         assert_eq!(super::cache_size_bytes("1024K\n"), Some(1024 * 1024));

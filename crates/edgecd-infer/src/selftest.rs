@@ -1,5 +1,6 @@
-//! Self-test: running a profile's vectors on the device (`run_selftest`) and recording them when
-//! a bundle is built (`record_selftest`).
+//! Self-test: running a profile's vectors on the device (`run_selftest`), recording them when
+//! a bundle is built (`record_selftest`), and the readiness check every loaded model passes
+//! before `/readyz` says ready (`check_readiness`: its vectors, or a generated input).
 
 use crate::error::InferError;
 use crate::model::{Engine, Model, model_path, tensor_to_data};
@@ -93,7 +94,7 @@ fn run_case(model: &Model, case: &SelfTestCase, st: &SelfTest, threads: usize) -
         Err(e) => return failed(case, st, e.to_string()),
     };
     let started = Instant::now();
-    let outputs = match model.run(inputs, threads) {
+    let outputs = match run_guarded(model, inputs, threads) {
         Ok(o) => o,
         Err(e) => return failed(case, st, e.to_string()),
     };
@@ -223,8 +224,110 @@ pub fn random_input(
     }
 }
 
+/// Deterministic generated inputs for `model` (see [`Model::generated_input_shapes`]: only a
+/// symbolic leading batch dimension is chosen, as 1).
+pub fn generated_inputs(
+    model: &Model,
+    rng: &mut SplitMix64,
+) -> Result<Vec<TensorData>, InferError> {
+    let shapes = model.generated_input_shapes()?;
+    Ok(model
+        .inputs()
+        .iter()
+        .zip(&shapes)
+        .map(|(spec, shape)| random_input(rng, &spec.name, spec.dtype, shape))
+        .collect())
+}
+
+/// Runs `model` like [`Model::run`], turning a panic inside tract into an execution error (a
+/// tool recording vectors or a readiness check must report, not crash).
+fn run_guarded(
+    model: &Model,
+    inputs: Vec<Tensor>,
+    threads: usize,
+) -> Result<Vec<Tensor>, InferError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(inputs, threads)))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(InferError::Execution(format!(
+                "model {} panicked while running: {what}",
+                model.name()
+            )))
+        })
+}
+
+/// What `/readyz` reports about the loaded model.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    /// The model passed a real inference.
+    pub ready: bool,
+    /// How it was checked: `selftest` (the profile's vectors for this model) or `generated`
+    /// (a deterministic input shaped like the model's inputs).
+    pub check: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Checks that the engine's model answers: its self-test cases when the profile has some for
+/// it (outputs within tolerance; the latency budget is left to `/v1/selftest`, a cold first
+/// run is no measure of it), else one run on a generated input. A model that fails this
+/// fails every request of that kind, and is never reported ready.
+pub fn check_readiness(engine: &Engine, threads: usize) -> Readiness {
+    let name = engine.model.name();
+    let cases: Vec<SelfTestCase> = engine
+        .profile
+        .selftest
+        .iter()
+        .flat_map(|st| &st.cases)
+        .filter(|c| c.model == name)
+        .cloned()
+        .collect();
+    if let (Some(st), false) = (&engine.profile.selftest, cases.is_empty()) {
+        let st = SelfTest {
+            cases,
+            tolerance: st.tolerance,
+            latency_budget_ms: None,
+        };
+        let report = run_selftest(engine, &st, threads);
+        let failures: Vec<String> = report
+            .cases
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| {
+                format!(
+                    "case {}: {}",
+                    c.name,
+                    c.error.as_deref().unwrap_or("failed")
+                )
+            })
+            .collect();
+        return Readiness {
+            ready: report.passed,
+            check: "selftest",
+            error: (!failures.is_empty())
+                .then(|| format!("model {name} failed its self-test: {}", failures.join("; "))),
+        };
+    }
+    let ran = generated_inputs(&engine.model, &mut SplitMix64::new(1))
+        .and_then(|data| engine.model.tensors_from_data(&data))
+        .and_then(|tensors| run_guarded(&engine.model, tensors, threads));
+    Readiness {
+        ready: ran.is_ok(),
+        check: "generated",
+        error: ran
+            .err()
+            .map(|e| format!("model {name} failed an inference on a generated input: {e}")),
+    }
+}
+
 /// Runs the model at `model_path` on `cases` deterministic pseudo-random inputs (seeded by
-/// `seed`; symbolic dimensions become 1) and records the outputs as self-test vectors, with
+/// `seed`; a symbolic leading batch dimension becomes 1, any other symbolic dimension is an
+/// error: see [`Model::generated_input_shapes`]) and records the outputs as self-test vectors, with
 /// [`RECORD_TOLERANCE`] and a latency budget of 20× the slowest run here plus 100 ms (the
 /// device is slower than the build machine). Each case's `model` is the file name of
 /// `model_path`; callers that put the file elsewhere in the bundle rewrite it.
@@ -235,22 +338,16 @@ pub fn record_selftest(model_path: &Path, cases: usize, seed: u64) -> Result<Sel
         .unwrap_or_default();
     let model = Model::load(model_path, &name)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shapes = model.default_input_shapes();
     let mut rng = SplitMix64::new(seed);
     let mut out = Vec::with_capacity(cases);
     let mut slowest = 0f64;
     for i in 0..cases {
-        let inputs: Vec<TensorData> = model
-            .inputs()
-            .iter()
-            .zip(&shapes)
-            .map(|(spec, shape)| random_input(&mut rng, &spec.name, spec.dtype, shape))
-            .collect();
+        let inputs = generated_inputs(&model, &mut rng)?;
         let tensors: Vec<Tensor> = model.tensors_from_data(&inputs)?;
         // The first run also builds any per-shape plan: time a second one.
-        model.run(tensors.clone(), threads)?;
+        run_guarded(&model, tensors.clone(), threads)?;
         let started = Instant::now();
-        let outputs = model.run(tensors, threads)?;
+        let outputs = run_guarded(&model, tensors, threads)?;
         slowest = slowest.max(started.elapsed().as_secs_f64() * 1e3);
         let outputs = outputs
             .iter()

@@ -4,13 +4,20 @@
 //! The active model is an `Arc<Engine>` behind a lock held only to clone or replace the `Arc`:
 //! a reload builds the new engine off to the side and swaps it in, while requests already running
 //! finish on the engine they started with.
+//!
+//! Ready means the loaded model passed a real inference (`selftest::check_readiness`: its
+//! self-test vectors, or a generated input), checked at start and on every reload before the
+//! new engine is swapped in. A model that fails it is never ready: at start the server still
+//! listens (`/healthz`, `/metrics`, the reason in `/readyz`); a reload that fails to load or
+//! to pass it keeps the previous engine serving but leaves `/readyz` at 503 until a reload
+//! succeeds, so an agent health-checking the new release never commits it.
 
 use crate::error::InferError;
 use crate::governor::{Governor, GovernorConfig};
 use crate::metrics::{self, ErrorKind, Metrics};
 use crate::model::{Engine, Model, tensor_to_data};
 use crate::npy;
-use crate::selftest::run_selftest;
+use crate::selftest::{Readiness, check_readiness, run_selftest};
 use crate::thermal::{self, GovernorOutput};
 use axum::Router;
 use axum::body::Bytes;
@@ -75,6 +82,9 @@ impl ServeConfig {
 struct AppState {
     cfg: ServeConfig,
     engine: RwLock<Arc<Engine>>,
+    /// The outcome of the last load: the readiness check of the engine serving, or why the
+    /// last reload was refused.
+    readiness: RwLock<Readiness>,
     metrics: Arc<Metrics>,
     governor: Arc<GovernorOutput>,
     permits: tokio::sync::Semaphore,
@@ -87,6 +97,17 @@ impl AppState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.readiness
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_readiness(&self, r: Readiness) {
+        *self.readiness.write().unwrap_or_else(|e| e.into_inner()) = r;
     }
 }
 
@@ -112,16 +133,34 @@ impl RunningServer {
     }
 }
 
-/// Loads the model, binds, and serves in the background.
+/// Loads the model and checks it answers (see [`check_readiness`]) off the async workers.
+async fn load_checked(cfg: &ServeConfig) -> Result<(Engine, Readiness), InferError> {
+    let (dir, want, threads) = (cfg.model_dir.clone(), cfg.model.clone(), cfg.threads);
+    tokio::task::spawn_blocking(move || {
+        let engine = Engine::load(&dir, want.as_deref())?;
+        let readiness = check_readiness(&engine, threads);
+        Ok((engine, readiness))
+    })
+    .await
+    .map_err(|e| InferError::Load {
+        model: "?".into(),
+        message: format!("load task failed: {e}"),
+    })?
+}
+
+/// Loads the model, checks that it answers, binds, and serves in the background. A model that
+/// loads but fails its readiness check is served with `/readyz` at 503 and the reason.
 pub async fn start(cfg: ServeConfig) -> Result<RunningServer, InferError> {
-    let (dir, want) = (cfg.model_dir.clone(), cfg.model.clone());
-    let engine = tokio::task::spawn_blocking(move || Engine::load(&dir, want.as_deref()))
-        .await
-        .map_err(|e| InferError::Load {
-            model: "?".into(),
-            message: e.to_string(),
-        })??;
+    let (engine, readiness) = load_checked(&cfg).await?;
     tracing::info!(release = %engine.release, model = engine.model.name(), dir = %engine.dir.display(), load_seconds = engine.load_seconds, threads = cfg.threads, "model loaded");
+    match &readiness.error {
+        None => {
+            tracing::info!(release = %engine.release, check = readiness.check, "model passed its readiness check")
+        }
+        Some(e) => {
+            tracing::error!(release = %engine.release, check = readiness.check, error = %e, "model failed its readiness check: not ready")
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     metrics.set_model(&engine.release, engine.model.name(), engine.load_seconds);
     let mut gov = Governor::new(cfg.governor);
@@ -151,6 +190,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, InferError> {
     let state = Arc::new(AppState {
         permits: tokio::sync::Semaphore::new(cfg.max_concurrency.max(1)),
         engine: RwLock::new(Arc::new(engine)),
+        readiness: RwLock::new(readiness),
         metrics,
         governor: out,
         reload_lock: tokio::sync::Mutex::new(()),
@@ -408,8 +448,13 @@ fn record_confidence(s: &AppState, engine: &Engine, outputs: &[Tensor]) {
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let engine = s.engine();
     let shedding = s.governor.shedding.load(Ordering::Relaxed);
-    let body = json!({"ready": !shedding, "release": engine.release, "model": engine.model.name(), "shedding": shedding});
-    let status = if shedding {
+    let checked = s.readiness();
+    let ready = checked.ready && !shedding;
+    let mut body = json!({"ready": ready, "release": engine.release, "model": engine.model.name(), "shedding": shedding, "check": checked.check});
+    if let Some(e) = &checked.error {
+        body["error"] = json!(e);
+    }
+    let status = if !ready {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -448,27 +493,47 @@ async fn selftest(State(s): State<Arc<AppState>>) -> Response {
 
 async fn reload(State(s): State<Arc<AppState>>) -> Response {
     let _guard = s.reload_lock.lock().await;
-    let (dir, want) = (s.cfg.model_dir.clone(), s.cfg.model.clone());
-    let loaded = tokio::task::spawn_blocking(move || Engine::load(&dir, want.as_deref())).await;
+    let loaded = load_checked(&s.cfg).await;
     let previous = s.engine();
     match loaded {
-        Ok(Ok(engine)) => {
+        Ok((engine, readiness)) if !readiness.ready => {
+            let why = format!(
+                "release {} loaded but is not ready: {}",
+                engine.release,
+                readiness
+                    .error
+                    .as_deref()
+                    .unwrap_or("readiness check failed")
+            );
+            reload_failed(&s, &previous, why)
+        }
+        Ok((engine, readiness)) => {
             let engine = Arc::new(engine);
             s.metrics
                 .set_model(&engine.release, engine.model.name(), engine.load_seconds);
             s.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
             *s.engine.write().unwrap_or_else(|e| e.into_inner()) = engine.clone();
+            s.set_readiness(readiness);
             tracing::info!(from = %previous.release, to = %engine.release, model = engine.model.name(), dir = %engine.dir.display(), load_seconds = engine.load_seconds, "model reloaded");
             axum::Json(json!({"release": engine.release, "model": engine.model.name(), "previous": previous.release, "loadSeconds": engine.load_seconds})).into_response()
         }
-        Ok(Err(e)) => reload_failed(&s, &previous, e.to_string()),
-        Err(e) => reload_failed(&s, &previous, format!("load task failed: {e}")),
+        Err(e) => reload_failed(&s, &previous, e.to_string()),
     }
 }
 
+/// A refused reload: the previous engine keeps serving, but the server is not ready (what is
+/// installed is not what answers) until a reload succeeds.
 fn reload_failed(s: &AppState, previous: &Engine, why: String) -> Response {
     s.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
-    tracing::error!(error = %why, still_serving = %previous.release, "reload failed; keeping the old model");
+    tracing::error!(error = %why, still_serving = %previous.release, "reload failed; keeping the old model, not ready");
+    s.set_readiness(Readiness {
+        ready: false,
+        check: "reload",
+        error: Some(format!(
+            "the last reload failed ({why}); still serving {}",
+            previous.release
+        )),
+    });
     (
         StatusCode::UNPROCESSABLE_ENTITY,
         axum::Json(json!({"error": why, "kind": "reload_failed", "release": previous.release})),

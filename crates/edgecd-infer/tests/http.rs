@@ -257,7 +257,10 @@ async fn hot_reload_under_load_loses_no_request() {
         saw_both += usize::from(releases.len() == 2);
     }
     assert!(saw_both > 0);
+    // 2.0.0 still answers, but what is installed (3.0.0) is not what serves: not ready.
     let ready = http(addr, "GET", "/readyz", &[], b"").await.unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["ready"], false);
     assert_eq!(ready.json()["release"], "tiny@2.0.0");
     let m = http(addr, "GET", "/metrics", &[], b"")
         .await
@@ -565,4 +568,124 @@ async fn startup_fails_cleanly_on_unsupported_operator() {
     let err = edgecd_infer::Engine::load(&dir, Some("other.onnx")).unwrap_err();
     assert!(err.to_string().contains("other.onnx"), "{err}");
     assert!(edgecd_infer::Engine::load(&dir, Some("model")).is_ok());
+}
+
+async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
+    let r = http(addr, "GET", "/readyz", &[], b"").await.unwrap();
+    (r.status, r.json())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_after_a_real_inference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sensor = tmp.path().join("no-sensor");
+    let model_file = tmp.path().join("model.onnx");
+    std::fs::write(&model_file, tiny_classifier(B1)).unwrap();
+    let st = edgecd_infer::record_selftest(&model_file, 2, 5).unwrap();
+
+    // A normal model with vectors: checked with them.
+    let good = tmp.path().join("good");
+    write_bundle(
+        &good,
+        "tiny",
+        "1.0.0",
+        &tiny_classifier(B1),
+        Some(st.clone()),
+    );
+    let server = edgecd_infer::start(config(&good, sensor.clone()))
+        .await
+        .unwrap();
+    let (status, v) = readyz(server.addr).await;
+    assert_eq!(
+        (status, &v["ready"], &v["check"]),
+        (
+            200,
+            &serde_json::json!(true),
+            &serde_json::json!("selftest")
+        ),
+        "{v}"
+    );
+    server.shutdown().await.unwrap();
+
+    // Without vectors: checked with a generated input.
+    let plain = tmp.path().join("plain");
+    write_bundle(&plain, "tiny", "1.0.1", &tiny_classifier(B1), None);
+    let server = edgecd_infer::start(config(&plain, sensor.clone()))
+        .await
+        .unwrap();
+    let (status, v) = readyz(server.addr).await;
+    assert_eq!(
+        (status, &v["check"]),
+        (200, &serde_json::json!("generated")),
+        "{v}"
+    );
+    server.shutdown().await.unwrap();
+
+    // Vectors the model does not reproduce (other weights): never ready.
+    let wrong = tmp.path().join("wrong");
+    write_bundle(&wrong, "tiny", "1.0.2", &tiny_classifier(B2), Some(st));
+    let server = edgecd_infer::start(config(&wrong, sensor.clone()))
+        .await
+        .unwrap();
+    let (status, v) = readyz(server.addr).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["ready"], false);
+    assert!(v["error"].as_str().unwrap().contains("self-test"), "{v}");
+    server.shutdown().await.unwrap();
+
+    // A model that loads but fails at run time: the server listens (healthz, metrics) and
+    // says why it is not ready; a request fails the same way.
+    let broken = tmp.path().join("broken");
+    write_bundle(&broken, "oob", "1.0.0", &gather_out_of_bounds_model(), None);
+    let server = edgecd_infer::start(config(&broken, sensor.clone()))
+        .await
+        .unwrap();
+    let a = server.addr;
+    let (status, v) = readyz(a).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(
+        (&v["ready"], &v["check"]),
+        (&serde_json::json!(false), &serde_json::json!("generated")),
+        "{v}"
+    );
+    assert!(v["error"].as_str().unwrap().contains("model.onnx"), "{v}");
+    assert_eq!(
+        http(a, "GET", "/healthz", &[], b"").await.unwrap().status,
+        200
+    );
+    let r = post_infer(a, &[1.0, 2.0, 3.0, 4.0], 1).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    server.shutdown().await.unwrap();
+
+    // Reloading into it: refused, the old model keeps answering, and the server is not ready
+    // until a reload succeeds.
+    let current = tmp.path().join("current");
+    swap_symlink(&current, &plain);
+    let server = edgecd_infer::start(config(&current, sensor)).await.unwrap();
+    let a = server.addr;
+    assert_eq!(readyz(a).await.0, 200);
+    swap_symlink(&current, &broken);
+    let r = http(a, "POST", "/v1/reload", &[], b"").await.unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("oob@1.0.0"),
+        "{}",
+        r.text()
+    );
+    let (status, v) = readyz(a).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["release"], "tiny@1.0.1");
+    let x = [1.0f32, 2.0, 3.0, 4.0];
+    let r = post_infer(a, &x, 1).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    swap_symlink(&current, &plain);
+    let r = http(a, "POST", "/v1/reload", &[], b"").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (status, v) = readyz(a).await;
+    assert_eq!(
+        (status, &v["ready"]),
+        (200, &serde_json::json!(true)),
+        "{v}"
+    );
+    server.shutdown().await.unwrap();
 }

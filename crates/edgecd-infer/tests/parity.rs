@@ -2,6 +2,9 @@
 //! wheel's light models and the PP-OCR models from the rapidocr wheel. `tests/py/reference.py`
 //! writes deterministic inputs and onnxruntime's outputs as .npy; each model runs once here.
 
+mod common;
+
+use common::tensor_values as values;
 use edgecd_infer::Model;
 use edgecd_infer::npy::read_npy;
 use std::path::{Path, PathBuf};
@@ -30,16 +33,6 @@ fn reference(args: &[&str]) -> Option<(tempfile::TempDir, serde_json::Value)> {
 
 fn load_npy(dir: &Path, f: &serde_json::Value) -> Tensor {
     read_npy(&std::fs::read(dir.join(f.as_str().unwrap())).unwrap()).unwrap()
-}
-
-fn values(t: &Tensor) -> Vec<f64> {
-    t.cast_to::<f64>()
-        .unwrap()
-        .to_plain_array_view::<f64>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
 }
 
 fn check_all(dir: &Path, manifest: &serde_json::Value, expect: usize) {

@@ -1,23 +1,17 @@
 //! TFLite through tract-tflite: a model it supports runs (checked against LiteRT by the script
-//! that writes it), and one with an operator it lacks (QUANTIZE) fails naming the operator.
+//! that writes it), and ones with an operator it lacks (QUANTIZE; DEQUANTIZE and PRELU with
+//! old-style operator codes) fail naming the operator.
+
+mod common;
 
 use edgecd_infer::{InferError, Model};
-use std::path::PathBuf;
 use tract_onnx::prelude::Tensor;
 
 #[test]
 fn tflite_runs_supported_and_names_unsupported_operators() {
-    let Some(python) = edgecd_testkit::python() else {
+    let Some(dir) = common::py_outputs("make_tflite.py") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/make_tflite.py");
-    let st = std::process::Command::new(python)
-        .arg(script)
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "make_tflite.py failed");
 
     let add = Model::load(&dir.path().join("add.tflite"), "add.tflite").unwrap();
     assert_eq!(add.inputs()[0].shape, vec![Some(1), Some(4)]);
@@ -37,5 +31,20 @@ fn tflite_runs_supported_and_names_unsupported_operators() {
             assert!(operator.contains("QUANTIZE"), "{err}")
         }
         other => panic!("expected an unsupported-operator error, got {other}"),
+    }
+
+    // Operator codes with only `deprecated_builtin_code` set (`builtin_code` reads as 0 = ADD):
+    // the refusal names the operator the file holds.
+    for (file, op) in [
+        ("dequantize.tflite", "DEQUANTIZE"),
+        ("prelu.tflite", "PRELU"),
+    ] {
+        let err = Model::load(&dir.path().join(file), file).unwrap_err();
+        match &err {
+            InferError::UnsupportedOperator { operator, .. } => {
+                assert_eq!(operator, op, "{err}")
+            }
+            other => panic!("{file}: expected an unsupported-operator error, got {other}"),
+        }
     }
 }

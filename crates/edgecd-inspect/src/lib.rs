@@ -55,6 +55,36 @@ pub enum InspectError {
 /// Unknown formats return `ModelFormat::Opaque` with empty signature lists.
 pub fn inspect_path(path: &Path) -> Result<ModelInfo, InspectError> {
     let shown = path.display().to_string();
+    inspect_bytes(&shown, map_file(path)?)
+}
+
+/// The tensors of an ONNX model file kept in external data files: `(tensor, location)` for
+/// each, `location` as the model writes it (relative to the model's directory). Empty for a
+/// file that is not ONNX.
+pub fn onnx_external_data(path: &Path) -> Result<Vec<(String, String)>, InspectError> {
+    let shown = path.display().to_string();
+    let data = map_file(path)?;
+    if data.get(4..8) == Some(b"TFL3") {
+        return Ok(vec![]);
+    }
+    let is_onnx = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    match onnx::decode_model(data) {
+        Ok(model) if model.graph.is_some() => Ok(onnx::external_data(&model)),
+        Ok(_) => Ok(vec![]),
+        Err(e) if is_onnx => Err(InspectError::Malformed {
+            path: shown,
+            format: "ONNX",
+            reason: format!("protobuf decode failed: {e}"),
+        }),
+        Err(_) => Ok(vec![]),
+    }
+}
+
+/// The file's bytes, memory-mapped.
+fn map_file(path: &Path) -> Result<bytes::Bytes, InspectError> {
+    let shown = path.display().to_string();
     let io = |source| InspectError::Io {
         path: shown.clone(),
         source,
@@ -72,7 +102,7 @@ pub fn inspect_path(path: &Path) -> Result<ModelInfo, InspectError> {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         bytes::Bytes::from_owner(map)
     };
-    inspect_bytes(&shown, data)
+    Ok(data)
 }
 
 /// Inspects model bytes already in memory (see the crate docs for detection). `name` is the

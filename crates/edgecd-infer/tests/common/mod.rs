@@ -121,6 +121,31 @@ pub fn unsupported_model() -> Vec<u8> {
     model(&g)
 }
 
+/// A model that loads but fails every run: `y = Gather(x, indices=[5], axis=0)` on `x` [N, 4].
+/// With N symbolic tract cannot check the index when it loads the model; any request with
+/// fewer than 6 rows (every generated input, N = 1) is out of bounds — like a model exported
+/// with an index that assumes a larger batch.
+pub fn gather_out_of_bounds_model() -> Vec<u8> {
+    let mut idx = Vec::new();
+    field_varint(&mut idx, 1, 1); // dims [1]
+    field_varint(&mut idx, 2, 7); // INT64
+    field_bytes(&mut idx, 8, b"idx");
+    field_bytes(&mut idx, 9, &5i64.to_le_bytes());
+    let mut gather = node(&["x", "idx"], &["y"], "gather", "Gather");
+    let mut axis = Vec::new();
+    field_bytes(&mut axis, 1, b"axis");
+    field_varint(&mut axis, 3, 0); // i
+    field_varint(&mut axis, 20, 2); // type INT
+    field_bytes(&mut gather, 5, &axis);
+    let mut g = Vec::new();
+    field_bytes(&mut g, 1, &gather);
+    field_bytes(&mut g, 2, b"gather_oob");
+    field_bytes(&mut g, 5, &idx);
+    field_bytes(&mut g, 11, &value_info("x", &[None, Some(4)]));
+    field_bytes(&mut g, 12, &value_info("y", &[Some(1), Some(4)]));
+    model(&g)
+}
+
 /// What `tiny_classifier(bias)` computes.
 pub fn expected_logits(x: &[f32], bias: [f32; 3]) -> Vec<f32> {
     let mut out = Vec::new();
@@ -130,6 +155,36 @@ pub fn expected_logits(x: &[f32], bias: [f32; 3]) -> Vec<f32> {
         }
     }
     out
+}
+
+// ---- Python helpers -------------------------------------------------------------------------
+
+/// Runs `tests/py/SCRIPT OUT_DIR` with the test venv's Python into a fresh directory; `None`
+/// (the test is skipped) when the venv is not installed.
+pub fn py_outputs(script: &str) -> Option<tempfile::TempDir> {
+    let python = edgecd_testkit::python()?;
+    let dir = tempfile::tempdir().unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let st = std::process::Command::new(python)
+        .arg(path)
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script} failed");
+    Some(dir)
+}
+
+/// A tensor's values as f64, in order.
+pub fn tensor_values(t: &tract_onnx::prelude::Tensor) -> Vec<f64> {
+    t.cast_to::<f64>()
+        .unwrap()
+        .to_plain_array_view::<f64>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
 }
 
 // ---- bundles -------------------------------------------------------------------------------
@@ -291,6 +346,19 @@ pub async fn http(
         headers,
         body,
     })
+}
+
+/// `POST /v1/infer` of `rows` rows of `x` as JSON.
+pub async fn post_infer(addr: SocketAddr, x: &[f32], rows: usize) -> Reply {
+    http(
+        addr,
+        "POST",
+        "/v1/infer",
+        &[("Content-Type", "application/json")],
+        &infer_body(x, rows),
+    )
+    .await
+    .unwrap()
 }
 
 pub fn infer_body(x: &[f32], rows: usize) -> Vec<u8> {

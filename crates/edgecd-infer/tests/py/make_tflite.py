@@ -2,8 +2,12 @@
 """Writes two tiny TFLite models with the `tflite` package's flatbuffer builders.
 
 usage: make_tflite.py OUT_DIR
-  add.tflite       y = x + [1, 2, 3, 4]   (x: float32 [1, 4]); tract-tflite runs it
-  quantize.tflite  y = QUANTIZE(x)        (int8, scale 0.5); tract-tflite has no QUANTIZE
+  add.tflite         y = x + [1, 2, 3, 4]   (x: float32 [1, 4]); tract-tflite runs it
+  quantize.tflite    y = QUANTIZE(x)        (int8, scale 0.5); tract-tflite has no QUANTIZE
+  dequantize.tflite  y = DEQUANTIZE(x)      (x: int8, scale 0.5)  } operator codes written as
+  prelu.tflite       y = PRELU(x, alpha)    (alpha: [0.1] * 4)    } old converters did: only
+                     `deprecated_builtin_code`, so `builtin_code` reads as its default 0 (ADD);
+                     tract-tflite has neither operator
 Then checks add.tflite with LiteRT (ai-edge-litert) when it is installed.
 """
 import os
@@ -52,7 +56,7 @@ def tensor(b, name, shape, ttype, buffer, quant=None):
     return Tensor.TensorEnd(b)
 
 
-def model(op_code, build_tensors, buffers_data, op_inputs, options=None):
+def model(op_code, build_tensors, buffers_data, op_inputs, options=None, old_codes=False):
     b = flatbuffers.Builder(1024)
     bufs = []
     for data in buffers_data:
@@ -87,7 +91,8 @@ def model(op_code, build_tensors, buffers_data, op_inputs, options=None):
     sg = SubGraph.SubGraphEnd(b)
     OperatorCode.OperatorCodeStart(b)
     OperatorCode.OperatorCodeAddDeprecatedBuiltinCode(b, min(op_code, 127))
-    OperatorCode.OperatorCodeAddBuiltinCode(b, op_code)
+    if not old_codes:
+        OperatorCode.OperatorCodeAddBuiltinCode(b, op_code)
     OperatorCode.OperatorCodeAddVersion(b, 1)
     oc = OperatorCode.OperatorCodeEnd(b)
     ocv = vec(b, Model.ModelStartOperatorCodesVector, [oc], "off")
@@ -133,12 +138,44 @@ def quantize_model():
     return model(BuiltinOperator.QUANTIZE, tensors, [b"", b"", b""], [0])
 
 
+def quant_params(b, scale, zero_point):
+    sc = vec(b, QuantizationParameters.QuantizationParametersStartScaleVector, [scale], "f32")
+    zp = vec(b, QuantizationParameters.QuantizationParametersStartZeroPointVector, [zero_point], "i64")
+    QuantizationParameters.QuantizationParametersStart(b)
+    QuantizationParameters.QuantizationParametersAddScale(b, sc)
+    QuantizationParameters.QuantizationParametersAddZeroPoint(b, zp)
+    return QuantizationParameters.QuantizationParametersEnd(b)
+
+
+def dequantize_model():
+    def tensors(b):
+        q = quant_params(b, 0.5, 0)
+        return [tensor(b, "x", [1, 4], TensorType.INT8, 1, q),
+                tensor(b, "y", [1, 4], TensorType.FLOAT32, 2)]
+
+    return model(BuiltinOperator.DEQUANTIZE, tensors, [b"", b"", b""], [0], old_codes=True)
+
+
+def prelu_model():
+    alpha = np.full(4, 0.1, np.float32).tobytes()
+
+    def tensors(b):
+        return [tensor(b, "x", [1, 4], TensorType.FLOAT32, 1),
+                tensor(b, "alpha", [4], TensorType.FLOAT32, 2),
+                tensor(b, "y", [1, 4], TensorType.FLOAT32, 3)]
+
+    return model(BuiltinOperator.PRELU, tensors, [b"", b"", alpha, b""], [0, 1], old_codes=True)
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     add = add_model()
     open(os.path.join(out, "add.tflite"), "wb").write(add)
     open(os.path.join(out, "quantize.tflite"), "wb").write(quantize_model())
+    dequantize, prelu = dequantize_model(), prelu_model()
+    open(os.path.join(out, "dequantize.tflite"), "wb").write(dequantize)
+    open(os.path.join(out, "prelu.tflite"), "wb").write(prelu)
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -149,6 +186,15 @@ def main():
     it.invoke()
     y = it.get_tensor(it.get_output_details()[0]["index"])
     assert np.allclose(y, [[1.5, 1, 5, 4]]), y
+    # LiteRT reads the old-style operator codes as DEQUANTIZE and PRELU (not ADD).
+    for content, x, want in [(dequantize, np.array([[2, -4, 0, 6]], np.int8), [[1, -2, 0, 3]]),
+                             (prelu, np.array([[1, -2, 3, -4]], np.float32), [[1, -0.2, 3, -0.4]])]:
+        it = Interpreter(model_content=content)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        y = it.get_tensor(it.get_output_details()[0]["index"])
+        assert np.allclose(y, want), y
 
 
 if __name__ == "__main__":

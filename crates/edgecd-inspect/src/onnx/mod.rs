@@ -2,10 +2,12 @@
 //! main graph: producer, default-domain opset, inputs/outputs, operator set, weight dtypes,
 //! precision, and the quantization parameters of Q/DQ and QLinear* nodes.
 //!
-//! Scope: the top-level graph only. Subgraphs (If/Loop/Scan bodies) and model-local functions are
-//! not walked. Weights are the graph's initializers, sparse initializers (counted by their values'
+//! Scope: the main graph and every subgraph (If branches, Loop/Scan bodies, at any depth) for
+//! weights, operators and quantization parameters; inputs and outputs are the main graph's.
+//! Model-local functions are not walked. Weights are the graph's initializers, sparse initializers (counted by their values'
 //! dtype) and the tensors of `Constant` nodes. External-data tensors are counted (their size comes
 //! from `dims`) but never read; a scale or zero point stored externally is reported empty.
+//! [`external_data`] lists them (all graphs) so a bundle can carry their files.
 
 pub mod proto;
 
@@ -120,9 +122,10 @@ pub fn inspect_model(path: &str, model: &ModelProto) -> Result<ModelInfo, Inspec
 
     // Constant tensors: initializers, then Constant node outputs (later definitions win).
     // Borrowed where possible: a model's typed-field weights are not copied again.
+    let graphs = all_graphs(graph);
     let mut constants: HashMap<&str, Cow<'_, TensorProto>> = HashMap::new();
     let mut tally = WeightTally::default();
-    for t in &graph.initializer {
+    for t in graphs.iter().flat_map(|g| &g.initializer) {
         tally.add(
             &t.name,
             &dtype_name(t.data_type),
@@ -130,7 +133,7 @@ pub fn inspect_model(path: &str, model: &ModelProto) -> Result<ModelInfo, Inspec
         );
         constants.insert(t.name.as_str(), Cow::Borrowed(t));
     }
-    for s in &graph.sparse_initializer {
+    for s in graphs.iter().flat_map(|g| &g.sparse_initializer) {
         if let Some(v) = &s.values {
             tally.add(
                 &v.name,
@@ -139,7 +142,7 @@ pub fn inspect_model(path: &str, model: &ModelProto) -> Result<ModelInfo, Inspec
             );
         }
     }
-    for node in &graph.node {
+    for node in graphs.iter().flat_map(|g| &g.node) {
         if node.op_type == "Constant"
             && is_default_domain(&node.domain)
             && let Some(t) = constant_node_tensor(node)
@@ -157,7 +160,7 @@ pub fn inspect_model(path: &str, model: &ModelProto) -> Result<ModelInfo, Inspec
 
     // ConstantOfShape with a constant shape materialises a weight (the onnx light models build
     // all their weights this way): it counts for precision, not in `weight_dtypes`.
-    for node in &graph.node {
+    for node in graphs.iter().flat_map(|g| &g.node) {
         if node.op_type == "ConstantOfShape"
             && is_default_domain(&node.domain)
             && let Some(shape) = node
@@ -190,9 +193,9 @@ pub fn inspect_model(path: &str, model: &ModelProto) -> Result<ModelInfo, Inspec
         .collect();
     let outputs = graph.output.iter().map(signature).collect();
 
-    let operators: BTreeSet<String> = graph
-        .node
+    let operators: BTreeSet<String> = graphs
         .iter()
+        .flat_map(|g| &g.node)
         .map(|n| {
             if is_default_domain(&n.domain) {
                 n.op_type.clone()
@@ -202,7 +205,7 @@ pub fn inspect_model(path: &str, model: &ModelProto) -> Result<ModelInfo, Inspec
         })
         .collect();
 
-    let (quantization, qparam_tensors) = quant_params(graph, &constants);
+    let (quantization, qparam_tensors) = quant_params(&graphs, &constants);
     let precision = tally.precision(&qparam_tensors);
 
     Ok(ModelInfo {
@@ -502,19 +505,32 @@ fn input_name(node: &NodeProto, i: usize) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// `graph` and every graph in its nodes' attributes (If branches, Loop/Scan bodies), depth
+/// first, `graph` first.
+fn all_graphs(graph: &GraphProto) -> Vec<&GraphProto> {
+    let mut out = vec![graph];
+    let mut i = 0;
+    while i < out.len() {
+        let g = out[i];
+        for a in g.node.iter().flat_map(|n| &n.attribute) {
+            out.extend(a.g.iter().map(|g| &**g).chain(&a.graphs));
+        }
+        i += 1;
+    }
+    out
+}
+
 /// The quantization parameters in graph order, and the names of the scale/zero-point tensors.
 fn quant_params<'g>(
-    graph: &'g GraphProto,
+    graphs: &[&'g GraphProto],
     constants: &HashMap<&str, Cow<'_, TensorProto>>,
 ) -> (Vec<QuantParam>, HashSet<&'g str>) {
     let mut param_tensors = HashSet::new();
     // dtypes of graph values known from value_info / inputs / outputs / initializers.
     let mut value_types: HashMap<&str, i32> = HashMap::new();
-    for v in graph
-        .input
+    for v in graphs
         .iter()
-        .chain(&graph.output)
-        .chain(&graph.value_info)
+        .flat_map(|g| g.input.iter().chain(&g.output).chain(&g.value_info))
     {
         if let Some(TypeProto {
             value: Some(proto::type_proto::Value::TensorType(t)),
@@ -528,9 +544,45 @@ fn quant_params<'g>(
     for (name, t) in constants {
         value_types.insert(name, t.data_type);
     }
+    // What quantizing operators produce, for the operators that read it (a DequantizeLinear or
+    // MatMulInteger without a zero point says nothing of its input's dtype): QuantizeLinear's
+    // `output_dtype` (opset 21), else its zero point's dtype, else uint8; DynamicQuantizeLinear's
+    // uint8 values and zero point and float scale.
+    for node in graphs.iter().flat_map(|g| &g.node) {
+        if !is_default_domain(&node.domain) {
+            continue;
+        }
+        let out = |i: usize| {
+            node.output
+                .get(i)
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        match node.op_type.as_str() {
+            "QuantizeLinear" => {
+                let code = attr(node, "output_dtype")
+                    .and_then(|a| a.i)
+                    .and_then(|c| i32::try_from(c).ok())
+                    .filter(|&c| c != dt::UNDEFINED)
+                    .or_else(|| input_name(node, 2).and_then(|z| value_types.get(z).copied()))
+                    .unwrap_or(dt::UINT8);
+                if let Some(y) = out(0) {
+                    value_types.entry(y).or_insert(code);
+                }
+            }
+            "DynamicQuantizeLinear" => {
+                for (i, code) in [(0, dt::UINT8), (1, dt::FLOAT), (2, dt::UINT8)] {
+                    if let Some(y) = out(i) {
+                        value_types.entry(y).or_insert(code);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 
     let mut out = Vec::new();
-    for node in &graph.node {
+    for node in graphs.iter().flat_map(|g| &g.node) {
         let Some(list) = triples(node) else { continue };
         for tr in list {
             let tensor = match tr.tensor {
@@ -596,6 +648,50 @@ fn quant_params<'g>(
         }
     }
     (out, param_tensors)
+}
+
+/// `(tensor, location)` of every tensor the model keeps in an external data file: initializers,
+/// sparse initializers, and tensors in node attributes, in every graph and subgraph.
+pub fn external_data(model: &ModelProto) -> Vec<(String, String)> {
+    fn tensor(t: &TensorProto, out: &mut Vec<(String, String)>) {
+        if is_external(t) {
+            let location = t
+                .external_data
+                .iter()
+                .find(|e| e.key == "location")
+                .map_or_else(String::new, |e| e.value.clone());
+            out.push((t.name.clone(), location));
+        }
+    }
+    fn graph(g: &GraphProto, out: &mut Vec<(String, String)>) {
+        for t in &g.initializer {
+            tensor(t, out);
+        }
+        for s in &g.sparse_initializer {
+            s.values
+                .iter()
+                .chain(&s.indices)
+                .for_each(|t| tensor(t, out));
+        }
+        for a in g.node.iter().flat_map(|n| &n.attribute) {
+            a.t.iter().chain(&a.tensors).for_each(|t| tensor(t, out));
+            if let Some(s) = &a.sparse_tensor {
+                s.values
+                    .iter()
+                    .chain(&s.indices)
+                    .for_each(|t| tensor(t, out));
+            }
+            a.g.iter()
+                .map(|g| &**g)
+                .chain(&a.graphs)
+                .for_each(|g| graph(g, out));
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(g) = &model.graph {
+        graph(g, &mut out);
+    }
+    out
 }
 
 fn is_external(t: &TensorProto) -> bool {
@@ -840,7 +936,7 @@ mod tests {
             got,
             vec![
                 ("xq", "DynamicQuantizeLinear", vec![], vec![], "uint8"),
-                ("xq", "MatMulInteger", vec![], vec![], "unknown"),
+                ("xq", "MatMulInteger", vec![], vec![], "uint8"),
                 ("w", "MatMulInteger", vec![], vec![-2], "int8"),
                 ("y", "QLinearConcat", vec![1.0], vec![128], "uint8"),
                 ("a", "QLinearConcat", vec![0.5], vec![7], "uint8"),
@@ -857,6 +953,103 @@ mod tests {
         );
         // Every weight here is a quantization parameter: nothing is left to decide precision.
         assert_eq!(info.precision, crate::Precision::Unknown);
+    }
+
+    fn int_attr(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            i: Some(v),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn quantize_output_dtype_and_dynamic_outputs_reach_their_readers() {
+        let mut q = n("QuantizeLinear", "", &["x", "s"], &["xq"]);
+        q.attribute
+            .push(int_attr("output_dtype", i64::from(dt::INT8)));
+        let graph = GraphProto {
+            node: vec![
+                q,
+                n("DequantizeLinear", "", &["xq", "s"], &["xd"]),
+                n("DynamicQuantizeLinear", "", &["xd"], &["yq", "ys", "yz"]),
+                n("DequantizeLinear", "", &["yq", "ys"], &["y"]),
+            ],
+            initializer: vec![scalar("s", dt::FLOAT, &0.5f32.to_le_bytes())],
+            ..Default::default()
+        };
+        let model = ModelProto {
+            graph: Some(graph),
+            ..Default::default()
+        };
+        let info = inspect_model("q.onnx", &model).expect("inspect");
+        let got: Vec<_> = info
+            .quantization
+            .iter()
+            .map(|q| (q.tensor.as_str(), q.source.as_str(), q.dtype.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("xq", "QuantizeLinear", "int8"),
+                ("xq", "DequantizeLinear", "int8"),
+                ("yq", "DynamicQuantizeLinear", "uint8"),
+                ("yq", "DequantizeLinear", "uint8"),
+            ]
+        );
+    }
+
+    #[test]
+    fn subgraphs_count_for_precision_operators_and_quantization() {
+        let int8_weights = TensorProto {
+            name: "w".into(),
+            dims: vec![64],
+            data_type: dt::INT8,
+            raw_data: Bytes::from(vec![1u8; 64]),
+            ..Default::default()
+        };
+        let body = GraphProto {
+            node: vec![
+                n("DequantizeLinear", "", &["w", "ws", "wz"], &["wd"]),
+                n("MatMul", "", &["x", "wd"], &["y"]),
+            ],
+            initializer: vec![
+                int8_weights,
+                scalar("ws", dt::FLOAT, &0.25f32.to_le_bytes()),
+                scalar("wz", dt::INT8, &[0]),
+            ],
+            ..Default::default()
+        };
+        let mut if_node = n("If", "", &["cond"], &["out"]);
+        if_node.attribute.push(AttributeProto {
+            name: "then_branch".into(),
+            g: Some(Box::new(body)),
+            ..Default::default()
+        });
+        if_node.attribute.push(AttributeProto {
+            name: "else_branch".into(),
+            g: Some(Box::new(GraphProto {
+                node: vec![n("Identity", "", &["x"], &["y"])],
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                node: vec![if_node],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let info = inspect_model("if.onnx", &model).expect("inspect");
+        assert_eq!(info.precision, crate::Precision::Int8);
+        assert_eq!(
+            info.operators,
+            ["DequantizeLinear", "Identity", "If", "MatMul"]
+        );
+        assert_eq!(info.quantization.len(), 1);
+        assert_eq!(info.quantization[0].scale, vec![0.25]);
+        assert_eq!(info.quantization[0].dtype, "int8");
     }
 
     #[test]
