@@ -850,6 +850,7 @@ fn demo_write_model_gives_an_example_model_and_bundle_selftest_checks_an_install
         err.contains("has no self-test vectors") && err.contains("--selftest auto"),
         "{err}"
     );
+}
 
 #[test]
 fn tflite_refusals_name_the_operator_the_file_holds() {
