@@ -33,9 +33,7 @@ use edgecd_api::protocol::{
 };
 use edgecd_sign::{SigstoreBundle, VerifyingKey};
 use rand_core::RngCore;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -561,19 +559,9 @@ impl Agent {
         let r = self.handle_pending_rounds();
         if self.state.target.is_none() {
             // Nothing in flight (installed, refused, cancelled): staging holds nothing.
-            self.empty_staging();
+            self.prune_staging(None);
         }
         r
-    }
-
-    fn empty_staging(&self) {
-        for entry in std::fs::read_dir(self.cfg.data_dir.join("staging"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_file(entry.path());
-        }
     }
 
     fn handle_pending_rounds(&mut self) -> Result<(), AgentError> {
@@ -770,8 +758,7 @@ impl Agent {
     /// Whether a release's files fit in staging: its budget (permanent for this version)
     /// and the free space (retried once there is enough). `(reason, free bytes needed)`.
     fn staging_refusal(&self, r: &ReleaseRef) -> Option<(String, Option<u64>)> {
-        let blobs = [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle];
-        let total: u64 = blobs.iter().map(|b| b.size).sum();
+        let total: u64 = release_blobs(r).iter().map(|b| b.size).sum();
         if let Some(budget) = self.cfg.staging_budget_bytes
             && total > budget
         {
@@ -786,10 +773,7 @@ impl Agent {
                 None,
             ));
         }
-        let have: u64 = blobs
-            .iter()
-            .map(|b| std::fs::metadata(self.part_path(b)).map_or(0, |m| m.len().min(b.size)))
-            .sum();
+        let have = self.staged_bytes(r);
         // Staging the rest, then unpacking the bundle into a slot (about its size again).
         let need = total - have + r.bundle.size;
         match self.free_bytes() {
@@ -932,16 +916,26 @@ impl Agent {
 
     /// Removes the target's staged files (a refused release leaves nothing behind).
     fn clear_staging(&self, r: &ReleaseRef) {
-        for b in [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle] {
+        for b in release_blobs(r) {
             let _ = std::fs::remove_file(self.part_path(b));
         }
     }
 
-    /// Removes staged files that do not belong to `r` (left by a superseded or older
-    /// install): staging only ever holds the target's files.
-    fn prune_staging(&self, r: &ReleaseRef) {
-        let keep: Vec<PathBuf> = [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle]
+    /// Bytes of `r`'s files already staged (resumable downloads).
+    fn staged_bytes(&self, r: &ReleaseRef) -> u64 {
+        release_blobs(r)
             .iter()
+            .map(|b| std::fs::metadata(self.part_path(b)).map_or(0, |m| m.len().min(b.size)))
+            .sum()
+    }
+
+    /// Removes staged files that do not belong to `keep` (left by a superseded, refused or
+    /// finished install): staging only ever holds the target's files, or nothing.
+    fn prune_staging(&self, keep: Option<&ReleaseRef>) {
+        let keep: Vec<PathBuf> = keep
+            .map(release_blobs)
+            .into_iter()
+            .flatten()
             .map(|b| self.part_path(b))
             .collect();
         let dir = self.cfg.data_dir.join("staging");
@@ -1055,21 +1049,17 @@ impl Agent {
                 self.refused_event("no trusted release key is pinned on this device".into()),
             );
         }
-        self.prune_staging(&r);
+        self.prune_staging(Some(&r));
         let version = self
             .state
             .target
             .as_ref()
             .map_or(0, |t| t.assignment_version);
-        let have: u64 = [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle]
-            .iter()
-            .map(|b| std::fs::metadata(self.part_path(b)).map_or(0, |m| m.len().min(b.size)))
-            .sum();
         self.download = Some(DownloadProgress {
             release: format!("{}@{}", r.app, r.version),
             assignment_version: version,
-            done_bytes: have,
-            total_bytes: r.manifest.size + r.manifest_sig.size + r.bundle_sig.size + r.bundle.size,
+            done_bytes: self.staged_bytes(&r),
+            total_bytes: release_blobs(&r).iter().map(|b| b.size).sum(),
         });
         let ev = self.download_steps(&r, &e.credential, &keys);
         self.download = None;
@@ -1245,6 +1235,11 @@ pub fn jitter(d: Duration) -> Duration {
     d + d.mul_f64(f64::from(r) / 5000.0)
 }
 
+/// The four files of a release, in download order.
+fn release_blobs(r: &ReleaseRef) -> [&BlobRef; 4] {
+    [&r.manifest, &r.manifest_sig, &r.bundle_sig, &r.bundle]
+}
+
 /// Where `b` is staged while it downloads.
 fn staging_path(data_dir: &Path, b: &BlobRef) -> PathBuf {
     data_dir
@@ -1257,15 +1252,5 @@ fn mib(bytes: u64) -> String {
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    edgecd_bundle::digest::sha256_reader(std::fs::File::open(path)?).map(|(d, _)| d)
 }

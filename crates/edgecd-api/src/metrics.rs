@@ -28,6 +28,36 @@ pub fn latency_bucket(ms: f64) -> usize {
     i
 }
 
+/// The latency (ms) at fractional rank `rank` (clamped to 1 ≤ rank ≤ total) of a
+/// log-bucket latency histogram, interpolated geometrically inside its bucket; `None`
+/// without data.
+pub fn latency_at_rank(h: &[u64], rank: f64) -> Option<f64> {
+    let total: u64 = h.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = rank.clamp(1.0, total as f64);
+    let mut seen = 0.0;
+    for (i, &c) in h.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        let next = seen + c as f64;
+        if next >= rank {
+            let hi = latency_bound_ms(i);
+            let lo = if i == 0 {
+                hi / 2f64.powf(1.0 / 8.0)
+            } else {
+                latency_bound_ms(i - 1)
+            };
+            let frac = ((rank - seen) / c as f64).clamp(0.0, 1.0);
+            return Some(lo * (hi / lo).powf(frac));
+        }
+        seen = next;
+    }
+    Some(latency_bound_ms(LATENCY_BUCKETS - 1))
+}
+
 /// Number of confidence buckets over [0, 1].
 pub const CONFIDENCE_BUCKETS: usize = 10;
 
@@ -138,29 +168,7 @@ impl MetricsAggregate {
     /// without data.
     pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
         let total: u64 = self.latency_ms.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
-        let mut seen = 0.0;
-        for (i, &c) in self.latency_ms.iter().enumerate() {
-            if c == 0 {
-                continue;
-            }
-            let next = seen + c as f64;
-            if next >= rank {
-                let hi = latency_bound_ms(i);
-                let lo = if i == 0 {
-                    hi / 2f64.powf(1.0 / 8.0)
-                } else {
-                    latency_bound_ms(i - 1)
-                };
-                let frac = ((rank - seen) / c as f64).clamp(0.0, 1.0);
-                return Some(lo * (hi / lo).powf(frac));
-            }
-            seen = next;
-        }
-        Some(latency_bound_ms(LATENCY_BUCKETS - 1))
+        latency_at_rank(&self.latency_ms, q.clamp(0.0, 1.0) * total as f64)
     }
 
     /// errors / requests; `None` without requests.

@@ -153,34 +153,9 @@ pub fn histogram_total(h: &[u64]) -> u64 {
     h.iter().sum()
 }
 
-/// The latency (ms) at fractional rank `rank` (1 ≤ rank ≤ total) of a log-bucket histogram,
-/// interpolated geometrically inside its bucket (as `latency_quantile_ms` does).
-pub fn latency_at_rank(h: &[u64], rank: f64) -> Option<f64> {
-    let total = histogram_total(h);
-    if total == 0 {
-        return None;
-    }
-    let rank = rank.clamp(1.0, total as f64);
-    let mut seen = 0.0;
-    for (i, &c) in h.iter().enumerate() {
-        if c == 0 {
-            continue;
-        }
-        let next = seen + c as f64;
-        if next >= rank {
-            let hi = latency_bound_ms(i);
-            let lo = if i == 0 {
-                hi / 2f64.powf(1.0 / 8.0)
-            } else {
-                latency_bound_ms(i - 1)
-            };
-            let frac = ((rank - seen) / c as f64).clamp(0.0, 1.0);
-            return Some(lo * (hi / lo).powf(frac));
-        }
-        seen = next;
-    }
-    Some(latency_bound_ms(LATENCY_BUCKETS - 1))
-}
+/// The latency (ms) at fractional rank `rank` of a log-bucket histogram (the shared
+/// interpolation of `latency_quantile_ms`).
+pub use edgecd_api::metrics::latency_at_rank;
 
 /// Order statistics (1-based ranks, possibly 0 or n+1 for "unbounded") that bound the `q`
 /// quantile of `n` samples, each side with error probability `alpha`: the number of samples
