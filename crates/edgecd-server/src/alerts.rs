@@ -172,7 +172,12 @@ pub async fn receive(
                     Ok(_) => {
                         tracing::warn!(rollout = %r.id, alert = %name, reason = %why, "rollout stopped by an alert");
                         st.store
-                            .event(None, "alert", &format!("rollout {} stopped: {why}", r.id))
+                            .event(
+                                None,
+                                crate::util::now() as i64,
+                                "alert",
+                                &format!("rollout {} stopped: {why}", r.id),
+                            )
                             .await?;
                         h.stopped.push(r.id.clone());
                     }

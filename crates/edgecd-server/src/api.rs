@@ -3,7 +3,7 @@
 //! `{"error": …}` JSON.
 
 use crate::error::ApiError;
-use crate::store::{AssignmentRow, DeviceRow};
+use crate::store::{AssignmentRow, DeviceRow, NewDevice, TokenRefusal, TrustedKeyRow};
 use crate::{AppState, util};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -223,62 +223,37 @@ async fn enroll(
     check_labels(&req.labels)?;
     let now = util::now() as i64;
     let hash = util::hash_secret(&req.token);
-    let mut tx = st.store.pool.begin().await?;
-    // Take one use of the token with a single write, so concurrent enrollments queue on
-    // SQLite's write lock instead of failing a read-then-write upgrade.
-    let taken: Option<(String,)> = sqlx::query_as(
-        "UPDATE enroll_tokens SET uses_left = uses_left - 1 \
-         WHERE hash = ? AND expires > ? AND uses_left > 0 RETURNING labels",
-    )
-    .bind(&hash)
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((token_labels,)) = taken else {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT expires, uses_left FROM enroll_tokens WHERE hash = ?")
-                .bind(&hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-        return Err(match row {
-            None => ApiError::unauthorized("unknown enrollment token"),
-            Some((expires, _)) if expires <= now => {
-                ApiError::unauthorized("enrollment token expired")
-            }
-            Some(_) => ApiError::unauthorized("enrollment token already used"),
-        });
-    };
-    let mut labels = req.labels.clone();
-    labels.extend(json_col::<BTreeMap<String, String>>(&token_labels)?);
     let id = util::random_id();
     let credential = format!("edc_{id}.{}", util::random_token("s"));
-    sqlx::query(
-        "INSERT INTO devices(id, cred_hash, labels, enrolled, inventory) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(util::hash_secret(&credential))
-    .bind(serde_json::to_string(&labels).map_err(ApiError::internal)?)
-    .bind(now)
-    .bind(serde_json::to_string(&req.inventory).map_err(ApiError::internal)?)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let new = NewDevice {
+        id: id.clone(),
+        cred_hash: util::hash_secret(&credential),
+        labels: req.labels.clone(),
+        enrolled: now,
+        inventory: serde_json::to_string(&req.inventory).map_err(ApiError::internal)?,
+    };
+    let labels = st.store.enroll(&hash, now, &new).await?.map_err(|r| {
+        ApiError::unauthorized(match r {
+            TokenRefusal::Unknown => "unknown enrollment token",
+            TokenRefusal::Expired => "enrollment token expired",
+            TokenRefusal::UsedUp => "enrollment token already used",
+        })
+    })?;
     st.store
         .event(
             Some(&id),
+            crate::util::now() as i64,
             "enrolled",
             &serde_json::to_string(&labels).unwrap_or_default(),
         )
         .await?;
     tracing::info!(device = %id, "device enrolled");
-    let keys: Vec<(String,)> = sqlx::query_as("SELECT pem FROM trusted_keys ORDER BY added")
-        .fetch_all(&st.store.pool)
-        .await?;
+    let keys = st.store.trusted_keys().await?;
     Ok(Json(EnrollResponse {
         device_id: id,
         credential,
         assignment_key_pem: st.signing_key.verifying_key().to_spki_pem(),
-        trusted_release_keys: keys.into_iter().map(|k| k.0).collect(),
+        trusted_release_keys: keys.into_iter().map(|k| k.pem).collect(),
         next_checkin_secs: st.config.checkin_interval_secs,
         protocol: PROTOCOL_VERSION.into(),
     }))
@@ -348,6 +323,7 @@ async fn resync(
     st.store
         .event(
             Some(id),
+            crate::util::now() as i64,
             "resynced",
             &format!(
                 "device holds signed assignment v{} above the server's v{current}: counter raised",
@@ -358,9 +334,7 @@ async fn resync(
     tracing::warn!(device = %id, device_version = p.version, server_version = current, "assignment counter behind the device (restored database?): resynced");
     let Some(a) = row else { return Ok(None) };
     let release: Assignment = json_col(&a.payload)?;
-    let fresh = sign_assignment(st, id, p.version + 1, release.release)?;
-    st.store.put_assignment(&fresh).await?;
-    Ok(Some(fresh))
+    Ok(Some(crate::assign::resign(st, id, &release.release).await?))
 }
 
 fn signed(a: &AssignmentRow, st: &AppState) -> SignedAssignment {
@@ -400,12 +374,13 @@ async fn checkin_inner(
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok());
     let now = util::now();
-    sqlx::query("UPDATE devices SET last_seen = ?, inventory = ?, status = ? WHERE id = ?")
-        .bind(now as i64)
-        .bind(serde_json::to_string(&req.inventory).map_err(ApiError::internal)?)
-        .bind(serde_json::to_string(&req.status).map_err(ApiError::internal)?)
-        .bind(&id)
-        .execute(&st.store.pool)
+    st.store
+        .record_checkin(
+            &id,
+            now as i64,
+            &serde_json::to_string(&req.inventory).map_err(ApiError::internal)?,
+            &serde_json::to_string(&req.status).map_err(ApiError::internal)?,
+        )
         .await?;
     if let Some(m) = &req.metrics {
         crate::rollouts::record_metrics(&st, &id, &req.status, m, dev.last_seen).await?;
@@ -415,14 +390,21 @@ async fn checkin_inner(
         let o = new_outcome.cloned();
         let detail = serde_json::to_string(&o).unwrap_or_default();
         tracing::info!(device = %id, outcome = %detail, "device reported an outcome");
-        st.store.event(Some(&id), "outcome", &detail).await?;
+        st.store
+            .event(Some(&id), crate::util::now() as i64, "outcome", &detail)
+            .await?;
     }
     if let Some(stale) = req.status.stale_since
         && prev.as_ref().and_then(|p| p.stale_since) != Some(stale)
     {
         tracing::warn!(device = %id, since = stale, "device reports stale answers (no fresh signed timestamp): a proxy or cache may be replaying old responses");
         st.store
-            .event(Some(&id), "stale-answers", &stale.to_string())
+            .event(
+                Some(&id),
+                crate::util::now() as i64,
+                "stale-answers",
+                &stale.to_string(),
+            )
             .await?;
     }
     let next = st.config.checkin_interval_secs;
@@ -438,10 +420,7 @@ async fn checkin_inner(
         let ttl = st.config.assignment_ttl_secs as i64;
         if a.expires - (now as i64) < ttl / 2 {
             let p: Assignment = json_col(&a.payload)?;
-            let version = st.store.next_assignment_version(&id).await?;
-            let fresh = sign_assignment(&st, &id, version, p.release)?;
-            st.store.put_assignment(&fresh).await?;
-            row = Some(fresh);
+            row = Some(crate::assign::resign(&st, &id, &p.release).await?);
         }
     }
     let Some(a) = row else {
@@ -646,29 +625,31 @@ async fn trust_key(
         public_key_pem: key.to_spki_pem(),
         added: util::now(),
     };
-    sqlx::query("INSERT INTO trusted_keys(hint, name, pem, added) VALUES (?, ?, ?, ?) ON CONFLICT(hint) DO UPDATE SET name = excluded.name")
-        .bind(&k.hint)
-        .bind(&k.name)
-        .bind(&k.public_key_pem)
-        .bind(k.added as i64)
-        .execute(&st.store.pool)
+    st.store
+        .put_trusted_key(&TrustedKeyRow {
+            hint: k.hint.clone(),
+            name: k.name.clone(),
+            pem: k.public_key_pem.clone(),
+            added: k.added as i64,
+        })
         .await?;
-    st.store.event(None, "key-trusted", &k.hint).await?;
+    st.store
+        .event(None, crate::util::now() as i64, "key-trusted", &k.hint)
+        .await?;
     Ok(Json(k))
 }
 
 pub async fn trusted_keys(st: &AppState) -> Result<Vec<TrustedKey>, ApiError> {
-    let rows: Vec<(String, Option<String>, String, i64)> =
-        sqlx::query_as("SELECT hint, name, pem, added FROM trusted_keys ORDER BY added")
-            .fetch_all(&st.store.pool)
-            .await?;
-    Ok(rows
+    Ok(st
+        .store
+        .trusted_keys()
+        .await?
         .into_iter()
-        .map(|(hint, name, public_key_pem, added)| TrustedKey {
-            hint,
-            name,
-            public_key_pem,
-            added: added as u64,
+        .map(|k| TrustedKey {
+            hint: k.hint,
+            name: k.name,
+            public_key_pem: k.pem,
+            added: k.added as u64,
         })
         .collect())
 }
@@ -858,11 +839,8 @@ struct GcQuery {
 
 /// Every blob a published release refers to.
 async fn referenced_blobs(st: &AppState) -> Result<std::collections::BTreeSet<String>, ApiError> {
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT info FROM releases")
-        .fetch_all(&st.store.pool)
-        .await?;
     let mut out = std::collections::BTreeSet::new();
-    for (info,) in rows {
+    for info in st.store.release_infos().await? {
         let i: ReleaseInfo = json_col(&info)?;
         let r = i.release;
         out.extend(
@@ -941,16 +919,16 @@ async fn publish(
     }
     let info = crate::release::verify_publish(&st, &req, pre).await?;
     let r = &info.release;
-    let inserted = sqlx::query(
-        "INSERT INTO releases(app, version, info, published) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(&r.app)
-    .bind(&r.version)
-    .bind(serde_json::to_string(&info).map_err(ApiError::internal)?)
-    .bind(info.published as i64)
-    .execute(&st.store.pool)
-    .await?;
-    if inserted.rows_affected() == 0 {
+    let inserted = st
+        .store
+        .insert_release(
+            &r.app,
+            &r.version,
+            &serde_json::to_string(&info).map_err(ApiError::internal)?,
+            info.published as i64,
+        )
+        .await?;
+    if !inserted {
         // Published concurrently: the same release, or a conflict.
         let pre = crate::release::preflight(&st, &req).await?;
         return match pre.already_published {
@@ -961,6 +939,7 @@ async fn publish(
     st.store
         .event(
             None,
+            crate::util::now() as i64,
             "release-published",
             &format!("{}@{}", r.app, r.version),
         )
@@ -974,12 +953,11 @@ async fn list_releases(
     headers: HeaderMap,
 ) -> Result<Json<Vec<ReleaseInfo>>, ApiError> {
     admin(&st, &headers)?;
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT info FROM releases ORDER BY published, app, version")
-            .fetch_all(&st.store.pool)
-            .await?;
-    rows.iter()
-        .map(|r| json_col(&r.0))
+    st.store
+        .release_infos()
+        .await?
+        .iter()
+        .map(|r| json_col(r))
         .collect::<Result<Vec<_>, _>>()
         .map(Json)
 }
@@ -1005,12 +983,13 @@ async fn create_token(
     }
     let token = util::random_token("edt");
     let expires = util::now() + secs;
-    sqlx::query("INSERT INTO enroll_tokens(hash, labels, expires, uses_left) VALUES (?, ?, ?, ?)")
-        .bind(util::hash_secret(&token))
-        .bind(serde_json::to_string(&req.labels).map_err(ApiError::internal)?)
-        .bind(expires as i64)
-        .bind(i64::from(max_uses))
-        .execute(&st.store.pool)
+    st.store
+        .create_enroll_token(
+            &util::hash_secret(&token),
+            &serde_json::to_string(&req.labels).map_err(ApiError::internal)?,
+            expires as i64,
+            i64::from(max_uses),
+        )
         .await?;
     Ok(Json(CreateTokenResponse {
         token,
@@ -1079,10 +1058,11 @@ async fn label_device(
             labels.insert(k, v);
         }
     }
-    sqlx::query("UPDATE devices SET labels = ? WHERE id = ?")
-        .bind(serde_json::to_string(&labels).map_err(ApiError::internal)?)
-        .bind(&id)
-        .execute(&st.store.pool)
+    st.store
+        .set_labels(
+            &id,
+            &serde_json::to_string(&labels).map_err(ApiError::internal)?,
+        )
         .await?;
     let d = device_or_404(&st, &id).await?;
     Ok(Json(device_info(&st, d).await?))
@@ -1094,14 +1074,12 @@ async fn revoke_device(
     headers: HeaderMap,
 ) -> Result<Json<DeviceInfo>, ApiError> {
     admin(&st, &headers)?;
-    let r = sqlx::query("UPDATE devices SET revoked = 1 WHERE id = ?")
-        .bind(&id)
-        .execute(&st.store.pool)
-        .await?;
-    if r.rows_affected() == 0 {
+    if !st.store.revoke(&id).await? {
         return Err(ApiError::not_found(format!("no device {id}")));
     }
-    st.store.event(Some(&id), "revoked", "").await?;
+    st.store
+        .event(Some(&id), crate::util::now() as i64, "revoked", "")
+        .await?;
     let d = device_or_404(&st, &id).await?;
     Ok(Json(device_info(&st, d).await?))
 }
@@ -1231,18 +1209,13 @@ async fn deploy(
             });
             continue;
         }
-        let version = st.store.next_assignment_version(&d.id).await?;
-        if !q.dry_run {
-            let a = sign_assignment(&st, &d.id, version, info.release.clone())?;
-            st.store.put_assignment(&a).await?;
-            st.store
-                .event(
-                    Some(&d.id),
-                    "assigned",
-                    &format!("{}@{} v{version}", req.app, req.version),
-                )
-                .await?;
-        }
+        let version = if q.dry_run {
+            st.store.next_assignment_version(&d.id).await?
+        } else {
+            crate::assign::assign(&st, &d.id, &info.release, crate::assign::Why::Deploy)
+                .await?
+                .map_or(0, |a| a.version as u64)
+        };
         assigned.push(DeployedDevice {
             device_id: d.id,
             assignment_version: version,

@@ -138,26 +138,21 @@ pub async fn delete_device(
 ) -> Result<Json<DeviceInfo>, ApiError> {
     admin(&st, &headers)?;
     let info = device_info(&st, device_or_404(&st, &id).await?).await?;
-    let mut tx = st.store.pool.begin().await?;
-    sqlx::query("DELETE FROM assignments WHERE device_id = ?")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-    let r = sqlx::query("DELETE FROM devices WHERE id = ?")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-    if r.rows_affected() == 0 {
+    if !st.store.delete_device(&id).await? {
         return Err(ApiError::not_found(format!("no device {id}")));
     }
-    tx.commit().await?;
     let detail = serde_json::json!({
         "labels": info.labels,
         "assigned": info.assigned,
         "hostname": info.inventory.as_ref().and_then(|i| i.hostname.as_deref()),
     });
     st.store
-        .event(Some(&id), "deleted", &detail.to_string())
+        .event(
+            Some(&id),
+            crate::util::now() as i64,
+            "deleted",
+            &detail.to_string(),
+        )
         .await?;
     tracing::info!(device = %id, "device deleted");
     Ok(Json(info))

@@ -20,6 +20,8 @@ pub enum ServerError {
     Tls(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("configuration error: {0}")]
+    Config(String),
     #[error(transparent)]
     Outbox(#[from] crate::notify::OutboxError),
 }

@@ -17,6 +17,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod assign;
 pub mod blobs;
 pub mod devices;
 pub mod error;
@@ -41,6 +42,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// The database: `None` is the embedded SQLite file `DATA/edgecd.db`; `postgres://…`
+    /// a PostgreSQL database several replicas may share (see [`store::open`]).
+    pub database: Option<String>,
     pub listen: SocketAddr,
     /// PEM certificate chain and private key: serve HTTPS when set.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -85,6 +89,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            database: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls: None,
             checkin_interval_secs: 60,
@@ -108,7 +113,7 @@ impl Config {
 /// Shared state of the request handlers.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: store::Store,
+    pub store: store::SharedStore,
     pub blobs: blobs::BlobStore,
     pub signing_key: Arc<SigningKey>,
     pub admin_token_hash: Arc<String>,
@@ -117,6 +122,10 @@ pub struct AppState {
     pub prometheus: Option<promql::Prometheus>,
     /// Sends rollout notifications without blocking (see [`notify`]).
     pub notifier: notify::Notifier,
+    /// Serializes every change to rollouts in this process (controller passes, starts,
+    /// commands), so a command and a concurrent controller pass cannot overwrite each
+    /// other's state.
+    pub rollout_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An opened server: data dir, store, keys.
@@ -127,6 +136,9 @@ pub struct Server {
 }
 
 const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+/// The hint of the key that signs assignments: replicas sharing a database must share the key
+/// too, or devices would refuse the assignments of all but one of them.
+const ASSIGNMENT_KEY_SETTING: &str = "assignment_key_hint";
 
 impl Server {
     /// Opens the data directory: store (migrated), blob store, assignment-signing key and
@@ -135,20 +147,37 @@ impl Server {
     pub async fn open(config: Config) -> Result<Self, ServerError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
-        let store = store::Store::open(dir).await?;
+        let store = store::open(config.database.as_deref(), dir).await?;
         let blobs = blobs::BlobStore::open(dir)?;
         let signing_key = Arc::new(load_or_create_key(dir)?);
+        let hint = signing_key.verifying_key().hint();
+        let stored_hint = store
+            .setting_or_insert(ASSIGNMENT_KEY_SETTING, &hint)
+            .await?;
+        if stored_hint != hint {
+            return Err(ServerError::Key(format!(
+                "this database's assignments are signed with key {stored_hint}, but {} holds key {hint}: \
+                 every server sharing a database needs the same keys/assignment.key (copy it from \
+                 the first server's data directory)",
+                dir.join("keys/assignment.key").display()
+            )));
+        }
         let (admin_hash, new_admin_token) = match store.setting(ADMIN_TOKEN_SETTING).await? {
             Some(h) => (h, None),
             None => {
                 let token = util::random_token("eda");
-                let path = dir.join("admin-token");
-                let _ = std::fs::remove_file(&path);
-                util::write_private_new(&path, format!("{token}\n").as_bytes())
-                    .map_err(|e| ServerError::io(&path, e))?;
                 let h = util::hash_secret(&token);
-                store.set_setting(ADMIN_TOKEN_SETTING, &h).await?;
-                (h, Some(token))
+                // Several replicas may start at once on one database: the first one's token wins.
+                let stored = store.setting_or_insert(ADMIN_TOKEN_SETTING, &h).await?;
+                if stored == h {
+                    let path = dir.join("admin-token");
+                    let _ = std::fs::remove_file(&path);
+                    util::write_private_new(&path, format!("{token}\n").as_bytes())
+                        .map_err(|e| ServerError::io(&path, e))?;
+                    (h, Some(token))
+                } else {
+                    (stored, None)
+                }
             }
         };
         let prometheus = config.prometheus_url.as_deref().map(|u| {
@@ -157,7 +186,7 @@ impl Server {
         let notifier = notify::Notifier::start(
             &config.notifications,
             &notify::default_public_url(config.listen, config.tls.is_some()),
-            store.pool.clone(),
+            store.clone(),
         )
         .await?;
         let state = AppState {
@@ -168,6 +197,7 @@ impl Server {
             config: Arc::new(config),
             prometheus,
             notifier,
+            rollout_lock: Arc::new(tokio::sync::Mutex::new(())),
         };
         Ok(Self {
             state,

@@ -125,9 +125,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     let _ = writeln!(w, "# TYPE edgecd_server_devices_silent gauge");
     let _ = writeln!(w, "edgecd_server_devices_silent {silent}");
 
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT state FROM rollouts")
-        .fetch_all(&st.store.pool)
-        .await?;
+    let rows = st.store.rollout_states().await?;
     let mut phases: BTreeMap<String, u64> = [
         "progressing",
         "paused",
@@ -141,7 +139,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     let mut active = vec![];
     let mut aborts: BTreeMap<&str, u64> = StopCause::ALL.iter().map(|c| (c.as_str(), 0)).collect();
     let mut rolled_back_devices = 0u64;
-    for (s,) in rows {
+    for s in rows {
         if let Ok(r) = serde_json::from_str::<edgecd_rollout::engine::Rollout>(&s) {
             let phase = serde_json::to_value(r.state.phase)
                 .ok()
@@ -249,11 +247,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         }
     }
     notification_metrics(w, &st.notifier);
-    let pending: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT channel, COUNT(*) FROM notification_outbox WHERE status = 'pending' GROUP BY channel",
-    )
-    .fetch_all(&st.store.pool)
-    .await?;
+    let pending = st.store.outbox_pending_counts().await?;
     let _ = writeln!(
         w,
         "# HELP edgecd_server_notifications_pending Rollout notifications waiting in the outbox for delivery, by channel."

@@ -6,9 +6,10 @@
 //! Restart safety: effects are applied before the new state is saved, and applying one is
 //! idempotent (a device already assigned the target release is skipped), so a crash between
 //! the two re-applies nothing twice and loses nothing.
-use crate::api::{admin, json_col, sign_assignment};
+use crate::api::{admin, json_col};
 use crate::promql::{self, QueryContext};
-use crate::{ApiError, AppState, notify, util};
+use crate::store::RolloutSave;
+use crate::{ApiError, AppState, assign, notify, util};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -76,16 +77,15 @@ pub async fn record_metrics(
     if metrics.requests == 0 && metrics.temp_samples == 0 {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO device_metrics (device_id, at, release, agg, since) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(device_id)
-    .bind(util::now() as i64)
-    .bind(release_name(&running.app, &running.version))
-    .bind(serde_json::to_string(metrics).map_err(ApiError::internal)?)
-    .bind(since)
-    .execute(&st.store.pool)
-    .await?;
+    st.store
+        .insert_device_metrics(
+            device_id,
+            util::now() as i64,
+            &release_name(&running.app, &running.version),
+            &serde_json::to_string(metrics).map_err(ApiError::internal)?,
+            since,
+        )
+        .await?;
     Ok(())
 }
 
@@ -185,14 +185,8 @@ pub(crate) async fn fleet(st: &AppState) -> Result<Vec<Device>, ApiError> {
 }
 
 async fn load(st: &AppState, id: &str) -> Result<Rollout, ApiError> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM rollouts WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&st.store.pool)
-        .await?;
-    json_col(
-        &row.ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?
-            .0,
-    )
+    let state = st.store.rollout_state(id).await?;
+    json_col(&state.ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?)
 }
 
 /// Applies a decision's effects (idempotently), then saves the rollout, its audit records and
@@ -205,23 +199,7 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
             Effect::Assign { devices, release } | Effect::Rollback { devices, release } => {
                 let info = release_info(st, release).await?;
                 for id in devices {
-                    let current = st.store.assignment(id).await?;
-                    if current
-                        .as_ref()
-                        .is_some_and(|a| release_name(&a.app, &a.release_version) == *release)
-                    {
-                        continue;
-                    }
-                    let version = st.store.next_assignment_version(id).await?;
-                    let a = sign_assignment(st, id, version, info.release.clone())?;
-                    st.store.put_assignment(&a).await?;
-                    st.store
-                        .event(
-                            Some(id),
-                            "assigned",
-                            &format!("{release} v{version} by rollout {}", r.id),
-                        )
-                        .await?;
+                    assign::assign(st, id, &info.release, assign::Why::Rollout(&r.id)).await?;
                 }
             }
             Effect::Notify { event } => {
@@ -238,35 +216,29 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
             }
         }
     }
-    let now = util::now() as i64;
-    let mut tx = st.store.pool.begin().await?;
-    sqlx::query("UPDATE rollouts SET state = ?, updated = ?, finished = ? WHERE id = ?")
-        .bind(serde_json::to_string(r).map_err(ApiError::internal)?)
-        .bind(now)
-        .bind(r.is_finished())
-        .bind(&r.id)
-        .execute(&mut *tx)
+    let mut rows = Vec::with_capacity(notifications.len());
+    for n in &notifications {
+        rows.push(notify::outbox::prepare(n).map_err(ApiError::internal)?);
+    }
+    let audit = d
+        .audit
+        .iter()
+        .map(|a| Ok((a.at, a.kind.clone(), serde_json::to_string(a)?)))
+        .collect::<Result<Vec<_>, serde_json::Error>>()
+        .map_err(ApiError::internal)?;
+    let ids = st
+        .store
+        .save_rollout(&RolloutSave {
+            id: r.id.clone(),
+            state: serde_json::to_string(r).map_err(ApiError::internal)?,
+            finished: r.is_finished(),
+            updated: util::now() as i64,
+            audit,
+            outbox: rows.clone(),
+        })
         .await?;
-    for a in &d.audit {
-        sqlx::query("INSERT INTO rollout_audit (rollout_id, at, kind, record) VALUES (?, ?, ?, ?)")
-            .bind(&r.id)
-            .bind(a.at)
-            .bind(&a.kind)
-            .bind(serde_json::to_string(a).map_err(ApiError::internal)?)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let mut queued = Vec::with_capacity(notifications.len());
-    for n in notifications {
-        queued.push(
-            notify::outbox::insert(&mut tx, n)
-                .await
-                .map_err(ApiError::internal)?,
-        );
-    }
-    tx.commit().await?;
-    for q in queued {
-        st.notifier.send(q);
+    for ((id, row), n) in ids.into_iter().zip(rows).zip(notifications) {
+        st.notifier.send(notify::outbox::queued(id, row, n));
     }
     Ok(())
 }
@@ -281,13 +253,7 @@ async fn merged(
     devices: &BTreeSet<String>,
     per_device: &mut BTreeMap<String, MetricsAggregate>,
 ) -> Result<MetricsAggregate, ApiError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT device_id, agg FROM device_metrics WHERE since IS NOT NULL AND since >= ? AND release = ?",
-    )
-    .bind(since)
-    .bind(release)
-    .fetch_all(&st.store.pool)
-    .await?;
+    let rows = st.store.device_metrics_since(since, release).await?;
     let mut m = MetricsAggregate::default();
     for (dev, agg) in rows {
         if devices.contains(&dev)
@@ -299,10 +265,6 @@ async fn merged(
     }
     Ok(m)
 }
-
-/// Serializes every change to rollouts (controller passes, starts, commands), so a command
-/// and a concurrent controller pass cannot overwrite each other's state.
-static ROLLOUT_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One controller pass over every active rollout.
 pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
@@ -318,16 +280,13 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
             prefetched.insert(r.id.clone(), (r.state.step, r.state.cohort.len(), values));
         }
     }
-    let _serialized = ROLLOUT_LOCK.lock().await;
-    let ids: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM rollouts WHERE finished = 0 ORDER BY created")
-            .fetch_all(&st.store.pool)
-            .await?;
+    let _serialized = st.rollout_lock.lock().await;
+    let ids = st.store.active_rollout_ids().await?;
     if ids.is_empty() {
         return Ok(());
     }
     let fleet = fleet(st).await?;
-    for (id,) in ids {
+    for id in ids {
         let mut r = load(st, &id).await?;
         let now = util::now() as i64;
         let (eligible, _) = r.eligible(&fleet);
@@ -372,9 +331,8 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
         }
     }
     // Keep a day of metrics.
-    sqlx::query("DELETE FROM device_metrics WHERE at < ?")
-        .bind(util::now() as i64 - 86_400)
-        .execute(&st.store.pool)
+    st.store
+        .prune_device_metrics(util::now() as i64 - 86_400)
         .await?;
     Ok(())
 }
@@ -454,7 +412,7 @@ async fn start(
     Json(req): Json<StartRollout>,
 ) -> Result<Json<RolloutStatus>, ApiError> {
     admin(&st, &headers)?;
-    let _serialized = ROLLOUT_LOCK.lock().await;
+    let _serialized = st.rollout_lock.lock().await;
     req.spec
         .validate()
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -480,12 +438,7 @@ async fn start(
         .map_err(|e| ApiError::unprocessable(e.to_string()))?
         .0
         .to_string();
-    let active: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM rollouts WHERE app = ? AND finished = 0")
-            .bind(&app)
-            .fetch_optional(&st.store.pool)
-            .await?;
-    if let Some((other,)) = active {
+    if let Some(other) = st.store.active_rollout_for_app(&app).await? {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
             format!("rollout {other} of {app} is still running: abort or finish it first"),
@@ -542,13 +495,13 @@ async fn start(
             )
         )));
     }
-    sqlx::query("INSERT INTO rollouts (id, app, state, created, updated, finished) VALUES (?, ?, ?, ?, ?, 0)")
-        .bind(&id)
-        .bind(&app)
-        .bind(serde_json::to_string(&r).map_err(ApiError::internal)?)
-        .bind(util::now() as i64)
-        .bind(util::now() as i64)
-        .execute(&st.store.pool)
+    st.store
+        .insert_rollout(
+            &id,
+            &app,
+            &serde_json::to_string(&r).map_err(ApiError::internal)?,
+            util::now() as i64,
+        )
         .await?;
     apply(&st, &r, &d).await?;
     Ok(Json(status_of(&st, r).await?))
@@ -582,11 +535,8 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<RolloutStatus>>, ApiError> {
     admin(&st, &headers)?;
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT state FROM rollouts ORDER BY created DESC")
-        .fetch_all(&st.store.pool)
-        .await?;
     let mut out = vec![];
-    for (s,) in rows {
+    for s in st.store.rollout_states().await? {
         out.push(status_of(&st, json_col(&s)?).await?);
     }
     Ok(Json(out))
@@ -609,24 +559,23 @@ async fn history(
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
     admin(&st, &headers)?;
     load(&st, &id).await?;
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT record FROM rollout_audit WHERE rollout_id = ? ORDER BY id")
-            .bind(&id)
-            .fetch_all(&st.store.pool)
-            .await?;
-    rows.iter()
-        .map(|(s,)| json_col(s))
+    st.store
+        .rollout_audit(&id)
+        .await?
+        .iter()
+        .map(|s| json_col(s))
         .collect::<Result<Vec<_>, _>>()
         .map(Json)
 }
 
 /// Active (unfinished) rollouts.
 pub(crate) async fn active(st: &AppState) -> Result<Vec<Rollout>, ApiError> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT state FROM rollouts WHERE finished = 0 ORDER BY created")
-            .fetch_all(&st.store.pool)
-            .await?;
-    rows.iter().map(|(s,)| json_col(s)).collect()
+    st.store
+        .active_rollout_states()
+        .await?
+        .iter()
+        .map(|s| json_col(s))
+        .collect()
 }
 
 /// Stops rollout `id` for an outside reason (a firing alert), per its `on_failure`.
@@ -636,7 +585,7 @@ pub(crate) async fn fail(
     id: &str,
     reason: String,
 ) -> Result<Result<Rollout, String>, ApiError> {
-    let _serialized = ROLLOUT_LOCK.lock().await;
+    let _serialized = st.rollout_lock.lock().await;
     let mut r = load(st, id).await?;
     match r.fail(reason, util::now() as i64) {
         Ok(d) => {
@@ -665,7 +614,7 @@ async fn command(
             )));
         }
     };
-    let _serialized = ROLLOUT_LOCK.lock().await;
+    let _serialized = st.rollout_lock.lock().await;
     let mut r = load(&st, &id).await?;
     let d = r
         .command(cmd, util::now() as i64)

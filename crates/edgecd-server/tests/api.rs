@@ -31,6 +31,7 @@ impl H {
     fn with(tweak: impl FnOnce(&mut Config)) -> Self {
         let d = tempfile::tempdir().expect("tmp");
         let mut cfg = Config::new(d.path().join("data"));
+        cfg.database = edgecd_testkit::postgres::database_for(&cfg.data_dir);
         cfg.listen = "127.0.0.1:0".parse().expect("addr");
         cfg.max_blob_bytes = 8 << 20;
         tweak(&mut cfg);
@@ -529,11 +530,82 @@ fn input_validation_and_limits() {
     assert_eq!(s, 404);
 }
 
+/// The suite runs once on SQLite and once on PostgreSQL (`scripts/with-postgres`): each run
+/// really uses the backend it names.
+#[test]
+fn the_suite_runs_on_the_backend_it_names() {
+    let h = H::new();
+    let want = if edgecd_testkit::postgres::cluster().is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(h.srv.state.store.backend(), want);
+}
+
+/// Servers sharing a database must share the assignment key, or devices would refuse the
+/// assignments of all but one: a second server with another key refuses to start.
+#[test]
+fn a_server_with_another_assignment_key_refuses_the_database() {
+    let d = tempfile::tempdir().expect("tmp");
+    let first = d.path().join("a");
+    let mut c = Config::new(&first);
+    c.database = edgecd_testkit::postgres::database_for(&first);
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    let shared = c.database.clone();
+    let s1 = TestServer::start(c).expect("start");
+    drop(s1);
+    // The second data directory has a key of its own but the same database.
+    let second = d.path().join("b");
+    let mut c = Config::new(&second);
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.database = match &shared {
+        Some(url) => Some(url.clone()),
+        None => Some(format!("sqlite://{}", first.join("edgecd.db").display())),
+    };
+    let err = TestServer::start(c.clone()).err().expect("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("same keys/assignment.key"),
+        "the error says what to do: {msg}"
+    );
+    // With the first server's key it starts, and shares its admin token.
+    std::fs::create_dir_all(second.join("keys")).expect("mkdir");
+    for f in ["assignment.key", "assignment.pub"] {
+        std::fs::copy(first.join("keys").join(f), second.join("keys").join(f)).expect("copy");
+    }
+    std::fs::copy(first.join("admin-token"), second.join("admin-token")).expect("copy");
+    let s2 = TestServer::start(c).expect("starts with the shared key");
+    assert!(s2.admin_token.starts_with("eda"));
+}
+
+/// A database URL that names no known backend, or a PostgreSQL that does not answer, is a
+/// clear error at start.
+#[test]
+fn unusable_database_urls_are_clear_errors() {
+    let d = tempfile::tempdir().expect("tmp");
+    let mut c = Config::new(d.path());
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.database = Some("mysql://root:hunter2@db/edgecd".into());
+    let msg = TestServer::start(c.clone())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("unknown database"), "{msg}");
+    assert!(!msg.contains("hunter2"), "no password in errors: {msg}");
+    let port = edgecd_testkit::free_port();
+    c.database = Some(format!("postgres://edgecd:hunter2@127.0.0.1:{port}/edgecd"));
+    let msg = TestServer::start(c).err().expect("refused").to_string();
+    assert!(msg.contains("cannot connect to PostgreSQL"), "{msg}");
+    assert!(!msg.contains("hunter2"), "no password in errors: {msg}");
+}
+
 #[test]
 fn restart_keeps_state_and_key() {
     let d = tempfile::tempdir().expect("tmp");
     let mk = || {
         let mut c = Config::new(d.path().join("data"));
+        c.database = edgecd_testkit::postgres::database_for(&c.data_dir);
         c.listen = "127.0.0.1:0".parse().expect("addr");
         c
     };

@@ -55,6 +55,7 @@ fn checkins_log_at_debug_and_the_rest_at_info() {
 
     let d = tempfile::tempdir().expect("tmp");
     let mut cfg = Config::new(d.path().join("data"));
+    cfg.database = edgecd_testkit::postgres::database_for(&cfg.data_dir);
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
     let srv = TestServer::start(cfg).expect("start");
     let url = format!("http://{}", srv.addr);

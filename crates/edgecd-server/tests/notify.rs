@@ -230,6 +230,7 @@ struct H {
 
 fn server(d: &std::path::Path, notify_yaml: &str, tick_ms: u64) -> TestServer {
     let mut cfg = Config::new(d.join("data"));
+    cfg.database = edgecd_testkit::postgres::database_for(&cfg.data_dir);
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
     cfg.controller_tick_ms = tick_ms;
     cfg.notifications = NotifyConfig::from_yaml(notify_yaml, d, &|k| {
@@ -303,14 +304,12 @@ impl H {
 
     /// The outbox, oldest first: (event, delivery id, status, attempts, notification).
     fn outbox(&self) -> Vec<(String, String, String, i64, Value)> {
-        let rows: Vec<(String, String, i64, String)> = self.srv.block_on(
-            sqlx::query_as(
-                "SELECT delivery_id, status, attempts, notification FROM notification_outbox ORDER BY id",
-            )
-            .fetch_all(&self.srv.state.store.pool),
-        )
-        .expect("outbox");
+        let rows = self
+            .srv
+            .block_on(self.srv.state.store.outbox_rows())
+            .expect("outbox");
         rows.into_iter()
+            .map(|r| (r.delivery_id, r.status, r.attempts, r.notification))
             .map(|(d, s, a, n)| {
                 let n: Value = serde_json::from_str(&n).expect("JSON");
                 let event = n["event"]["event"].as_str().expect("event").to_string();
@@ -1130,12 +1129,22 @@ fn a_notification_is_saved_only_with_the_state_it_announces() {
     // The outbox refuses writes: the abort's state is not saved either.
     let exec = |sql: &str| {
         h.srv
-            .block_on(sqlx::query(sql).execute(&h.srv.state.store.pool))
+            .block_on(h.srv.state.store.execute_raw(sql))
             .expect(sql);
     };
-    exec(
-        "CREATE TRIGGER refuse_outbox BEFORE INSERT ON notification_outbox BEGIN SELECT RAISE(ABORT, 'outbox refused'); END",
-    );
+    let postgres = h.srv.state.store.backend() == "postgres";
+    if postgres {
+        exec(
+            "CREATE FUNCTION refuse_outbox() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'outbox refused'; END $$ LANGUAGE plpgsql",
+        );
+        exec(
+            "CREATE TRIGGER refuse_outbox BEFORE INSERT ON notification_outbox FOR EACH ROW EXECUTE FUNCTION refuse_outbox()",
+        );
+    } else {
+        exec(
+            "CREATE TRIGGER refuse_outbox BEFORE INSERT ON notification_outbox BEGIN SELECT RAISE(ABORT, 'outbox refused'); END",
+        );
+    }
     let (s, v) = h.admin("POST", &format!("/api/v1/admin/rollouts/{id}/abort"), None);
     assert_eq!(s, 500, "{v}");
     let (_, v) = h.admin("GET", &format!("/api/v1/admin/rollouts/{id}"), None);
@@ -1144,7 +1153,11 @@ fn a_notification_is_saved_only_with_the_state_it_announces() {
     assert_eq!(h.outbox().len(), 1);
 
     // Once it accepts them again, the abort is saved with its notification.
-    exec("DROP TRIGGER refuse_outbox");
+    exec(if postgres {
+        "DROP TRIGGER refuse_outbox ON notification_outbox"
+    } else {
+        "DROP TRIGGER refuse_outbox"
+    });
     h.command(&id, "abort");
     let rows = h.outbox();
     assert_eq!(

@@ -6,6 +6,7 @@
 //! When `EDGECD_REQUIRE_EXTERNAL=1` (set by `scripts/test` and CI) a missing tool is a test
 //! failure; otherwise the test prints why it skipped, so plain `cargo test` works on a bare box.
 
+pub mod postgres;
 pub mod services;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! `edgecd server`: runs the control plane (see `edgecd-server`): SQLite + blob store under
-//! `--data-dir`, HTTPS when given a certificate and key, rollout notifications from
+//! `edgecd server`: runs the control plane (see `edgecd-server`): SQLite (or PostgreSQL with
+//! `--database`) + blob store under `--data-dir`, HTTPS when given a certificate and key, rollout notifications from
 //! `--notifications FILE`, graceful shutdown on SIGTERM.
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -10,6 +10,11 @@ pub struct ServerArgs {
     /// Data directory (database, blobs, keys, admin token).
     #[arg(long, env = "EDGECD_DATA_DIR", default_value = "./edgecd-data")]
     pub data_dir: PathBuf,
+    /// The database: the embedded SQLite file DATA/edgecd.db by default, or
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (several servers may share one; every one of
+    /// them needs the same DATA/keys/assignment.key).
+    #[arg(long, env = "EDGECD_DATABASE")]
+    pub database: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "EDGECD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -88,6 +93,7 @@ fn at_least(flag: &str, value: u64, floor: u64, why: &str) -> anyhow::Result<u64
 pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
     edgecd_server::init_tracing();
     let mut cfg = edgecd_server::Config::new(a.data_dir);
+    cfg.database = a.database;
     cfg.listen = a.listen;
     cfg.tls = a.tls_cert.zip(a.tls_key);
     if a.checkin_interval_secs == 0 {

@@ -17,9 +17,9 @@
 use super::outbox::{self, Queued};
 use super::{ChannelConfig, ChannelKind, ChannelStats, InFlight, Notification, RetryConfig};
 use super::{event_name, payload, redact};
+use crate::store::{SharedStore, Store};
 use bytes::Bytes;
 use rand_core::{OsRng, RngCore};
-use sqlx::SqlitePool;
 use std::io::Read as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -226,7 +226,7 @@ fn secrets(ch: &ChannelConfig) -> Vec<String> {
 /// Where [`deliver`] records failed attempts that will be retried: an outbox row.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {
-    pub pool: &'a SqlitePool,
+    pub store: &'a dyn Store,
     pub row: i64,
 }
 
@@ -295,7 +295,7 @@ pub async fn deliver(
                 );
                 if let Some(p) = progress {
                     let due = outbox::now_ms().saturating_add(delay.as_millis() as i64);
-                    if let Err(e) = outbox::retry_later(p.pool, p.row, attempt, due, &why).await {
+                    if let Err(e) = outbox::retry_later(p.store, p.row, attempt, due, &why).await {
                         tracing::warn!(channel = %ch.name, delivery = %d.id, error = %e, "cannot record the attempt in the notification outbox");
                     }
                 }
@@ -320,7 +320,7 @@ pub struct Worker {
     pub ch: Arc<ChannelConfig>,
     pub retry: RetryConfig,
     pub stats: Arc<ChannelStats>,
-    pub pool: SqlitePool,
+    pub store: SharedStore,
     pub in_flight: Arc<InFlight>,
 }
 
@@ -342,13 +342,13 @@ pub async fn worker(w: Worker, mut queue: mpsc::Receiver<Queued>) {
         ch,
         retry,
         stats,
-        pool,
+        store,
         in_flight,
     } = w;
     let agent = agent(&retry);
     while let Some(q) = queue.recv().await {
         let _release = Release(&in_flight, q.id);
-        let (done, due_ms) = match outbox::pending_state(&pool, q.id).await {
+        let (done, due_ms) = match outbox::pending_state(store.as_ref(), q.id).await {
             Ok(Some(s)) => s,
             Ok(None) => continue,
             Err(e) => {
@@ -368,7 +368,7 @@ pub async fn worker(w: Worker, mut queue: mpsc::Receiver<Queued>) {
             body: render(ch.kind, n),
         };
         let progress = Some(Progress {
-            pool: &pool,
+            store: store.as_ref(),
             row: q.id,
         });
         let (attempts, error) = match deliver(
@@ -393,7 +393,7 @@ pub async fn worker(w: Worker, mut queue: mpsc::Receiver<Queued>) {
                 (e.attempts(), Some(e.to_string()))
             }
         };
-        if let Err(e) = outbox::finish(&pool, q.id, attempts, error.as_deref()).await {
+        if let Err(e) = outbox::finish(store.as_ref(), q.id, attempts, error.as_deref()).await {
             tracing::warn!(channel = %ch.name, delivery = %d.id, error = %e, "cannot mark the notification done in the outbox: it may be sent again");
         }
     }
@@ -595,8 +595,8 @@ mod tests {
                 .expect("rt");
             rt.block_on(async {
                 let dir = tempfile::tempdir().expect("tmp");
-                let store = crate::store::Store::open(dir.path()).await.expect("store");
-                let notifier = Notifier::start(&cfg, "http://127.0.0.1:1", store.pool.clone())
+                let store = crate::store::open(None, dir.path()).await.expect("store");
+                let notifier = Notifier::start(&cfg, "http://127.0.0.1:1", store.clone())
                     .await
                     .expect("notifier");
                 let dbg = format!("{notifier:?}");
@@ -616,12 +616,14 @@ mod tests {
                 // The outbox rows are marked done once delivered or failed.
                 let mut rows: Vec<(String, String, String, i64, Option<String>)> = vec![];
                 for _ in 0..100 {
-                    rows = sqlx::query_as(
-                        "SELECT channel, delivery_id, status, attempts, last_error FROM notification_outbox ORDER BY channel",
-                    )
-                    .fetch_all(&store.pool)
-                    .await
-                    .expect("rows");
+                    rows = store
+                        .outbox_rows()
+                        .await
+                        .expect("rows")
+                        .into_iter()
+                        .map(|r| (r.channel, r.delivery_id, r.status, r.attempts, r.last_error))
+                        .collect();
+                    rows.sort();
                     if rows.iter().all(|r| r.2 != "pending") {
                         break;
                     }

@@ -27,10 +27,10 @@ pub mod deliver;
 pub mod outbox;
 pub mod payload;
 
+use crate::store::SharedStore;
 use edgecd_rollout::engine::{Decision, Rollout, RolloutEvent, describe};
 use edgecd_rollout::{GateResult, Verdict};
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -663,7 +663,7 @@ struct Handle {
 struct Inner {
     public_url: String,
     channels: BTreeMap<String, Handle>,
-    pool: SqlitePool,
+    store: SharedStore,
 }
 
 /// The server's notification sender (cheap to clone). See the module docs.
@@ -690,7 +690,7 @@ impl Notifier {
     pub async fn start(
         cfg: &NotifyConfig,
         default_public_url: &str,
-        pool: SqlitePool,
+        store: SharedStore,
     ) -> Result<Self, OutboxError> {
         let public_url = cfg
             .public_url
@@ -708,7 +708,7 @@ impl Notifier {
                     ch: config.clone(),
                     retry: cfg.retry.clone(),
                     stats: stats.clone(),
-                    pool: pool.clone(),
+                    store: store.clone(),
                     in_flight: in_flight.clone(),
                 },
                 rx,
@@ -730,12 +730,12 @@ impl Notifier {
             inner: Arc::new(Inner {
                 public_url,
                 channels,
-                pool,
+                store,
             }),
         };
         // Restart: everything still pending, due or not (the task waits for the due time).
         notifier.sweep(i64::MAX).await?;
-        outbox::purge(&notifier.inner.pool, crate::util::now() as i64).await?;
+        outbox::purge(notifier.inner.store.as_ref(), crate::util::now() as i64).await?;
         tokio::spawn(sweeper(
             Arc::downgrade(&notifier.inner),
             cfg.sweep_interval.max(Duration::from_millis(10)),
@@ -802,8 +802,8 @@ impl Notifier {
         Notification::new(channel, r, decision, event, runbook, self.link(&r.id), at)
     }
 
-    /// Queues a notification already saved in the outbox ([`outbox::insert`], in the
-    /// transaction of the state it announces) for its channel, without waiting. When the
+    /// Queues a notification already saved in the outbox ([`outbox::prepare`]d and saved in
+    /// the transaction of the state it announces) for its channel, without waiting. When the
     /// queue is full (or older rows wait) it stays pending in the outbox, counted as
     /// deferred, and the sweep queues it later.
     pub fn send(&self, q: Queued) {
@@ -828,9 +828,7 @@ impl Notifier {
     /// Saves `n` in the outbox in a transaction of its own, then [`Self::send`]s it — for
     /// notifications that announce no saved state change (tests, tools).
     pub async fn enqueue(&self, n: Notification) -> Result<(), OutboxError> {
-        let mut tx = self.inner.pool.begin().await?;
-        let q = outbox::insert(&mut tx, n).await?;
-        tx.commit().await?;
+        let q = outbox::insert(self.inner.store.as_ref(), n).await?;
         self.send(q);
         Ok(())
     }
@@ -838,14 +836,14 @@ impl Notifier {
     /// Queues the pending rows due by `due_ms` that are not queued yet, oldest first, until a
     /// queue is full; marks failed the rows of channels that are not configured.
     async fn sweep(&self, due_ms: i64) -> Result<(), OutboxError> {
-        let pool = &self.inner.pool;
-        for (channel, n) in outbox::fail_unconfigured(pool, &self.channel_names()).await? {
+        let store = self.inner.store.as_ref();
+        for (channel, n) in outbox::fail_unconfigured(store, &self.channel_names()).await? {
             tracing::warn!(%channel, notifications = n, "pending notifications for a channel that is no longer configured: marked failed");
         }
         for h in self.inner.channels.values() {
             let skip = h.in_flight.snapshot();
             let limit = h.capacity + skip.len() + 1;
-            let (rows, more) = outbox::pending(pool, &h.config.name, due_ms, limit, &skip).await?;
+            let (rows, more) = outbox::pending(store, &h.config.name, due_ms, limit, &skip).await?;
             let mut all = !more;
             for q in rows {
                 if offer(h, q).is_err() {
@@ -906,7 +904,7 @@ async fn sweeper(inner: std::sync::Weak<Inner>, every: Duration) {
         }
         if last_purge.elapsed() >= Duration::from_secs(3600) {
             last_purge = tokio::time::Instant::now();
-            match outbox::purge(&n.inner.pool, crate::util::now() as i64).await {
+            match outbox::purge(n.inner.store.as_ref(), crate::util::now() as i64).await {
                 Ok(k) if k > 0 => tracing::info!(rows = k, "deleted old finished notifications"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot delete old finished notifications"),

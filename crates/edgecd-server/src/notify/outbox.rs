@@ -1,6 +1,7 @@
 //! The notification outbox: table `notification_outbox` (migration 0003). A rollout's
-//! notifications are inserted ([`insert`]) in the transaction that saves the state they
-//! announce, so a notification exists if and only if that state change was saved. Each row
+//! notifications are [`prepare`]d and inserted in the transaction that saves the state they
+//! announce (`Store::save_rollout`), so a notification exists if and only if that state change
+//! was saved. Each row
 //! keeps its `X-Edgecd-Delivery` id, the attempts made so far and when the next one is due;
 //! the channel's delivery task marks it `delivered` or `failed` ([`finish`]). Rows still
 //! `pending` after a restart or crash are queued again when the notifier starts, and a periodic
@@ -11,7 +12,7 @@
 //! row was marked repeats it once, with the same delivery id (receivers deduplicate on it).
 
 use super::Notification;
-use sqlx::{SqliteConnection, SqlitePool};
+use crate::store::{OutboxInsert, Store};
 
 /// How long delivered and failed rows are kept (7 days).
 pub const KEEP_FINISHED_SECS: i64 = 7 * 24 * 3600;
@@ -43,100 +44,90 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Inserts `n` as a pending row (due now) on `conn` — the caller's transaction.
-pub async fn insert(conn: &mut SqliteConnection, n: Notification) -> Result<Queued, OutboxError> {
-    let delivery_id = super::deliver::delivery_id();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO notification_outbox (channel, delivery_id, notification, created, attempts, next_attempt_ms, status)
-         VALUES (?, ?, ?, ?, 0, ?, 'pending') RETURNING id",
-    )
-    .bind(&n.channel)
-    .bind(&delivery_id)
-    .bind(serde_json::to_string(&n)?)
-    .bind(crate::util::now() as i64)
-    .bind(now_ms())
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Queued {
-        id,
-        delivery_id,
-        notification: n,
+/// The row for `n` (pending, due now, a new delivery id), to insert in the caller's
+/// transaction; [`Self::queued`] pairs it with its id afterwards.
+pub fn prepare(n: &Notification) -> Result<OutboxInsert, OutboxError> {
+    Ok(OutboxInsert {
+        channel: n.channel.clone(),
+        delivery_id: super::deliver::delivery_id(),
+        notification: serde_json::to_string(n)?,
+        created: crate::util::now() as i64,
+        next_attempt_ms: now_ms(),
     })
+}
+
+/// `n`, inserted as `row` under outbox id `id`, ready for its channel.
+pub fn queued(id: i64, row: OutboxInsert, n: Notification) -> Queued {
+    Queued {
+        id,
+        delivery_id: row.delivery_id,
+        notification: n,
+    }
+}
+
+/// Inserts `n` as a pending row (due now) in a transaction of its own.
+pub async fn insert(store: &dyn Store, n: Notification) -> Result<Queued, OutboxError> {
+    let row = prepare(&n)?;
+    let id = store.outbox_insert(&row).await?;
+    Ok(queued(id, row, n))
 }
 
 /// A pending row's attempts so far and when the next is due (unix ms); `None` once it is
 /// delivered or failed (or gone).
-pub async fn pending_state(pool: &SqlitePool, id: i64) -> Result<Option<(u32, i64)>, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT attempts, next_attempt_ms FROM notification_outbox WHERE id = ? AND status = 'pending'",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
+pub async fn pending_state(store: &dyn Store, id: i64) -> Result<Option<(u32, i64)>, sqlx::Error> {
+    let row = store.outbox_pending_state(id).await?;
     Ok(row.map(|(a, n)| (u32::try_from(a).unwrap_or(0), n)))
 }
 
 /// Records a failed attempt that will be retried at `next_attempt_ms`.
 pub async fn retry_later(
-    pool: &SqlitePool,
+    store: &dyn Store,
     id: i64,
     attempts: u32,
     next_attempt_ms: i64,
     why: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE notification_outbox SET attempts = ?, next_attempt_ms = ?, last_error = ?
-         WHERE id = ? AND status = 'pending'",
-    )
-    .bind(i64::from(attempts))
-    .bind(next_attempt_ms)
-    .bind(why)
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(())
+    store
+        .outbox_retry_later(id, i64::from(attempts), next_attempt_ms, why)
+        .await
 }
 
 /// Marks a pending row delivered (`error` `None`) or failed for good.
 pub async fn finish(
-    pool: &SqlitePool,
+    store: &dyn Store,
     id: i64,
     attempts: u32,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE notification_outbox SET status = ?, attempts = ?, finished = ?, last_error = COALESCE(?, last_error)
-         WHERE id = ? AND status = 'pending'",
-    )
-    .bind(if error.is_none() { "delivered" } else { "failed" })
-    .bind(i64::from(attempts))
-    .bind(crate::util::now() as i64)
-    .bind(error)
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(())
+    let status = if error.is_none() {
+        "delivered"
+    } else {
+        "failed"
+    };
+    store
+        .outbox_finish(
+            id,
+            status,
+            i64::from(attempts),
+            crate::util::now() as i64,
+            error,
+        )
+        .await
 }
 
 /// The pending rows of `channel` due by `due_ms`, oldest first, among the `limit` oldest, leaving
 /// out `skip` (the ones already queued); and whether there may be more. A row whose JSON no
 /// longer reads is marked failed.
 pub async fn pending(
-    pool: &SqlitePool,
+    store: &dyn Store,
     channel: &str,
     due_ms: i64,
     limit: usize,
     skip: &std::collections::HashSet<i64>,
 ) -> Result<(Vec<Queued>, bool), sqlx::Error> {
-    let rows: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT id, delivery_id, notification FROM notification_outbox
-         WHERE status = 'pending' AND channel = ? AND next_attempt_ms <= ? ORDER BY id LIMIT ?",
-    )
-    .bind(channel)
-    .bind(due_ms)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?;
+    let rows = store
+        .outbox_due(channel, due_ms, i64::try_from(limit).unwrap_or(i64::MAX))
+        .await?;
     let more = rows.len() >= limit;
     let mut out = vec![];
     for (id, delivery_id, text) in rows {
@@ -151,7 +142,7 @@ pub async fn pending(
             }),
             Err(e) => {
                 tracing::warn!(channel, outbox_id = id, error = %e, "unreadable notification in the outbox: marked failed");
-                finish(pool, id, 0, Some(&format!("unreadable: {e}"))).await?;
+                finish(store, id, 0, Some(&format!("unreadable: {e}"))).await?;
             }
         }
     }
@@ -161,42 +152,24 @@ pub async fn pending(
 /// Marks failed every pending row of a channel not in `configured`; returns how many per
 /// channel.
 pub async fn fail_unconfigured(
-    pool: &SqlitePool,
+    store: &dyn Store,
     configured: &[&str],
 ) -> Result<Vec<(String, u64)>, sqlx::Error> {
-    let channels: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT channel FROM notification_outbox WHERE status = 'pending' ORDER BY channel",
-    )
-    .fetch_all(pool)
-    .await?;
     let mut out = vec![];
-    for (c,) in channels {
+    for c in store.outbox_pending_channels().await? {
         if configured.contains(&c.as_str()) {
             continue;
         }
-        let r = sqlx::query(
-            "UPDATE notification_outbox SET status = 'failed', finished = ?, last_error = ?
-             WHERE status = 'pending' AND channel = ?",
-        )
-        .bind(crate::util::now() as i64)
-        .bind(format!(
-            "channel {c} is not configured (anymore) in the notifications file"
-        ))
-        .bind(&c)
-        .execute(pool)
-        .await?;
-        out.push((c, r.rows_affected()));
+        let why = format!("channel {c} is not configured (anymore) in the notifications file");
+        let n = store
+            .outbox_fail_channel(&c, crate::util::now() as i64, &why)
+            .await?;
+        out.push((c, n));
     }
     Ok(out)
 }
 
 /// Deletes delivered and failed rows finished before `now - KEEP_FINISHED_SECS`.
-pub async fn purge(pool: &SqlitePool, now: i64) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(
-        "DELETE FROM notification_outbox WHERE status != 'pending' AND finished IS NOT NULL AND finished < ?",
-    )
-    .bind(now - KEEP_FINISHED_SECS)
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected())
+pub async fn purge(store: &dyn Store, now: i64) -> Result<u64, sqlx::Error> {
+    store.outbox_purge(now - KEEP_FINISHED_SECS).await
 }

@@ -1,0 +1,74 @@
+//! The one path that changes what a device should run: [`assign`] (deploy, rollouts,
+//! rollbacks) and [`resign`] (a fresh signature for the same release: refresh before expiry,
+//! resync after a restored database). Each signs an assignment at the device's next version
+//! and stores it only if no other writer took that version meanwhile (the store refuses a
+//! version that is not higher), retrying with the next one, then records the event.
+
+use crate::api::sign_assignment;
+use crate::store::AssignmentRow;
+use crate::{ApiError, AppState, util};
+use edgecd_api::protocol::ReleaseRef;
+
+/// How many times a write that lost a race for a version is retried.
+const ATTEMPTS: usize = 5;
+
+/// What an assignment was made for, recorded in the device's events.
+pub enum Why<'a> {
+    Deploy,
+    Rollout(&'a str),
+}
+
+/// Assigns `release` to `device_id` at its next version unless that device is already
+/// assigned it (then `None`: nothing changed). Returns the stored assignment.
+pub async fn assign(
+    st: &AppState,
+    device_id: &str,
+    release: &ReleaseRef,
+    why: Why<'_>,
+) -> Result<Option<AssignmentRow>, ApiError> {
+    let current = st.store.assignment(device_id).await?;
+    if current
+        .as_ref()
+        .is_some_and(|a| a.app == release.app && a.release_version == release.version)
+        && matches!(why, Why::Rollout(_))
+    {
+        return Ok(None);
+    }
+    let a = store_next(st, device_id, release).await?;
+    let name = format!("{}@{}", release.app, release.version);
+    let detail = match why {
+        Why::Deploy => format!("{name} v{}", a.version),
+        Why::Rollout(id) => format!("{name} v{} by rollout {id}", a.version),
+    };
+    st.store
+        .event(Some(device_id), util::now() as i64, "assigned", &detail)
+        .await?;
+    Ok(Some(a))
+}
+
+/// Signs `release` again for `device_id` at its next version (same release, new expiry).
+pub async fn resign(
+    st: &AppState,
+    device_id: &str,
+    release: &ReleaseRef,
+) -> Result<AssignmentRow, ApiError> {
+    store_next(st, device_id, release).await
+}
+
+async fn store_next(
+    st: &AppState,
+    device_id: &str,
+    release: &ReleaseRef,
+) -> Result<AssignmentRow, ApiError> {
+    for _ in 0..ATTEMPTS {
+        let version = st.store.next_assignment_version(device_id).await?;
+        let a = sign_assignment(st, device_id, version, release.clone())?;
+        if st.store.put_assignment(&a).await? {
+            return Ok(a);
+        }
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        format!("device {device_id}'s assignment kept changing while assigning; retry"),
+    ))
+}

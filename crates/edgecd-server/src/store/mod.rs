@@ -1,0 +1,349 @@
+//! The control plane's persistent state behind one trait, [`Store`]: every SQL statement of the
+//! server lives in one backend module — [`sqlite`] (the embedded default, one file under the
+//! data directory) or [`postgres`] (`--database postgres://…`, shared by several replicas).
+//! Callers see domain operations (enroll a device, save a rollout with its audit records and
+//! notifications in one transaction, …), never a connection or a query.
+//!
+//! Both backends keep forward-only, numbered migrations with the same meaning
+//! (`migrations/sqlite/`, `migrations/postgres/`); a database written by a newer server is
+//! refused, not downgraded. Values that are JSON on the wire are stored as JSON text.
+
+pub mod postgres;
+pub mod sqlite;
+
+use crate::error::ServerError;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What every store call returns: both backends speak through sqlx.
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// A shared handle on the store.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store `database` names: `None` (or `sqlite:`/`sqlite://PATH`) is the embedded
+/// SQLite file `DATA/edgecd.db`; `postgres://…` is a PostgreSQL database. Migrations are
+/// applied before it is returned.
+pub async fn open(database: Option<&str>, data_dir: &Path) -> Result<SharedStore, ServerError> {
+    match database {
+        None => Ok(Arc::new(
+            sqlite::SqliteStore::open_file(&data_dir.join("edgecd.db")).await?,
+        )),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(postgres::PgStore::open(url).await?))
+        }
+        Some(url) if url.starts_with("sqlite:") => {
+            let path = url
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .split('?')
+                .next()
+                .unwrap_or_default();
+            let path = if path.is_empty() {
+                data_dir.join("edgecd.db")
+            } else {
+                Path::new(path).to_path_buf()
+            };
+            Ok(Arc::new(sqlite::SqliteStore::open_file(&path).await?))
+        }
+        Some(other) => Err(ServerError::Config(format!(
+            "--database {:?}: unknown database; use postgres://USER@HOST:PORT/DB or sqlite://PATH \
+             (default: DATA/edgecd.db)",
+            redact_url(other)
+        ))),
+    }
+}
+
+/// `url` without a password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// One row of `devices` (JSON columns still as text).
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub id: String,
+    pub cred_hash: String,
+    pub labels: String,
+    pub enrolled: i64,
+    pub last_seen: Option<i64>,
+    pub revoked: bool,
+    pub inventory: Option<String>,
+    pub status: Option<String>,
+}
+
+/// One row of `assignments`.
+#[derive(Debug, Clone)]
+pub struct AssignmentRow {
+    pub device_id: String,
+    pub version: i64,
+    pub app: String,
+    pub release_version: String,
+    pub payload: String,
+    pub signature: String,
+    pub expires: i64,
+    pub blobs: String,
+}
+
+/// A trusted release key.
+#[derive(Debug, Clone)]
+pub struct TrustedKeyRow {
+    pub hint: String,
+    pub name: Option<String>,
+    pub pem: String,
+    pub added: i64,
+}
+
+/// A device being enrolled.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub id: String,
+    pub cred_hash: String,
+    /// The labels the device asked for; the token's labels are added (and win).
+    pub labels: BTreeMap<String, String>,
+    pub enrolled: i64,
+    pub inventory: String,
+}
+
+/// Why an enrollment token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Unknown,
+    Expired,
+    UsedUp,
+}
+
+/// A notification to insert in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxInsert {
+    pub channel: String,
+    pub delivery_id: String,
+    pub notification: String,
+    pub created: i64,
+    pub next_attempt_ms: i64,
+}
+
+/// One outbox row as diagnostics and tests read it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub channel: String,
+    pub delivery_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub notification: String,
+}
+
+/// A rollout's new state with what it decided, saved in one transaction.
+#[derive(Debug, Clone)]
+pub struct RolloutSave {
+    pub id: String,
+    pub state: String,
+    pub finished: bool,
+    pub updated: i64,
+    /// `(at, kind, record JSON)`.
+    pub audit: Vec<(i64, String, String)>,
+    pub outbox: Vec<OutboxInsert>,
+}
+
+/// The control plane's persistent state. Implementations hold all of their backend's SQL.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// `sqlite` or `postgres` (logs, metrics, `/readyz`).
+    fn backend(&self) -> &'static str;
+
+    /// A cheap round trip to the database (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- settings ----
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+    /// Stores `value` under `key` unless the key exists; returns the value stored now (the
+    /// first writer's, when several replicas start at once).
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    // ---- trusted release keys ----
+    /// Adds a key, or renames it when its hint is known.
+    async fn put_trusted_key(&self, k: &TrustedKeyRow) -> StoreResult<()>;
+    /// Oldest first.
+    async fn trusted_keys(&self) -> StoreResult<Vec<TrustedKeyRow>>;
+
+    // ---- releases ----
+    /// The stored `ReleaseInfo` JSON of `app@version`, if published.
+    async fn release(&self, app: &str, version: &str) -> StoreResult<Option<String>>;
+    /// Inserts a release; `false` when `app@version` already exists (nothing changed).
+    async fn insert_release(
+        &self,
+        app: &str,
+        version: &str,
+        info: &str,
+        published: i64,
+    ) -> StoreResult<bool>;
+    /// Every release's `ReleaseInfo` JSON, in publishing order.
+    async fn release_infos(&self) -> StoreResult<Vec<String>>;
+
+    // ---- enrollment and devices ----
+    async fn create_enroll_token(
+        &self,
+        hash: &str,
+        labels: &str,
+        expires: i64,
+        uses: i64,
+    ) -> StoreResult<()>;
+    /// Takes one use of the token `token_hash` (valid at `now`) and inserts `device` with its
+    /// labels merged with the token's, in one transaction; the merged labels.
+    async fn enroll(
+        &self,
+        token_hash: &str,
+        now: i64,
+        device: &NewDevice,
+    ) -> StoreResult<Result<BTreeMap<String, String>, TokenRefusal>>;
+    async fn device(&self, id: &str) -> StoreResult<Option<DeviceRow>>;
+    /// In enrollment order.
+    async fn devices(&self) -> StoreResult<Vec<DeviceRow>>;
+    /// Records a check-in: when, and what the device reported (JSON).
+    async fn record_checkin(
+        &self,
+        id: &str,
+        at: i64,
+        inventory: &str,
+        status: &str,
+    ) -> StoreResult<()>;
+    /// `false` when there is no such device.
+    async fn set_labels(&self, id: &str, labels: &str) -> StoreResult<bool>;
+    /// `false` when there is no such device.
+    async fn revoke(&self, id: &str) -> StoreResult<bool>;
+    /// Deletes a device and its assignment; `false` when there was none.
+    async fn delete_device(&self, id: &str) -> StoreResult<bool>;
+
+    // ---- assignments ----
+    async fn assignment(&self, device_id: &str) -> StoreResult<Option<AssignmentRow>>;
+    /// The version the device's next assignment must carry: above its current assignment and
+    /// above any version the device proved it accepted (`assignment_floor`).
+    async fn next_assignment_version(&self, device_id: &str) -> StoreResult<u64>;
+    /// Raises the device's assignment floor to `version` (never lowers it).
+    async fn raise_assignment_floor(&self, device_id: &str, version: u64) -> StoreResult<()>;
+    /// Inserts or replaces a device's assignment; refuses (`false`) to lower or repeat its
+    /// version, so two writers racing for one version cannot both win.
+    async fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<bool>;
+    /// Test and recovery hook: replaces an assignment regardless of its version.
+    async fn force_assignment(&self, a: &AssignmentRow) -> StoreResult<()>;
+
+    // ---- device events ----
+    async fn event(
+        &self,
+        device_id: Option<&str>,
+        at: i64,
+        kind: &str,
+        detail: &str,
+    ) -> StoreResult<()>;
+    /// A device's events, oldest first: `(at, kind, detail)`.
+    async fn events(&self, device_id: &str) -> StoreResult<Vec<(i64, String, String)>>;
+
+    // ---- rollouts ----
+    async fn insert_rollout(
+        &self,
+        id: &str,
+        app: &str,
+        state: &str,
+        created: i64,
+    ) -> StoreResult<()>;
+    /// A rollout's state JSON.
+    async fn rollout_state(&self, id: &str) -> StoreResult<Option<String>>;
+    /// The id of the app's unfinished rollout, if any.
+    async fn active_rollout_for_app(&self, app: &str) -> StoreResult<Option<String>>;
+    /// Unfinished rollouts' ids, oldest first.
+    async fn active_rollout_ids(&self) -> StoreResult<Vec<String>>;
+    /// Unfinished rollouts' states, oldest first.
+    async fn active_rollout_states(&self) -> StoreResult<Vec<String>>;
+    /// Every rollout's state, newest first.
+    async fn rollout_states(&self) -> StoreResult<Vec<String>>;
+    /// A rollout's audit records (JSON), oldest first.
+    async fn rollout_audit(&self, id: &str) -> StoreResult<Vec<String>>;
+    /// Saves a rollout's state, its audit records and its notifications in one transaction;
+    /// the outbox ids of the notifications, in order.
+    async fn save_rollout(&self, s: &RolloutSave) -> StoreResult<Vec<i64>>;
+
+    // ---- device metrics ----
+    async fn insert_device_metrics(
+        &self,
+        device_id: &str,
+        at: i64,
+        release: &str,
+        agg: &str,
+        since: Option<i64>,
+    ) -> StoreResult<()>;
+    /// `(device, aggregate JSON)` of `release` whose period began at or after `since`.
+    async fn device_metrics_since(
+        &self,
+        since: i64,
+        release: &str,
+    ) -> StoreResult<Vec<(String, String)>>;
+    async fn prune_device_metrics(&self, before: i64) -> StoreResult<u64>;
+
+    // ---- notification outbox (see `notify::outbox`) ----
+    async fn outbox_insert(&self, n: &OutboxInsert) -> StoreResult<i64>;
+    /// A pending row's attempts and next due time (unix ms).
+    async fn outbox_pending_state(&self, id: i64) -> StoreResult<Option<(i64, i64)>>;
+    async fn outbox_retry_later(
+        &self,
+        id: i64,
+        attempts: i64,
+        next_attempt_ms: i64,
+        why: &str,
+    ) -> StoreResult<()>;
+    /// Marks a pending row `delivered` or `failed`.
+    async fn outbox_finish(
+        &self,
+        id: i64,
+        status: &str,
+        attempts: i64,
+        finished: i64,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// `(id, delivery id, notification JSON)` of the channel's pending rows due by `due_ms`,
+    /// the `limit` oldest.
+    async fn outbox_due(
+        &self,
+        channel: &str,
+        due_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, String, String)>>;
+    async fn outbox_pending_channels(&self) -> StoreResult<Vec<String>>;
+    /// Marks every pending row of `channel` failed; how many.
+    async fn outbox_fail_channel(&self, channel: &str, now: i64, why: &str) -> StoreResult<u64>;
+    /// Deletes finished rows finished before `before`; how many.
+    async fn outbox_purge(&self, before: i64) -> StoreResult<u64>;
+    /// Pending rows per channel.
+    async fn outbox_pending_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// Every row, oldest first (diagnostics and tests).
+    async fn outbox_rows(&self) -> StoreResult<Vec<OutboxRow>>;
+
+    /// Runs one maintenance statement in the backend's own dialect (tests inject faults with
+    /// it; operators never need it).
+    async fn execute_raw(&self, sql: &str) -> StoreResult<()>;
+}
+
+/// Merges the token's labels over the device's.
+pub(crate) fn merge_labels(
+    asked: &BTreeMap<String, String>,
+    token_labels: &str,
+) -> Result<BTreeMap<String, String>, sqlx::Error> {
+    let token: BTreeMap<String, String> =
+        serde_json::from_str(token_labels).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let mut labels = asked.clone();
+    labels.extend(token);
+    Ok(labels)
+}

@@ -1,0 +1,700 @@
+//! The embedded SQLite backend (WAL mode): all of its SQL. Forward-only migrations in
+//! `migrations/sqlite/`; the applied count is kept in `PRAGMA user_version`.
+
+use super::{
+    AssignmentRow, DeviceRow, NewDevice, OutboxInsert, OutboxRow, RolloutSave, Store, StoreResult,
+    TokenRefusal, TrustedKeyRow, merge_labels,
+};
+use crate::error::ServerError;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+/// Migrations, applied in order.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_rollouts.sql"),
+    include_str!("../../migrations/sqlite/0003_notification_outbox.sql"),
+    include_str!("../../migrations/sqlite/0004_assignment_floor.sql"),
+    include_str!("../../migrations/sqlite/0005_metric_windows.sql"),
+];
+
+/// The number of migrations this server knows (both backends have the same).
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pub pool: SqlitePool,
+}
+
+const DEVICE_COLUMNS: &str =
+    "SELECT id, cred_hash, labels, enrolled, last_seen, revoked, inventory, status FROM devices";
+
+impl SqliteStore {
+    /// Opens (creating) the database file `path` and applies pending migrations.
+    pub async fn open_file(path: &Path) -> Result<Self, ServerError> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), ServerError> {
+        let mut tx = self.pool.begin().await?;
+        let applied: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        let applied = usize::try_from(applied)
+            .map_err(|_| ServerError::Corrupt("negative user_version".into()))?;
+        if applied > MIGRATIONS.len() {
+            return Err(ServerError::Corrupt(format!(
+                "database schema version {applied} is newer than this server ({}); upgrade edgecd",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(applied) {
+            sqlx::raw_sql(m).execute(&mut *tx).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(migration = i + 1, "applied database migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn device_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeviceRow, sqlx::Error> {
+    Ok(DeviceRow {
+        id: r.try_get(0)?,
+        cred_hash: r.try_get(1)?,
+        labels: r.try_get(2)?,
+        enrolled: r.try_get(3)?,
+        last_seen: r.try_get(4)?,
+        revoked: r.try_get::<i64, _>(5)? != 0,
+        inventory: r.try_get(6)?,
+        status: r.try_get(7)?,
+    })
+}
+
+async fn insert_outbox(
+    conn: &mut sqlx::SqliteConnection,
+    n: &OutboxInsert,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO notification_outbox (channel, delivery_id, notification, created, attempts, next_attempt_ms, status)
+         VALUES (?, ?, ?, ?, 0, ?, 'pending') RETURNING id",
+    )
+    .bind(&n.channel)
+    .bind(&n.delivery_id)
+    .bind(&n.notification)
+    .bind(n.created)
+    .bind(n.next_attempt_ms)
+    .fetch_one(conn)
+    .await
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        sqlx::query("INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    async fn put_trusted_key(&self, k: &TrustedKeyRow) -> StoreResult<()> {
+        sqlx::query("INSERT INTO trusted_keys(hint, name, pem, added) VALUES (?, ?, ?, ?) ON CONFLICT(hint) DO UPDATE SET name = excluded.name")
+            .bind(&k.hint)
+            .bind(&k.name)
+            .bind(&k.pem)
+            .bind(k.added)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn trusted_keys(&self) -> StoreResult<Vec<TrustedKeyRow>> {
+        let rows: Vec<(String, Option<String>, String, i64)> =
+            sqlx::query_as("SELECT hint, name, pem, added FROM trusted_keys ORDER BY added")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(hint, name, pem, added)| TrustedKeyRow {
+                hint,
+                name,
+                pem,
+                added,
+            })
+            .collect())
+    }
+
+    async fn release(&self, app: &str, version: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT info FROM releases WHERE app = ? AND version = ?")
+            .bind(app)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn insert_release(
+        &self,
+        app: &str,
+        version: &str,
+        info: &str,
+        published: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO releases(app, version, info, published) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(app)
+        .bind(version)
+        .bind(info)
+        .bind(published)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release_infos(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT info FROM releases ORDER BY published, app, version")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn create_enroll_token(
+        &self,
+        hash: &str,
+        labels: &str,
+        expires: i64,
+        uses: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO enroll_tokens(hash, labels, expires, uses_left) VALUES (?, ?, ?, ?)",
+        )
+        .bind(hash)
+        .bind(labels)
+        .bind(expires)
+        .bind(uses)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enroll(
+        &self,
+        token_hash: &str,
+        now: i64,
+        device: &NewDevice,
+    ) -> StoreResult<Result<BTreeMap<String, String>, TokenRefusal>> {
+        let mut tx = self.pool.begin().await?;
+        // Take one use of the token with a single write, so concurrent enrollments queue on
+        // SQLite's write lock instead of failing a read-then-write upgrade.
+        let taken: Option<String> = sqlx::query_scalar(
+            "UPDATE enroll_tokens SET uses_left = uses_left - 1 \
+             WHERE hash = ? AND expires > ? AND uses_left > 0 RETURNING labels",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(token_labels) = taken else {
+            let row: Option<(i64, i64)> =
+                sqlx::query_as("SELECT expires, uses_left FROM enroll_tokens WHERE hash = ?")
+                    .bind(token_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(Err(match row {
+                None => TokenRefusal::Unknown,
+                Some((expires, _)) if expires <= now => TokenRefusal::Expired,
+                Some(_) => TokenRefusal::UsedUp,
+            }));
+        };
+        let labels = merge_labels(&device.labels, &token_labels)?;
+        sqlx::query(
+            "INSERT INTO devices(id, cred_hash, labels, enrolled, inventory) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&device.id)
+        .bind(&device.cred_hash)
+        .bind(serde_json::to_string(&labels).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
+        .bind(device.enrolled)
+        .bind(&device.inventory)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(labels))
+    }
+
+    async fn device(&self, id: &str) -> StoreResult<Option<DeviceRow>> {
+        let row = sqlx::query(&format!("{DEVICE_COLUMNS} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| device_row(&r)).transpose()
+    }
+
+    async fn devices(&self) -> StoreResult<Vec<DeviceRow>> {
+        let rows = sqlx::query(&format!("{DEVICE_COLUMNS} ORDER BY enrolled, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(device_row).collect()
+    }
+
+    async fn record_checkin(
+        &self,
+        id: &str,
+        at: i64,
+        inventory: &str,
+        status: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET last_seen = ?, inventory = ?, status = ? WHERE id = ?")
+            .bind(at)
+            .bind(inventory)
+            .bind(status)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_labels(&self, id: &str, labels: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE devices SET labels = ? WHERE id = ?")
+            .bind(labels)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke(&self, id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE devices SET revoked = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_device(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM assignments WHERE device_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM devices WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn assignment(&self, device_id: &str) -> StoreResult<Option<AssignmentRow>> {
+        let row: Option<(String, i64, String, String, String, String, i64, String)> = sqlx::query_as(
+            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs FROM assignments WHERE device_id = ?",
+        )
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(device_id, version, app, release_version, payload, signature, expires, blobs)| {
+                AssignmentRow {
+                    device_id,
+                    version,
+                    app,
+                    release_version,
+                    payload,
+                    signature,
+                    expires,
+                    blobs,
+                }
+            },
+        ))
+    }
+
+    async fn next_assignment_version(&self, device_id: &str) -> StoreResult<u64> {
+        let v: i64 = sqlx::query_scalar(
+            "SELECT MAX(COALESCE((SELECT version FROM assignments WHERE device_id = ?1), 0),
+                        COALESCE((SELECT assignment_floor FROM devices WHERE id = ?1), 0))",
+        )
+        .bind(device_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v as u64 + 1)
+    }
+
+    async fn raise_assignment_floor(&self, device_id: &str, version: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET assignment_floor = MAX(assignment_floor, ?) WHERE id = ?")
+            .bind(version as i64)
+            .bind(device_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(device_id) DO UPDATE SET version = excluded.version, app = excluded.app,
+               release_version = excluded.release_version, payload = excluded.payload,
+               signature = excluded.signature, expires = excluded.expires, blobs = excluded.blobs
+             WHERE excluded.version > assignments.version",
+        )
+        .bind(&a.device_id)
+        .bind(a.version)
+        .bind(&a.app)
+        .bind(&a.release_version)
+        .bind(&a.payload)
+        .bind(&a.signature)
+        .bind(a.expires)
+        .bind(&a.blobs)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn force_assignment(&self, a: &AssignmentRow) -> StoreResult<()> {
+        sqlx::query("DELETE FROM assignments WHERE device_id = ?")
+            .bind(&a.device_id)
+            .execute(&self.pool)
+            .await?;
+        self.put_assignment(a).await.map(|_| ())
+    }
+
+    async fn event(
+        &self,
+        device_id: Option<&str>,
+        at: i64,
+        kind: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO events(device_id, at, kind, detail) VALUES (?, ?, ?, ?)")
+            .bind(device_id)
+            .bind(at)
+            .bind(kind)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn events(&self, device_id: &str) -> StoreResult<Vec<(i64, String, String)>> {
+        sqlx::query_as("SELECT at, kind, detail FROM events WHERE device_id = ? ORDER BY id")
+            .bind(device_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn insert_rollout(
+        &self,
+        id: &str,
+        app: &str,
+        state: &str,
+        created: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO rollouts (id, app, state, created, updated, finished) VALUES (?, ?, ?, ?, ?, 0)")
+            .bind(id)
+            .bind(app)
+            .bind(state)
+            .bind(created)
+            .bind(created)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn rollout_state(&self, id: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT state FROM rollouts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn active_rollout_for_app(&self, app: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT id FROM rollouts WHERE app = ? AND finished = 0")
+            .bind(app)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn active_rollout_ids(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM rollouts WHERE finished = 0 ORDER BY created, id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn active_rollout_states(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT state FROM rollouts WHERE finished = 0 ORDER BY created, id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn rollout_states(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT state FROM rollouts ORDER BY created DESC, id DESC")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn rollout_audit(&self, id: &str) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT record FROM rollout_audit WHERE rollout_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn save_rollout(&self, s: &RolloutSave) -> StoreResult<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE rollouts SET state = ?, updated = ?, finished = ? WHERE id = ?")
+            .bind(&s.state)
+            .bind(s.updated)
+            .bind(i64::from(s.finished))
+            .bind(&s.id)
+            .execute(&mut *tx)
+            .await?;
+        for (at, kind, record) in &s.audit {
+            sqlx::query(
+                "INSERT INTO rollout_audit (rollout_id, at, kind, record) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&s.id)
+            .bind(at)
+            .bind(kind)
+            .bind(record)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut ids = Vec::with_capacity(s.outbox.len());
+        for n in &s.outbox {
+            ids.push(insert_outbox(&mut tx, n).await?);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn insert_device_metrics(
+        &self,
+        device_id: &str,
+        at: i64,
+        release: &str,
+        agg: &str,
+        since: Option<i64>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO device_metrics (device_id, at, release, agg, since) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(device_id)
+        .bind(at)
+        .bind(release)
+        .bind(agg)
+        .bind(since)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn device_metrics_since(
+        &self,
+        since: i64,
+        release: &str,
+    ) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT device_id, agg FROM device_metrics WHERE since IS NOT NULL AND since >= ? AND release = ?",
+        )
+        .bind(since)
+        .bind(release)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn prune_device_metrics(&self, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM device_metrics WHERE at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn outbox_insert(&self, n: &OutboxInsert) -> StoreResult<i64> {
+        let mut conn = self.pool.acquire().await?;
+        insert_outbox(&mut conn, n).await
+    }
+
+    async fn outbox_pending_state(&self, id: i64) -> StoreResult<Option<(i64, i64)>> {
+        sqlx::query_as(
+            "SELECT attempts, next_attempt_ms FROM notification_outbox WHERE id = ? AND status = 'pending'",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    async fn outbox_retry_later(
+        &self,
+        id: i64,
+        attempts: i64,
+        next_attempt_ms: i64,
+        why: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE notification_outbox SET attempts = ?, next_attempt_ms = ?, last_error = ?
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(attempts)
+        .bind(next_attempt_ms)
+        .bind(why)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_finish(
+        &self,
+        id: i64,
+        status: &str,
+        attempts: i64,
+        finished: i64,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE notification_outbox SET status = ?, attempts = ?, finished = ?, last_error = COALESCE(?, last_error)
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(attempts)
+        .bind(finished)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_due(
+        &self,
+        channel: &str,
+        due_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, String, String)>> {
+        sqlx::query_as(
+            "SELECT id, delivery_id, notification FROM notification_outbox
+             WHERE status = 'pending' AND channel = ? AND next_attempt_ms <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(channel)
+        .bind(due_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn outbox_pending_channels(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT channel FROM notification_outbox WHERE status = 'pending' ORDER BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn outbox_fail_channel(&self, channel: &str, now: i64, why: &str) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE notification_outbox SET status = 'failed', finished = ?, last_error = ?
+             WHERE status = 'pending' AND channel = ?",
+        )
+        .bind(now)
+        .bind(why)
+        .bind(channel)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn outbox_purge(&self, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "DELETE FROM notification_outbox WHERE status != 'pending' AND finished IS NOT NULL AND finished < ?",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn outbox_pending_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT channel, COUNT(*) FROM notification_outbox WHERE status = 'pending' GROUP BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn outbox_rows(&self) -> StoreResult<Vec<OutboxRow>> {
+        let rows: Vec<(i64, String, String, String, i64, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, channel, delivery_id, status, attempts, last_error, notification FROM notification_outbox ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, channel, delivery_id, status, attempts, last_error, notification)| {
+                    OutboxRow {
+                        id,
+                        channel,
+                        delivery_id,
+                        status,
+                        attempts,
+                        last_error,
+                        notification,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    async fn execute_raw(&self, sql: &str) -> StoreResult<()> {
+        sqlx::raw_sql(sql).execute(&self.pool).await.map(|_| ())
+    }
+}
