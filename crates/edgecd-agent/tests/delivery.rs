@@ -347,12 +347,12 @@ fn refused_with(agent: &edgecd_agent::Agent, needle: &str) -> bool {
 #[test]
 fn a_refusal_is_retried_when_the_inventory_changes() {
     let env = Env::new();
-    let mut pin = edgecd_server::fixtures::infer_pin();
+    let mut pin = edgecd_testkit::release::infer_pin();
     pin.version = "0.2.0".into();
     let r = env.release_for(
         APP,
         "1.0.0",
-        edgecd_server::fixtures::rpi5(),
+        edgecd_testkit::release::rpi5(),
         pin,
         32 * 1024,
         &env.ci_key,
@@ -454,7 +454,7 @@ fn an_untrusted_release_is_refused_before_the_bundle_moves_and_leaves_no_staging
     );
     let bundle = format!(
         "/api/v1/blobs/{}",
-        edgecd_server::fixtures::blob_ref(&r.bundle)
+        edgecd_testkit::release::blob_ref(&r.bundle)
             .expect("bundle ref")
             .digest
     );

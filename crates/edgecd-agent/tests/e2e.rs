@@ -136,7 +136,7 @@ fn interrupted_download_resumes_with_range() {
     let env = Env::new();
     let r1 = env.release("receipt-parser", "1.0.0", 1 << 20);
     env.publish(&r1).expect("publish");
-    let bundle = edgecd_server::fixtures::blob_ref(&r1.bundle).expect("ref");
+    let bundle = edgecd_testkit::release::blob_ref(&r1.bundle).expect("ref");
     let log = ProxyLog::default();
     let p = proxy_logged(env.server.addr, String::new(), None, log.clone());
     let token = env.token(1, &[]);

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use edgecd_api::protocol::{OutcomeKind, Phase};
-use edgecd_server::fixtures::{self, ReleaseFiles};
+use edgecd_testkit::release::{self as fixtures, ReleaseFiles};
 use std::path::Path;
 use std::time::Duration;
 

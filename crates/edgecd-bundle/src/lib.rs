@@ -14,6 +14,7 @@ pub mod digest;
 mod error;
 pub mod metadata;
 pub mod oci;
+pub mod package;
 pub mod read;
 pub mod release;
 pub mod sbom;

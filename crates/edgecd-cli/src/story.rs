@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use edgecd_agent::admin::AdminClient;
 use edgecd_api::profile::{HardwareProfile, RuntimePin};
 use edgecd_api::protocol::CreateTokenRequest;
+use edgecd_bundle::package::ReleaseFiles;
 use edgecd_rollout::engine::AuditRecord;
-use edgecd_server::fixtures::ReleaseFiles;
-use edgecd_server::{Config, TestServer};
+use edgecd_server::{Config, EmbeddedServer};
 use edgecd_sign::SigningKey;
 use edgecd_sim::{Fleet, Scenario, SimConfig};
 use serde_json::Value;
@@ -23,7 +23,7 @@ pub const APP: &str = "receipt-classifier";
 /// A running server plus the keys and client to drive it.
 pub struct Lab {
     pub dir: PathBuf,
-    pub server: TestServer,
+    pub server: EmbeddedServer,
     config: Config,
     pub admin: AdminClient,
     pub key: SigningKey,
@@ -52,7 +52,7 @@ impl Lab {
         cfg.checkin_interval_secs = checkin_secs;
         cfg.controller_tick_ms = tick_ms;
         tweak(&mut cfg);
-        let server = TestServer::start(cfg.clone()).context("starting the embedded server")?;
+        let server = EmbeddedServer::start(cfg.clone()).context("starting the embedded server")?;
         let admin = AdminClient::new(
             &format!("http://{}", server.addr),
             &server.admin_token,
@@ -79,7 +79,7 @@ impl Lab {
         self.server.stop();
         std::thread::sleep(down);
         self.server =
-            TestServer::start(self.config.clone()).context("restarting the embedded server")?;
+            EmbeddedServer::start(self.config.clone()).context("restarting the embedded server")?;
         Ok(())
     }
 
@@ -117,7 +117,7 @@ impl Lab {
             },
             models: vec![model],
         };
-        let files = edgecd_server::fixtures::package_release(
+        let files = edgecd_bundle::package::package_release(
             &dist,
             &self.key,
             &spec,

@@ -6,16 +6,16 @@
 mod common;
 
 use edgecd_api::protocol::{CreateTokenRequest, EnrollRequest, EnrollResponse, Inventory};
-use edgecd_server::fixtures::{self, ReleaseFiles};
-use edgecd_server::{Config, TestServer};
+use edgecd_server::{Config, EmbeddedServer};
 use edgecd_sign::SigningKey;
+use edgecd_testkit::release::{self as fixtures, ReleaseFiles};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 
 struct Lab {
     tmp: tempfile::TempDir,
-    srv: TestServer,
+    srv: EmbeddedServer,
     ci: SigningKey,
 }
 
@@ -24,7 +24,7 @@ impl Lab {
         let tmp = tempfile::tempdir().expect("tmp");
         let mut cfg = Config::new(tmp.path().join("data"));
         cfg.listen = "127.0.0.1:0".parse().expect("addr");
-        let srv = TestServer::start(cfg).expect("server");
+        let srv = EmbeddedServer::start(cfg).expect("server");
         Self {
             tmp,
             srv,

@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = edgecd_server::Config::new(dir.path().join("data"));
     cfg.listen = "127.0.0.1:0".parse()?;
     cfg.checkin_interval_secs = 1;
-    let srv = edgecd_server::TestServer::start(cfg)?;
+    let srv = edgecd_server::EmbeddedServer::start(cfg)?;
     let url = format!("http://{}", srv.addr);
     let http: ureq::Agent = ureq::Agent::config_builder().build().into();
     let body = http

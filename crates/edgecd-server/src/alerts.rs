@@ -174,7 +174,7 @@ pub async fn receive(
                         st.store
                             .event(
                                 None,
-                                crate::util::now() as i64,
+                                st.now() as i64,
                                 "alert",
                                 &format!("rollout {} stopped: {why}", r.id),
                             )

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/hooks/alertmanager", post(crate::alerts::receive))
         .merge(crate::rollouts::routes())
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let upload = Router::new()
         .route(
@@ -51,6 +52,35 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(protocol_header))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// `GET /readyz`: 200 when the database answers and the controller runs (as leader or
+/// standby), else 503 saying what is wrong; the body tells which replica answered and
+/// whether it runs the controller.
+async fn readyz(State(st): State<AppState>) -> Response {
+    let problem = match st.store.ping().await {
+        Err(e) => Some(format!(
+            "the database ({}) does not answer: {e}",
+            st.store.backend()
+        )),
+        Ok(()) => st.controller.problem(),
+    };
+    let c = &st.controller;
+    let body = serde_json::json!({
+        "ready": problem.is_none(),
+        "problem": problem,
+        "database": st.store.backend(),
+        "replica": st.replica_id,
+        "controller": if c.leader.load(std::sync::atomic::Ordering::Relaxed) { "leader" } else { "standby" },
+        "controllerEpoch": c.epoch.load(std::sync::atomic::Ordering::Relaxed),
+        "controllerRestarts": c.restarts.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    let status = if problem.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Logs each request at INFO, except the routine polling of a healthy fleet (check-ins,
@@ -75,6 +105,7 @@ async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
 fn is_polling(path: &str) -> bool {
     path == "/metrics"
         || path == "/healthz"
+        || path == "/readyz"
         || path
             .strip_prefix("/api/v1/devices/")
             .is_some_and(|p| p.ends_with("/checkin"))
@@ -221,7 +252,7 @@ async fn enroll(
     check_peer_protocol(&req.protocol, &headers)?;
     check_inventory(&req.inventory)?;
     check_labels(&req.labels)?;
-    let now = util::now() as i64;
+    let now = st.now() as i64;
     let hash = util::hash_secret(&req.token);
     let id = util::random_id();
     let credential = format!("edc_{id}.{}", util::random_token("s"));
@@ -242,7 +273,7 @@ async fn enroll(
     st.store
         .event(
             Some(&id),
-            crate::util::now() as i64,
+            st.now() as i64,
             "enrolled",
             &serde_json::to_string(&labels).unwrap_or_default(),
         )
@@ -277,7 +308,7 @@ fn timestamp_headers(
     device_id: &str,
     version: i64,
 ) -> [(axum::http::HeaderName, HeaderValue); 2] {
-    let now = util::now();
+    let now = st.now();
     let t = Timestamp {
         device_id: device_id.to_string(),
         issued: now,
@@ -323,7 +354,7 @@ async fn resync(
     st.store
         .event(
             Some(id),
-            crate::util::now() as i64,
+            st.now() as i64,
             "resynced",
             &format!(
                 "device holds signed assignment v{} above the server's v{current}: counter raised",
@@ -352,8 +383,9 @@ async fn checkin(
     req: Json<CheckinRequest>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
+    let checkins = state.checkins.clone();
     let r = checkin_inner(state, path, headers, req).await;
-    crate::metrics::observe_checkin(started.elapsed().as_secs_f64());
+    checkins.observe(started.elapsed().as_secs_f64());
     r
 }
 
@@ -373,7 +405,7 @@ async fn checkin_inner(
         .status
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok());
-    let now = util::now();
+    let now = st.now();
     st.store
         .record_checkin(
             &id,
@@ -391,7 +423,7 @@ async fn checkin_inner(
         let detail = serde_json::to_string(&o).unwrap_or_default();
         tracing::info!(device = %id, outcome = %detail, "device reported an outcome");
         st.store
-            .event(Some(&id), crate::util::now() as i64, "outcome", &detail)
+            .event(Some(&id), st.now() as i64, "outcome", &detail)
             .await?;
     }
     if let Some(stale) = req.status.stale_since
@@ -401,7 +433,7 @@ async fn checkin_inner(
         st.store
             .event(
                 Some(&id),
-                crate::util::now() as i64,
+                st.now() as i64,
                 "stale-answers",
                 &stale.to_string(),
             )
@@ -623,7 +655,7 @@ async fn trust_key(
         hint: key.hint(),
         name: req.name,
         public_key_pem: key.to_spki_pem(),
-        added: util::now(),
+        added: st.now(),
     };
     st.store
         .put_trusted_key(&TrustedKeyRow {
@@ -634,7 +666,7 @@ async fn trust_key(
         })
         .await?;
     st.store
-        .event(None, crate::util::now() as i64, "key-trusted", &k.hint)
+        .event(None, st.now() as i64, "key-trusted", &k.hint)
         .await?;
     Ok(Json(k))
 }
@@ -874,21 +906,6 @@ pub async fn sweep_blobs(
     Ok(swept)
 }
 
-/// Runs [`sweep_blobs`] every `every` until the runtime shuts down.
-pub fn spawn_blob_sweeper(st: AppState, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut t = tokio::time::interval(every);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            t.tick().await;
-            let grace = std::time::Duration::from_secs(st.config.blob_gc_grace_secs);
-            if let Err(e) = sweep_blobs(&st, grace).await {
-                tracing::warn!(error = ?e, "blob sweep failed; retrying later");
-            }
-        }
-    })
-}
-
 /// `POST /api/v1/admin/releases/check`: the pre-flight check of a release from its small
 /// files (uploaded first), so a bad release is refused before its bundle is uploaded.
 async fn check_release(
@@ -939,7 +956,7 @@ async fn publish(
     st.store
         .event(
             None,
-            crate::util::now() as i64,
+            st.now() as i64,
             "release-published",
             &format!("{}@{}", r.app, r.version),
         )
@@ -982,7 +999,7 @@ async fn create_token(
         ));
     }
     let token = util::random_token("edt");
-    let expires = util::now() + secs;
+    let expires = st.now() + secs;
     st.store
         .create_enroll_token(
             &util::hash_secret(&token),
@@ -1078,7 +1095,7 @@ async fn revoke_device(
         return Err(ApiError::not_found(format!("no device {id}")));
     }
     st.store
-        .event(Some(&id), crate::util::now() as i64, "revoked", "")
+        .event(Some(&id), st.now() as i64, "revoked", "")
         .await?;
     let d = device_or_404(&st, &id).await?;
     Ok(Json(device_info(&st, d).await?))
@@ -1091,7 +1108,7 @@ pub fn sign_assignment(
     version: u64,
     release: ReleaseRef,
 ) -> Result<AssignmentRow, ApiError> {
-    let now = util::now();
+    let now = st.now();
     sign_assignment_at(
         st,
         device_id,

@@ -6,7 +6,7 @@
 
 use crate::api::sign_assignment;
 use crate::store::AssignmentRow;
-use crate::{ApiError, AppState, util};
+use crate::{ApiError, AppState};
 use edgecd_api::protocol::ReleaseRef;
 
 /// How many times a write that lost a race for a version is retried.
@@ -41,7 +41,7 @@ pub async fn assign(
         Why::Rollout(id) => format!("{name} v{} by rollout {id}", a.version),
     };
     st.store
-        .event(Some(device_id), util::now() as i64, "assigned", &detail)
+        .event(Some(device_id), st.now() as i64, "assigned", &detail)
         .await?;
     Ok(Some(a))
 }

@@ -147,12 +147,7 @@ pub async fn delete_device(
         "hostname": info.inventory.as_ref().and_then(|i| i.hostname.as_deref()),
     });
     st.store
-        .event(
-            Some(&id),
-            crate::util::now() as i64,
-            "deleted",
-            &detail.to_string(),
-        )
+        .event(Some(&id), st.now() as i64, "deleted", &detail.to_string())
         .await?;
     tracing::info!(device = %id, "device deleted");
     Ok(Json(info))

@@ -2,9 +2,12 @@
 //! releases verified on publish, a content-addressed blob store served with HTTP Range, and
 //! the admin API. Embedded SQLite (WAL) and blobs live under one data directory.
 //!
-//! Owns: [`Config`], [`Server`] (open data dir, start the notifier, build the axum router,
-//! serve HTTP or HTTPS with graceful shutdown), and [`TestServer`] (an in-process server on
-//! its own runtime, for tests of this crate and of the agent).
+//! Owns: [`Config`], [`Server`] (open the store and data dir, start the notifier, build the
+//! axum router, run the controller, serve HTTP or HTTPS with graceful shutdown). Layers:
+//! [`store`] (all SQL, one module per backend), [`controller`] (the supervised service that
+//! changes state on its own, elected among replicas by a lease), [`assign`] (the one path that
+//! changes what a device runs), HTTP handlers (`api`, `rollouts`, `devices`, `alerts`,
+//! `metrics`), [`blobs`] (content-addressed storage); [`EmbeddedServer`] runs it in-process.
 //!
 //! Data directory layout:
 //! ```text
@@ -19,9 +22,10 @@ pub mod alerts;
 pub mod api;
 pub mod assign;
 pub mod blobs;
+pub mod controller;
 pub mod devices;
+pub mod embedded;
 pub mod error;
-pub mod fixtures;
 pub mod metrics;
 pub mod notify;
 pub mod promql;
@@ -30,6 +34,7 @@ pub mod rollouts;
 pub mod store;
 pub mod util;
 
+pub use embedded::EmbeddedServer;
 pub use error::{ApiError, ServerError};
 
 use edgecd_sign::SigningKey;
@@ -67,6 +72,11 @@ pub struct Config {
     pub blob_gc_every_secs: u64,
     /// How often the rollout controller drives active rollouts.
     pub controller_tick_ms: u64,
+    /// How long the controller lease lasts unless renewed: with several replicas on one
+    /// database, another replica takes over the controller this long after its holder died.
+    pub controller_lease_ms: u64,
+    /// Where the controller and the API read the time (tests inject a fake clock).
+    pub clock: Arc<dyn controller::Clock>,
     /// Root URL of the Prometheus that `provider: prometheus` gates query, and the timeout
     /// of each query.
     pub prometheus_url: Option<String>,
@@ -101,6 +111,8 @@ impl Config {
             blob_gc_grace_secs: 24 * 3600,
             blob_gc_every_secs: 3600,
             controller_tick_ms: 1000,
+            controller_lease_ms: 15_000,
+            clock: Arc::new(controller::SystemClock),
             prometheus_url: None,
             prometheus_timeout_ms: 5000,
             alert_hook_token: None,
@@ -122,10 +134,21 @@ pub struct AppState {
     pub prometheus: Option<promql::Prometheus>,
     /// Sends rollout notifications without blocking (see [`notify`]).
     pub notifier: notify::Notifier,
-    /// Serializes every change to rollouts in this process (controller passes, starts,
-    /// commands), so a command and a concurrent controller pass cannot overwrite each
-    /// other's state.
-    pub rollout_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where time comes from (`Config::clock`).
+    pub clock: Arc<dyn controller::Clock>,
+    /// This server among replicas sharing a database (host, process, random suffix).
+    pub replica_id: String,
+    /// The controller's health (`/readyz`, `/metrics`).
+    pub controller: Arc<controller::Health>,
+    /// Check-in latencies (`/metrics`).
+    pub checkins: Arc<metrics::Checkins>,
+}
+
+impl AppState {
+    /// Unix seconds by the injected clock.
+    pub fn now(&self) -> u64 {
+        self.clock.now().max(0) as u64
+    }
 }
 
 /// An opened server: data dir, store, keys.
@@ -180,6 +203,7 @@ impl Server {
                 }
             }
         };
+        let controller = Arc::new(controller::Health::default());
         let prometheus = config.prometheus_url.as_deref().map(|u| {
             promql::Prometheus::new(u, Duration::from_millis(config.prometheus_timeout_ms))
         });
@@ -187,8 +211,10 @@ impl Server {
             &config.notifications,
             &notify::default_public_url(config.listen, config.tls.is_some()),
             store.clone(),
+            controller.clone(),
         )
         .await?;
+        let clock = config.clock.clone();
         let state = AppState {
             store,
             blobs,
@@ -197,7 +223,10 @@ impl Server {
             config: Arc::new(config),
             prometheus,
             notifier,
-            rollout_lock: Arc::new(tokio::sync::Mutex::new(())),
+            clock,
+            replica_id: replica_id(),
+            controller,
+            checkins: Arc::default(),
         };
         Ok(Self {
             state,
@@ -210,22 +239,34 @@ impl Server {
         api::router(self.state.clone())
     }
 
-    /// Serves on `listener` until `handle.graceful_shutdown` is called.
+    /// Serves on `listener` until `handle.graceful_shutdown` is called, with the controller
+    /// running; on the way out the controller stops and its lease is given up.
     pub async fn serve(
         self,
         listener: std::net::TcpListener,
         handle: axum_server::Handle<SocketAddr>,
     ) -> Result<(), ServerError> {
+        let state = self.state.clone();
+        let stop_controller = AbortOnDrop(controller::spawn(state.clone()));
+        let served = self.serve_http(listener, handle).await;
+        // Stopping: no more passes here, and the lease goes to another replica at once.
+        drop(stop_controller);
+        if let Err(e) = state
+            .store
+            .release_lease(controller::LEASE, &state.replica_id)
+            .await
+        {
+            tracing::warn!(error = %e, "could not give up the controller lease; it expires by itself");
+        }
+        served
+    }
+
+    async fn serve_http(
+        self,
+        listener: std::net::TcpListener,
+        handle: axum_server::Handle<SocketAddr>,
+    ) -> Result<(), ServerError> {
         let app = self.router().into_make_service();
-        let controller = rollouts::spawn_controller(
-            self.state.clone(),
-            Duration::from_millis(self.state.config.controller_tick_ms.max(10)),
-        );
-        let _stop_controller = AbortOnDrop(controller);
-        let _stop_sweeper = AbortOnDrop(api::spawn_blob_sweeper(
-            self.state.clone(),
-            Duration::from_secs(self.state.config.blob_gc_every_secs.max(1)),
-        ));
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::io("listener", e))?;
@@ -263,6 +304,18 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// This process among replicas: host name, process id and a random suffix.
+fn replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "server".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &util::random_id()[4..10]
+    )
 }
 
 fn load_or_create_key(dir: &Path) -> Result<SigningKey, ServerError> {
@@ -335,81 +388,5 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-/// An in-process server on its own runtime (for tests): bound to 127.0.0.1 on a free port.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub admin_token: String,
-    pub state: AppState,
-    rt: Option<tokio::runtime::Runtime>,
-    handle: axum_server::Handle<SocketAddr>,
-}
-
-impl TestServer {
-    /// Opens `config.data_dir` and serves (HTTPS when `config.tls` is set); `config.listen`
-    /// becomes the bound address (so a port 0 is replaced by the real one).
-    pub fn start(mut config: Config) -> Result<Self, ServerError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| ServerError::io("runtime", e))?;
-        let listener =
-            std::net::TcpListener::bind(config.listen).map_err(|e| ServerError::io("bind", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ServerError::io("bind", e))?;
-        config.listen = addr;
-        let server = rt.block_on(Server::open(config))?;
-        let admin_token = match &server.new_admin_token {
-            Some(t) => t.clone(),
-            None => std::fs::read_to_string(server.state.config.data_dir.join("admin-token"))
-                .map_err(|e| ServerError::io("admin-token", e))?
-                .trim()
-                .to_string(),
-        };
-        let state = server.state.clone();
-        let handle = axum_server::Handle::new();
-        let h = handle.clone();
-        rt.spawn(async move {
-            if let Err(e) = server.serve(listener, h).await {
-                tracing::error!(error = %e, "test server stopped");
-            }
-        });
-        Ok(Self {
-            addr,
-            admin_token,
-            state,
-            rt: Some(rt),
-            handle,
-        })
-    }
-
-    /// Runs a future on the server's runtime (e.g. store queries from a test).
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt
-            .as_ref()
-            .map(|rt| rt.block_on(f))
-            .unwrap_or_else(|| unreachable_runtime())
-    }
-
-    /// Stops serving (the port is closed; the data dir stays).
-    pub fn stop(&mut self) {
-        self.handle.shutdown();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(2));
-        }
-    }
-}
-
-fn unreachable_runtime() -> ! {
-    panic!("TestServer used after stop()")
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

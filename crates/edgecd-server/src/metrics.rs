@@ -17,26 +17,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const BOUNDS_SECONDS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
-struct Checkins {
+/// The check-in latency histogram of one server (in `AppState`).
+#[derive(Debug, Default)]
+pub struct Checkins {
     buckets: [AtomicU64; 11],
     sum_micros: AtomicU64,
 }
 
-static CHECKINS: Checkins = Checkins {
-    buckets: [const { AtomicU64::new(0) }; 11],
-    sum_micros: AtomicU64::new(0),
-};
-
-/// Records one handled check-in and how long it took.
-pub fn observe_checkin(seconds: f64) {
-    let i = BOUNDS_SECONDS
-        .iter()
-        .position(|b| seconds <= *b)
-        .unwrap_or(BOUNDS_SECONDS.len());
-    CHECKINS.buckets[i].fetch_add(1, Ordering::Relaxed);
-    CHECKINS
-        .sum_micros
-        .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+impl Checkins {
+    /// Records one handled check-in and how long it took.
+    pub fn observe(&self, seconds: f64) {
+        let i = BOUNDS_SECONDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BOUNDS_SECONDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
 }
 
 /// `GET /metrics`.
@@ -50,13 +48,13 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     let _ = writeln!(w, "# TYPE edgecd_server_checkin_duration_seconds histogram");
     let mut cumulative = 0;
     for (i, b) in BOUNDS_SECONDS.iter().enumerate() {
-        cumulative += CHECKINS.buckets[i].load(Ordering::Relaxed);
+        cumulative += st.checkins.buckets[i].load(Ordering::Relaxed);
         let _ = writeln!(
             w,
             "edgecd_server_checkin_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
         );
     }
-    cumulative += CHECKINS.buckets[BOUNDS_SECONDS.len()].load(Ordering::Relaxed);
+    cumulative += st.checkins.buckets[BOUNDS_SECONDS.len()].load(Ordering::Relaxed);
     let _ = writeln!(
         w,
         "edgecd_server_checkin_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
@@ -64,12 +62,13 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     let _ = writeln!(
         w,
         "edgecd_server_checkin_duration_seconds_sum {}",
-        CHECKINS.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        st.checkins.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
     );
     let _ = writeln!(
         w,
         "edgecd_server_checkin_duration_seconds_count {cumulative}"
     );
+    controller_metrics(w, &st);
 
     let mut by_release: BTreeMap<(String, String), u64> = BTreeMap::new();
     let (mut total, mut revoked, mut silent) = (0u64, 0u64, 0u64);
@@ -312,4 +311,55 @@ fn notification_metrics(w: &mut String, notifier: &crate::notify::Notifier) {
             c.attempts
         );
     }
+}
+
+/// The controller's health: leader or standby, restarts after a crash, passes, last good pass.
+fn controller_metrics(w: &mut String, st: &AppState) {
+    let c = &st.controller;
+    let replica = escape_label_value(&st.replica_id);
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_controller_leader 1 when this server replica holds the controller lease and drives rollouts, 0 on a standby."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_controller_leader gauge");
+    let _ = writeln!(
+        w,
+        "edgecd_server_controller_leader{{replica=\"{replica}\"}} {}",
+        u8::from(c.leader.load(Ordering::Relaxed))
+    );
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_controller_restarts_total Times the controller was restarted after a crash."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_controller_restarts_total counter");
+    let _ = writeln!(
+        w,
+        "edgecd_server_controller_restarts_total {}",
+        c.restarts.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_controller_passes_total Controller passes over the active rollouts, by result."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_controller_passes_total counter");
+    for (result, n) in [("ok", &c.passes_ok), ("failed", &c.passes_failed)] {
+        let _ = writeln!(
+            w,
+            "edgecd_server_controller_passes_total{{result=\"{result}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_controller_last_pass_timestamp_seconds When the last successful controller pass ended (0: none yet on this replica)."
+    );
+    let _ = writeln!(
+        w,
+        "# TYPE edgecd_server_controller_last_pass_timestamp_seconds gauge"
+    );
+    let _ = writeln!(
+        w,
+        "edgecd_server_controller_last_pass_timestamp_seconds {}",
+        c.last_ok_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    );
 }

@@ -5,8 +5,8 @@
 //! small files, also on their own (`POST /api/v1/admin/releases/check`) before a client
 //! uploads the bundle.
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::{AppState, util};
 use edgecd_api::protocol::{BlobRef, PublishRequest, ReleaseInfo, ReleaseRef, valid_digest};
 use edgecd_sign::{SigstoreBundle, VerifyingKey, verify_artifact};
 
@@ -210,7 +210,7 @@ pub async fn verify_publish(
         },
         sbom: req.sbom.clone(),
         signed_by: key.hint(),
-        published: util::now(),
+        published: st.now(),
     })
 }
 

@@ -7,8 +7,9 @@
 //! idempotent (a device already assigned the target release is skipped), so a crash between
 //! the two re-applies nothing twice and loses nothing.
 use crate::api::{admin, json_col};
+use crate::controller::Fence;
 use crate::promql::{self, QueryContext};
-use crate::store::RolloutSave;
+use crate::store::{Fenced, RolloutSave};
 use crate::{ApiError, AppState, assign, notify, util};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -22,7 +23,6 @@ use edgecd_rollout::gates::ExternalValue;
 use edgecd_rollout::spec::{Provider, RolloutSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 /// `POST /api/v1/admin/rollouts` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub async fn record_metrics(
     st.store
         .insert_device_metrics(
             device_id,
-            util::now() as i64,
+            st.now() as i64,
             &release_name(&running.app, &running.version),
             &serde_json::to_string(metrics).map_err(ApiError::internal)?,
             since,
@@ -192,7 +192,21 @@ async fn load(st: &AppState, id: &str) -> Result<Rollout, ApiError> {
 /// Applies a decision's effects (idempotently), then saves the rollout, its audit records and
 /// its notifications (in the outbox) in one transaction; the notifications are queued (never
 /// waited for) once it is committed.
-async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError> {
+async fn apply(
+    st: &AppState,
+    r: &Rollout,
+    d: &Decision,
+    fence: Option<&Fence>,
+) -> Result<(), ApiError> {
+    if let Some(f) = fence {
+        let held = st.store.lease(crate::controller::LEASE).await?;
+        if held.as_ref().map(|(h, e, _)| (h, *e)) != Some((&f.holder, f.epoch)) {
+            return Err(fenced(Fenced {
+                epoch: held.as_ref().map_or(0, |h| h.1),
+                holder: held.map(|h| h.0),
+            }));
+        }
+    }
     let mut notifications = vec![];
     for e in &d.effects {
         match e {
@@ -210,7 +224,7 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
                         r,
                         d,
                         event,
-                        util::now() as i64,
+                        st.now() as i64,
                     ));
                 }
             }
@@ -232,15 +246,22 @@ async fn apply(st: &AppState, r: &Rollout, d: &Decision) -> Result<(), ApiError>
             id: r.id.clone(),
             state: serde_json::to_string(r).map_err(ApiError::internal)?,
             finished: r.is_finished(),
-            updated: util::now() as i64,
+            updated: st.now() as i64,
             audit,
             outbox: rows.clone(),
+            fence: fence.cloned(),
         })
-        .await?;
+        .await?
+        .map_err(fenced)?;
     for ((id, row), n) in ids.into_iter().zip(rows).zip(notifications) {
         st.notifier.send(notify::outbox::queued(id, row, n));
     }
     Ok(())
+}
+
+fn fenced(f: Fenced) -> ApiError {
+    tracing::warn!(error = %f, "a controller pass was fenced off: nothing saved");
+    ApiError::new(axum::http::StatusCode::CONFLICT, f.to_string())
 }
 
 /// Metrics of `devices` running `release` taken inside the window that began at `since`
@@ -266,21 +287,22 @@ async fn merged(
     Ok(m)
 }
 
-/// One controller pass over every active rollout.
-pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
+/// One controller pass over every active rollout; `fence`: the controller lease it holds
+/// (nothing is saved once it moved on).
+pub async fn tick_all(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiError> {
     // Prometheus queries run before the lock is taken, so a slow or hung Prometheus never
     // holds up operators' commands; each answer is used only if the rollout is still where it
     // was when the query ran (same step and cohort).
     let mut prefetched: BTreeMap<String, (usize, usize, BTreeMap<usize, ExternalValue>)> =
         BTreeMap::new();
     for r in active(st).await? {
-        let now = util::now() as i64;
+        let now = st.now() as i64;
         if has_prometheus_gates(&r) && r.evaluation_due(now) {
             let values = external_values(st, &r, now).await;
             prefetched.insert(r.id.clone(), (r.state.step, r.state.cohort.len(), values));
         }
     }
-    let _serialized = st.rollout_lock.lock().await;
+    let _serialized = st.store.lock_rollouts().await?;
     let ids = st.store.active_rollout_ids().await?;
     if ids.is_empty() {
         return Ok(());
@@ -288,7 +310,7 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
     let fleet = fleet(st).await?;
     for id in ids {
         let mut r = load(st, &id).await?;
-        let now = util::now() as i64;
+        let now = st.now() as i64;
         let (eligible, _) = r.eligible(&fleet);
         let selected: BTreeSet<String> = eligible.iter().map(|d| d.id.clone()).collect();
         let canary_devices: BTreeSet<String> = r.state.cohort.clone();
@@ -327,12 +349,12 @@ pub async fn tick_all(st: &AppState) -> Result<(), ApiError> {
             devices: &per_device,
         });
         if !d.effects.is_empty() || !d.audit.is_empty() {
-            apply(st, &r, &d).await?;
+            apply(st, &r, &d, fence).await?;
         }
     }
     // Keep a day of metrics.
     st.store
-        .prune_device_metrics(util::now() as i64 - 86_400)
+        .prune_device_metrics(st.now() as i64 - 86_400)
         .await?;
     Ok(())
 }
@@ -392,27 +414,13 @@ async fn external_values(st: &AppState, r: &Rollout, now: i64) -> BTreeMap<usize
         .collect()
 }
 
-/// Runs the controller every `every` until the runtime shuts down.
-pub fn spawn_controller(st: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut t = tokio::time::interval(every);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            t.tick().await;
-            if let Err(e) = tick_all(&st).await {
-                tracing::warn!(error = ?e, "rollout controller pass failed; retrying next tick");
-            }
-        }
-    })
-}
-
 async fn start(
     State(st): State<AppState>,
     headers: HeaderMap,
     Json(req): Json<StartRollout>,
 ) -> Result<Json<RolloutStatus>, ApiError> {
     admin(&st, &headers)?;
-    let _serialized = st.rollout_lock.lock().await;
+    let _serialized = st.store.lock_rollouts().await?;
     req.spec
         .validate()
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -475,7 +483,7 @@ async fn start(
         hardware: info.release.hardware.clone(),
         runtime: info.release.runtime.clone(),
     };
-    let (r, d) = Rollout::start(&id, req.spec, requirements, baseline, util::now() as i64)
+    let (r, d) = Rollout::start(&id, req.spec, requirements, baseline, st.now() as i64)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     // An empty cohort would "complete" at once having changed nothing: refuse instead.
     let (eligible, bad) = r.eligible(&fleet);
@@ -500,10 +508,10 @@ async fn start(
             &id,
             &app,
             &serde_json::to_string(&r).map_err(ApiError::internal)?,
-            util::now() as i64,
+            st.now() as i64,
         )
         .await?;
-    apply(&st, &r, &d).await?;
+    apply(&st, &r, &d, None).await?;
     Ok(Json(status_of(&st, r).await?))
 }
 
@@ -585,11 +593,11 @@ pub(crate) async fn fail(
     id: &str,
     reason: String,
 ) -> Result<Result<Rollout, String>, ApiError> {
-    let _serialized = st.rollout_lock.lock().await;
+    let _serialized = st.store.lock_rollouts().await?;
     let mut r = load(st, id).await?;
-    match r.fail(reason, util::now() as i64) {
+    match r.fail(reason, st.now() as i64) {
         Ok(d) => {
-            apply(st, &r, &d).await?;
+            apply(st, &r, &d, None).await?;
             Ok(Ok(r))
         }
         Err(why) => Ok(Err(why)),
@@ -614,11 +622,11 @@ async fn command(
             )));
         }
     };
-    let _serialized = st.rollout_lock.lock().await;
+    let _serialized = st.store.lock_rollouts().await?;
     let mut r = load(&st, &id).await?;
     let d = r
-        .command(cmd, util::now() as i64)
+        .command(cmd, st.now() as i64)
         .map_err(|e| ApiError::new(axum::http::StatusCode::CONFLICT, e))?;
-    apply(&st, &r, &d).await?;
+    apply(&st, &r, &d, None).await?;
     Ok(Json(status_of(&st, r).await?))
 }

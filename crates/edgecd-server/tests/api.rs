@@ -7,14 +7,14 @@
 //! pre-flight check; private keys refused as release keys.
 
 use edgecd_api::protocol::*;
-use edgecd_server::fixtures::{self, ReleaseFiles};
-use edgecd_server::{Config, TestServer};
+use edgecd_server::{Config, EmbeddedServer};
 use edgecd_sign::SigningKey;
+use edgecd_testkit::release::{self as fixtures, ReleaseFiles};
 use std::collections::BTreeMap;
 
 struct H {
     _dir: tempfile::TempDir,
-    srv: TestServer,
+    srv: EmbeddedServer,
     url: String,
     http: ureq::Agent,
     ci: SigningKey,
@@ -35,7 +35,7 @@ impl H {
         cfg.listen = "127.0.0.1:0".parse().expect("addr");
         cfg.max_blob_bytes = 8 << 20;
         tweak(&mut cfg);
-        let srv = TestServer::start(cfg).expect("start");
+        let srv = EmbeddedServer::start(cfg).expect("start");
         let url = format!("http://{}", srv.addr);
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -553,7 +553,7 @@ fn a_server_with_another_assignment_key_refuses_the_database() {
     c.database = edgecd_testkit::postgres::database_for(&first);
     c.listen = "127.0.0.1:0".parse().expect("addr");
     let shared = c.database.clone();
-    let s1 = TestServer::start(c).expect("start");
+    let s1 = EmbeddedServer::start(c).expect("start");
     drop(s1);
     // The second data directory has a key of its own but the same database.
     let second = d.path().join("b");
@@ -563,7 +563,7 @@ fn a_server_with_another_assignment_key_refuses_the_database() {
         Some(url) => Some(url.clone()),
         None => Some(format!("sqlite://{}", first.join("edgecd.db").display())),
     };
-    let err = TestServer::start(c.clone()).err().expect("refused");
+    let err = EmbeddedServer::start(c.clone()).err().expect("refused");
     let msg = err.to_string();
     assert!(
         msg.contains("same keys/assignment.key"),
@@ -575,7 +575,7 @@ fn a_server_with_another_assignment_key_refuses_the_database() {
         std::fs::copy(first.join("keys").join(f), second.join("keys").join(f)).expect("copy");
     }
     std::fs::copy(first.join("admin-token"), second.join("admin-token")).expect("copy");
-    let s2 = TestServer::start(c).expect("starts with the shared key");
+    let s2 = EmbeddedServer::start(c).expect("starts with the shared key");
     assert!(s2.admin_token.starts_with("eda"));
 }
 
@@ -587,7 +587,7 @@ fn unusable_database_urls_are_clear_errors() {
     let mut c = Config::new(d.path());
     c.listen = "127.0.0.1:0".parse().expect("addr");
     c.database = Some("mysql://root:hunter2@db/edgecd".into());
-    let msg = TestServer::start(c.clone())
+    let msg = EmbeddedServer::start(c.clone())
         .err()
         .expect("refused")
         .to_string();
@@ -595,7 +595,7 @@ fn unusable_database_urls_are_clear_errors() {
     assert!(!msg.contains("hunter2"), "no password in errors: {msg}");
     let port = edgecd_testkit::free_port();
     c.database = Some(format!("postgres://edgecd:hunter2@127.0.0.1:{port}/edgecd"));
-    let msg = TestServer::start(c).err().expect("refused").to_string();
+    let msg = EmbeddedServer::start(c).err().expect("refused").to_string();
     assert!(msg.contains("cannot connect to PostgreSQL"), "{msg}");
     assert!(!msg.contains("hunter2"), "no password in errors: {msg}");
 }
@@ -609,11 +609,11 @@ fn restart_keeps_state_and_key() {
         c.listen = "127.0.0.1:0".parse().expect("addr");
         c
     };
-    let s1 = TestServer::start(mk()).expect("start");
+    let s1 = EmbeddedServer::start(mk()).expect("start");
     let token = s1.admin_token.clone();
     let hint = s1.state.signing_key.verifying_key().hint();
     drop(s1);
-    let s2 = TestServer::start(mk()).expect("restart");
+    let s2 = EmbeddedServer::start(mk()).expect("restart");
     assert_eq!(s2.admin_token, token);
     assert_eq!(s2.state.signing_key.verifying_key().hint(), hint);
 }

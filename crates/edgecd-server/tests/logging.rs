@@ -2,7 +2,7 @@
 //! polling: successful check-ins log at DEBUG; enrollments and refused check-ins stay at INFO.
 //! (Its own test binary: it installs the process-wide subscriber.)
 
-use edgecd_server::{Config, TestServer};
+use edgecd_server::{Config, EmbeddedServer};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -57,7 +57,7 @@ fn checkins_log_at_debug_and_the_rest_at_info() {
     let mut cfg = Config::new(d.path().join("data"));
     cfg.database = edgecd_testkit::postgres::database_for(&cfg.data_dir);
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
-    let srv = TestServer::start(cfg).expect("start");
+    let srv = EmbeddedServer::start(cfg).expect("start");
     let url = format!("http://{}", srv.addr);
 
     let (s, t) = post(

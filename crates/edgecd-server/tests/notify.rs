@@ -6,10 +6,10 @@
 //! outbox: pending notifications delivered after a restart (once, same delivery id), delivered
 //! ones not sent again, and a notification saved only with the state it announces.
 
-use edgecd_server::fixtures;
 use edgecd_server::notify::NotifyConfig;
-use edgecd_server::{Config, TestServer};
+use edgecd_server::{Config, EmbeddedServer};
 use edgecd_sign::SigningKey;
+use edgecd_testkit::release as fixtures;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -223,12 +223,12 @@ fn verify_webhook(r: &Req) -> Value {
 
 struct H {
     _dir: tempfile::TempDir,
-    srv: TestServer,
+    srv: EmbeddedServer,
     url: String,
     http: ureq::Agent,
 }
 
-fn server(d: &std::path::Path, notify_yaml: &str, tick_ms: u64) -> TestServer {
+fn server(d: &std::path::Path, notify_yaml: &str, tick_ms: u64) -> EmbeddedServer {
     let mut cfg = Config::new(d.join("data"));
     cfg.database = edgecd_testkit::postgres::database_for(&cfg.data_dir);
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
@@ -238,7 +238,7 @@ fn server(d: &std::path::Path, notify_yaml: &str, tick_ms: u64) -> TestServer {
     })
     .expect("notifications config");
     cfg.notifications.sweep_interval = Duration::from_millis(100);
-    TestServer::start(cfg).expect("start")
+    EmbeddedServer::start(cfg).expect("start")
 }
 
 impl H {

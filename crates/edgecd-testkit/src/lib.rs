@@ -7,6 +7,7 @@
 //! failure; otherwise the test prints why it skipped, so plain `cargo test` works on a bare box.
 
 pub mod postgres;
+pub mod release;
 pub mod services;
 
 use std::path::{Path, PathBuf};

@@ -6,9 +6,9 @@
 use edgecd_agent::admin::AdminClient;
 use edgecd_api::profile::{HardwareProfile, RuntimePin};
 use edgecd_api::protocol::{CreateTokenRequest, DeployRequest, DeviceInfo, OutcomeKind, Phase};
-use edgecd_server::fixtures::{self, ReleaseFiles};
-use edgecd_server::{Config, TestServer};
+use edgecd_server::{Config, EmbeddedServer};
 use edgecd_sign::SigningKey;
+use edgecd_testkit::release::{self as fixtures, ReleaseFiles};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,7 +23,7 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_edgecd-agent");
 
 pub struct Env {
     pub dir: tempfile::TempDir,
-    pub server: TestServer,
+    pub server: EmbeddedServer,
     pub url: String,
     pub admin: AdminClient,
     pub ci_key: SigningKey,
@@ -83,7 +83,7 @@ impl Env {
             cfg.tls = Some((cert, key));
         }
         tweak(&mut cfg);
-        let server = TestServer::start(cfg).expect("server starts");
+        let server = EmbeddedServer::start(cfg).expect("server starts");
         let scheme = if pki.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://127.0.0.1:{}", server.addr.port());
         let ca_pem = pki.map(|p| p.ca_pem.clone().into_bytes());

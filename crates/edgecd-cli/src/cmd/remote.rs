@@ -225,20 +225,20 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         let mut cfg = edgecd_server::Config::new(d.path().join("data"));
         cfg.listen = "127.0.0.1:0".parse().expect("addr");
-        let srv = edgecd_server::TestServer::start(cfg).expect("server");
+        let srv = edgecd_server::EmbeddedServer::start(cfg).expect("server");
         let remote = Remote {
             server: format!("http://{}", srv.addr),
             token: srv.admin_token.clone(),
             ca_cert: None,
         };
         let key = edgecd_sign::SigningKey::generate();
-        let files = edgecd_server::fixtures::make_release(
+        let files = edgecd_testkit::release::make_release(
             &d.path().join("rel"),
             &key,
             "shop-model",
             "1.2.0",
-            edgecd_server::fixtures::rpi5(),
-            edgecd_server::fixtures::infer_pin(),
+            edgecd_testkit::release::rpi5(),
+            edgecd_testkit::release::infer_pin(),
             10_000,
         )
         .expect("release");

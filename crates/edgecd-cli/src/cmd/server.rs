@@ -62,6 +62,14 @@ pub struct ServerArgs {
     /// README. Checked at start: the server refuses to start when it is wrong.
     #[arg(long, env = "EDGECD_NOTIFICATIONS")]
     pub notifications: Option<PathBuf>,
+    /// How often the controller drives active rollouts, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub controller_tick_ms: u64,
+    /// How long the controller lease lasts unless renewed, in milliseconds: with several
+    /// servers on one PostgreSQL database, another one takes over the controller this long
+    /// after its holder died. At least 3 controller ticks.
+    #[arg(long, default_value_t = 15_000)]
+    pub controller_lease_ms: u64,
 }
 
 /// Reads a one-line secret from `path` (surrounding whitespace dropped).
@@ -131,6 +139,16 @@ pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|p| read_secret(p, "alert hook HMAC key"))
         .transpose()?;
+    cfg.controller_tick_ms = a.controller_tick_ms.max(10);
+    if a.controller_lease_ms < 3 * cfg.controller_tick_ms {
+        anyhow::bail!(
+            "--controller-lease-ms {} is below three controller ticks ({} ms): the controller would lose its lease between passes; pass {} or more",
+            a.controller_lease_ms,
+            3 * cfg.controller_tick_ms,
+            3 * cfg.controller_tick_ms
+        );
+    }
+    cfg.controller_lease_ms = a.controller_lease_ms;
     if let Some(path) = &a.notifications {
         cfg.notifications = edgecd_server::notify::NotifyConfig::load(path)
             .with_context(|| format!("--notifications {}", path.display()))?;

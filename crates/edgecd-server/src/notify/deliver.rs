@@ -596,9 +596,14 @@ mod tests {
             rt.block_on(async {
                 let dir = tempfile::tempdir().expect("tmp");
                 let store = crate::store::open(None, dir.path()).await.expect("store");
-                let notifier = Notifier::start(&cfg, "http://127.0.0.1:1", store.clone())
-                    .await
-                    .expect("notifier");
+                let notifier = Notifier::start(
+                    &cfg,
+                    "http://127.0.0.1:1",
+                    store.clone(),
+                    std::sync::Arc::default(),
+                )
+                .await
+                .expect("notifier");
                 let dbg = format!("{notifier:?}");
                 assert!(!dbg.contains("TOPSECRETPATH"), "{dbg}");
                 for name in ["flaky", "refusing", "down"] {

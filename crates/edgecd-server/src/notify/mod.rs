@@ -664,6 +664,11 @@ struct Inner {
     public_url: String,
     channels: BTreeMap<String, Handle>,
     store: SharedStore,
+    /// Only the replica running the controller sweeps the outbox, so two replicas never
+    /// queue the same row.
+    controller: Arc<crate::controller::Health>,
+    /// Set once this replica swept as the controller; cleared when it stops being one.
+    leading: AtomicBool,
 }
 
 /// The server's notification sender (cheap to clone). See the module docs.
@@ -683,14 +688,16 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// Starts one delivery task per channel and the outbox sweep on the current tokio runtime
-    /// (call it from within one), then queues the outbox's pending rows, oldest first: rows of
-    /// channels no longer configured are marked failed (with a warning), the ones a full queue
-    /// cannot take stay pending for the sweep. `default_public_url` is used when the file sets
-    /// no `public_url`.
+    /// (call it from within one). The sweep — on the replica running the controller only
+    /// (`controller.leader`), so replicas never queue the same row twice — queues the
+    /// outbox's pending rows, oldest first: rows of channels no longer configured are marked
+    /// failed (with a warning), the ones a full queue cannot take stay pending for the next
+    /// sweep. `default_public_url` is used when the file sets no `public_url`.
     pub async fn start(
         cfg: &NotifyConfig,
         default_public_url: &str,
         store: SharedStore,
+        controller: Arc<crate::controller::Health>,
     ) -> Result<Self, OutboxError> {
         let public_url = cfg
             .public_url
@@ -731,6 +738,8 @@ impl Notifier {
                 public_url,
                 channels,
                 store,
+                controller,
+                leading: AtomicBool::new(false),
             }),
         };
         // Restart: everything still pending, due or not (the task waits for the due time).
@@ -836,6 +845,17 @@ impl Notifier {
     /// Queues the pending rows due by `due_ms` that are not queued yet, oldest first, until a
     /// queue is full; marks failed the rows of channels that are not configured.
     async fn sweep(&self, due_ms: i64) -> Result<(), OutboxError> {
+        if !self.inner.controller.leader.load(Ordering::Relaxed) {
+            self.inner.leading.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
+        // Newly the controller (a start, a restart, a failover): everything still pending,
+        // due or not (the delivery task waits for the due time, at most `max_backoff`).
+        let due_ms = if self.inner.leading.swap(true, Ordering::Relaxed) {
+            due_ms
+        } else {
+            i64::MAX
+        };
         let store = self.inner.store.as_ref();
         for (channel, n) in outbox::fail_unconfigured(store, &self.channel_names()).await? {
             tracing::warn!(%channel, notifications = n, "pending notifications for a channel that is no longer configured: marked failed");

@@ -146,6 +146,25 @@ pub struct OutboxRow {
     pub notification: String,
 }
 
+/// Holds every change to rollouts, across all replicas sharing the database, while alive.
+pub struct RolloutGuard(#[allow(dead_code)] Box<dyn Send>);
+
+impl RolloutGuard {
+    pub fn new(inner: impl Send + 'static) -> Self {
+        Self(Box::new(inner))
+    }
+}
+
+/// The lease fencing a save no longer belongs to its holder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the controller lease moved on (held by {holder:?} at epoch {epoch}): this replica is no longer the controller"
+)]
+pub struct Fenced {
+    pub holder: Option<String>,
+    pub epoch: i64,
+}
+
 /// A rollout's new state with what it decided, saved in one transaction.
 #[derive(Debug, Clone)]
 pub struct RolloutSave {
@@ -156,6 +175,9 @@ pub struct RolloutSave {
     /// `(at, kind, record JSON)`.
     pub audit: Vec<(i64, String, String)>,
     pub outbox: Vec<OutboxInsert>,
+    /// Saved only while this lease is still held (controller passes); `None` for operators'
+    /// commands.
+    pub fence: Option<crate::controller::Fence>,
 }
 
 /// The control plane's persistent state. Implementations hold all of their backend's SQL.
@@ -273,8 +295,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A rollout's audit records (JSON), oldest first.
     async fn rollout_audit(&self, id: &str) -> StoreResult<Vec<String>>;
     /// Saves a rollout's state, its audit records and its notifications in one transaction;
-    /// the outbox ids of the notifications, in order.
-    async fn save_rollout(&self, s: &RolloutSave) -> StoreResult<Vec<i64>>;
+    /// the outbox ids of the notifications, in order. With a fence, nothing is saved unless
+    /// the lease is still held at the fence's epoch.
+    async fn save_rollout(&self, s: &RolloutSave) -> StoreResult<Result<Vec<i64>, Fenced>>;
+    /// Serializes changes to rollouts across every server on this database (starts,
+    /// commands, controller passes) until the guard is dropped.
+    async fn lock_rollouts(&self) -> StoreResult<RolloutGuard>;
+
+    // ---- leases ----
+    /// Takes the lease `name` for `holder` until `now_ms + ttl_ms` if it is free, expired or
+    /// already held by `holder`; its epoch (raised whenever the holder changes), or `None`
+    /// while another holder's lease runs. PostgreSQL judges expiry by the database's clock
+    /// (replicas' clocks may differ), SQLite by `now_ms`.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<i64>>;
+    /// Gives the lease up (a server stopping), so another replica need not wait for it to
+    /// expire.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+    /// `(holder, epoch, expires_ms)` of the lease.
+    async fn lease(&self, name: &str) -> StoreResult<Option<(String, i64, i64)>>;
 
     // ---- device metrics ----
     async fn insert_device_metrics(

@@ -4,8 +4,8 @@
 //! start together take turns through a transaction-scoped advisory lock.
 
 use super::{
-    AssignmentRow, DeviceRow, NewDevice, OutboxInsert, OutboxRow, RolloutSave, Store, StoreResult,
-    TokenRefusal, TrustedKeyRow, merge_labels,
+    AssignmentRow, DeviceRow, Fenced, NewDevice, OutboxInsert, OutboxRow, RolloutGuard,
+    RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;
@@ -20,10 +20,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_notification_outbox.sql"),
     include_str!("../../migrations/postgres/0004_assignment_floor.sql"),
     include_str!("../../migrations/postgres/0005_metric_windows.sql"),
+    include_str!("../../migrations/postgres/0006_controller_lease.sql"),
 ];
 
 /// The advisory lock replicas take while migrating (an arbitrary, fixed key).
 const MIGRATION_LOCK: i64 = 0x6564_6763_6d69_6772;
+/// The advisory lock that serializes changes to rollouts across replicas.
+const ROLLOUT_LOCK: i64 = 0x6564_6763_726f_6c6c;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -498,8 +501,21 @@ impl Store for PgStore {
             .await
     }
 
-    async fn save_rollout(&self, s: &RolloutSave) -> StoreResult<Vec<i64>> {
+    async fn save_rollout(&self, s: &RolloutSave) -> StoreResult<Result<Vec<i64>, Fenced>> {
         let mut tx = self.pool.begin().await?;
+        if let Some(f) = &s.fence {
+            let held: Option<(String, i64)> =
+                sqlx::query_as("SELECT holder, epoch FROM leases WHERE name = $1 FOR UPDATE")
+                    .bind(crate::controller::LEASE)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if held.as_ref() != Some(&(f.holder.clone(), f.epoch)) {
+                return Ok(Err(Fenced {
+                    epoch: held.as_ref().map_or(0, |h| h.1),
+                    holder: held.map(|h| h.0),
+                }));
+            }
+        }
         sqlx::query("UPDATE rollouts SET state = $1, updated = $2, finished = $3 WHERE id = $4")
             .bind(&s.state)
             .bind(s.updated)
@@ -523,7 +539,60 @@ impl Store for PgStore {
             ids.push(insert_outbox(&mut tx, n).await?);
         }
         tx.commit().await?;
-        Ok(ids)
+        Ok(Ok(ids))
+    }
+
+    async fn lock_rollouts(&self) -> StoreResult<RolloutGuard> {
+        // A transaction-scoped advisory lock: released when the guard's transaction ends
+        // (dropped: rolled back), or by the database when this server's connection dies.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(ROLLOUT_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(RolloutGuard::new(tx))
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        _now_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar(
+            "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT AS ms)
+             INSERT INTO leases (name, holder, epoch, expires_ms)
+             SELECT $1, $2, 1, now.ms + $3 FROM now
+             ON CONFLICT (name) DO UPDATE SET
+               holder = excluded.holder,
+               epoch = CASE WHEN leases.holder = excluded.holder THEN leases.epoch ELSE leases.epoch + 1 END,
+               expires_ms = excluded.expires_ms
+             WHERE leases.holder = excluded.holder
+                OR leases.expires_ms < (SELECT ms FROM now)
+             RETURNING epoch",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl_ms)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease(&self, name: &str) -> StoreResult<Option<(String, i64, i64)>> {
+        sqlx::query_as("SELECT holder, epoch, expires_ms FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     async fn insert_device_metrics(

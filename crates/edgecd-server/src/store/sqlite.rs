@@ -2,8 +2,8 @@
 //! `migrations/sqlite/`; the applied count is kept in `PRAGMA user_version`.
 
 use super::{
-    AssignmentRow, DeviceRow, NewDevice, OutboxInsert, OutboxRow, RolloutSave, Store, StoreResult,
-    TokenRefusal, TrustedKeyRow, merge_labels,
+    AssignmentRow, DeviceRow, Fenced, NewDevice, OutboxInsert, OutboxRow, RolloutGuard,
+    RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_notification_outbox.sql"),
     include_str!("../../migrations/sqlite/0004_assignment_floor.sql"),
     include_str!("../../migrations/sqlite/0005_metric_windows.sql"),
+    include_str!("../../migrations/sqlite/0006_controller_lease.sql"),
 ];
 
 /// The number of migrations this server knows (both backends have the same).
@@ -28,6 +29,10 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub pool: SqlitePool,
+    /// Serializes changes to rollouts ([`Store::lock_rollouts`]).
+    rollouts: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// This server took the controller lease once already.
+    lease_taken: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 const DEVICE_COLUMNS: &str =
@@ -46,7 +51,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            rollouts: Default::default(),
+            lease_taken: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -487,8 +496,21 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn save_rollout(&self, s: &RolloutSave) -> StoreResult<Vec<i64>> {
+    async fn save_rollout(&self, s: &RolloutSave) -> StoreResult<Result<Vec<i64>, Fenced>> {
         let mut tx = self.pool.begin().await?;
+        if let Some(f) = &s.fence {
+            let held: Option<(String, i64)> =
+                sqlx::query_as("SELECT holder, epoch FROM leases WHERE name = ? ")
+                    .bind(crate::controller::LEASE)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if held.as_ref() != Some(&(f.holder.clone(), f.epoch)) {
+                return Ok(Err(Fenced {
+                    epoch: held.as_ref().map_or(0, |h| h.1),
+                    holder: held.map(|h| h.0),
+                }));
+            }
+        }
         sqlx::query("UPDATE rollouts SET state = ?, updated = ?, finished = ? WHERE id = ?")
             .bind(&s.state)
             .bind(s.updated)
@@ -512,7 +534,55 @@ impl Store for SqliteStore {
             ids.push(insert_outbox(&mut tx, n).await?);
         }
         tx.commit().await?;
-        Ok(ids)
+        Ok(Ok(ids))
+    }
+
+    async fn lock_rollouts(&self) -> StoreResult<RolloutGuard> {
+        // One process writes a SQLite file: an in-process lock serializes it.
+        Ok(RolloutGuard::new(self.rollouts.clone().lock_owned().await))
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, epoch, expires_ms) VALUES (?1, ?2, 1, ?3 + ?4)
+             ON CONFLICT (name) DO UPDATE SET
+               holder = excluded.holder,
+               epoch = CASE WHEN leases.holder = excluded.holder THEN leases.epoch ELSE leases.epoch + 1 END,
+               expires_ms = excluded.expires_ms
+             WHERE leases.holder = excluded.holder OR leases.expires_ms < ?4 OR ?5
+             RETURNING epoch",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl_ms)
+        .bind(now_ms)
+        // One server per SQLite file: a server starting on it takes the lease at once from
+        // the one before it (stopped or crashed), instead of waiting for it to expire.
+        .bind(!self.lease_taken.swap(true, std::sync::atomic::Ordering::Relaxed))
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease(&self, name: &str) -> StoreResult<Option<(String, i64, i64)>> {
+        sqlx::query_as("SELECT holder, epoch, expires_ms FROM leases WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     async fn insert_device_metrics(
