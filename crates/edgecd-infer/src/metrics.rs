@@ -179,8 +179,7 @@ impl Metrics {
     /// The exposition text; `plan_cache` is the active model's, when its backend keeps one.
     pub fn render(&self, plan_cache: Option<PlanCacheStats>) -> String {
         let mut o = String::with_capacity(4096);
-        let (release, model, runtime) =
-            self.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (release, model, runtime) = self.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let _ = writeln!(
             o,
             "# HELP edgecd_infer_model_info The active release and model file (value is always 1).\n# TYPE edgecd_infer_model_info gauge"

@@ -275,7 +275,9 @@ impl Model {
             ),
         };
         let shared_consts = match &source {
-            Source::Typed(t) => const_tensors(t).map(|(t, _)| Arc::as_ptr(t) as usize).collect(),
+            Source::Typed(t) => const_tensors(t)
+                .map(|(t, _)| Arc::as_ptr(t) as usize)
+                .collect(),
             Source::Inference(_) => HashSet::new(),
         };
         Ok(Model {
@@ -413,7 +415,9 @@ impl Model {
         let mut cache = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
         let evicted = cache.insert(shapes.clone(), plan.clone(), bytes);
         if evicted > 0 {
-            self.counters.evictions.fetch_add(evicted, Ordering::Relaxed);
+            self.counters
+                .evictions
+                .fetch_add(evicted, Ordering::Relaxed);
             tracing::debug!(model = %self.name, ?shapes, plan_bytes = bytes, evicted, cache_bytes = cache.bytes(), budget = cache.budget(), "plan cache full: least recently used plans dropped");
         }
         if bytes > cache.budget() {

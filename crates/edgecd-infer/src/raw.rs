@@ -20,7 +20,10 @@ pub const CONTENT_TYPE: &str = "application/octet-stream";
 /// Parses an `X-Tensor-Shape` value: dimensions separated by `,` or `x`; empty or `()` is a
 /// scalar.
 pub fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
-    let t = text.trim().trim_start_matches(['(', '[']).trim_end_matches([')', ']']);
+    let t = text
+        .trim()
+        .trim_start_matches(['(', '['])
+        .trim_end_matches([')', ']']);
     if t.trim().is_empty() {
         return Ok(Vec::new());
     }

@@ -91,7 +91,12 @@ fn failed(case: &SelfTestCase, st: &SelfTest, error: String) -> CaseReport {
     }
 }
 
-fn run_case(model: &dyn BackendModel, case: &SelfTestCase, st: &SelfTest, threads: usize) -> CaseReport {
+fn run_case(
+    model: &dyn BackendModel,
+    case: &SelfTestCase,
+    st: &SelfTest,
+    threads: usize,
+) -> CaseReport {
     let inputs = match model.tensors_from_data(&case.inputs) {
         Ok(i) => i,
         Err(e) => return failed(case, st, e.to_string()),

@@ -24,9 +24,9 @@ use crate::error::InferError;
 use crate::governor::{Governor, GovernorConfig};
 use crate::metrics::{self, ErrorKind, Metrics};
 use crate::model::{Engine, tensor_to_data};
-use crate::{npy, raw};
 use crate::selftest::{Readiness, check_readiness, run_selftest};
 use crate::thermal::{self, GovernorOutput};
+use crate::{npy, raw};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -347,7 +347,8 @@ async fn infer(
     }
     let engine = s.engine();
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let header_has = |name: header::HeaderName, what: &str| header(name).is_some_and(|v| v.contains(what));
+    let header_has =
+        |name: header::HeaderName, what: &str| header(name).is_some_and(|v| v.contains(what));
     let body_kind = if header_has(header::CONTENT_TYPE, "application/x-npy") {
         Body::Npy
     } else if header_has(header::CONTENT_TYPE, raw::CONTENT_TYPE) {
@@ -407,7 +408,10 @@ async fn infer(
         match answer {
             Answer::Npy => {
                 let bytes = npy::write_npy(one(output_ix)?).map_err(InferError::Execution)?;
-                Ok((vec![(header::CONTENT_TYPE, "application/x-npy".to_string())], bytes))
+                Ok((
+                    vec![(header::CONTENT_TYPE, "application/x-npy".to_string())],
+                    bytes,
+                ))
             }
             Answer::Raw => {
                 let (bytes, shape, dtype) =
@@ -416,7 +420,10 @@ async fn infer(
                 let headers = vec![
                     (header::CONTENT_TYPE, raw::CONTENT_TYPE.to_string()),
                     (header::HeaderName::from_static(raw::SHAPE_HEADER), shape),
-                    (header::HeaderName::from_static(raw::DTYPE_HEADER), dtype.to_string()),
+                    (
+                        header::HeaderName::from_static(raw::DTYPE_HEADER),
+                        dtype.to_string(),
+                    ),
                     (header::HeaderName::from_static(raw::NAME_HEADER), name),
                 ];
                 Ok((headers, bytes))
@@ -429,7 +436,10 @@ async fn infer(
                 };
                 let bytes =
                     serde_json::to_vec(&body).map_err(|e| InferError::Execution(e.to_string()))?;
-                Ok((vec![(header::CONTENT_TYPE, "application/json".to_string())], bytes))
+                Ok((
+                    vec![(header::CONTENT_TYPE, "application/json".to_string())],
+                    bytes,
+                ))
             }
         }
     })

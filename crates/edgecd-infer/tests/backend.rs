@@ -84,7 +84,8 @@ impl BackendModel for ScaleModel {
             .iter()
             .map(|v| v * self.factor)
             .collect();
-        let t = Tensor::from_shape(x.shape(), &y).map_err(|e| InferError::Execution(e.to_string()))?;
+        let t =
+            Tensor::from_shape(x.shape(), &y).map_err(|e| InferError::Execution(e.to_string()))?;
         Ok(vec![t])
     }
 }
@@ -136,7 +137,10 @@ async fn another_backend_gets_the_same_api_metrics_and_selftest() {
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["outputs"][0]["name"], "y");
-    assert_eq!(v["outputs"][0]["data"], serde_json::json!([3.0, -6.0, 1.5, 12.0]));
+    assert_eq!(
+        v["outputs"][0]["data"],
+        serde_json::json!([3.0, -6.0, 1.5, 12.0])
+    );
     assert_eq!(v["release"], "scaled@2.0.0");
     assert_eq!(
         backend.threads.load(Ordering::Relaxed),
@@ -159,13 +163,19 @@ async fn another_backend_gets_the_same_api_metrics_and_selftest() {
         "{m}"
     );
     assert!(m.contains("edgecd_infer_requests_total 2\n"), "{m}");
-    assert!(m.contains("edgecd_infer_request_duration_seconds_count 1\n"), "{m}");
+    assert!(
+        m.contains("edgecd_infer_request_duration_seconds_count 1\n"),
+        "{m}"
+    );
     assert!(
         !m.contains("edgecd_infer_plan_cache"),
         "no plan cache metrics for a backend without one: {m}"
     );
     edgecd_testkit::assert_promtool_clean(&m);
-    assert_eq!(*backend.loaded.lock().unwrap(), vec!["model.onnx".to_string()]);
+    assert_eq!(
+        *backend.loaded.lock().unwrap(),
+        vec!["model.onnx".to_string()]
+    );
     server.shutdown().await.unwrap();
 }
 

@@ -165,16 +165,25 @@ async fn serves_raw_tensors_with_shape_and_dtype_headers() {
     let octet = ("Content-Type", "application/octet-stream");
 
     // Raw in (dtype from the model), JSON out.
-    let r = http(a, "POST", "/v1/infer", &[octet, ("X-Tensor-Shape", "2,4")], &f32_bytes)
-        .await
-        .unwrap();
+    let r = http(
+        a,
+        "POST",
+        "/v1/infer",
+        &[octet, ("X-Tensor-Shape", "2,4")],
+        &f32_bytes,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     for (g, w) in logits_of(&r).iter().zip(expected_logits(&x, B1)) {
         assert!((g - f64::from(w)).abs() < 1e-5);
     }
 
     // float64 in (converted like JSON), raw out with its headers.
-    let f64_bytes: Vec<u8> = x[..4].iter().flat_map(|v| f64::from(*v).to_le_bytes()).collect();
+    let f64_bytes: Vec<u8> = x[..4]
+        .iter()
+        .flat_map(|v| f64::from(*v).to_le_bytes())
+        .collect();
     let r = http(
         a,
         "POST",
@@ -206,12 +215,30 @@ async fn serves_raw_tensors_with_shape_and_dtype_headers() {
     }
 
     // Mismatches: 400, with what is wrong.
-    let cases: [(&[(&str, &str)], &[u8], &str); 5] = [
+    // (request headers, body, what the error says)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [u8], &'a str);
+    let cases: [Case; 5] = [
         (&[octet], &f32_bytes, "x-tensor-shape header"),
-        (&[octet, ("X-Tensor-Shape", "2,four")], &f32_bytes, "is not a shape"),
-        (&[octet, ("X-Tensor-Shape", "2,4"), ("X-Tensor-Dtype", "float128")], &f32_bytes, "is not a type"),
+        (
+            &[octet, ("X-Tensor-Shape", "2,four")],
+            &f32_bytes,
+            "is not a shape",
+        ),
+        (
+            &[
+                octet,
+                ("X-Tensor-Shape", "2,4"),
+                ("X-Tensor-Dtype", "float128"),
+            ],
+            &f32_bytes,
+            "is not a type",
+        ),
         (&[octet, ("X-Tensor-Shape", "3,4")], &f32_bytes, "needs 48"),
-        (&[octet, ("X-Tensor-Shape", "1,8")], &f32_bytes, "the model wants [?, 4]"),
+        (
+            &[octet, ("X-Tensor-Shape", "1,8")],
+            &f32_bytes,
+            "the model wants [?, 4]",
+        ),
     ];
     for (headers, body, says) in cases {
         let r = http(a, "POST", "/v1/infer", headers, body).await.unwrap();

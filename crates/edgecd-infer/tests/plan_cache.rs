@@ -18,7 +18,9 @@ fn det_model(into: &std::path::Path) -> Option<std::path::PathBuf> {
 }
 
 fn image(h: usize, w: usize) -> Tensor {
-    let values: Vec<f32> = (0..3 * h * w).map(|i| (i % 17) as f32 / 17.0 - 0.5).collect();
+    let values: Vec<f32> = (0..3 * h * w)
+        .map(|i| (i % 17) as f32 / 17.0 - 0.5)
+        .collect();
     Tensor::from_shape(&[1, 3, h, w], &values).unwrap()
 }
 
@@ -71,6 +73,10 @@ fn plans_are_evicted_by_bytes_and_reused_without_recompiling() {
     run(a);
     assert_eq!(built(), 3, "a stayed (it was used after b)");
     run(b);
-    assert_eq!((built(), evictions()), (4, 2), "b was evicted, so it is compiled again");
+    assert_eq!(
+        (built(), evictions()),
+        (4, 2),
+        "b was evicted, so it is compiled again"
+    );
     assert!(model.plan_cache_stats().bytes <= budget);
 }
