@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests call: openssl (signature cross-check), node + npm (@sigstore/verify),
-# python3 with venv (independent readers and validators).
+# python3 with venv (independent readers and validators), systemd's systemd-analyze and
+# systemd-sysusers (deploy/'s units: verify, security exposure, users).
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -8,6 +9,8 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v systemd-sysusers >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -2,6 +2,7 @@
 //! `edgecd-infer --bench-model`): load time, p50/p99/mean latency, sequential throughput, peak RSS;
 //! and a per-node, per-operator time profile (`--bench-profile`).
 
+use crate::backend::BackendModel as _;
 use crate::error::InferError;
 use crate::model::{Model, NodeTime};
 use serde::Serialize;

@@ -50,6 +50,10 @@ struct Args {
     /// Classifier output whose top-1 probability feeds the confidence histogram.
     #[arg(long)]
     confidence_output: Option<String>,
+    /// Memory for compiled plans of a model with symbolic input dimensions (one per input
+    /// shape seen), e.g. 256M or 1G: past it the least recently used plans are dropped.
+    #[arg(long, env = "EDGECD_INFER_PLAN_CACHE_BYTES", default_value = "256M", value_parser = edgecd_infer::plan_cache::parse_bytes)]
+    plan_cache_bytes: u64,
     /// Benchmark this model file in process instead of serving; prints JSON stats.
     #[arg(long, hide = true)]
     bench_model: Option<PathBuf>,
@@ -132,6 +136,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     cfg.thermal_path = args.thermal_path;
     cfg.thermal_interval = Duration::from_secs_f64(args.thermal_interval.max(0.01));
     cfg.confidence_output = args.confidence_output;
+    cfg.backend = std::sync::Arc::new(edgecd_infer::TractBackend::new(args.plan_cache_bytes));
     cfg.governor = GovernorConfig {
         soft_limit_c: args.soft_limit,
         hard_limit_c: args.hard_limit,

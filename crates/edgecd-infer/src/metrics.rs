@@ -2,6 +2,7 @@
 //! (clean under `promtool check metrics`). Bucket bounds are fixed so the server can merge
 //! histograms from many devices.
 
+use crate::plan_cache::PlanCacheStats;
 use edgecd_api::exposition::{escape_label_value, sample_value};
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -131,8 +132,8 @@ pub struct Metrics {
     pub temperature_c: Gauge,
     pub governor_state: AtomicU64,
     pub governor_transitions: AtomicU64,
-    /// (release, model) of the active model.
-    pub info: Mutex<(String, String)>,
+    /// (release, model, runtime) of the active model.
+    pub info: Mutex<(String, String, String)>,
 }
 
 impl Default for Metrics {
@@ -157,7 +158,7 @@ impl Metrics {
             temperature_c,
             governor_state: AtomicU64::new(0),
             governor_transitions: AtomicU64::new(0),
-            info: Mutex::new((String::new(), String::new())),
+            info: Mutex::new((String::new(), String::new(), String::new())),
         }
     }
 
@@ -169,25 +170,26 @@ impl Metrics {
         self.errors[kind as usize].load(Ordering::Relaxed)
     }
 
-    pub fn set_model(&self, release: &str, model: &str, load_seconds: f64) {
+    pub fn set_model(&self, release: &str, model: &str, runtime: &str, load_seconds: f64) {
         *self.info.lock().unwrap_or_else(|e| e.into_inner()) =
-            (release.to_string(), model.to_string());
+            (release.to_string(), model.to_string(), runtime.to_string());
         self.model_load_seconds.set(load_seconds);
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
+    /// The exposition text; `plan_cache` is the active model's, when its backend keeps one.
+    pub fn render(&self, plan_cache: Option<PlanCacheStats>) -> String {
         let mut o = String::with_capacity(4096);
-        let (release, model) = self.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (release, model, runtime) = self.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let _ = writeln!(
             o,
             "# HELP edgecd_infer_model_info The active release and model file (value is always 1).\n# TYPE edgecd_infer_model_info gauge"
         );
         let _ = writeln!(
             o,
-            "edgecd_infer_model_info{{release=\"{}\",model=\"{}\",runtime=\"tract\"}} 1",
+            "edgecd_infer_model_info{{release=\"{}\",model=\"{}\",runtime=\"{}\"}} 1",
             escape_label_value(&release),
-            escape_label_value(&model)
+            escape_label_value(&model),
+            escape_label_value(&runtime)
         );
         gauge(
             &mut o,
@@ -261,6 +263,38 @@ impl Metrics {
             "Thermal governor state changes.",
             self.governor_transitions.load(Ordering::Relaxed),
         );
+        if let Some(c) = plan_cache {
+            gauge(
+                &mut o,
+                "edgecd_infer_plan_cache_bytes",
+                "Estimated bytes held by the active model's per-shape plans.",
+                c.bytes as f64,
+            );
+            gauge(
+                &mut o,
+                "edgecd_infer_plan_cache_budget_bytes",
+                "Byte budget of the per-shape plan cache (--plan-cache-bytes).",
+                c.budget_bytes as f64,
+            );
+            gauge(
+                &mut o,
+                "edgecd_infer_plan_cache_plans",
+                "Per-shape plans cached for the active model.",
+                c.plans as f64,
+            );
+            counter(
+                &mut o,
+                "edgecd_infer_plans_built_total",
+                "Per-shape plans built (a model compiled for new input shapes).",
+                c.built_total,
+            );
+            counter(
+                &mut o,
+                "edgecd_infer_plan_cache_evictions_total",
+                "Per-shape plans dropped to keep the cache within its byte budget.",
+                c.evictions_total,
+            );
+        }
         o
     }
 }
@@ -324,7 +358,10 @@ mod tests {
     #[test]
     fn labels_are_escaped() {
         let m = Metrics::new();
-        m.set_model("a\"b@1", "x\\y", 0.5);
-        assert!(m.render().contains("release=\"a\\\"b@1\",model=\"x\\\\y\""));
+        m.set_model("a\"b@1", "x\\y", "tract", 0.5);
+        assert!(
+            m.render(None)
+                .contains("release=\"a\\\"b@1\",model=\"x\\\\y\",runtime=\"tract\"")
+        );
     }
 }

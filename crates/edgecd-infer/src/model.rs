@@ -3,17 +3,21 @@
 //!
 //! A model whose inputs all have concrete shapes gets one optimized plan. A model with symbolic
 //! dimensions gets a plan optimized for symbolic shapes when tract can build one, otherwise a plan
-//! per concrete input shape, built on first use and kept in a small cache. Before optimization the
+//! per concrete input shape, built on first use and kept in a cache bounded by the bytes its
+//! plans keep alive (`crate::plan_cache`, estimated by [`plan_bytes`]). Before optimization the
 //! decluttered graph goes through edgecd's own rewrites (`crate::fuse`). A request builds a fresh
 //! tract `SimpleState`: profiled at well under 1% of the PP-OCR classifier's 1.3 ms, so states are
 //! not pooled.
 
+use crate::backend::{Backend, BackendModel, TractBackend};
 use crate::error::{InferError, chain};
+use crate::plan_cache::{DEFAULT_BUDGET_BYTES, PlanCache, PlanCacheStats, PlanCounters};
 use edgecd_api::layout::{MODELS_DIR, PROFILE_FILE};
 use edgecd_api::model::ModelFormat;
 use edgecd_api::profile::{Profile, TensorData};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
@@ -66,9 +70,6 @@ fn tune_for_cpu() {
         }
     });
 }
-
-/// How many per-shape plans a model with symbolic input dimensions keeps.
-const SHAPE_CACHE: usize = 8;
 
 /// The file format of a model, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +124,11 @@ pub struct Model {
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
     generic: Option<Plan>,
-    by_shape: Mutex<Vec<(Vec<Vec<usize>>, Plan)>>,
+    by_shape: Mutex<PlanCache<Vec<Vec<usize>>, Plan>>,
+    counters: Arc<PlanCounters>,
+    /// The constants of the loaded graph: a plan's constant that is one of these is shared
+    /// with the model, not a cost of the plan.
+    shared_consts: HashSet<usize>,
 }
 
 impl std::fmt::Debug for Model {
@@ -137,8 +142,20 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Loads a model file. `name` is used in messages (the bundle's filepath).
+    /// Loads a model file. `name` is used in messages (the bundle's filepath). Its per-shape
+    /// plan cache has the default budget ([`DEFAULT_BUDGET_BYTES`]).
     pub fn load(path: &Path, name: &str) -> Result<Model, InferError> {
+        Model::load_with(path, name, DEFAULT_BUDGET_BYTES, Arc::default())
+    }
+
+    /// Loads a model file with a per-shape plan cache of `plan_cache_bytes`, counting the
+    /// plans it builds and evicts in `counters`.
+    pub fn load_with(
+        path: &Path,
+        name: &str,
+        plan_cache_bytes: u64,
+        counters: Arc<PlanCounters>,
+    ) -> Result<Model, InferError> {
         tune_for_cpu();
         let format = Format::from_path(path)
             .ok_or_else(|| InferError::NoModel(format!("{name}: not an .onnx or .tflite file")))?;
@@ -257,13 +274,21 @@ impl Model {
                 None,
             ),
         };
+        let shared_consts = match &source {
+            Source::Typed(t) => const_tensors(t)
+                .map(|(t, _)| Arc::as_ptr(t) as usize)
+                .collect(),
+            Source::Inference(_) => HashSet::new(),
+        };
         Ok(Model {
             name: name.to_string(),
             source,
             inputs,
             outputs,
             generic,
-            by_shape: Mutex::new(Vec::new()),
+            by_shape: Mutex::new(PlanCache::new(plan_cache_bytes)),
+            counters,
+            shared_consts,
         })
     }
 
@@ -277,45 +302,6 @@ impl Model {
 
     pub fn output_names(&self) -> &[String] {
         &self.outputs
-    }
-
-    /// A caller error unless the request has one tensor per model input.
-    fn check_input_count(&self, got: usize) -> Result<(), InferError> {
-        if got == self.inputs.len() {
-            return Ok(());
-        }
-        Err(InferError::InvalidInput(format!(
-            "model {} takes {} input(s) ({}), got {got}",
-            self.name,
-            self.inputs.len(),
-            self.inputs
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        )))
-    }
-
-    /// Checks input count and shapes against the model (a caller error when they differ).
-    pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), InferError> {
-        self.check_input_count(inputs.len())?;
-        for (spec, t) in self.inputs.iter().zip(inputs) {
-            let fits = spec.shape.len() == t.rank()
-                && spec
-                    .shape
-                    .iter()
-                    .zip(t.shape())
-                    .all(|(want, got)| want.is_none_or(|w| w == *got));
-            if !fits {
-                return Err(InferError::InvalidInput(format!(
-                    "input {} has shape {:?}, the model wants {}",
-                    spec.name,
-                    t.shape(),
-                    shape_string(&spec.shape)
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Runs the model on `inputs` (converted to the model's input types) with `threads` threads.
@@ -387,14 +373,13 @@ impl Model {
 
     fn plan_for(&self, values: &[Tensor]) -> Result<Plan, InferError> {
         let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
-        if let Some((_, p)) = self
+        if let Some(p) = self
             .by_shape
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(s, _)| *s == shapes)
+            .get(&shapes)
         {
-            return Ok(p.clone());
+            return Ok(p);
         }
         let build = || -> TractResult<Plan> {
             let typed = match &self.source {
@@ -425,98 +410,28 @@ impl Model {
                 chain(&e)
             ))
         })?;
+        self.counters.built.fetch_add(1, Ordering::Relaxed);
+        let bytes = plan_bytes(&plan, &self.shared_consts);
         let mut cache = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= SHAPE_CACHE {
-            cache.remove(0);
+        let evicted = cache.insert(shapes.clone(), plan.clone(), bytes);
+        if evicted > 0 {
+            self.counters
+                .evictions
+                .fetch_add(evicted, Ordering::Relaxed);
+            tracing::debug!(model = %self.name, ?shapes, plan_bytes = bytes, evicted, cache_bytes = cache.bytes(), budget = cache.budget(), "plan cache full: least recently used plans dropped");
         }
-        cache.push((shapes, plan.clone()));
+        if bytes > cache.budget() {
+            tracing::warn!(model = %self.name, ?shapes, plan_bytes = bytes, budget = cache.budget(), "a plan for these shapes is bigger than the whole plan cache: it is rebuilt for every request; raise --plan-cache-bytes");
+        }
         Ok(plan)
     }
 
-    /// Converts request tensors to model inputs: matched by name, or by position when the
-    /// request's names are empty.
-    pub fn tensors_from_data(&self, data: &[TensorData]) -> Result<Vec<Tensor>, InferError> {
-        let by_name = data.iter().all(|d| !d.name.is_empty());
-        self.check_input_count(data.len())?;
-        let mut out = Vec::with_capacity(data.len());
-        for (ix, spec) in self.inputs.iter().enumerate() {
-            let d = if by_name {
-                data.iter().find(|d| d.name == spec.name).ok_or_else(|| {
-                    InferError::InvalidInput(format!(
-                        "missing input {:?} (got {:?})",
-                        spec.name,
-                        data.iter().map(|d| &d.name).collect::<Vec<_>>()
-                    ))
-                })?
-            } else {
-                &data[ix]
-            };
-            out.push(tensor_from_data(d)?);
-        }
-        Ok(out)
-    }
-
-    /// The model's output tensors as `TensorData` (named after the graph's outputs).
-    pub fn tensors_to_data(&self, outputs: &[Tensor]) -> Result<Vec<TensorData>, InferError> {
-        outputs
-            .iter()
-            .zip(&self.outputs)
-            .map(|(t, name)| tensor_to_data(name, t))
-            .collect()
-    }
-
-    /// Input shapes with symbolic dimensions replaced by 1 (the benchmark's zero inputs).
-    pub fn default_input_shapes(&self) -> Vec<Vec<usize>> {
-        self.inputs
-            .iter()
-            .map(|i| i.shape.iter().map(|d| d.unwrap_or(1)).collect())
-            .collect()
-    }
-
-    /// Input shapes for generated inputs: a symbolic leading (batch) dimension becomes 1. Any
-    /// other symbolic dimension (an image's height, a sequence's length) has no size that is
-    /// right for every model, so it is an error naming each input and dimension: such a model
-    /// needs self-test vectors with inputs of the sizes it takes.
-    pub fn generated_input_shapes(&self) -> Result<Vec<Vec<usize>>, InferError> {
-        let mut problems = Vec::new();
-        let shapes = self
-            .inputs
-            .iter()
-            .map(|i| {
-                let open: Vec<String> = i
-                    .shape
-                    .iter()
-                    .enumerate()
-                    .filter(|(ix, d)| *ix > 0 && d.is_none())
-                    .map(|(ix, _)| match i.symbols.get(ix).cloned().flatten() {
-                        Some(sym) => format!("{ix} ({sym:?})"),
-                        None => ix.to_string(),
-                    })
-                    .collect();
-                if !open.is_empty() {
-                    problems.push(format!(
-                        "input {:?} {} has symbolic dimension{} {}",
-                        i.name,
-                        shape_string(&i.shape),
-                        if open.len() > 1 { "s" } else { "" },
-                        open.join(", ")
-                    ));
-                }
-                i.shape.iter().map(|d| d.unwrap_or(1)).collect()
-            })
-            .collect();
-        if problems.is_empty() {
-            return Ok(shapes);
-        }
-        Err(InferError::NoGeneratedInput {
-            model: self.name.clone(),
-            reason: format!(
-                "{}; only a leading batch dimension is set to 1, other sizes cannot be guessed: \
-                 give self-test vectors whose inputs have sizes the model takes \
-                 (`edgecd bundle build --selftest DIR` with a selftest.json)",
-                problems.join("; ")
-            ),
-        })
+    /// What the per-shape plan cache holds, with the backend's counters.
+    pub fn plan_cache_stats(&self) -> PlanCacheStats {
+        self.by_shape
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats(&self.counters)
     }
 }
 
@@ -526,6 +441,35 @@ fn rewritten(mut model: TypedModel) -> TractResult<TypedModel> {
     crate::ops::use_edgecd_window_ops(&mut model)?;
     crate::conv::use_edgecd_conv(&mut model)?;
     Ok(model)
+}
+
+/// Graph bookkeeping a plan keeps per node (names, facts, the operator), in the estimate.
+const NODE_OVERHEAD_BYTES: u64 = 1024;
+
+/// The constants of a typed graph with their sizes in bytes (a packed weight's from its
+/// exotic fact, which knows its buffers).
+fn const_tensors(model: &TypedModel) -> impl Iterator<Item = (&Arc<Tensor>, u64)> {
+    model.nodes().iter().filter_map(|n| {
+        let c = n.op_as::<tract_onnx::tract_core::ops::konst::Const>()?;
+        let bytes = match c.exotic_fact() {
+            Some(f) => f.mem_size().to_i64().map_or(0, |b| b.max(0) as u64),
+            None => (c.val().len() * c.val().datum_type().size_of()) as u64,
+        };
+        Some((c.val(), bytes))
+    })
+}
+
+/// An estimate of the bytes a plan keeps alive while it is cached: the constants it does not
+/// share with the loaded graph (`shared`: their addresses) — weights packed for its kernels,
+/// tables computed for its shapes — plus [`NODE_OVERHEAD_BYTES`] per node. Activations are
+/// allocated per request and freed after it, so they are not a cost of keeping the plan.
+pub(crate) fn plan_bytes(plan: &TypedRunnableModel, shared: &HashSet<usize>) -> u64 {
+    let model = plan.model();
+    let consts: u64 = const_tensors(model)
+        .filter(|(t, _)| !shared.contains(&(Arc::as_ptr(t) as usize)))
+        .map(|(_, b)| b)
+        .sum();
+    consts + model.nodes().len() as u64 * NODE_OVERHEAD_BYTES
 }
 
 /// Inputs of a not-yet-typed ONNX graph (dtype defaults to float32 when the file leaves it open).
@@ -628,7 +572,7 @@ fn tflite_operator_name(code: i32) -> String {
         .map_or_else(|| format!("BUILTIN_{code}"), str::to_string)
 }
 
-fn shape_string(s: &[Option<usize>]) -> String {
+pub(crate) fn shape_string(s: &[Option<usize>]) -> String {
     let dims: Vec<String> = s
         .iter()
         .map(|d| d.map_or_else(|| "?".to_string(), |v| v.to_string()))
@@ -781,22 +725,46 @@ pub fn tensor_to_data(name: &str, t: &Tensor) -> Result<TensorData, InferError> 
     })
 }
 
-/// The active model of an installed bundle, as loaded at one moment.
-#[derive(Debug)]
+/// The active model of an installed bundle, as loaded at one moment by a [`Backend`].
 pub struct Engine {
     /// The directory the bundle was read from, with symlinks resolved (a slot, not `current`).
     pub dir: PathBuf,
     pub profile: Profile,
     /// `name@version` of the profile.
     pub release: String,
-    pub model: Model,
+    pub model: Box<dyn BackendModel>,
+    /// The backend that loaded it (self-test cases for other model files of the bundle load
+    /// them with it).
+    pub backend: Arc<dyn Backend>,
     pub load_seconds: f64,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.dir)
+            .field("release", &self.release)
+            .field("model", &self.model.name())
+            .field("runtime", &self.backend.runtime())
+            .field("load_seconds", &self.load_seconds)
+            .finish()
+    }
+}
+
 impl Engine {
-    /// Loads `DIR/profile.json` and the chosen model (`model`: a filepath or file name; default
-    /// the first ONNX/TFLite model of the profile).
+    /// Loads `DIR/profile.json` and the chosen model with the tract backend (defaults); see
+    /// [`Engine::load_with`].
     pub fn load(dir: &Path, model: Option<&str>) -> Result<Engine, InferError> {
+        Engine::load_with(Arc::new(TractBackend::default()), dir, model)
+    }
+
+    /// Loads `DIR/profile.json` and the chosen model (`model`: a filepath or file name; default
+    /// the first ONNX/TFLite model of the profile) with `backend`.
+    pub fn load_with(
+        backend: Arc<dyn Backend>,
+        dir: &Path,
+        model: Option<&str>,
+    ) -> Result<Engine, InferError> {
         let started = Instant::now();
         let dir = dir.canonicalize().map_err(|e| InferError::io(dir, e))?;
         let profile = read_profile(&dir)?;
@@ -823,12 +791,13 @@ impl Engine {
                 })
             })?;
         let path = model_path(&dir, &entry.filepath)?;
-        let loaded = Model::load(&path, &entry.filepath)?;
+        let loaded = backend.load(&path, &entry.filepath)?;
         let release = format!("{}@{}", profile.name, profile.version);
         Ok(Engine {
             dir,
             release,
             model: loaded,
+            backend,
             profile,
             load_seconds: started.elapsed().as_secs_f64(),
         })

@@ -2,6 +2,7 @@
 //! a bundle is built (`record_selftest`), and the readiness check every loaded model passes
 //! before `/readyz` says ready (`check_readiness`: its vectors, or a generated input).
 
+use crate::backend::BackendModel;
 use crate::error::InferError;
 use crate::model::{Engine, Model, model_path, tensor_to_data};
 use edgecd_api::profile::{SelfTest, SelfTestCase, TensorData, Tolerance};
@@ -44,21 +45,23 @@ pub struct SelfTestReport {
     pub cases: Vec<CaseReport>,
 }
 
-/// Runs every case of `st` against the engine's bundle. Cases for another model file of the same
-/// bundle load that file for the test.
+/// Runs every case of `st` against the engine's bundle, through the engine's backend. Cases
+/// for another model file of the same bundle load that file with the same backend.
 pub fn run_selftest(engine: &Engine, st: &SelfTest, threads: usize) -> SelfTestReport {
-    let mut others: Vec<Model> = Vec::new();
+    let mut others: Vec<Box<dyn BackendModel>> = Vec::new();
     let mut cases = Vec::new();
     for case in &st.cases {
-        let model: Result<&Model, InferError> = if case.model == engine.model.name() {
-            Ok(&engine.model)
+        let model: Result<&dyn BackendModel, InferError> = if case.model == engine.model.name() {
+            Ok(engine.model.as_ref())
         } else if let Some(i) = others.iter().position(|m| m.name() == case.model) {
-            Ok(&others[i])
+            Ok(others[i].as_ref())
         } else {
-            match model_path(&engine.dir, &case.model).and_then(|p| Model::load(&p, &case.model)) {
+            match model_path(&engine.dir, &case.model)
+                .and_then(|p| engine.backend.load(&p, &case.model))
+            {
                 Ok(m) => {
                     others.push(m);
-                    Ok(others.last().unwrap_or(&engine.model))
+                    Ok(others.last().map_or(engine.model.as_ref(), |m| m.as_ref()))
                 }
                 Err(e) => Err(e),
             }
@@ -88,7 +91,12 @@ fn failed(case: &SelfTestCase, st: &SelfTest, error: String) -> CaseReport {
     }
 }
 
-fn run_case(model: &Model, case: &SelfTestCase, st: &SelfTest, threads: usize) -> CaseReport {
+fn run_case(
+    model: &dyn BackendModel,
+    case: &SelfTestCase,
+    st: &SelfTest,
+    threads: usize,
+) -> CaseReport {
     let inputs = match model.tensors_from_data(&case.inputs) {
         Ok(i) => i,
         Err(e) => return failed(case, st, e.to_string()),
@@ -224,10 +232,10 @@ pub fn random_input(
     }
 }
 
-/// Deterministic generated inputs for `model` (see [`Model::generated_input_shapes`]: only a
+/// Deterministic generated inputs for `model` (see [`BackendModel::generated_input_shapes`]: only a
 /// symbolic leading batch dimension is chosen, as 1).
 pub fn generated_inputs(
-    model: &Model,
+    model: &dyn BackendModel,
     rng: &mut SplitMix64,
 ) -> Result<Vec<TensorData>, InferError> {
     let shapes = model.generated_input_shapes()?;
@@ -239,10 +247,10 @@ pub fn generated_inputs(
         .collect())
 }
 
-/// Runs `model` like [`Model::run`], turning a panic inside tract into an execution error (a
-/// tool recording vectors or a readiness check must report, not crash).
+/// Runs `model` like [`BackendModel::run`], turning a panic inside the runtime into an
+/// execution error (a tool recording vectors or a readiness check must report, not crash).
 fn run_guarded(
-    model: &Model,
+    model: &dyn BackendModel,
     inputs: Vec<Tensor>,
     threads: usize,
 ) -> Result<Vec<Tensor>, InferError> {
@@ -313,9 +321,10 @@ pub fn check_readiness(engine: &Engine, threads: usize) -> Readiness {
                 .then(|| format!("model {name} failed its self-test: {}", failures.join("; "))),
         };
     }
-    let ran = generated_inputs(&engine.model, &mut SplitMix64::new(1))
-        .and_then(|data| engine.model.tensors_from_data(&data))
-        .and_then(|tensors| run_guarded(&engine.model, tensors, threads));
+    let model = engine.model.as_ref();
+    let ran = generated_inputs(model, &mut SplitMix64::new(1))
+        .and_then(|data| model.tensors_from_data(&data))
+        .and_then(|tensors| run_guarded(model, tensors, threads));
     Readiness {
         ready: ran.is_ok(),
         check: "generated",
@@ -327,7 +336,7 @@ pub fn check_readiness(engine: &Engine, threads: usize) -> Readiness {
 
 /// Runs the model at `model_path` on `cases` deterministic pseudo-random inputs (seeded by
 /// `seed`; a symbolic leading batch dimension becomes 1, any other symbolic dimension is an
-/// error: see [`Model::generated_input_shapes`]) and records the outputs as self-test vectors, with
+/// error: see [`BackendModel::generated_input_shapes`]) and records the outputs as self-test vectors, with
 /// [`RECORD_TOLERANCE`] and a latency budget of 20× the slowest run here plus 100 ms (the
 /// device is slower than the build machine). Each case's `model` is the file name of
 /// `model_path`; callers that put the file elsewhere in the bundle rewrite it.

@@ -1,5 +1,12 @@
 //! The HTTP API (axum): `POST /v1/infer`, `GET /healthz`, `GET /readyz`, `POST /v1/selftest`,
 //! `POST /v1/reload`, `GET /metrics`; and starting/stopping the server with its thermal loop.
+//! The model is reached only through `crate::backend` (`ServeConfig::backend`), so every
+//! runtime gets the same API, metrics, governor and self-test; the contract is written down in
+//! `docs/runtime-contract.md`.
+//!
+//! `POST /v1/infer` takes JSON tensors, a `.npy` body (`application/x-npy`) or a raw tensor
+//! (`application/octet-stream` with `X-Tensor-Shape`/`X-Tensor-Dtype`, `crate::raw`), and
+//! answers JSON, `.npy` or raw bytes after `Accept`.
 //!
 //! The active model is an `Arc<Engine>` behind a lock held only to clone or replace the `Arc`:
 //! a reload builds the new engine off to the side and swaps it in, while requests already running
@@ -12,13 +19,14 @@
 //! to pass it keeps the previous engine serving but leaves `/readyz` at 503 until a reload
 //! succeeds, so an agent health-checking the new release never commits it.
 
+use crate::backend::{Backend, BackendModel, TractBackend};
 use crate::error::InferError;
 use crate::governor::{Governor, GovernorConfig};
 use crate::metrics::{self, ErrorKind, Metrics};
-use crate::model::{Engine, Model, tensor_to_data};
-use crate::npy;
+use crate::model::{Engine, tensor_to_data};
 use crate::selftest::{Readiness, check_readiness, run_selftest};
 use crate::thermal::{self, GovernorOutput};
+use crate::{npy, raw};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -57,6 +65,9 @@ pub struct ServeConfig {
     /// `Retry-After` seconds on a 429.
     pub retry_after_secs: u64,
     pub max_body_bytes: usize,
+    /// The runtime that loads and runs the model (default: tract, with a plan cache of
+    /// `plan_cache::DEFAULT_BUDGET_BYTES`).
+    pub backend: Arc<dyn Backend>,
 }
 
 impl ServeConfig {
@@ -75,6 +86,7 @@ impl ServeConfig {
             confidence_output: None,
             retry_after_secs: 10,
             max_body_bytes: 256 << 20,
+            backend: Arc::new(TractBackend::default()),
         }
     }
 }
@@ -136,8 +148,9 @@ impl RunningServer {
 /// Loads the model and checks it answers (see [`check_readiness`]) off the async workers.
 async fn load_checked(cfg: &ServeConfig) -> Result<(Engine, Readiness), InferError> {
     let (dir, want, threads) = (cfg.model_dir.clone(), cfg.model.clone(), cfg.threads);
+    let backend = cfg.backend.clone();
     tokio::task::spawn_blocking(move || {
-        let engine = Engine::load(&dir, want.as_deref())?;
+        let engine = Engine::load_with(backend, &dir, want.as_deref())?;
         let readiness = check_readiness(&engine, threads);
         Ok((engine, readiness))
     })
@@ -152,7 +165,7 @@ async fn load_checked(cfg: &ServeConfig) -> Result<(Engine, Readiness), InferErr
 /// loads but fails its readiness check is served with `/readyz` at 503 and the reason.
 pub async fn start(cfg: ServeConfig) -> Result<RunningServer, InferError> {
     let (engine, readiness) = load_checked(&cfg).await?;
-    tracing::info!(release = %engine.release, model = engine.model.name(), dir = %engine.dir.display(), load_seconds = engine.load_seconds, threads = cfg.threads, "model loaded");
+    tracing::info!(release = %engine.release, model = engine.model.name(), runtime = engine.backend.runtime(), dir = %engine.dir.display(), load_seconds = engine.load_seconds, threads = cfg.threads, "model loaded");
     match &readiness.error {
         None => {
             tracing::info!(release = %engine.release, check = readiness.check, "model passed its readiness check")
@@ -162,7 +175,12 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, InferError> {
         }
     }
     let metrics = Arc::new(Metrics::new());
-    metrics.set_model(&engine.release, engine.model.name(), engine.load_seconds);
+    metrics.set_model(
+        &engine.release,
+        engine.model.name(),
+        engine.backend.runtime(),
+        engine.load_seconds,
+    );
     let mut gov = Governor::new(cfg.governor);
     let out = Arc::new(GovernorOutput {
         threads: cfg.threads.into(),
@@ -328,14 +346,26 @@ async fn infer(
         return r;
     }
     let engine = s.engine();
-    let header_has = |name: header::HeaderName, what: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains(what))
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let header_has =
+        |name: header::HeaderName, what: &str| header(name).is_some_and(|v| v.contains(what));
+    let body_kind = if header_has(header::CONTENT_TYPE, "application/x-npy") {
+        Body::Npy
+    } else if header_has(header::CONTENT_TYPE, raw::CONTENT_TYPE) {
+        Body::Raw {
+            shape: header(header::HeaderName::from_static(raw::SHAPE_HEADER)).map(str::to_string),
+            dtype: header(header::HeaderName::from_static(raw::DTYPE_HEADER)).map(str::to_string),
+        }
+    } else {
+        Body::Json
     };
-    let is_npy = header_has(header::CONTENT_TYPE, "application/x-npy");
-    let wants_npy = header_has(header::ACCEPT, "application/x-npy");
+    let answer = if header_has(header::ACCEPT, "application/x-npy") {
+        Answer::Npy
+    } else if header_has(header::ACCEPT, raw::CONTENT_TYPE) {
+        Answer::Raw
+    } else {
+        Answer::Json
+    };
     let names = engine.model.output_names();
     let output_ix = match &q.output {
         Some(n) => match names.iter().position(|x| x == n) {
@@ -349,8 +379,10 @@ async fn infer(
     };
     // Decoding, running and encoding are CPU work: keep them off the async workers.
     let parse_engine = engine.clone();
-    let inputs =
-        tokio::task::spawn_blocking(move || parse_inputs(&parse_engine.model, is_npy, &body)).await;
+    let inputs = tokio::task::spawn_blocking(move || {
+        parse_inputs(parse_engine.model.as_ref(), body_kind, &body)
+    })
+    .await;
     let inputs = match inputs {
         Ok(Ok(i)) => i,
         Ok(Err(e)) => return infer_error(&s, e),
@@ -368,50 +400,140 @@ async fn infer(
     let ran = tokio::task::spawn_blocking(move || {
         let outputs = engine.model.run(inputs, threads)?;
         record_confidence(&state, &engine, &outputs);
-        if wants_npy {
-            let t = outputs
-                .get(output_ix)
-                .ok_or_else(|| InferError::Execution("model produced no output".into()))?;
-            let bytes = npy::write_npy(t).map_err(InferError::Execution)?;
-            Ok(("application/x-npy", bytes))
-        } else {
-            let outputs = engine.model.tensors_to_data(&outputs)?;
-            let body = InferResponse {
-                outputs,
-                release: engine.release.clone(),
-            };
-            let bytes =
-                serde_json::to_vec(&body).map_err(|e| InferError::Execution(e.to_string()))?;
-            Ok(("application/json", bytes))
+        let one = |ix: usize| {
+            outputs
+                .get(ix)
+                .ok_or_else(|| InferError::Execution("model produced no output".into()))
+        };
+        match answer {
+            Answer::Npy => {
+                let bytes = npy::write_npy(one(output_ix)?).map_err(InferError::Execution)?;
+                Ok((
+                    vec![(header::CONTENT_TYPE, "application/x-npy".to_string())],
+                    bytes,
+                ))
+            }
+            Answer::Raw => {
+                let (bytes, shape, dtype) =
+                    raw::write_raw(one(output_ix)?).map_err(InferError::Execution)?;
+                let name = engine.model.output_names()[output_ix].clone();
+                let headers = vec![
+                    (header::CONTENT_TYPE, raw::CONTENT_TYPE.to_string()),
+                    (header::HeaderName::from_static(raw::SHAPE_HEADER), shape),
+                    (
+                        header::HeaderName::from_static(raw::DTYPE_HEADER),
+                        dtype.to_string(),
+                    ),
+                    (header::HeaderName::from_static(raw::NAME_HEADER), name),
+                ];
+                Ok((headers, bytes))
+            }
+            Answer::Json => {
+                let outputs = engine.model.tensors_to_data(&outputs)?;
+                let body = InferResponse {
+                    outputs,
+                    release: engine.release.clone(),
+                };
+                let bytes =
+                    serde_json::to_vec(&body).map_err(|e| InferError::Execution(e.to_string()))?;
+                Ok((
+                    vec![(header::CONTENT_TYPE, "application/json".to_string())],
+                    bytes,
+                ))
+            }
         }
     })
     .await;
     match ran {
-        Ok(Ok((content_type, bytes))) => {
+        Ok(Ok((answer_headers, bytes))) => {
             s.metrics.latency.observe(started.elapsed().as_secs_f64());
-            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+            let mut r = bytes.into_response();
+            for (name, value) in answer_headers {
+                match HeaderValue::from_str(&value) {
+                    Ok(v) => {
+                        r.headers_mut().insert(name, v);
+                    }
+                    Err(e) => {
+                        return infer_error(
+                            &s,
+                            InferError::Execution(format!("answer header {name}: {e}")),
+                        );
+                    }
+                }
+            }
+            r
         }
         Ok(Err(e)) => infer_error(&s, e),
         Err(e) => infer_error(&s, InferError::Execution(format!("inference task: {e}"))),
     }
 }
 
-/// Decodes a request body (.npy for a single-input model, or JSON tensors) into model inputs.
-fn parse_inputs(model: &Model, is_npy: bool, body: &[u8]) -> Result<Vec<Tensor>, InferError> {
-    let inputs = if is_npy {
-        let t = npy::read_npy(body).map_err(InferError::InvalidInput)?;
-        if model.inputs().len() != 1 {
-            return Err(InferError::InvalidInput(format!(
-                "a .npy body needs a single-input model; this one takes {}",
-                model.inputs().len()
-            )));
+/// How a request body is encoded (`Content-Type`).
+enum Body {
+    Json,
+    Npy,
+    /// `application/octet-stream` with the `X-Tensor-Shape` / `X-Tensor-Dtype` headers.
+    Raw {
+        shape: Option<String>,
+        dtype: Option<String>,
+    },
+}
+
+/// How the answer is encoded (`Accept`).
+#[derive(Clone, Copy)]
+enum Answer {
+    Json,
+    Npy,
+    Raw,
+}
+
+/// Decodes a request body (JSON tensors, or .npy / raw bytes for a single-input model) into
+/// model inputs.
+fn parse_inputs(
+    model: &dyn BackendModel,
+    kind: Body,
+    body: &[u8],
+) -> Result<Vec<Tensor>, InferError> {
+    let single = |what: &str| {
+        if model.inputs().len() == 1 {
+            Ok(())
+        } else {
+            Err(InferError::InvalidInput(format!(
+                "{what} body carries one tensor, for a single-input model; this one takes {} \
+                 ({}): send JSON tensors",
+                model.inputs().len(),
+                model
+                    .inputs()
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
         }
-        vec![t]
-    } else {
-        let r: InferRequest = serde_json::from_slice(body).map_err(|e| {
-            InferError::InvalidInput(format!("request body is not an inference request: {e}"))
-        })?;
-        model.tensors_from_data(&r.inputs)?
+    };
+    let inputs = match kind {
+        Body::Npy => {
+            let t = npy::read_npy(body).map_err(InferError::InvalidInput)?;
+            single("a .npy")?;
+            vec![t]
+        }
+        Body::Raw { shape, dtype } => {
+            single("an application/octet-stream")?;
+            let t = raw::read_raw(
+                body,
+                shape.as_deref(),
+                dtype.as_deref(),
+                model.inputs()[0].dtype,
+            )
+            .map_err(InferError::InvalidInput)?;
+            vec![t]
+        }
+        Body::Json => {
+            let r: InferRequest = serde_json::from_slice(body).map_err(|e| {
+                InferError::InvalidInput(format!("request body is not an inference request: {e}"))
+            })?;
+            model.tensors_from_data(&r.inputs)?
+        }
     };
     model.check_inputs(&inputs)?;
     Ok(inputs)
@@ -465,7 +587,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 async fn metrics_handler(State(s): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        s.metrics.render(),
+        s.metrics.render(s.engine().model.plan_cache()),
     )
         .into_response()
 }
@@ -509,8 +631,12 @@ async fn reload(State(s): State<Arc<AppState>>) -> Response {
         }
         Ok((engine, readiness)) => {
             let engine = Arc::new(engine);
-            s.metrics
-                .set_model(&engine.release, engine.model.name(), engine.load_seconds);
+            s.metrics.set_model(
+                &engine.release,
+                engine.model.name(),
+                engine.backend.runtime(),
+                engine.load_seconds,
+            );
             s.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
             *s.engine.write().unwrap_or_else(|e| e.into_inner()) = engine.clone();
             s.set_readiness(readiness);

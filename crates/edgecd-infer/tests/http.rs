@@ -148,6 +148,113 @@ async fn serves_json_and_npy_and_counts_errors() {
     server.shutdown().await.unwrap();
 }
 
+/// `application/octet-stream` bodies: the tensor's raw bytes with `X-Tensor-Shape` and
+/// `X-Tensor-Dtype` (default the model input's type); raw bytes back with the same headers
+/// under `Accept: application/octet-stream`; each mismatch a 400 saying what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serves_raw_tensors_with_shape_and_dtype_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    write_bundle(&dir, "tiny", "1.0.0", &tiny_classifier(B1), None);
+    let server = edgecd_infer::start(config(&dir, tmp.path().join("no-sensor")))
+        .await
+        .unwrap();
+    let a = server.addr;
+    let x = [1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5, 0.0, 2.0];
+    let f32_bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let octet = ("Content-Type", "application/octet-stream");
+
+    // Raw in (dtype from the model), JSON out.
+    let r = http(
+        a,
+        "POST",
+        "/v1/infer",
+        &[octet, ("X-Tensor-Shape", "2,4")],
+        &f32_bytes,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (g, w) in logits_of(&r).iter().zip(expected_logits(&x, B1)) {
+        assert!((g - f64::from(w)).abs() < 1e-5);
+    }
+
+    // float64 in (converted like JSON), raw out with its headers.
+    let f64_bytes: Vec<u8> = x[..4]
+        .iter()
+        .flat_map(|v| f64::from(*v).to_le_bytes())
+        .collect();
+    let r = http(
+        a,
+        "POST",
+        "/v1/infer",
+        &[
+            octet,
+            ("X-Tensor-Shape", "1x4"),
+            ("X-Tensor-Dtype", "float64"),
+            ("Accept", "application/octet-stream"),
+        ],
+        &f64_bytes,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(r.header("x-tensor-shape"), Some("1,3"));
+    assert_eq!(r.header("x-tensor-dtype"), Some("float32"));
+    assert_eq!(r.header("x-tensor-name"), Some("logits"));
+    let got: Vec<f32> = r
+        .body
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want = expected_logits(&x[..4], B1);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+    }
+
+    // Mismatches: 400, with what is wrong.
+    // (request headers, body, what the error says)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [u8], &'a str);
+    let cases: [Case; 5] = [
+        (&[octet], &f32_bytes, "x-tensor-shape header"),
+        (
+            &[octet, ("X-Tensor-Shape", "2,four")],
+            &f32_bytes,
+            "is not a shape",
+        ),
+        (
+            &[
+                octet,
+                ("X-Tensor-Shape", "2,4"),
+                ("X-Tensor-Dtype", "float128"),
+            ],
+            &f32_bytes,
+            "is not a type",
+        ),
+        (&[octet, ("X-Tensor-Shape", "3,4")], &f32_bytes, "needs 48"),
+        (
+            &[octet, ("X-Tensor-Shape", "1,8")],
+            &f32_bytes,
+            "the model wants [?, 4]",
+        ),
+    ];
+    for (headers, body, says) in cases {
+        let r = http(a, "POST", "/v1/infer", headers, body).await.unwrap();
+        assert_eq!(r.status, 400, "{headers:?}: {}", r.text());
+        assert_eq!(r.json()["kind"], "malformed_input");
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains(says), "{headers:?}: {e}");
+    }
+    let m = http(a, "GET", "/metrics", &[], b"").await.unwrap().text();
+    assert!(
+        m.contains("edgecd_infer_request_errors_total{kind=\"malformed_input\"} 5\n"),
+        "{m}"
+    );
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_reload_under_load_loses_no_request() {
     let tmp = tempfile::tempdir().unwrap();
