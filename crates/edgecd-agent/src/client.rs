@@ -355,6 +355,34 @@ impl Client {
             .build()
             .call()
             .map_err(|e| transient(format!("downloading {}: {e}", blob.digest)))?;
+        // A server whose blobs live in an OCI registry (or a site mirror) answers with its
+        // location: follow one redirect, without the device credential (the digest and the
+        // signed size are checked as for any download).
+        if matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(|l| {
+                    if l.starts_with('/') {
+                        format!("{}{l}", self.base)
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .ok_or_else(|| transient(format!("redirect without a location for {}", blob.digest)))?;
+            let mut req = self.agent.get(&location);
+            if have > 0 {
+                req = req.header("range", &format!("bytes={have}-"));
+            }
+            resp = req
+                .config()
+                .timeout_recv_body(None)
+                .timeout_per_read(Some(opts.stall_timeout))
+                .build()
+                .call()
+                .map_err(|e| transient(format!("downloading {} from {location}: {e}", blob.digest)))?;
+        }
         let status = resp.status().as_u16();
         let content_length = resp
             .headers()
