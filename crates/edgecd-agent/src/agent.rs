@@ -16,7 +16,14 @@
 //! DATA/current -> slots/X       what runs (switched with rename(2))
 //! DATA/staging/<hex>.part       downloads in progress (resumable; only the target's are kept)
 //! DATA/assignment.json          the highest accepted signed assignment (resync proof)
+//! DATA/images.json              runtime images pulled (podman mode; pruned beyond the slots')
 //! ```
+//!
+//! Podman mode (`Config::podman`, see `runtime`): a release whose manifest pins an image gets
+//! the image's signature checked (when the release carries one) before any download, the image
+//! pulled by digest and its digest checked before the switch, and runs in that image; health is
+//! the runtime's readiness plus the golden vectors through its API; a rollback, or a crash loop
+//! after commit, brings the previous image back with the previous model.
 
 use crate::client::{
     Checkin, Client, ClientError, DownloadError, DownloadOptions, StampHeaders, Storage,
@@ -101,6 +108,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Allow a non-loopback `metrics_listen` (the endpoint is unauthenticated).
     pub metrics_listen_any: bool,
+    /// Run releases that pin a runtime image under podman (`None`: native mode only).
+    pub podman: Option<crate::runtime::PodmanConfig>,
 }
 
 /// Enrollment, persisted in `device.json`.
@@ -148,7 +157,15 @@ pub struct Agent {
     metrics_sent: Option<crate::metrics::Snapshot>,
     /// What the local exporter (`--metrics-listen`) reports.
     telemetry: Arc<Telemetry>,
+    /// Podman mode, when configured and podman works here.
+    podman: Option<crate::runtime::Podman>,
+    /// Since when the committed runtime's container has been seen down (podman mode).
+    runtime_down_since: Option<Instant>,
 }
+
+/// How long the committed runtime's container may stay exited before it counts as a crash
+/// loop (podman restarts a crash at once; a container that stays down does not come back).
+const RUNTIME_DOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A refused assignment: identified by its signature (an unsigned or wrongly signed copy of a
 /// payload never blocks the genuine one) and the conditions under which it was refused.
@@ -208,6 +225,13 @@ impl Agent {
             cfg.throttle_path.clone(),
         ));
         let inventory = cfg.inventory.clone();
+        let podman = cfg.podman.clone().map(crate::runtime::Podman::new).filter(|p| {
+            let ok = p.available();
+            if !ok {
+                tracing::warn!(podman = %p.cfg.podman.display(), "podman does not work here: releases run in native mode");
+            }
+            ok
+        });
         let agent = Self {
             cfg,
             client,
@@ -230,6 +254,8 @@ impl Agent {
             checkins: 0,
             metrics_sent: None,
             telemetry,
+            podman,
+            runtime_down_since: None,
         };
         agent.update_telemetry();
         Ok(agent)
@@ -338,7 +364,52 @@ impl Agent {
         tracing::info!(phase = %self.state.phase, trial_starts = self.state.trial_starts, "agent starting");
         // Leftovers of an interrupted atomic write.
         let _ = std::fs::remove_file(self.cfg.data_dir.join(".current.tmp"));
-        self.drive(Event::Start)
+        self.drive(Event::Start)?;
+        self.watch_runtime()
+    }
+
+    /// Podman mode, at rest: starts the committed release's container when it is missing
+    /// (e.g. after a reboot) and rolls back, image and model together, when it crash-loops.
+    pub fn watch_runtime(&mut self) -> Result<(), AgentError> {
+        let (Some(p), Phase::Committed) = (&self.podman, self.state.phase) else {
+            return Ok(());
+        };
+        let Some(image) = self.state.active.as_ref().and_then(|a| a.image.clone()) else {
+            return Ok(());
+        };
+        let reason = match p.watch(&image) {
+            crate::runtime::Health::Running => {
+                self.runtime_down_since = None;
+                return Ok(());
+            }
+            crate::runtime::Health::Missing => {
+                tracing::warn!(%image, "the runtime container is missing: starting it");
+                if let Err(e) = self.activate() {
+                    tracing::error!(error = %e, "starting the runtime container failed");
+                }
+                return Ok(());
+            }
+            crate::runtime::Health::Looping(reason) => Some(reason),
+            // Podman restarts a crashed runtime at once: down for a while is down for good.
+            crate::runtime::Health::Down(reason) => match self.runtime_down_since {
+                Some(t) if t.elapsed() >= RUNTIME_DOWN_GRACE => Some(reason),
+                Some(_) => None,
+                None => {
+                    self.runtime_down_since = Some(Instant::now());
+                    None
+                }
+            },
+        };
+        if let Some(reason) = reason {
+            self.runtime_down_since = None;
+            if self.state.previous.is_some() {
+                tracing::warn!(%reason, "runtime crash loop after commit: rolling back image and model");
+                self.drive(Event::CrashLoop(reason))?;
+            } else {
+                tracing::error!(%reason, "runtime crash loop, and no previous release to go back to");
+            }
+        }
+        Ok(())
     }
 
     /// Enrolls once (if not yet enrolled), storing the credential 0600.
@@ -402,6 +473,7 @@ impl Agent {
                         version: t.release.version.clone(),
                         bundle_digest: t.release.bundle_digest.clone(),
                         slot: t.slot.name().to_string(),
+                        image: t.image.clone(),
                     })
             }
             _ => s.active.as_ref().map(machine::Installed::running),
@@ -856,14 +928,18 @@ impl Agent {
                     reason = self.state.rollback_reason.as_deref().unwrap_or(""),
                     "rolled back current"
                 );
-                if slot.is_some()
-                    && let Err(e) = self.activate()
-                {
-                    tracing::error!(error = %e, "re-activating the previous release failed");
+                if slot.is_some() {
+                    if let Err(e) = self.activate() {
+                        tracing::error!(error = %e, "re-activating the previous release failed");
+                    }
+                } else if let Some(p) = &self.podman {
+                    // Nothing to go back to: the failed release's runtime must not keep running.
+                    p.stop();
                 }
                 Ok(Some(Event::RolledBack))
             }
             Effect::Report => {
+                self.prune_images();
                 if let Some(o) = &self.state.last_outcome {
                     tracing::info!(kind = ?o.kind, reason = %o.reason, release = o.release.as_deref().unwrap_or(""), "reporting outcome");
                 }
@@ -891,7 +967,41 @@ impl Agent {
         }
     }
 
+    /// The runtime image of the release `current` points to (podman mode).
+    fn current_image(&self) -> Option<String> {
+        self.podman.as_ref()?;
+        match self.state.phase {
+            Phase::Activating | Phase::Trial => self.state.target.as_ref()?.image.clone(),
+            _ => self.state.active.as_ref()?.image.clone(),
+        }
+    }
+
+    /// Starts what `current` points to: its runtime image under podman (podman mode, the
+    /// release pins one; otherwise any runtime container is stopped), then the activation
+    /// command.
     fn activate(&self) -> Result<(), String> {
+        if let Some(p) = &self.podman {
+            match self.current_image() {
+                Some(image) => {
+                    let env = self.hook_env();
+                    let profile_path = env.slot_dir.join(edgecd_api::layout::PROFILE_FILE);
+                    let profile: edgecd_api::profile::Profile = serde_json::from_slice(
+                        &std::fs::read(&profile_path)
+                            .map_err(|e| format!("reading {}: {e}", profile_path.display()))?,
+                    )
+                    .map_err(|e| format!("{}: {e}", profile_path.display()))?;
+                    tracing::info!(%image, release = %env.release, "starting the runtime container");
+                    p.start(&crate::runtime::RunSpec {
+                        image,
+                        slot_dir: env.slot_dir,
+                        release: env.release,
+                        hardware: profile.hardware,
+                    })
+                    .map_err(|e| format!("starting the runtime container: {e}"))?;
+                }
+                None => p.stop(),
+            }
+        }
         match &self.cfg.activate_cmd {
             Some(cmd) => hooks::run_cmd(cmd, &self.hook_env(), self.cfg.activate_timeout),
             None => Ok(()),
@@ -899,6 +1009,30 @@ impl Agent {
     }
 
     fn health(&self) -> Result<(), String> {
+        if let (Some(p), Some(_)) = (&self.podman, self.current_image()) {
+            let alive = || match p.state() {
+                Some(s) if s.status == "exited" || s.status == "stopped" => Err(format!(
+                    "the runtime container {} with exit code {}: {}",
+                    s.status,
+                    s.exit_code,
+                    p.logs_tail()
+                )),
+                Some(s) if s.restarts > p.cfg.max_restarts => Err(format!(
+                    "the runtime container restarted {} times: {}",
+                    s.restarts,
+                    p.logs_tail()
+                )),
+                Some(_) => Ok(()),
+                None => Err("the runtime container is gone".into()),
+            };
+            crate::runtime::check_health(
+                &p.cfg.base_url(),
+                &self.hook_env().slot_dir,
+                self.cfg.health_timeout,
+                self.cfg.health_interval,
+                &alive,
+            )?;
+        }
         match &self.cfg.health {
             Some(h) => hooks::health(
                 h,
@@ -1092,6 +1226,10 @@ impl Agent {
             Ok(k) => k,
             Err(Refusal(reason)) => return Some(self.refused_event(reason)),
         };
+        let image = match self.runtime_image(&manifest, &key) {
+            Ok(i) => i,
+            Err(Refusal(reason)) => return Some(self.refused_event(reason)),
+        };
         match self.fetch("bundle signature", &r.bundle_sig, credential) {
             Ok(true) => {}
             Ok(false) => return None,
@@ -1102,9 +1240,91 @@ impl Agent {
             return Some(self.refused_event(reason));
         }
         match self.fetch("bundle", &r.bundle, credential) {
-            Ok(true) => Some(Event::Downloaded),
-            Ok(false) => None,
-            Err(ev) => Some(ev),
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(ev) => return Some(ev),
+        }
+        if let (Some(p), Some(image)) = (&self.podman, image) {
+            tracing::info!(%image, "pulling the release's runtime image");
+            self.remember_pulled(&image);
+            match p.pull(&image) {
+                Ok(()) => {}
+                Err(crate::runtime::RuntimeError::Refused(reason)) => {
+                    return Some(self.refused_event(reason));
+                }
+                Err(crate::runtime::RuntimeError::Failed(reason)) => {
+                    return Some(Event::Failed(reason));
+                }
+            }
+        }
+        Some(Event::Downloaded)
+    }
+
+    /// Podman mode: the runtime image the verified release manifest pins, after checking its
+    /// signature (when the release carries one) with the key that signed the release.
+    /// `Ok(None)`: native mode, or the release pins no image.
+    fn runtime_image(
+        &self,
+        manifest: &[u8],
+        key: &VerifyingKey,
+    ) -> Result<Option<String>, Refusal> {
+        if self.podman.is_none() {
+            return Ok(None);
+        }
+        let m = edgecd_bundle::release::ReleaseManifest::from_json(manifest)
+            .map_err(|e| Refusal(format!("release manifest: {e}")))?;
+        if m.image.is_some() {
+            m.verify_image_signature(key)
+                .map_err(|e| Refusal(format!("runtime image refused: {e}")))?;
+        }
+        Ok(m.image)
+    }
+
+    fn images_path(&self) -> PathBuf {
+        self.cfg.data_dir.join("images.json")
+    }
+
+    fn pulled_images(&self) -> Vec<String> {
+        std::fs::read(self.images_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records an image before it is pulled (so a pull cut short is pruned too).
+    fn remember_pulled(&self, image: &str) {
+        let mut list = self.pulled_images();
+        if !list.iter().any(|i| i == image) {
+            list.push(image.to_string());
+            if let Ok(b) = serde_json::to_vec_pretty(&list)
+                && let Err(e) = fsutil::write_atomic(&self.images_path(), &b, 0o644)
+            {
+                tracing::warn!(error = %e, "could not record a pulled image");
+            }
+        }
+    }
+
+    /// Removes pulled images that neither slot's release (nor the install in flight) uses:
+    /// the last two are kept, older ones go.
+    fn prune_images(&self) {
+        let Some(p) = &self.podman else { return };
+        let s = &self.state;
+        let keep: Vec<String> = [
+            s.active.as_ref().and_then(|a| a.image.clone()),
+            s.previous.as_ref().and_then(|a| a.image.clone()),
+            s.target.as_ref().and_then(|t| t.image.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let pulled = self.pulled_images();
+        if pulled.iter().all(|i| keep.contains(i)) {
+            return;
+        }
+        p.prune(&pulled, &keep);
+        let left: Vec<String> = pulled.into_iter().filter(|i| keep.contains(i)).collect();
+        if let Ok(b) = serde_json::to_vec_pretty(&left) {
+            let _ = fsutil::write_atomic(&self.images_path(), &b, 0o644);
         }
     }
 
@@ -1170,9 +1390,16 @@ impl Agent {
         {
             return Event::Failed(format!("syncing slot {}: {e}", dir.display()));
         }
+        let image = match self.runtime_image(&manifest, &key) {
+            Ok(i) => i,
+            Err(Refusal(reason)) => {
+                let _ = fsutil::remove_dir_if_exists(&dir);
+                return self.refused_event(reason);
+            }
+        };
         // The staged blobs are no longer needed.
         self.clear_staging(r);
-        Event::Unpacked
+        Event::Unpacked { image }
     }
 
     /// One round: enroll if needed, check in, handle a new assignment. Returns the delay
@@ -1183,6 +1410,7 @@ impl Agent {
             Ok(delay) => {
                 self.failures = 0;
                 self.handle_pending()?;
+                self.watch_runtime()?;
                 Ok(delay)
             }
             Err(e) => {

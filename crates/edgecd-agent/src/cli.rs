@@ -111,6 +111,48 @@ pub struct Args {
     /// Allow `--metrics-listen` on a non-loopback address (the endpoint has no authentication).
     #[arg(long, requires = "metrics_listen")]
     pub metrics_listen_any: bool,
+    /// Podman mode: run a release that pins a runtime image in that image under podman
+    /// (pulled by digest, signature and digest checked first; image and model roll back
+    /// together). Without podman on the device, releases run in native mode.
+    #[arg(long, env = "EDGECD_PODMAN")]
+    pub podman: bool,
+    /// The podman binary.
+    #[arg(long, default_value = "podman", requires = "podman")]
+    pub podman_bin: PathBuf,
+    /// Arguments put before every podman command, whitespace-separated
+    /// (e.g. "--runtime runc --storage-driver vfs --cgroup-manager cgroupfs").
+    #[arg(long, allow_hyphen_values = true, requires = "podman")]
+    pub podman_global_args: Option<String>,
+    /// Extra `podman run` arguments, whitespace-separated (e.g. "--ulimit nofile=1024:1024").
+    #[arg(long, allow_hyphen_values = true, requires = "podman")]
+    pub podman_run_args: Option<String>,
+    /// Pull runtime images from this site mirror (HOST[:PORT][/PREFIX]) instead of the
+    /// registry in the image reference; the pinned digest still decides what runs.
+    #[arg(long, env = "EDGECD_IMAGE_MIRROR", requires = "podman")]
+    pub image_mirror: Option<String>,
+    /// Pull over plain HTTP / without TLS verification (a registry on loopback, a lab mirror).
+    #[arg(long, requires = "podman")]
+    pub registry_insecure: bool,
+    /// Where the runtime container's HTTP API is published on the device.
+    #[arg(long, default_value = "127.0.0.1:9500", requires = "podman")]
+    pub runtime_listen: std::net::SocketAddr,
+    /// Device node passed to the runtime container when a release needs an accelerator
+    /// (repeatable; default /dev/hailo0 for hailo accelerators).
+    #[arg(long = "accelerator-device", requires = "podman")]
+    pub accelerator_devices: Vec<String>,
+    /// CPU limit of the runtime container (podman --cpus, e.g. 2 or 1.5). Its memory limit is
+    /// the release's hardware profile `minRamMb`.
+    #[arg(long, requires = "podman")]
+    pub runtime_cpus: Option<String>,
+    /// Production: write the runtime's podman quadlet (edgecd-infer.container) into this
+    /// directory (e.g. /etc/containers/systemd) and restart edgecd-infer.service through
+    /// systemd, instead of running the container with podman directly.
+    #[arg(long, requires = "podman")]
+    pub quadlet_dir: Option<PathBuf>,
+    /// Restarts of the committed runtime's container that count as a crash loop (then the
+    /// previous image and model come back).
+    #[arg(long, default_value_t = 3, requires = "podman")]
+    pub runtime_max_restarts: u32,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -162,6 +204,33 @@ impl Args {
         if self.serial.is_some() {
             inventory.serial = self.serial;
         }
+        let podman = self.podman.then(|| {
+            let mut p = crate::runtime::PodmanConfig::new(self.runtime_listen);
+            p.podman = self.podman_bin.clone();
+            let split = |s: &Option<String>| {
+                s.as_deref()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
+            p.global_args = split(&self.podman_global_args);
+            p.run_args = split(&self.podman_run_args);
+            p.mirror = self.image_mirror.clone();
+            p.tls_verify = !self.registry_insecure;
+            p.accelerator_devices = if self.accelerator_devices.is_empty() {
+                match self.accelerator.as_deref() {
+                    Some(a) if a.starts_with("hailo") => vec!["/dev/hailo0".to_string()],
+                    _ => Vec::new(),
+                }
+            } else {
+                self.accelerator_devices.clone()
+            };
+            p.cpus = self.runtime_cpus.clone();
+            p.quadlet_dir = self.quadlet_dir.clone();
+            p.max_restarts = self.runtime_max_restarts;
+            p
+        });
         let health = match (self.health_cmd, self.health_url) {
             (Some(c), _) => Some(HealthCheck::Cmd(c)),
             (None, Some(u)) => Some(HealthCheck::Url(u)),
@@ -193,6 +262,7 @@ impl Args {
             }),
             metrics_listen: self.metrics_listen,
             metrics_listen_any: self.metrics_listen_any,
+            podman,
             thermal_path: self.thermal_path.or_else(|| {
                 let p = PathBuf::from("/sys/class/thermal/thermal_zone0/temp");
                 p.exists().then_some(p)

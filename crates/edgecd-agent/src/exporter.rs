@@ -501,6 +501,7 @@ mod tests {
                 version: "1.5.0".into(),
                 bundle_digest: "sha256:00".into(),
                 slot: "b".into(),
+                image: None,
             }),
             phase: Phase::RollingBack,
             installs: [2, 1, 3, 4],

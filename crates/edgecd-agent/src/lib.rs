@@ -8,7 +8,8 @@
 //! switch), `hooks` (activation and health), `inventory`, `install` (bundle unpacking behind
 //! a trait), `agent` (the driver), `cli` (flags of the `edgecd-agent` binary), `metrics`
 //! (reads the runtime's metrics for check-ins), `exporter` (the agent's own local Prometheus
-//! endpoint, `--metrics-listen`).
+//! endpoint, `--metrics-listen`), `runtime` (runtime images under podman: pull by digest,
+//! run, health, crash-loop signs, pruning, the quadlet).
 
 pub mod admin;
 pub mod agent;
@@ -21,6 +22,7 @@ pub mod install;
 pub mod inventory;
 pub mod machine;
 pub mod metrics;
+pub mod runtime;
 pub mod verify;
 
 pub use agent::{Agent, AgentError, Config};

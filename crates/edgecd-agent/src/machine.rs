@@ -55,6 +55,10 @@ pub struct Installed {
     pub slot: Slot,
     /// The assignment version it was installed for.
     pub assignment_version: u64,
+    /// The runtime image it runs in (podman mode; `None`: the native runtime). Image and
+    /// model are one A/B unit: switching back to this slot brings this image back too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl Installed {
@@ -67,6 +71,7 @@ impl Installed {
             version: self.version.clone(),
             bundle_digest: self.bundle_digest.clone(),
             slot: self.slot.name().to_string(),
+            image: self.image.clone(),
         }
     }
 }
@@ -78,6 +83,9 @@ pub struct Target {
     pub assignment_version: u64,
     pub release: ReleaseRef,
     pub slot: Slot,
+    /// The runtime image pulled and verified with the release (set when it is unpacked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl Target {
@@ -91,6 +99,7 @@ impl Target {
             bundle_digest: self.release.bundle_digest.clone(),
             slot: self.slot,
             assignment_version: self.assignment_version,
+            image: self.image.clone(),
         }
     }
 }
@@ -112,6 +121,13 @@ pub struct State {
     /// Why a rollback is in progress.
     pub rollback_reason: Option<String>,
     pub last_outcome: Option<Outcome>,
+    /// The release committed before `active` (still in the other slot): where a crash loop
+    /// after commit goes back to, image and model together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Installed>,
+    /// The committed release a crash loop is rolling back from (for the outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_back_from: Option<Installed>,
 }
 
 impl Default for State {
@@ -125,6 +141,8 @@ impl Default for State {
             trial_starts: 0,
             rollback_reason: None,
             last_outcome: None,
+            previous: None,
+            rolling_back_from: None,
         }
     }
 }
@@ -158,8 +176,9 @@ pub enum Event {
     AssignedSame { version: u64 },
     /// All blobs are downloaded and their digests and sizes match.
     Downloaded,
-    /// The bundle verified and is unpacked (and synced) into the target slot.
-    Unpacked,
+    /// The bundle verified and is unpacked (and synced) into the target slot; `image` is the
+    /// runtime image pulled and verified with it (podman mode), `None` for the native runtime.
+    Unpacked { image: Option<String> },
     /// The activation hook ran.
     Activated(Result<(), String>),
     /// The health check passed or failed within its deadline.
@@ -174,6 +193,9 @@ pub enum Event {
     },
     /// A transient failure (network, disk full): retried later.
     Failed(String),
+    /// The committed release's runtime keeps crashing (container restarts or exits): go back
+    /// to the previous release, image and model together.
+    CrashLoop(String),
 }
 
 /// What the driver must do next (after persisting the new state).
@@ -277,6 +299,7 @@ pub fn transition(
                 assignment_version: *version,
                 release: (**release).clone(),
                 slot,
+                image: None,
             });
             n.phase = Downloading;
             n.trial_starts = 0;
@@ -300,6 +323,7 @@ pub fn transition(
                 assignment_version: *version,
                 release: (**release).clone(),
                 slot: t.slot,
+                image: None,
             });
             n.phase = Downloading;
             vec![Effect::Download]
@@ -320,8 +344,11 @@ pub fn transition(
             n.phase = Verifying;
             vec![Effect::Unpack]
         }
-        (Verifying, Event::Unpacked) => {
+        (Verifying, Event::Unpacked { image }) => {
             // Staged, and immediately on to activation: persist Activating before the switch.
+            if let Some(t) = n.target.as_mut() {
+                t.image = image.clone();
+            }
             n.phase = Activating;
             n.trial_starts = 0;
             vec![
@@ -345,6 +372,7 @@ pub fn transition(
         }
         (Trial, Event::Health(Ok(()))) => {
             let t = s.target.as_ref().ok_or_else(invalid)?;
+            n.previous = s.active.clone().filter(|a| a.slot != t.slot);
             n.active = Some(t.installed());
             n.done_version = s.done_version.max(t.assignment_version);
             n.last_outcome = Some(outcome(
@@ -359,9 +387,26 @@ pub fn transition(
             n.trial_starts = 0;
             vec![Effect::Report]
         }
+        (Committed, Event::CrashLoop(reason)) => {
+            let Some(prev) = s.previous.clone() else {
+                // Nothing to go back to: the runtime restarts on its own; nothing switches.
+                return Err(invalid());
+            };
+            n.rolling_back_from = s.active.clone();
+            n.active = Some(prev.clone());
+            n.previous = None;
+            n.phase = RollingBack;
+            n.rollback_reason = Some(format!("crash loop after commit: {reason}"));
+            vec![Effect::SwitchBack(Some(prev.slot))]
+        }
         (RollingBack, Event::RolledBack) => {
             let t = s.target.as_ref();
-            let v = t.map_or(s.highest_version, |t| t.assignment_version);
+            let v = t.map_or(
+                s.rolling_back_from
+                    .as_ref()
+                    .map_or(s.highest_version, |f| f.assignment_version),
+                |t| t.assignment_version,
+            );
             n.done_version = s.done_version.max(v);
             let reason = s
                 .rollback_reason
@@ -370,11 +415,13 @@ pub fn transition(
             n.last_outcome = Some(outcome(
                 OutcomeKind::RolledBack,
                 v,
-                t.map(Target::label),
+                t.map(Target::label)
+                    .or_else(|| s.rolling_back_from.as_ref().map(Installed::label)),
                 reason,
                 now,
             ));
             n.target = None;
+            n.rolling_back_from = None;
             n.rollback_reason = None;
             n.trial_starts = 0;
             n.phase = n.resting();
@@ -474,13 +521,97 @@ mod tests {
         assert_eq!(e, vec![Effect::Download]);
         let (s, e) = step(&s, Event::Downloaded);
         assert_eq!(e, vec![Effect::Unpack]);
-        let (s, e) = step(&s, Event::Unpacked);
+        let (s, e) = step(&s, Event::Unpacked { image: None });
         assert_eq!(e[1], Effect::Activate);
         let (s, e) = step(&s, Event::Activated(Ok(())));
         assert_eq!(e, vec![Effect::HealthCheck]);
         let (s, e) = step(&s, Event::Health(Ok(())));
         assert_eq!(e, vec![Effect::Report]);
         s
+    }
+
+    fn install_with_image(s: &State, version: u64, v: &str, image: &str) -> State {
+        let (s, _) = step(
+            s,
+            Event::Assigned {
+                version,
+                release: Box::new(rel(v)),
+            },
+        );
+        let (s, _) = step(&s, Event::Downloaded);
+        let (s, _) = step(
+            &s,
+            Event::Unpacked {
+                image: Some(image.into()),
+            },
+        );
+        let (s, _) = step(&s, Event::Activated(Ok(())));
+        step(&s, Event::Health(Ok(()))).0
+    }
+
+    #[test]
+    fn image_and_model_are_one_unit_across_commit_and_crash_loop() {
+        let s = install_with_image(&State::default(), 1, "1.0.0", "reg/infer@sha256:1");
+        let a = s.active.clone().expect("active");
+        assert_eq!(a.image.as_deref(), Some("reg/infer@sha256:1"));
+        assert_eq!(a.running().image.as_deref(), Some("reg/infer@sha256:1"));
+        assert_eq!(s.previous, None);
+        // A crash loop with nothing to go back to switches nothing.
+        assert!(transition(&s, Event::CrashLoop("exited".into()), L, 1).is_err());
+        let s = install_with_image(&s, 2, "2.0.0", "reg/infer@sha256:2");
+        assert_eq!(s.previous.as_ref().map(|p| p.slot), Some(Slot::A));
+        assert_eq!(
+            s.active.as_ref().and_then(|a| a.image.as_deref()),
+            Some("reg/infer@sha256:2")
+        );
+        // After commit, the runtime crash-loops: back to release 1 AND image 1.
+        let (s, e) = step(&s, Event::CrashLoop("restarted 5 times".into()));
+        assert_eq!(e, vec![Effect::SwitchBack(Some(Slot::A))]);
+        assert_eq!(s.phase, Phase::RollingBack);
+        let a = s.active.clone().expect("active");
+        assert_eq!(
+            (a.version.as_str(), a.image.as_deref()),
+            ("1.0.0", Some("reg/infer@sha256:1"))
+        );
+        // A restart mid-rollback switches to the same slot again.
+        let (s2, e) = step(&s, Event::Start);
+        assert_eq!(e, vec![Effect::SwitchBack(Some(Slot::A))]);
+        let (s, e) = step(&s2, Event::RolledBack);
+        assert_eq!(e, vec![Effect::Report]);
+        assert_eq!(s.phase, Phase::Committed);
+        let o = s.last_outcome.clone().expect("outcome");
+        assert_eq!(o.kind, OutcomeKind::RolledBack);
+        assert_eq!(o.release.as_deref(), Some("app@2.0.0"));
+        assert_eq!(o.assignment_version, 2);
+        assert!(o.reason.contains("crash loop after commit"), "{}", o.reason);
+        assert_eq!(s.previous, None);
+        assert_eq!(s.rolling_back_from, None);
+        // A failed health check during an install keeps the committed image.
+        let (t, _) = step(
+            &s,
+            Event::Assigned {
+                version: 3,
+                release: Box::new(rel("3.0.0")),
+            },
+        );
+        let (t, _) = step(&t, Event::Downloaded);
+        let (t, _) = step(
+            &t,
+            Event::Unpacked {
+                image: Some("reg/infer@sha256:3".into()),
+            },
+        );
+        assert_eq!(
+            t.target.as_ref().and_then(|t| t.image.as_deref()),
+            Some("reg/infer@sha256:3")
+        );
+        let (t, _) = step(&t, Event::Activated(Ok(())));
+        let (t, _) = step(&t, Event::Health(Err("selftest".into())));
+        let (t, _) = step(&t, Event::RolledBack);
+        assert_eq!(
+            t.active.as_ref().and_then(|a| a.image.as_deref()),
+            Some("reg/infer@sha256:1")
+        );
     }
 
     #[test]
@@ -511,7 +642,7 @@ mod tests {
             },
         );
         let (s, _) = step(&s, Event::Downloaded);
-        let (s, e) = step(&s, Event::Unpacked);
+        let (s, e) = step(&s, Event::Unpacked { image: None });
         assert_eq!(e[0], Effect::Switch(Slot::B));
         let (s, _) = step(&s, Event::Activated(Ok(())));
         let (s, e) = step(&s, Event::Health(Err("HTTP 500".into())));
@@ -542,7 +673,7 @@ mod tests {
             },
         );
         let (s, _) = step(&s, Event::Downloaded);
-        let (mut s, _) = step(&s, Event::Unpacked);
+        let (mut s, _) = step(&s, Event::Unpacked { image: None });
         for i in 1..=3 {
             let (n, e) = step(&s, Event::Start);
             assert_eq!(n.trial_starts, i);
@@ -646,7 +777,7 @@ mod tests {
             .is_err()
         );
         assert!(transition(&s, Event::Health(Ok(())), L, 1).is_err());
-        assert!(transition(&State::default(), Event::Unpacked, L, 1).is_err());
+        assert!(transition(&State::default(), Event::Unpacked { image: None }, L, 1).is_err());
     }
 
     fn downloading(s: &State, version: u64, v: &str) -> State {
@@ -719,7 +850,7 @@ mod tests {
         let s = install(&State::default(), 1, "1.0.0");
         let s = downloading(&s, 2, "2.0.0");
         let (s, _) = step(&s, Event::Downloaded);
-        let (s, _) = step(&s, Event::Unpacked);
+        let (s, _) = step(&s, Event::Unpacked { image: None });
         for ev in [
             Event::Assigned {
                 version: 3,

@@ -95,6 +95,34 @@ pub struct Tolerance {
     pub rel: f64,
 }
 
+impl Tolerance {
+    /// Max |a - e| and max |a - e| / (abs + rel·|e|) over the elements (≤ 1 passes; NaN when a
+    /// value is NaN where the other is not). The self-test's comparison, shared by whoever runs
+    /// the vectors (the agent through a runtime's inference API).
+    pub fn compare(&self, actual: &[f64], expected: &[f64]) -> (f64, f64) {
+        let (mut max_abs, mut max_ratio) = (0f64, 0f64);
+        for (a, e) in actual.iter().zip(expected) {
+            if a.is_nan() && e.is_nan() {
+                continue;
+            }
+            let d = (a - e).abs();
+            if d.is_nan() {
+                return (f64::NAN, f64::NAN);
+            }
+            let allowed = self.abs + self.rel * e.abs();
+            max_abs = max_abs.max(d);
+            max_ratio = max_ratio.max(if allowed > 0.0 {
+                d / allowed
+            } else if d > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            });
+        }
+        (max_abs, max_ratio)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SelfTestCase {

@@ -224,6 +224,10 @@ pub struct RunningRelease {
     pub bundle_digest: String,
     /// `a` or `b`.
     pub slot: String,
+    /// The runtime container image it runs in (`name@sha256:…`), when the release pins one and
+    /// the device runs it under podman; `None`: the device's native runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// How the last operation ended.
@@ -628,6 +632,7 @@ mod tests {
                 version: "1.0.0".into(),
                 bundle_digest: "sha256:x".into(),
                 slot: "a".into(),
+                image: None,
             }),
             assignment_version: 3,
             last_outcome: Some(Outcome {

@@ -27,6 +27,13 @@ pub struct ReleaseManifest {
     pub hardware: HardwareProfile,
     /// RFC 3339 UTC time the release was created.
     pub created: String,
+    /// A Sigstore bundle signing the image (`image`) by its digest with a release key: its
+    /// message digest is the image digest (the SHA-256 of the image's manifest or index), so
+    /// `cosign verify-blob`/`@sigstore/verify` check it against the manifest bytes. When
+    /// present, devices pull and run the image only if it verifies with the key that signed
+    /// this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_signature: Option<edgecd_sign::SigstoreBundle>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +102,56 @@ impl ReleaseManifest {
             runtime: p.runtime.clone(),
             hardware: p.hardware.clone(),
             created,
+            image_signature: None,
         })
+    }
+
+    /// The image digest as raw SHA-256 bytes (`None`: no image pinned).
+    pub fn image_digest(&self) -> Option<[u8; 32]> {
+        let (_, digest) = self.image.as_deref()?.rsplit_once('@')?;
+        let hex = digest_hex(digest)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex, &mut out).ok()?;
+        Some(out)
+    }
+
+    /// Signs the pinned image by its digest with `key` (see [`ReleaseManifest::image_signature`]).
+    pub fn sign_image(&mut self, key: &edgecd_sign::SigningKey) -> Result<(), BundleError> {
+        let digest = self
+            .image_digest()
+            .ok_or_else(|| BundleError::InvalidMetadata {
+                what: "image signature",
+                reason: "the release pins no image (--image registry/name@sha256:<hex>) to sign"
+                    .into(),
+            })?;
+        self.image_signature = Some(edgecd_sign::sign_digest(key, &digest));
+        Ok(())
+    }
+
+    /// Checks the image signature (if any) with the release's key: `Ok(false)` when the
+    /// release carries none.
+    pub fn verify_image_signature(
+        &self,
+        key: &edgecd_sign::VerifyingKey,
+    ) -> Result<bool, BundleError> {
+        let Some(sig) = &self.image_signature else {
+            return Ok(false);
+        };
+        let bad = |reason: String| BundleError::InvalidMetadata {
+            what: "image signature",
+            reason,
+        };
+        let digest = self
+            .image_digest()
+            .ok_or_else(|| bad("present, but the release pins no image".into()))?;
+        edgecd_sign::verify_digest(sig, &digest, key).map_err(|e| {
+            bad(format!(
+                "does not verify for {} with key {}: {e}",
+                self.image.as_deref().unwrap_or_default(),
+                key.hint()
+            ))
+        })?;
+        Ok(true)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -115,6 +171,12 @@ impl ReleaseManifest {
         }
         if let Some(i) = &r.image {
             validate_image_ref(i)?;
+        }
+        if r.image_signature.is_some() && r.image.is_none() {
+            return Err(BundleError::InvalidMetadata {
+                what: "release manifest",
+                reason: "imageSignature is present but no image is pinned".into(),
+            });
         }
         Ok(r)
     }
@@ -190,6 +252,62 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339_utc(1_795_798_181), "2026-11-27T16:49:41Z");
+    }
+
+    #[test]
+    fn image_signature_binds_the_image_digest_to_the_release_key() {
+        let key = edgecd_sign::SigningKey::generate();
+        let hex = "ab".repeat(32);
+        let mut m = ReleaseManifest {
+            media_type: RELEASE_MEDIA_TYPE.into(),
+            app: "a".into(),
+            version: "1".into(),
+            bundle: BundleRef {
+                digest: format!("sha256:{}", "1".repeat(64)),
+                archive_digest: format!("sha256:{}", "2".repeat(64)),
+                archive_size: 1,
+            },
+            image: None,
+            sbom: None,
+            runtime: RuntimePin {
+                name: "edgecd-infer".into(),
+                version: "0.1.0".into(),
+            },
+            hardware: HardwareProfile {
+                board: "rpi5".into(),
+                accelerator: None,
+                min_ram_mb: None,
+            },
+            created: rfc3339_utc(0),
+            image_signature: None,
+        };
+        assert!(m.sign_image(&key).is_err(), "no image to sign");
+        assert!(!m.verify_image_signature(&key.verifying_key()).unwrap());
+        m.image = Some(format!("127.0.0.1:5000/infer@sha256:{hex}"));
+        m.sign_image(&key).unwrap();
+        let back = ReleaseManifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+        assert!(back.verify_image_signature(&key.verifying_key()).unwrap());
+        let sig = back.image_signature.as_ref().unwrap();
+        assert_eq!(
+            sig.message_digest().unwrap().to_vec(),
+            hex::decode(&hex).unwrap(),
+            "the signed message digest is the image digest"
+        );
+        // Another image under the same signature, or another key: refused, saying why.
+        let mut swapped = back.clone();
+        swapped.image = Some(format!("127.0.0.1:5000/infer@sha256:{}", "cd".repeat(32)));
+        let e = swapped
+            .verify_image_signature(&key.verifying_key())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("image signature") && e.contains("cdcd"), "{e}");
+        let other = edgecd_sign::SigningKey::generate().verifying_key();
+        assert!(back.verify_image_signature(&other).is_err());
+        // A signature without an image is malformed.
+        let mut orphan = back;
+        orphan.image = None;
+        assert!(ReleaseManifest::from_json(&orphan.to_json()).is_err());
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum Command {
     /// Create and verify signed release manifests; publish and list releases on a server.
     #[command(subcommand)]
     Release(cmd::release::ReleaseCommand),
+    /// Build the edgecd-infer runtime image (multi-arch, static, non-root) and push it.
+    #[command(subcommand)]
+    Image(cmd::image::ImageCommand),
     /// Run the end-to-end demo (nothing to install).
     Demo(cmd::demo::DemoArgs),
     /// Run the control-plane server.
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(a) => cmd::keys::keygen(a),
         Command::Bundle(c) => cmd::bundle::run(c),
         Command::Release(c) => cmd::release::run(c),
+        Command::Image(c) => cmd::image::run(c),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Server(a) => cmd::server::run(a),
         Command::Keys(c) => cmd::admin::run_keys(c),

@@ -291,6 +291,82 @@ fn release_manifest_binds_bundle_image_and_sbom() {
     );
     assert_eq!(v["release"]["image"], image.as_str());
     assert_eq!(v["bundleSignatureChecked"], true);
+    assert_eq!(v["imageSignatureChecked"], false);
+    assert!(v["release"].get("imageSignature").is_none());
+
+    // --sign-image signs the image by its digest with the release key; verify checks it.
+    let err = fails(
+        d,
+        &[
+            "release",
+            "create",
+            "--bundle",
+            "dist/clf-1.0.0.edgecd",
+            "--sign-image",
+            "--key",
+            "k/ci.key",
+            "--out",
+            "signed.json",
+        ],
+    );
+    assert!(err.contains("--image"), "{err}");
+    ok(
+        d,
+        &[
+            "release",
+            "create",
+            "--bundle",
+            "dist/clf-1.0.0.edgecd",
+            "--image",
+            &image,
+            "--sign-image",
+            "--key",
+            "k/ci.key",
+            "--out",
+            "signed.json",
+        ],
+    );
+    let v = json(
+        d,
+        &[
+            "release",
+            "verify",
+            "signed.json",
+            "--key",
+            "k/ci.pub",
+            "--json",
+        ],
+    );
+    assert_eq!(v["imageSignatureChecked"], true);
+    let sig = edgecd_sign::SigstoreBundle::from_json(
+        v["release"]["imageSignature"].to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        sig.message_digest().unwrap(),
+        [0xab; 32],
+        "the signed digest is the image digest"
+    );
+    // The image signature does not verify with another key: the release is refused.
+    ok(d, &["keygen", "--out", "k/other"]);
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("signed.json")).unwrap()).unwrap();
+    let other = edgecd_sign::SigningKey::load(&d.join("k/other.key"), None).unwrap();
+    m["imageSignature"] =
+        serde_json::to_value(edgecd_sign::sign_digest(&other, &[0xab; 32])).unwrap();
+    let ci = edgecd_sign::SigningKey::load(&d.join("k/ci.key"), None).unwrap();
+    let bytes = serde_json::to_vec_pretty(&m).unwrap();
+    std::fs::write(d.join("forged.json"), &bytes).unwrap();
+    std::fs::write(
+        d.join("forged.json.sigstore.json"),
+        edgecd_sign::sign_artifact(&ci, &bytes).to_json_pretty(),
+    )
+    .unwrap();
+    let err = fails(
+        d,
+        &["release", "verify", "forged.json", "--key", "k/ci.pub"],
+    );
+    assert!(err.contains("image signature"), "{err}");
     let inspect = json(d, &["bundle", "inspect", "dist/clf-1.0.0.edgecd", "--json"]);
     assert_eq!(v["release"]["bundle"]["digest"], inspect["digest"]);
     assert_eq!(v["release"]["sbom"]["digest"], inspect["sbom"]);

@@ -1234,6 +1234,7 @@ fn analysis_counts_only_samples_taken_inside_its_window() {
                     version: "2.0.0".into(),
                     bundle_digest: format!("sha256:{}", "0".repeat(64)),
                     slot: "a".into(),
+                    image: None,
                 }),
                 assignment_version: 1,
                 last_outcome: None,

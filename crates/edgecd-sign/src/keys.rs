@@ -255,6 +255,17 @@ impl SigningKey {
         let sig: p256::ecdsa::Signature = self.0.sign(msg);
         sig.to_der().as_bytes().to_vec()
     }
+
+    /// ECDSA P-256 over a SHA-256 digest computed elsewhere (the same signature as
+    /// [`SigningKey::sign`] over the bytes that hash to it), ASN.1 DER encoded.
+    pub fn sign_prehash(&self, sha256: &[u8; 32]) -> Vec<u8> {
+        use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+        let sig: p256::ecdsa::Signature = self
+            .0
+            .sign_prehash(sha256)
+            .expect("a 32-byte prehash always signs");
+        sig.to_der().as_bytes().to_vec()
+    }
 }
 
 impl VerifyingKey {
@@ -335,6 +346,25 @@ impl VerifyingKey {
             })?;
         self.0
             .verify(msg, &sig)
+            .map_err(|_| KeyError::BadSignature { hint: self.hint() })
+    }
+
+    /// Checks an ASN.1 DER (or 64-byte r||s) ECDSA signature over a SHA-256 digest.
+    pub fn verify_prehash(&self, sha256: &[u8; 32], der_signature: &[u8]) -> Result<(), KeyError> {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        let sig = p256::ecdsa::Signature::from_der(der_signature)
+            .or_else(|e| {
+                if der_signature.len() == 64 {
+                    p256::ecdsa::Signature::from_slice(der_signature)
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|_| KeyError::MalformedSignature {
+                len: der_signature.len(),
+            })?;
+        self.0
+            .verify_prehash(sha256, &sig)
             .map_err(|_| KeyError::BadSignature { hint: self.hint() })
     }
 }

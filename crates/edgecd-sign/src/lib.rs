@@ -13,5 +13,5 @@ pub use keys::{KeyError, SigningKey, VerifyingKey, private_key_label, write_key_
 pub use sigstore::{
     HASH_ALGORITHM_SHA2_256, HashOutput, MessageSignature, PublicKeyIdentifier,
     SIGSTORE_BUNDLE_MEDIA_TYPE, SignatureError, SigstoreBundle, TimestampVerificationData,
-    VerificationMaterial, sign_artifact, verify_artifact,
+    VerificationMaterial, sign_artifact, sign_digest, verify_artifact, verify_digest,
 };

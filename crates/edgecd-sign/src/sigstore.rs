@@ -66,7 +66,7 @@ pub enum SignatureError {
 }
 
 /// A Sigstore bundle (serde: the protobuf-specs JSON form, camelCase).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SigstoreBundle {
     pub media_type: String,
@@ -75,7 +75,7 @@ pub struct SigstoreBundle {
 }
 
 /// `verificationMaterial` of a key-based bundle.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerificationMaterial {
     pub public_key: PublicKeyIdentifier,
@@ -87,7 +87,7 @@ pub struct VerificationMaterial {
 }
 
 /// `publicKey`: names the signing key by its hint (base64 SHA-256 of the SPKI DER).
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublicKeyIdentifier {
     /// Empty when the bundle does not name its key (protobuf JSON omits empty strings).
@@ -96,7 +96,7 @@ pub struct PublicKeyIdentifier {
 }
 
 /// `timestampVerificationData`: RFC 3161 timestamps, kept as JSON.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimestampVerificationData {
     #[serde(default)]
@@ -104,7 +104,7 @@ pub struct TimestampVerificationData {
 }
 
 /// `messageSignature`: the digest of the artifact and the signature over the artifact.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageSignature {
     pub message_digest: HashOutput,
@@ -113,7 +113,7 @@ pub struct MessageSignature {
 }
 
 /// `messageDigest`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HashOutput {
     /// protobuf `HashAlgorithm` enum name, e.g. `SHA2_256`.
     pub algorithm: String,
@@ -259,6 +259,69 @@ pub fn sign_artifact(key: &SigningKey, artifact: &[u8]) -> SigstoreBundle {
     }
 }
 
+/// Signs an artifact known only by its SHA-256 (e.g. a container image, whose digest is the
+/// SHA-256 of its manifest): the same bundle [`sign_artifact`] gives for the artifact's bytes,
+/// so it verifies with [`verify_artifact`] given those bytes, or with [`verify_digest`].
+pub fn sign_digest(key: &SigningKey, sha256: &[u8; 32]) -> SigstoreBundle {
+    let signature = key.sign_prehash(sha256);
+    SigstoreBundle {
+        media_type: SIGSTORE_BUNDLE_MEDIA_TYPE.to_string(),
+        verification_material: VerificationMaterial {
+            public_key: PublicKeyIdentifier {
+                hint: key.verifying_key().hint(),
+            },
+            tlog_entries: Vec::new(),
+            timestamp_verification_data: Some(TimestampVerificationData::default()),
+        },
+        message_signature: MessageSignature {
+            message_digest: HashOutput {
+                algorithm: HASH_ALGORITHM_SHA2_256.to_string(),
+                digest: STANDARD.encode(sha256),
+            },
+            signature: STANDARD.encode(signature),
+        },
+    }
+}
+
+/// Like [`verify_artifact`] for an artifact known only by its SHA-256: the bundle's message
+/// digest must be `sha256`, its hint (when present) must name `key`, and the signature must
+/// verify over that digest.
+pub fn verify_digest(
+    bundle: &SigstoreBundle,
+    sha256: &[u8; 32],
+    key: &VerifyingKey,
+) -> Result<(), SignatureError> {
+    bundle.validate()?;
+    let signed = bundle.message_digest()?;
+    if &signed != sha256 {
+        return Err(SignatureError::DigestMismatch {
+            actual: hex(sha256),
+            signed: hex(&signed),
+        });
+    }
+    check_hint(bundle, key)?;
+    key.verify_prehash(sha256, &bundle.signature_der()?)
+        .map_err(SignatureError::Signature)
+}
+
+fn check_hint(bundle: &SigstoreBundle, key: &VerifyingKey) -> Result<(), SignatureError> {
+    let key_hint = key.hint();
+    let bundle_hint = bundle.key_hint();
+    if !bundle_hint.is_empty() {
+        let same = decode_b64("verificationMaterial.publicKey.hint", bundle_hint)?
+            == STANDARD
+                .decode(&key_hint)
+                .expect("our hint is standard base64");
+        if !same {
+            return Err(SignatureError::WrongKey {
+                bundle_hint: bundle_hint.to_string(),
+                key_hint,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -279,20 +342,7 @@ pub fn verify_artifact(
             signed: hex(&signed),
         });
     }
-    let key_hint = key.hint();
-    let bundle_hint = bundle.key_hint();
-    if !bundle_hint.is_empty() {
-        let same = decode_b64("verificationMaterial.publicKey.hint", bundle_hint)?
-            == STANDARD
-                .decode(&key_hint)
-                .expect("our hint is standard base64");
-        if !same {
-            return Err(SignatureError::WrongKey {
-                bundle_hint: bundle_hint.to_string(),
-                key_hint,
-            });
-        }
-    }
+    check_hint(bundle, key)?;
     key.verify(artifact, &bundle.signature_der()?)
         .map_err(SignatureError::Signature)
 }
@@ -306,6 +356,32 @@ mod tests {
         let artifact = b"{\"schemaVersion\":2}".to_vec();
         let b = sign_artifact(&k, &artifact);
         (k, artifact, b)
+    }
+
+    #[test]
+    fn a_signature_over_a_digest_is_the_signature_over_the_artifact() {
+        let (k, artifact, b) = signed();
+        let digest: [u8; 32] = Sha256::digest(&artifact).into();
+        let d = sign_digest(&k, &digest);
+        // RFC 6979: deterministic, so the same bytes as signing the artifact itself.
+        assert_eq!(d, b);
+        verify_artifact(&d, &artifact, &k.verifying_key()).unwrap();
+        verify_digest(&b, &digest, &k.verifying_key()).unwrap();
+        let mut other = digest;
+        other[0] ^= 1;
+        assert!(matches!(
+            verify_digest(&d, &other, &k.verifying_key()),
+            Err(SignatureError::DigestMismatch { .. })
+        ));
+        let stranger = SigningKey::generate().verifying_key();
+        assert!(verify_digest(&d, &digest, &stranger).is_err());
+        // A bundle whose digest field was swapped to another artifact's fails the signature.
+        let mut forged = d.clone();
+        forged.message_signature.message_digest.digest = STANDARD.encode(other);
+        assert!(matches!(
+            verify_digest(&forged, &other, &k.verifying_key()),
+            Err(SignatureError::Signature(_))
+        ));
     }
 
     #[test]

@@ -383,6 +383,7 @@ impl Fleet {
             version: a.release.version.clone(),
             bundle_digest: a.release.bundle_digest.clone(),
             slot: slot.into(),
+            image: None,
         });
         fail(d, OutcomeKind::Committed, String::new());
     }

@@ -2,6 +2,8 @@
 //! processes on 127.0.0.1, for tests: each gets its own data directory and a free port, can be
 //! stopped and started again on the same port and data (to test outages), and is killed when
 //! dropped. A missing binary fails the test under `EDGECD_REQUIRE_EXTERNAL=1`, else skips it.
+//! [`Registry`]: an OCI registry (Debian's `docker-registry`, CNCF distribution) on 127.0.0.1
+//! in a temporary directory, stopped when dropped.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,5 +153,95 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// An OCI registry (`docker-registry serve`, plain HTTP) on 127.0.0.1 with a free port and its
+/// storage in a temporary directory; killed (and the storage removed) when dropped. Clients
+/// need `--tls-verify=false` (podman, skopeo) or an `http://` URL.
+pub struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry and waits until it answers `GET /v2/`. Panics when it cannot start
+    /// (`docker-registry` missing: run `scripts/setup/podman.sh`).
+    pub fn start() -> Registry {
+        Self::try_start().expect("docker-registry not found: run scripts/setup/podman.sh")
+    }
+
+    /// Like [`Registry::start`], but `None` (after a skip notice) when `docker-registry` is
+    /// missing, unless `EDGECD_REQUIRE_EXTERNAL=1`, which fails the test.
+    pub fn try_start() -> Option<Registry> {
+        let program = binary("Debian package docker-registry", &["docker-registry"])?;
+        let dir = tempfile::tempdir().expect("registry dir");
+        let port = crate::free_port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        let child = Command::new(program)
+            .arg("serve")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        let mut r = Registry { child, port, dir };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(2)))
+            .build()
+            .new_agent();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!("docker-registry exited with {status} at start: {}", r.log());
+            }
+            if agent
+                .get(format!("{}/v2/", r.url()))
+                .call()
+                .is_ok_and(|x| x.status() == 200)
+            {
+                return Some(r);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry not ready within 30 s: {}",
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:PORT`: the registry host of image references (`127.0.0.1:PORT/name@sha256:…`).
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT` (the registry API is under `/v2/`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The registry's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod bundle;
 pub mod demo;
+pub mod image;
 pub mod keys;
 pub mod release;
 pub mod rollout;

@@ -24,9 +24,14 @@ pub enum ReleaseCommand {
 pub struct CreateArgs {
     #[arg(long)]
     pub bundle: PathBuf,
-    /// Container image pinned by digest: registry/name@sha256:<hex>.
+    /// Container image pinned by digest: registry/name@sha256:<hex> (the runtime image
+    /// `edgecd image build` prints).
     #[arg(long)]
     pub image: Option<String>,
+    /// Also sign the image by its digest with the release key (`imageSignature`): devices in
+    /// podman mode then run it only if that signature verifies.
+    #[arg(long, requires = "image")]
+    pub sign_image: bool,
     /// Private signing key (PKCS#8 PEM or cosign encrypted key with COSIGN_PASSWORD).
     #[arg(long)]
     pub key: PathBuf,
@@ -108,7 +113,10 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
             a.bundle.display()
         );
     }
-    let release = ReleaseManifest::for_bundle(&summary, a.image, now_rfc3339())?;
+    let mut release = ReleaseManifest::for_bundle(&summary, a.image, now_rfc3339())?;
+    if a.sign_image {
+        release.sign_image(&key)?;
+    }
     let bytes = release.to_json();
     let sig = edgecd_sign::sign_artifact(&key, &bytes);
     edgecd_bundle::write_atomic(&a.out, &bytes)?;
@@ -146,6 +154,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     edgecd_sign::verify_artifact(&sig, &bytes, &key)
         .with_context(|| format!("verifying {} with key {}", a.file.display(), key.hint()))?;
     let release = ReleaseManifest::from_json(&bytes)?;
+    let image_signed = release.verify_image_signature(&key)?;
     let mut bundle_checked = None;
     if let Some(b) = &a.bundle {
         let (summary, signed) = read_bundle_checked(b, &key)?;
@@ -156,7 +165,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     if a.json {
         print_json(
-            &serde_json::json!({"release": release, "keyId": key.hint(), "bundleChecked": bundle_checked.is_some(), "bundleSignatureChecked": bundle_checked == Some(true)}),
+            &serde_json::json!({"release": release, "keyId": key.hint(), "bundleChecked": bundle_checked.is_some(), "bundleSignatureChecked": bundle_checked == Some(true), "imageSignatureChecked": image_signed}),
         )?;
     } else {
         crate::outln!(
@@ -171,7 +180,14 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             release.bundle.archive_size
         );
         if let Some(i) = &release.image {
-            crate::outln!("  image  {i}");
+            crate::outln!(
+                "  image  {i}{}",
+                if image_signed {
+                    " (image signature verified)"
+                } else {
+                    ""
+                }
+            );
         }
         match bundle_checked {
             Some(true) => crate::outln!("  bundle file matches, and its own signature verified"),
