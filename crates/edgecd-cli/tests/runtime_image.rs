@@ -317,7 +317,7 @@ int main(void) {{
 
 struct Lab {
     dir: PathBuf,
-    srv: edgecd_server::TestServer,
+    srv: edgecd_server::EmbeddedServer,
 }
 
 impl Lab {
@@ -475,7 +475,7 @@ fn runtime_image_and_model_install_roll_back_and_are_refused_together() {
     cfg.checkin_interval_secs = 1;
     let lab = Lab {
         dir: d.clone(),
-        srv: edgecd_server::TestServer::start(cfg).expect("server"),
+        srv: edgecd_server::EmbeddedServer::start(cfg).expect("server"),
     };
     lab.cli(&["keygen", "--out", "ci"]);
     lab.admin()
