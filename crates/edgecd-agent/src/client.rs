@@ -370,7 +370,9 @@ impl Client {
                         l.to_string()
                     }
                 })
-                .ok_or_else(|| transient(format!("redirect without a location for {}", blob.digest)))?;
+                .ok_or_else(|| {
+                    transient(format!("redirect without a location for {}", blob.digest))
+                })?;
             let mut req = self.agent.get(&location);
             if have > 0 {
                 req = req.header("range", &format!("bytes={have}-"));
@@ -381,7 +383,9 @@ impl Client {
                 .timeout_per_read(Some(opts.stall_timeout))
                 .build()
                 .call()
-                .map_err(|e| transient(format!("downloading {} from {location}: {e}", blob.digest)))?;
+                .map_err(|e| {
+                    transient(format!("downloading {} from {location}: {e}", blob.digest))
+                })?;
         }
         let status = resp.status().as_u16();
         let content_length = resp

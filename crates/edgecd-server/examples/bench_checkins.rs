@@ -77,8 +77,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 enrolled: 0,
                 inventory: "{}".into(),
             };
-            let r: Result<_, TokenRefusal> =
-                srv.state.store.enroll(&token_hash, 1, &new).await.expect("enroll");
+            let r: Result<_, TokenRefusal> = srv
+                .state
+                .store
+                .enroll(&token_hash, 1, &new)
+                .await
+                .expect("enroll");
             r.expect("token accepted");
             edgecd_server::assign::assign(
                 &srv.state,
@@ -141,8 +145,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                     .body_mut()
                                     .read_to_string()
                                     .ok()
-                                    .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                                    .and_then(|v| serde_json::from_value(v["assignment"].clone()).ok());
+                                    .and_then(|s| {
+                                        serde_json::from_str::<serde_json::Value>(&s).ok()
+                                    })
+                                    .and_then(|v| {
+                                        serde_json::from_value(v["assignment"].clone()).ok()
+                                    });
                             }
                             lat.push(t.elapsed().as_micros() as u64);
                         }
@@ -177,7 +185,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let q = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     let db_bytes: u64 = match &database {
         None => ["edgecd.db", "edgecd.db-wal"]
             .iter()
@@ -190,7 +203,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .arg(url)
                 .args(["-qAtc", &format!("SELECT pg_database_size('{name}')")])
                 .output()?;
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0)
         }
     };
     let rate = lat.len() as f64 / elapsed;

@@ -555,6 +555,17 @@ async fn get_blob(
             dev.id
         )));
     }
+    if let Some(r) = &st.registry {
+        let labels: BTreeMap<String, String> = json_col(&dev.labels)?;
+        let to = r
+            .config
+            .blob_url(&digest, labels.get("site").map(String::as_str));
+        return Ok((
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, hv(&to))],
+        )
+            .into_response());
+    }
     serve_file(
         &st.blobs.path(&digest),
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
@@ -779,7 +790,10 @@ async fn head_blob(
             st.blobs.touch(&digest);
             (StatusCode::OK, size)
         }
-        None => (StatusCode::NOT_FOUND, st.blobs.partial_len(&digest)),
+        None => match crate::registry::glue::size(&st, &digest).await? {
+            Some(size) => (StatusCode::OK, size),
+            None => (StatusCode::NOT_FOUND, st.blobs.partial_len(&digest)),
+        },
     };
     Ok((status, offset_header(have)).into_response())
 }
@@ -830,6 +844,7 @@ async fn put_blob(
         .await
     {
         Ok(Put::Stored(size)) => {
+            crate::registry::glue::push(&st, &digest).await?;
             Ok((StatusCode::CREATED, Json(BlobRef { digest, size })).into_response())
         }
         Ok(Put::Partial(n)) => Ok((
@@ -935,6 +950,7 @@ async fn publish(
         return Ok((StatusCode::OK, Json(old)).into_response());
     }
     let info = crate::release::verify_publish(&st, &req, pre).await?;
+    crate::registry::glue::publish(&st, &info).await?;
     let r = &info.release;
     let inserted = st
         .store

@@ -29,6 +29,7 @@ pub mod error;
 pub mod metrics;
 pub mod notify;
 pub mod promql;
+pub mod registry;
 pub mod release;
 pub mod rollouts;
 pub mod store;
@@ -62,6 +63,9 @@ pub struct Config {
     pub timestamp_ttl_secs: u64,
     /// Re-sign (with a higher version) assignments past half their lifetime on check-in.
     pub refresh_assignments: bool,
+    /// Blobs pushed to (and devices sent to) an OCI registry; `None`: the server serves
+    /// blobs from its data directory.
+    pub blob_registry: Option<registry::RegistryConfig>,
     /// Largest blob an admin may upload.
     pub max_blob_bytes: u64,
     /// Bandwidth cap of each blob download to a device, in KiB/s.
@@ -106,6 +110,7 @@ impl Config {
             assignment_ttl_secs: 7 * 24 * 3600,
             timestamp_ttl_secs: 600,
             refresh_assignments: true,
+            blob_registry: None,
             max_blob_bytes: 4 << 30,
             blob_rate_kbps: None,
             blob_gc_grace_secs: 24 * 3600,
@@ -142,6 +147,8 @@ pub struct AppState {
     pub controller: Arc<controller::Health>,
     /// Check-in latencies (`/metrics`).
     pub checkins: Arc<metrics::Checkins>,
+    /// The blob registry, when blobs live in one (`Config::blob_registry`).
+    pub registry: Option<registry::Registry>,
 }
 
 impl AppState {
@@ -215,6 +222,7 @@ impl Server {
         )
         .await?;
         let clock = config.clock.clone();
+        let registry = config.blob_registry.clone().map(registry::Registry::new);
         let state = AppState {
             store,
             blobs,
@@ -227,6 +235,7 @@ impl Server {
             replica_id: replica_id(),
             controller,
             checkins: Arc::default(),
+            registry,
         };
         Ok(Self {
             state,

@@ -81,6 +81,14 @@ pub struct Preflight {
 /// the manifest is signed by a trusted key and names this bundle and SBOM, the bundle
 /// signature parses and names a trusted key, and `app@version` is free or is this release.
 pub async fn preflight(st: &AppState, req: &PublishRequest) -> Result<Preflight, ApiError> {
+    let mut refs = vec![
+        &req.manifest,
+        &req.manifest_sig,
+        &req.bundle_sig,
+        &req.bundle,
+    ];
+    refs.extend(req.sbom.as_ref());
+    crate::registry::glue::ensure_local(st, &refs).await?;
     let keys: Vec<VerifyingKey> = crate::api::trusted_keys(st)
         .await?
         .iter()

@@ -62,6 +62,22 @@ pub struct ServerArgs {
     /// README. Checked at start: the server refuses to start when it is wrong.
     #[arg(long, env = "EDGECD_NOTIFICATIONS")]
     pub notifications: Option<PathBuf>,
+    /// Keep blobs in an OCI registry, `http(s)://HOST[:PORT]/REPOSITORY`: uploads are pushed
+    /// there, published releases become OCI artifacts (signatures and SBOM as referrers), and
+    /// devices download from it. Needed when several servers share a database.
+    #[arg(long, env = "EDGECD_BLOB_REGISTRY")]
+    pub blob_registry: Option<String>,
+    /// The registry's base URL as devices reach it (default: the --blob-registry URL).
+    #[arg(long, requires = "blob_registry")]
+    pub blob_registry_public_url: Option<String>,
+    /// A registry mirror for the devices labelled `site=SITE`: `SITE=http(s)://HOST[:PORT]`
+    /// (repeatable). It must hold the same repository.
+    #[arg(
+        long = "blob-mirror",
+        value_name = "SITE=URL",
+        requires = "blob_registry"
+    )]
+    pub blob_mirrors: Vec<String>,
     /// How often the controller drives active rollouts, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub controller_tick_ms: u64,
@@ -139,6 +155,23 @@ pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|p| read_secret(p, "alert hook HMAC key"))
         .transpose()?;
+    if let Some(r) = &a.blob_registry {
+        let mut reg =
+            edgecd_server::registry::RegistryConfig::parse(r).map_err(anyhow::Error::msg)?;
+        reg.public_url = a.blob_registry_public_url.clone();
+        for m in &a.blob_mirrors {
+            let (site, url) = m
+                .split_once('=')
+                .filter(|(s, u)| {
+                    !s.is_empty() && (u.starts_with("http://") || u.starts_with("https://"))
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--blob-mirror {m:?}: expected SITE=http(s)://HOST[:PORT]")
+                })?;
+            reg.mirrors.insert(site.to_string(), url.to_string());
+        }
+        cfg.blob_registry = Some(reg);
+    }
     cfg.controller_tick_ms = a.controller_tick_ms.max(10);
     if a.controller_lease_ms < 3 * cfg.controller_tick_ms {
         anyhow::bail!(
