@@ -568,6 +568,9 @@ impl Agent {
             Checkin::NotModified { next_secs } => next_secs,
             Checkin::New { response, etag } => {
                 self.etag = etag;
+                if let Some(p) = &mut self.podman {
+                    p.server_mirror = response.image_mirror.clone();
+                }
                 if response.assignment.is_some() {
                     self.pending = response.assignment;
                 }

@@ -256,11 +256,21 @@ pub fn quadlet(cfg: &PodmanConfig, spec: &RunSpec) -> String {
 #[derive(Debug, Clone)]
 pub struct Podman {
     pub cfg: PodmanConfig,
+    /// The mirror the server named for this device's site, used unless `cfg.mirror` is set.
+    pub server_mirror: Option<String>,
 }
 
 impl Podman {
     pub fn new(cfg: PodmanConfig) -> Self {
-        Self { cfg }
+        Self {
+            cfg,
+            server_mirror: None,
+        }
+    }
+
+    /// The mirror to pull from: the agent's own `--image-mirror`, else the server's.
+    pub fn mirror(&self) -> Option<&str> {
+        self.cfg.mirror.as_deref().or(self.server_mirror.as_deref())
     }
 
     fn cmd(&self) -> Command {
@@ -302,8 +312,7 @@ impl Podman {
     /// Pulls `image` by digest (from the mirror when configured) and checks that the image
     /// podman stored carries that digest. A digest the registry does not have is refused.
     pub fn pull(&self, image: &str) -> Result<(), RuntimeError> {
-        let (source, digest) =
-            pull_source(image, self.cfg.mirror.as_deref()).map_err(RuntimeError::Refused)?;
+        let (source, digest) = pull_source(image, self.mirror()).map_err(RuntimeError::Refused)?;
         let mut args = vec!["pull".to_string(), "-q".to_string()];
         if !self.cfg.tls_verify {
             args.push("--tls-verify=false".into());
@@ -345,7 +354,7 @@ impl Podman {
 
     /// The local name to run `image` by (the mirror's when pulled from one).
     fn local_ref(&self, image: &str) -> String {
-        pull_source(image, self.cfg.mirror.as_deref()).map_or_else(|_| image.to_string(), |s| s.0)
+        pull_source(image, self.mirror()).map_or_else(|_| image.to_string(), |s| s.0)
     }
 
     /// Replaces the runtime container with one running `spec` (or writes the quadlet and
@@ -621,6 +630,16 @@ mod tests {
         c.accelerator_devices = vec!["/dev/hailo0".into()];
         c.cpus = Some("2".into());
         c
+    }
+
+    #[test]
+    fn the_agents_own_mirror_wins_over_the_servers() {
+        let mut p = Podman::new(PodmanConfig::new("127.0.0.1:9500".parse().expect("addr")));
+        assert_eq!(p.mirror(), None);
+        p.server_mirror = Some("site.mirror:5000".into());
+        assert_eq!(p.mirror(), Some("site.mirror:5000"));
+        p.cfg.mirror = Some("own.mirror".into());
+        assert_eq!(p.mirror(), Some("own.mirror"));
     }
 
     #[test]

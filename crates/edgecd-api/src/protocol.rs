@@ -322,6 +322,10 @@ pub struct CheckinResponse {
     /// The server's protocol version (absent: `1.0`).
     #[serde(default = "legacy_protocol")]
     pub protocol: String,
+    /// The registry mirror of the device's site to pull runtime images from
+    /// (`HOST[:PORT][/PREFIX]`); the image digest stays the one the release pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_mirror: Option<String>,
 }
 
 /// An assignment and the server's signature over its exact JSON bytes.
@@ -662,6 +666,7 @@ mod tests {
             assignment: Some(signed),
             next_checkin_secs: 1,
             protocol: PROTOCOL_VERSION.into(),
+            image_mirror: Some("mirror.site:5000".into()),
         });
         roundtrips_with_future_fields(&EnrollRequest {
             token: "t".into(),

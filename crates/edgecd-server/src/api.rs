@@ -439,7 +439,6 @@ async fn checkin_inner(
             )
             .await?;
     }
-    let next = st.config.checkin_interval_secs;
     let mut row = st.store.assignment(&id).await?;
     if let Some(proof) = &req.status.assignment_proof
         && req.status.assignment_version as i64 > row.as_ref().map_or(0, |a| a.version)
@@ -455,41 +454,65 @@ async fn checkin_inner(
             row = Some(crate::assign::resign(&st, &id, &p.release).await?);
         }
     }
+    let labels: BTreeMap<String, String> = json_col(&dev.labels)?;
+    let mirror = labels
+        .get("site")
+        .and_then(|site| st.config.image_mirrors.get(site))
+        .cloned();
+    Ok(checkin_answer(&st, &id, &headers, row, mirror))
+}
+
+/// The answer to a check-in: the signed timestamp, and the device's assignment unless its
+/// `If-None-Match` shows it has it (304); `image_mirror`: the registry mirror of its site.
+fn checkin_answer(
+    st: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    row: Option<AssignmentRow>,
+    image_mirror: Option<String>,
+) -> Response {
+    let next = st.config.checkin_interval_secs;
     let Some(a) = row else {
-        return Ok((
+        return (
             [next_header(next)],
-            timestamp_headers(&st, &id, 0),
+            timestamp_headers(st, id, 0),
             Json(CheckinResponse {
                 assignment: None,
                 next_checkin_secs: next,
                 protocol: PROTOCOL_VERSION.into(),
+                image_mirror,
             }),
         )
-            .into_response());
+            .into_response();
     };
-    let tag = etag(a.version);
+    // The mirror is part of the tag: a device learns a new one at its next check-in.
+    let tag = match &image_mirror {
+        None => etag(a.version),
+        Some(m) => format!("\"a{}.m{}\"", a.version, &util::hash_secret(m)[..8]),
+    };
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
     if matches {
-        return Ok((
+        return (
             StatusCode::NOT_MODIFIED,
             [next_header(next), (header::ETAG, hv(&tag))],
-            timestamp_headers(&st, &id, a.version),
+            timestamp_headers(st, id, a.version),
         )
-            .into_response());
+            .into_response();
     }
-    Ok((
+    (
         [next_header(next), (header::ETAG, hv(&tag))],
-        timestamp_headers(&st, &id, a.version),
+        timestamp_headers(st, id, a.version),
         Json(CheckinResponse {
-            assignment: Some(signed(&a, &st)),
+            assignment: Some(signed(&a, st)),
             next_checkin_secs: next,
             protocol: PROTOCOL_VERSION.into(),
+            image_mirror,
         }),
     )
-        .into_response())
+        .into_response()
 }
 
 fn hv(s: &str) -> HeaderValue {

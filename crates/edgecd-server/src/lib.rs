@@ -66,6 +66,9 @@ pub struct Config {
     /// Blobs pushed to (and devices sent to) an OCI registry; `None`: the server serves
     /// blobs from its data directory.
     pub blob_registry: Option<registry::RegistryConfig>,
+    /// Registry mirror (`HOST[:PORT][/PREFIX]`) per value of the device label `site`, named
+    /// to devices for pulling runtime images.
+    pub image_mirrors: std::collections::BTreeMap<String, String>,
     /// Largest blob an admin may upload.
     pub max_blob_bytes: u64,
     /// Bandwidth cap of each blob download to a device, in KiB/s.
@@ -111,6 +114,7 @@ impl Config {
             timestamp_ttl_secs: 600,
             refresh_assignments: true,
             blob_registry: None,
+            image_mirrors: Default::default(),
             max_blob_bytes: 4 << 30,
             blob_rate_kbps: None,
             blob_gc_grace_secs: 24 * 3600,

@@ -1282,3 +1282,48 @@ fn analysis_counts_only_samples_taken_inside_its_window() {
     });
     assert_ne!(st["phase"], "aborted", "{st}");
 }
+
+/// The server names the runtime-image mirror of a device's site at check-in, and a device
+/// learns a new one at its next check-in (the mirror is part of the ETag).
+#[test]
+fn checkins_name_the_image_mirror_of_the_devices_site() {
+    let h = H::with(|c| {
+        c.image_mirrors
+            .insert("berlin".into(), "registry.berlin:5000".into());
+    });
+    h.trust_ci();
+    let r = h.release("1.0.0", &h.ci);
+    let (s, t, _) = h.publish(&r);
+    assert_eq!(s, 201, "{t}");
+    let berlin = h.enroll(&[("site", "berlin")]);
+    let paris = h.enroll(&[("site", "paris")]);
+    let (s, _, _) = h.admin(
+        "POST",
+        "/api/v1/admin/deployments",
+        Some(serde_json::json!({"app": "app", "version": "1.0.0", "selector": {}})),
+    );
+    assert_eq!(s, 200);
+    let answer = |d: &EnrollResponse, etag: Option<&str>| {
+        let (s, body, headers) = h.checkin(d, etag);
+        let tag = headers
+            .iter()
+            .find(|(k, _)| k == "etag")
+            .map(|(_, v)| v.clone());
+        let r: Option<CheckinResponse> = serde_json::from_str(&body).ok();
+        (s, r, tag)
+    };
+    let (s, r, tag) = answer(&berlin, None);
+    assert_eq!(s, 200);
+    let r = r.expect("answer");
+    assert_eq!(r.image_mirror.as_deref(), Some("registry.berlin:5000"));
+    assert!(r.assignment.is_some());
+    // The tag of an assignment without the mirror no longer matches: a device that checked
+    // in before the mirror was configured gets the full answer once.
+    let (s, _, _) = answer(&berlin, Some("\"a1\""));
+    assert_eq!(s, 200);
+    let (s, _, _) = answer(&berlin, tag.as_deref());
+    assert_eq!(s, 304);
+    let (s, r, _) = answer(&paris, None);
+    assert_eq!(s, 200);
+    assert_eq!(r.expect("answer").image_mirror, None, "no mirror for paris");
+}

@@ -78,6 +78,11 @@ pub struct ServerArgs {
         requires = "blob_registry"
     )]
     pub blob_mirrors: Vec<String>,
+    /// A registry mirror for the runtime images of devices labelled `site=SITE`:
+    /// `SITE=HOST[:PORT][/PREFIX]` (repeatable); named to those devices at check-in (their
+    /// own `--image-mirror` wins). The image digest stays the one the release pins.
+    #[arg(long = "image-mirror", value_name = "SITE=HOST[:PORT][/PREFIX]")]
+    pub image_mirrors: Vec<String>,
     /// How often the controller drives active rollouts, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub controller_tick_ms: u64,
@@ -171,6 +176,17 @@ pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
             reg.mirrors.insert(site.to_string(), url.to_string());
         }
         cfg.blob_registry = Some(reg);
+    }
+    for m in &a.image_mirrors {
+        let (site, host) = m
+            .split_once('=')
+            .filter(|(s, h)| !s.is_empty() && !h.is_empty() && !h.contains("://"))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--image-mirror {m:?}: expected SITE=HOST[:PORT][/PREFIX] (no scheme)"
+                )
+            })?;
+        cfg.image_mirrors.insert(site.to_string(), host.to_string());
     }
     cfg.controller_tick_ms = a.controller_tick_ms.max(10);
     if a.controller_lease_ms < 3 * cfg.controller_tick_ms {
