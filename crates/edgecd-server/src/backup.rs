@@ -299,3 +299,15 @@ pub async fn restore(
     tracing::info!(data_dir = %data_dir.display(), backend = %m.backend, "backup restored");
     Ok(m)
 }
+
+/// Runs a backup or restore future on a runtime of its own (for the `edgecd server backup|restore`
+/// commands, which have none).
+pub fn block_on<T>(
+    f: impl std::future::Future<Output = Result<T, ServerError>>,
+) -> Result<T, ServerError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::io("tokio runtime", e))?
+        .block_on(f)
+}
