@@ -38,7 +38,7 @@ pub enum Command {
     Image(cmd::image::ImageCommand),
     /// Run the end-to-end demo (nothing to install).
     Demo(cmd::demo::DemoArgs),
-    /// Run the control-plane server.
+    /// Run the control-plane server (`server backup|restore`: online backup and restore).
     Server(cmd::server::ServerArgs),
     /// Manage which keys the server trusts to sign releases.
     #[command(subcommand)]
@@ -54,6 +54,12 @@ pub enum Command {
     /// Send the devices of an app (or those of them matching a selector) back to an earlier
     /// version of it.
     Rollback(cmd::rollout::RollbackArgs),
+    /// Named API tokens with roles (viewer, deployer, approver, admin): create, list, rotate,
+    /// revoke.
+    #[command(subcommand)]
+    Token(cmd::access::TokenCommand),
+    /// Show the audit log: who changed what on the server, when and from where.
+    Audit(cmd::access::AuditArgs),
     /// Simulate a fleet of devices against a server.
     Sim(cmd::sim::SimArgs),
 }
@@ -100,6 +106,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy(a) => cmd::admin::run_deploy(a),
         Command::Rollout(c) => cmd::rollout::run(c),
         Command::Rollback(a) => cmd::rollout::rollback(a),
+        Command::Token(c) => cmd::access::run_token(c),
+        Command::Audit(a) => cmd::access::run_audit(a),
         Command::Sim(a) => cmd::sim::run(a),
     }
 }

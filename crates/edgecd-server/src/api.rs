@@ -2,6 +2,7 @@
 //! admin API. Every handler authenticates first, validates its input, and answers errors as
 //! `{"error": …}` JSON.
 
+use crate::auth::{Admin, Auth, Deployer, Viewer};
 use crate::error::ApiError;
 use crate::store::{AssignmentRow, DeviceRow, NewDevice, TokenRefusal, TrustedKeyRow};
 use crate::{AppState, util};
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .route("/api/v1/hooks/alertmanager", post(crate::alerts::receive))
         .merge(crate::rollouts::routes())
+        .merge(crate::auth::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
@@ -49,6 +51,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_blob));
     json_routes
         .merge(upload)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::layer,
+        ))
         .layer(axum::middleware::map_response(protocol_header))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
@@ -136,16 +142,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::trim)
-}
-
-pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let t = bearer(headers)
-        .ok_or_else(|| ApiError::unauthorized("missing admin token (Authorization: Bearer …)"))?;
-    if util::ct_eq(&util::hash_secret(t), &state.admin_token_hash) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("invalid admin token"))
-    }
 }
 
 /// Authenticates a device by its credential (`edc_…`); 401 without a valid one, 403 when revoked.
@@ -670,10 +666,9 @@ async fn serve_file(
 
 async fn trust_key(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Admin>,
     Json(req): Json<TrustKeyRequest>,
 ) -> Result<Json<TrustedKey>, ApiError> {
-    admin(&st, &headers)?;
     if let Some(n) = &req.name {
         check_text("name", n, 128)?;
     }
@@ -722,9 +717,8 @@ pub async fn trusted_keys(st: &AppState) -> Result<Vec<TrustedKey>, ApiError> {
 
 async fn list_keys(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Viewer>,
 ) -> Result<Json<Vec<TrustedKey>>, ApiError> {
-    admin(&st, &headers)?;
     Ok(Json(trusted_keys(&st).await?))
 }
 
@@ -803,10 +797,9 @@ fn closing(r: Response) -> Response {
 /// many bytes the server has (the size, or what an interrupted upload left).
 async fn head_blob(
     State(st): State<AppState>,
+    _: Auth<Viewer>,
     Path(digest): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers)?;
     check_digest(&digest)?;
     let (status, have) = match st.blobs.size(&digest) {
         Some(size) => {
@@ -834,11 +827,11 @@ fn offset_header(n: u64) -> [(axum::http::HeaderName, HeaderValue); 1] {
 /// before a success or offset answer.
 async fn put_blob(
     State(st): State<AppState>,
+    _: Auth<Deployer>,
     Path(digest): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers)?;
     check_digest(&digest)?;
     let max = st.config.max_blob_bytes;
     let offset = header_u64(&headers, UPLOAD_OFFSET)?.unwrap_or(0);
@@ -891,10 +884,9 @@ async fn put_blob(
 /// uploads, untouched for `graceSecs` (default: the server's sweep grace).
 async fn gc_blobs(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Admin>,
     axum::extract::Query(q): axum::extract::Query<GcQuery>,
 ) -> Result<Json<crate::blobs::Swept>, ApiError> {
-    admin(&st, &headers)?;
     let grace = q.grace_secs.unwrap_or(st.config.blob_gc_grace_secs);
     Ok(Json(
         sweep_blobs(&st, std::time::Duration::from_secs(grace)).await?,
@@ -948,10 +940,9 @@ pub async fn sweep_blobs(
 /// files (uploaded first), so a bad release is refused before its bundle is uploaded.
 async fn check_release(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Deployer>,
     Json(req): Json<PublishRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    admin(&st, &headers)?;
     let pre = crate::release::preflight(&st, &req).await?;
     Ok(Json(serde_json::json!({
         "app": pre.manifest.app,
@@ -964,10 +955,9 @@ async fn check_release(
 /// `POST /api/v1/admin/releases`: 201 when published, 200 when this very release already is.
 async fn publish(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Deployer>,
     Json(req): Json<PublishRequest>,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers)?;
     let mut pre = crate::release::preflight(&st, &req).await?;
     if let Some(old) = pre.already_published.take() {
         return Ok((StatusCode::OK, Json(old)).into_response());
@@ -1006,9 +996,8 @@ async fn publish(
 
 async fn list_releases(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Viewer>,
 ) -> Result<Json<Vec<ReleaseInfo>>, ApiError> {
-    admin(&st, &headers)?;
     st.store
         .release_infos()
         .await?
@@ -1020,10 +1009,9 @@ async fn list_releases(
 
 async fn create_token(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Deployer>,
     Json(req): Json<CreateTokenRequest>,
 ) -> Result<Json<CreateTokenResponse>, ApiError> {
-    admin(&st, &headers)?;
     check_labels(&req.labels)?;
     let secs = req.expires_in_secs.unwrap_or(24 * 3600);
     if secs == 0 || secs > 365 * 24 * 3600 {
@@ -1073,10 +1061,9 @@ pub(crate) async fn device_info(st: &AppState, d: DeviceRow) -> Result<DeviceInf
 
 async fn list_devices(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Viewer>,
     Query(q): Query<crate::devices::DeviceQuery>,
 ) -> Result<Json<Vec<DeviceInfo>>, ApiError> {
-    admin(&st, &headers)?;
     Ok(Json(crate::devices::list(&st, &q).await?))
 }
 
@@ -1089,21 +1076,19 @@ pub(crate) async fn device_or_404(st: &AppState, id: &str) -> Result<DeviceRow, 
 
 async fn show_device(
     State(st): State<AppState>,
+    _: Auth<Viewer>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<DeviceInfo>, ApiError> {
-    admin(&st, &headers)?;
     let d = device_or_404(&st, &id).await?;
     Ok(Json(device_info(&st, d).await?))
 }
 
 async fn label_device(
     State(st): State<AppState>,
+    _: Auth<Deployer>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     Json(req): Json<LabelRequest>,
 ) -> Result<Json<DeviceInfo>, ApiError> {
-    admin(&st, &headers)?;
     check_labels(&req.labels)?;
     let d = device_or_404(&st, &id).await?;
     let mut labels: BTreeMap<String, String> = json_col(&d.labels)?;
@@ -1126,10 +1111,9 @@ async fn label_device(
 
 async fn revoke_device(
     State(st): State<AppState>,
+    _: Auth<Admin>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<DeviceInfo>, ApiError> {
-    admin(&st, &headers)?;
     if !st.store.revoke(&id).await? {
         return Err(ApiError::not_found(format!("no device {id}")));
     }
@@ -1212,11 +1196,10 @@ struct DeployQuery {
 /// no device would get it.
 async fn deploy(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Deployer>,
     axum::extract::Query(q): axum::extract::Query<DeployQuery>,
     Json(req): Json<DeployRequest>,
 ) -> Result<Json<DeployResponse>, ApiError> {
-    admin(&st, &headers)?;
     check_labels(&req.selector)?;
     let only_app = match q.scope.as_deref() {
         None | Some("selector") => false,

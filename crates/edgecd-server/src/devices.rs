@@ -3,12 +3,12 @@
 //! `offline` or `revoked`) and `DELETE /api/v1/admin/devices/{id}` (the device, its credential
 //! and its assignment go; the deletion is recorded as an event).
 
-use crate::api::{admin, device_info, device_or_404};
+use crate::api::{device_info, device_or_404};
+use crate::auth::{Admin, Auth};
 use crate::error::ApiError;
 use crate::{AppState, util};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use edgecd_api::protocol::{DeviceInfo, Phase, valid_label};
 use std::collections::BTreeMap;
 
@@ -133,10 +133,9 @@ impl DeviceFilter {
 /// longer authenticates) and its assignment; answers the device as it was.
 pub async fn delete_device(
     State(st): State<AppState>,
+    _: Auth<Admin>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<DeviceInfo>, ApiError> {
-    admin(&st, &headers)?;
     let info = device_info(&st, device_or_404(&st, &id).await?).await?;
     if !st.store.delete_device(&id).await? {
         return Err(ApiError::not_found(format!("no device {id}")));

@@ -7,7 +7,8 @@
 //! [`store`] (all SQL, one module per backend), [`controller`] (the supervised service that
 //! changes state on its own, elected among replicas by a lease), [`assign`] (the one path that
 //! changes what a device runs), HTTP handlers (`api`, `rollouts`, `devices`, `alerts`,
-//! `metrics`), [`blobs`] (content-addressed storage); [`EmbeddedServer`] runs it in-process.
+//! `metrics`), people and access ([`auth`]: API tokens, roles, the access layer; [`audit`]:
+//! the audit log; [`backup`]: online backup and restore), [`blobs`] (content-addressed storage); [`EmbeddedServer`] runs it in-process.
 //!
 //! Data directory layout:
 //! ```text
@@ -21,6 +22,9 @@
 pub mod alerts;
 pub mod api;
 pub mod assign;
+pub mod audit;
+pub mod auth;
+pub mod backup;
 pub mod blobs;
 pub mod controller;
 pub mod devices;
@@ -137,6 +141,8 @@ pub struct AppState {
     pub store: store::SharedStore,
     pub blobs: blobs::BlobStore,
     pub signing_key: Arc<SigningKey>,
+    /// The first start's admin token (hashed), kept as the API token named `admin`
+    /// (`auth`); requests are authenticated against the `api_tokens` table.
     pub admin_token_hash: Arc<String>,
     pub config: Arc<Config>,
     /// The gate provider for `provider: prometheus` gates, when `prometheus_url` is set.
@@ -214,6 +220,18 @@ impl Server {
                 }
             }
         };
+        // The first start's admin token is the API token named `admin` (once: after a
+        // rotation or revocation of `admin`, its row is the truth).
+        store
+            .api_token_ensure(&store::ApiTokenRow {
+                name: "admin".into(),
+                role: auth::Role::Admin.as_str().into(),
+                hash: admin_hash.clone(),
+                created: config.clock.now(),
+                rotated: None,
+                revoked: None,
+            })
+            .await?;
         let controller = Arc::new(controller::Health::default());
         let prometheus = config.prometheus_url.as_deref().map(|u| {
             promql::Prometheus::new(u, Duration::from_millis(config.prometheus_timeout_ms))
@@ -279,7 +297,10 @@ impl Server {
         listener: std::net::TcpListener,
         handle: axum_server::Handle<SocketAddr>,
     ) -> Result<(), ServerError> {
-        let app = self.router().into_make_service();
+        // The peer address is what the audit log records as "from where".
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::io("listener", e))?;

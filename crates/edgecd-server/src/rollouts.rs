@@ -6,13 +6,13 @@
 //! Restart safety: effects are applied before the new state is saved, and applying one is
 //! idempotent (a device already assigned the target release is skipped), so a crash between
 //! the two re-applies nothing twice and loses nothing.
-use crate::api::{admin, json_col};
+use crate::api::json_col;
+use crate::auth::{Approver, Auth, Deployer, Viewer};
 use crate::controller::Fence;
 use crate::promql::{self, QueryContext};
 use crate::store::{Fenced, RolloutSave};
 use crate::{ApiError, AppState, assign, notify, util};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgecd_api::metrics::MetricsAggregate;
@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/rollouts", post(start).get(list))
         .route("/api/v1/admin/rollouts/{id}", get(show))
         .route("/api/v1/admin/rollouts/{id}/history", get(history))
+        .route("/api/v1/admin/rollouts/{id}/approve", post(approve))
         .route("/api/v1/admin/rollouts/{id}/{command}", post(command))
 }
 
@@ -416,10 +417,9 @@ async fn external_values(st: &AppState, r: &Rollout, now: i64) -> BTreeMap<usize
 
 async fn start(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Deployer>,
     Json(req): Json<StartRollout>,
 ) -> Result<Json<RolloutStatus>, ApiError> {
-    admin(&st, &headers)?;
     let _serialized = st.store.lock_rollouts().await?;
     req.spec
         .validate()
@@ -540,9 +540,8 @@ async fn status_of(st: &AppState, r: Rollout) -> Result<RolloutStatus, ApiError>
 
 async fn list(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Viewer>,
 ) -> Result<Json<Vec<RolloutStatus>>, ApiError> {
-    admin(&st, &headers)?;
     let mut out = vec![];
     for s in st.store.rollout_states().await? {
         out.push(status_of(&st, json_col(&s)?).await?);
@@ -552,20 +551,18 @@ async fn list(
 
 async fn show(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Viewer>,
     Path(id): Path<String>,
 ) -> Result<Json<RolloutStatus>, ApiError> {
-    admin(&st, &headers)?;
     let r = load(&st, &id).await?;
     Ok(Json(status_of(&st, r).await?))
 }
 
 async fn history(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Viewer>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
-    admin(&st, &headers)?;
     load(&st, &id).await?;
     st.store
         .rollout_audit(&id)
@@ -606,27 +603,42 @@ pub(crate) async fn fail(
 
 async fn command(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: Auth<Deployer>,
     Path((id, cmd)): Path<(String, String)>,
 ) -> Result<Json<RolloutStatus>, ApiError> {
-    admin(&st, &headers)?;
     let cmd = match cmd.as_str() {
         "promote" => Command::Promote,
         "pause" => Command::Pause,
         "resume" => Command::Resume,
         "abort" => Command::Abort,
-        "approve" => Command::Approve,
         other => {
             return Err(ApiError::not_found(format!(
                 "unknown rollout command {other:?}: use promote, pause, resume, abort or approve"
             )));
         }
     };
+    run_command(&st, &id, cmd).await
+}
+
+/// `POST /api/v1/admin/rollouts/{id}/approve`: its own route, as it needs role `approver`.
+async fn approve(
+    State(st): State<AppState>,
+    _: Auth<Approver>,
+    Path(id): Path<String>,
+) -> Result<Json<RolloutStatus>, ApiError> {
+    run_command(&st, &id, Command::Approve).await
+}
+
+async fn run_command(
+    st: &AppState,
+    id: &str,
+    cmd: Command,
+) -> Result<Json<RolloutStatus>, ApiError> {
     let _serialized = st.store.lock_rollouts().await?;
-    let mut r = load(&st, &id).await?;
+    let mut r = load(st, id).await?;
     let d = r
         .command(cmd, st.now() as i64)
         .map_err(|e| ApiError::new(axum::http::StatusCode::CONFLICT, e))?;
-    apply(&st, &r, &d, None).await?;
-    Ok(Json(status_of(&st, r).await?))
+    apply(st, &r, &d, None).await?;
+    Ok(Json(status_of(st, r).await?))
 }

@@ -17,7 +17,8 @@ pub struct Remote {
     /// Server URL, e.g. https://edgecd.example:8443.
     #[arg(long, env = "EDGECD_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// Admin token (printed by the server's first start, in DATA/admin-token).
+    /// API token: the first start's admin token (DATA/admin-token) or one from `edgecd token
+    /// create` with the role the command needs (see the README's roles table).
     #[arg(long, env = "EDGECD_TOKEN", hide_env_values = true)]
     pub token: String,
     /// PEM CA certificate the server's certificate must chain to.

@@ -1,4 +1,5 @@
 //! One module per top-level subcommand.
+pub mod access;
 pub mod admin;
 pub mod bundle;
 pub mod demo;

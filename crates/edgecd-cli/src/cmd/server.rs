@@ -1,12 +1,16 @@
 //! `edgecd server`: runs the control plane (see `edgecd-server`): SQLite (or PostgreSQL with
 //! `--database`) + blob store under `--data-dir`, HTTPS when given a certificate and key, rollout notifications from
-//! `--notifications FILE`, graceful shutdown on SIGTERM.
+//! `--notifications FILE`, graceful shutdown on SIGTERM; `edgecd server backup|restore`
+//! (`edgecd_server::backup`).
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
+    #[command(subcommand)]
+    pub action: Option<ServerAction>,
     /// Data directory (database, blobs, keys, admin token).
     #[arg(long, env = "EDGECD_DATA_DIR", default_value = "./edgecd-data")]
     pub data_dir: PathBuf,
@@ -93,6 +97,88 @@ pub struct ServerArgs {
     pub controller_lease_ms: u64,
 }
 
+/// `edgecd server backup|restore`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ServerAction {
+    /// Back up a server while it runs: a consistent database snapshot (SQLite `VACUUM INTO`,
+    /// PostgreSQL `pg_dump`), the assignment key, the admin token and the blobs, into the
+    /// new directory OUT.
+    Backup {
+        /// The server's data directory.
+        #[arg(long, env = "EDGECD_DATA_DIR", default_value = "./edgecd-data")]
+        data_dir: PathBuf,
+        /// The server's database, as given to `edgecd server --database` (default: the
+        /// SQLite file in the data directory).
+        #[arg(long, env = "EDGECD_DATABASE")]
+        database: Option<String>,
+        /// A new (or empty) directory for the backup.
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a fresh data directory (and, for a PostgreSQL backup, an empty
+    /// database); then start `edgecd server` on it.
+    Restore {
+        /// A new (or empty) data directory.
+        #[arg(long, env = "EDGECD_DATA_DIR", default_value = "./edgecd-data")]
+        data_dir: PathBuf,
+        /// An empty PostgreSQL database for a PostgreSQL backup (create it with createdb).
+        #[arg(long, env = "EDGECD_DATABASE")]
+        database: Option<String>,
+        /// The backup directory `edgecd server backup` wrote.
+        backup: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run_action(a: ServerAction) -> anyhow::Result<ExitCode> {
+    let (m, json, what) = match a {
+        ServerAction::Backup {
+            data_dir,
+            database,
+            out,
+            json,
+        } => {
+            let m = edgecd_server::backup::block_on(edgecd_server::backup::backup(
+                &data_dir,
+                database.as_deref(),
+                &out,
+            ))
+            .with_context(|| format!("backing up {} into {}", data_dir.display(), out.display()))?;
+            (m, json, format!("backed up into {}", out.display()))
+        }
+        ServerAction::Restore {
+            data_dir,
+            database,
+            backup,
+            json,
+        } => {
+            let m = edgecd_server::backup::block_on(edgecd_server::backup::restore(
+                &backup,
+                &data_dir,
+                database.as_deref(),
+            ))
+            .with_context(|| {
+                format!("restoring {} into {}", backup.display(), data_dir.display())
+            })?;
+            (m, json, format!("restored into {}", data_dir.display()))
+        }
+    };
+    if json {
+        crate::output::print_json(&m)?;
+    } else {
+        crate::outln!(
+            "{what}: {} database, {} blobs ({} bytes), edgecd {}",
+            m.backend,
+            m.blobs,
+            m.blob_bytes,
+            m.edgecd_version
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Reads a one-line secret from `path` (surrounding whitespace dropped).
 fn read_secret(path: &std::path::Path, what: &str) -> anyhow::Result<edgecd_server::util::Secret> {
     let s = std::fs::read_to_string(path)
@@ -119,7 +205,10 @@ fn at_least(flag: &str, value: u64, floor: u64, why: &str) -> anyhow::Result<u64
     Ok(value)
 }
 
-pub fn run(a: ServerArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: ServerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(action) = a.action.take() {
+        return run_action(action);
+    }
     edgecd_server::init_tracing();
     let mut cfg = edgecd_server::Config::new(a.data_dir);
     cfg.database = a.database;

@@ -146,6 +146,34 @@ pub struct OutboxRow {
     pub notification: String,
 }
 
+/// One named API token (`api_tokens`): a person's or a tool's credential with a role.
+#[derive(Debug, Clone)]
+pub struct ApiTokenRow {
+    pub name: String,
+    pub role: String,
+    /// SHA-256 (hex) of the secret.
+    pub hash: String,
+    pub created: i64,
+    pub rotated: Option<i64>,
+    pub revoked: Option<i64>,
+}
+
+/// One audit record (`audit_log`): a mutating request by a token.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub token: String,
+    pub role: String,
+    pub method: String,
+    pub route: String,
+    pub path: String,
+    pub status: i64,
+    pub peer: Option<String>,
+    pub forwarded_for: Option<String>,
+    pub summary: Option<String>,
+}
+
 /// Holds every change to rollouts, across all replicas sharing the database, while alive.
 pub struct RolloutGuard(#[allow(dead_code)] Box<dyn Send>);
 
@@ -374,6 +402,31 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn outbox_pending_counts(&self) -> StoreResult<Vec<(String, i64)>>;
     /// Every row, oldest first (diagnostics and tests).
     async fn outbox_rows(&self) -> StoreResult<Vec<OutboxRow>>;
+
+    // ---- API tokens and the audit log (people and access) ----
+    /// Creates token `t`, replacing a revoked token of the same name; false (nothing
+    /// changed) when an active token has the name.
+    async fn api_token_create(&self, t: &ApiTokenRow) -> StoreResult<bool>;
+    /// Inserts `t` unless a token of its name exists (the bootstrap `admin` token).
+    async fn api_token_ensure(&self, t: &ApiTokenRow) -> StoreResult<()>;
+    /// The token whose secret hashes to `hash` (revoked ones too).
+    async fn api_token_by_hash(&self, hash: &str) -> StoreResult<Option<ApiTokenRow>>;
+    /// Every token, by name.
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiTokenRow>>;
+    /// Gives active token `name` a new secret hash; false when there is none.
+    async fn api_token_rotate(&self, name: &str, hash: &str, now: i64) -> StoreResult<bool>;
+    /// Revokes active token `name` unless it is the last active admin token; false when
+    /// nothing was revoked.
+    async fn api_token_revoke(&self, name: &str, now: i64) -> StoreResult<bool>;
+    /// Appends an audit record (`id` is assigned).
+    async fn audit_insert(&self, r: &AuditRow) -> StoreResult<()>;
+    /// Audit records at or after `since_ms`, of `token` when given, newest first, at most `limit`.
+    async fn audit(
+        &self,
+        since_ms: i64,
+        token: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRow>>;
 
     /// Runs one maintenance statement in the backend's own dialect (tests inject faults with
     /// it; operators never need it).

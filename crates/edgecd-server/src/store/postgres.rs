@@ -4,8 +4,8 @@
 //! start together take turns through a transaction-scoped advisory lock.
 
 use super::{
-    AssignmentRow, DeviceRow, Fenced, NewDevice, OutboxInsert, OutboxRow, RolloutGuard,
-    RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
+    ApiTokenRow, AssignmentRow, AuditRow, DeviceRow, Fenced, NewDevice, OutboxInsert, OutboxRow,
+    RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;
@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_assignment_floor.sql"),
     include_str!("../../migrations/postgres/0005_metric_windows.sql"),
     include_str!("../../migrations/postgres/0006_controller_lease.sql"),
+    include_str!("../../migrations/postgres/0007_access.sql"),
 ];
 
 /// The advisory lock replicas take while migrating (an arbitrary, fixed key).
@@ -31,6 +32,41 @@ const ROLLOUT_LOCK: i64 = 0x6564_6763_726f_6c6c;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub pool: PgPool,
+}
+
+/// True when the database at `url` has no tables yet (a restore target must be empty).
+pub async fn is_empty(url: &str) -> Result<bool, ServerError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|e| {
+            ServerError::Config(format!(
+                "cannot connect to PostgreSQL at {}: {e} (create the database first)",
+                super::redact_url(url)
+            ))
+        })?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    Ok(n == 0)
+}
+
+const TOKEN_COLUMNS: &str = "SELECT name, role, hash, created, rotated, revoked FROM api_tokens";
+
+fn token_row(r: &sqlx::postgres::PgRow) -> Result<ApiTokenRow, sqlx::Error> {
+    Ok(ApiTokenRow {
+        name: r.try_get(0)?,
+        role: r.try_get(1)?,
+        hash: r.try_get(2)?,
+        created: r.try_get(3)?,
+        rotated: r.try_get(4)?,
+        revoked: r.try_get(5)?,
+    })
 }
 
 const DEVICE_COLUMNS: &str =
@@ -772,6 +808,131 @@ impl Store for PgStore {
                 },
             )
             .collect())
+    }
+
+    async fn api_token_create(&self, t: &ApiTokenRow) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO api_tokens (name, role, hash, created, rotated, revoked) VALUES ($1, $2, $3, $4, NULL, NULL)
+             ON CONFLICT(name) DO UPDATE SET role = excluded.role, hash = excluded.hash,
+               created = excluded.created, rotated = NULL, revoked = NULL
+             WHERE api_tokens.revoked IS NOT NULL",
+        )
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(&t.hash)
+        .bind(t.created)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn api_token_ensure(&self, t: &ApiTokenRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (name, role, hash, created, rotated, revoked) VALUES ($1, $2, $3, $4, NULL, NULL)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(&t.hash)
+        .bind(t.created)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn api_token_by_hash(&self, hash: &str) -> StoreResult<Option<ApiTokenRow>> {
+        let r = sqlx::query(&format!("{TOKEN_COLUMNS} WHERE hash = $1"))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(token_row).transpose()
+    }
+
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiTokenRow>> {
+        let rows = sqlx::query(&format!("{TOKEN_COLUMNS} ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn api_token_rotate(&self, name: &str, hash: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE api_tokens SET hash = $1, rotated = $2 WHERE name = $3 AND revoked IS NULL",
+        )
+        .bind(hash)
+        .bind(now)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn api_token_revoke(&self, name: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE api_tokens SET revoked = $1 WHERE name = $2 AND revoked IS NULL
+               AND (role <> 'admin'
+                    OR (SELECT count(*) FROM api_tokens WHERE role = 'admin' AND revoked IS NULL) > 1)",
+        )
+        .bind(now)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn audit_insert(&self, r: &AuditRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at_ms, token, role, method, route, path, status, peer, forwarded_for, summary)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(r.at_ms)
+        .bind(&r.token)
+        .bind(&r.role)
+        .bind(&r.method)
+        .bind(&r.route)
+        .bind(&r.path)
+        .bind(r.status)
+        .bind(&r.peer)
+        .bind(&r.forwarded_for)
+        .bind(&r.summary)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        since_ms: i64,
+        token: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, token, role, method, route, path, status, peer, forwarded_for, summary
+             FROM audit_log WHERE at_ms >= $1 AND ($2::TEXT IS NULL OR token = $2)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(since_ms)
+        .bind(token)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    token: r.try_get(2)?,
+                    role: r.try_get(3)?,
+                    method: r.try_get(4)?,
+                    route: r.try_get(5)?,
+                    path: r.try_get(6)?,
+                    status: r.try_get(7)?,
+                    peer: r.try_get(8)?,
+                    forwarded_for: r.try_get(9)?,
+                    summary: r.try_get(10)?,
+                })
+            })
+            .collect()
     }
 
     async fn execute_raw(&self, sql: &str) -> StoreResult<()> {
