@@ -39,7 +39,7 @@ pub enum Command {
     /// Run the end-to-end demo (nothing to install).
     Demo(cmd::demo::DemoArgs),
     /// Run the control-plane server (`server backup|restore`: online backup and restore).
-    Server(cmd::server::ServerArgs),
+    Server(Box<cmd::server::ServerArgs>),
     /// Manage which keys the server trusts to sign releases.
     #[command(subcommand)]
     Keys(cmd::admin::KeysCommand),
@@ -100,7 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Release(c) => cmd::release::run(c),
         Command::Image(c) => cmd::image::run(c),
         Command::Demo(a) => cmd::demo::run(a),
-        Command::Server(a) => cmd::server::run(a),
+        Command::Server(a) => cmd::server::run(*a),
         Command::Keys(c) => cmd::admin::run_keys(c),
         Command::Device(c) => cmd::admin::run_device(c),
         Command::Deploy(a) => cmd::admin::run_deploy(a),
