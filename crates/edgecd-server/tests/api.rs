@@ -1327,3 +1327,123 @@ fn checkins_name_the_image_mirror_of_the_devices_site() {
     assert_eq!(s, 200);
     assert_eq!(r.expect("answer").image_mirror, None, "no mirror for paris");
 }
+
+/// The controller reads time from the injected clock: a one-hour pause ends when the fake
+/// clock says so, not after an hour — and not before, however many passes run meanwhile.
+#[test]
+fn the_controller_runs_on_the_injected_clock() {
+    use edgecd_server::controller::FakeClock;
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64;
+    let clock = std::sync::Arc::new(FakeClock::at(start_ms));
+    let c = clock.clone();
+    let h = H::with(move |cfg| {
+        cfg.clock = c;
+        cfg.controller_tick_ms = 20;
+    });
+    h.trust_ci();
+    for v in ["1.0.0", "2.0.0"] {
+        let (s, t, _) = h.publish(&h.release(v, &h.ci));
+        assert_eq!(s, 201, "{t}");
+    }
+    let devices = [h.enroll(&[("fleet", "x")]), h.enroll(&[("fleet", "x")])];
+    let (s, t, _) = h.admin(
+        "POST",
+        "/api/v1/admin/rollouts",
+        Some(serde_json::json!({"spec": {
+            "release": "app@2.0.0",
+            "steps": [
+                {"canary": {"devices": 1}},
+                {"pause": {"duration": "1h"}},
+                {"canary": {"percent": 100}}
+            ],
+        }})),
+    );
+    assert_eq!(s, 200, "{t}");
+    let v: serde_json::Value = serde_json::from_str(&t).expect("status");
+    let id = v["rollout"]["id"].as_str().expect("id").to_string();
+    let rollout = || -> serde_json::Value {
+        let (s, t, _) = h.admin("GET", &format!("/api/v1/admin/rollouts/{id}"), None);
+        assert_eq!(s, 200, "{t}");
+        serde_json::from_str::<serde_json::Value>(&t).expect("status")["rollout"].clone()
+    };
+    // Each device reports that it runs what it is assigned (as an agent would).
+    let report = || {
+        for d in &devices {
+            let (_, body, _) = h.checkin(d, None);
+            let Some(a) = serde_json::from_str::<CheckinResponse>(&body)
+                .ok()
+                .and_then(|r| r.assignment)
+            else {
+                continue;
+            };
+            let a: Assignment = serde_json::from_str(&a.payload).expect("assignment");
+            let req = CheckinRequest {
+                inventory: inv(),
+                status: DeviceStatus {
+                    phase: Phase::Committed,
+                    running: Some(RunningRelease {
+                        app: a.release.app.clone(),
+                        version: a.release.version.clone(),
+                        bundle_digest: a.release.bundle_digest.clone(),
+                        slot: "a".into(),
+                        image: None,
+                    }),
+                    assignment_version: a.version,
+                    last_outcome: None,
+                    download: None,
+                    stale_since: None,
+                    assignment_proof: None,
+                },
+                labels: BTreeMap::new(),
+                metrics: None,
+                protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
+            };
+            let (s, t, _) = h.req(
+                "POST",
+                &format!("/api/v1/devices/{}/checkin", d.device_id),
+                Some(&d.credential),
+                Some(&serde_json::to_vec(&req).expect("json")),
+                &[],
+            );
+            assert!(s == 200 || s == 304, "{s} {t}");
+        }
+    };
+    let until = |what: &str, done: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            report();
+            let r = rollout();
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waiting for {what}: {r}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    until("the pause", &|r| r["state"]["step"] == 1);
+    // Many passes (20 ms ticks) over a second of real time: the hour-long pause holds.
+    for _ in 0..20 {
+        report();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = rollout();
+    assert_eq!(
+        (r["state"]["step"].as_u64(), r["state"]["phase"].as_str()),
+        (Some(1), Some("progressing")),
+        "{r}"
+    );
+    // An hour later by the injected clock, the controller goes on and completes.
+    clock.advance(std::time::Duration::from_secs(3601));
+    let r = until("completion", &|r| r["state"]["phase"] == "completed");
+    assert_eq!(
+        r["state"]["cohort"].as_array().map(Vec::len),
+        Some(2),
+        "{r}"
+    );
+}
