@@ -155,6 +155,18 @@ fn agents_install_from_the_registry_and_its_mirror() {
     env.wait_running(&paris.data_dir, "receipt-parser@1.0.0", T);
     let (digest, _) = check_current(&paris.data_dir).expect("installed intact");
     assert_eq!(digest, r1.bundle_digest);
+    // A server missing a blob that the registry holds (a replica that did not receive the
+    // upload) fetches it, verified, when a release needs it.
+    env.admin
+        .check_release(&r1.publish_request().expect("request"))
+        .expect("pre-flight");
+    for b in [&info.release.manifest, &info.release.manifest_sig] {
+        let local = env
+            .path("server/blobs/sha256")
+            .join(b.digest.trim_start_matches("sha256:"));
+        let bytes = std::fs::read(&local).expect("fetched back from the registry");
+        assert_eq!(bytes.len() as u64, b.size);
+    }
     // The registry loses the blobs: berlin can only install from its mirror.
     for b in &blobs {
         let r = ureq::delete(format!("{}/v2/{repo}/blobs/{}", registry.url(), b.digest))

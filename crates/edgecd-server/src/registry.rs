@@ -155,12 +155,20 @@ impl Registry {
         if self.has_blob(digest)? {
             return Ok(());
         }
-        let bytes = std::fs::read(path)
+        // Streamed from the file: a bundle of several GiB never sits in memory.
+        let file = std::fs::File::open(path)
             .map_err(|e| self.err(format!("reading {}: {e}", path.display())))?;
-        self.push_bytes(digest, bytes)
+        self.push_body(digest, ureq::SendBody::from_owned_reader(file))
     }
 
     fn push_bytes(&self, digest: &str, bytes: Vec<u8>) -> Result<(), RegistryError> {
+        self.push_body(
+            digest,
+            ureq::SendBody::from_owned_reader(std::io::Cursor::new(bytes)),
+        )
+    }
+
+    fn push_body(&self, digest: &str, body: ureq::SendBody<'_>) -> Result<(), RegistryError> {
         let r = self
             .agent
             .post(self.repo_url("blobs/uploads/"))
@@ -187,7 +195,7 @@ impl Registry {
             .agent
             .put(format!("{location}{sep}digest={digest}"))
             .header("content-type", "application/octet-stream")
-            .send(&bytes[..])
+            .send(body)
             .map_err(|e| self.err(format!("uploading {digest}: {e}")))?;
         match r.status().as_u16() {
             201 => Ok(()),
@@ -205,21 +213,33 @@ impl Registry {
         if r.status().as_u16() != 200 {
             return Err(self.err(format!("GET blob {digest}: HTTP {}", r.status())));
         }
-        let mut bytes = vec![];
-        r.into_body()
-            .into_reader()
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.err(format!("GET blob {digest}: {e}")))?;
-        let got = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
-        );
+        // Streamed to `dest` while hashed: nothing of the blob is kept in memory.
+        let mut out = std::fs::File::create(dest)
+            .map_err(|e| self.err(format!("writing {}: {e}", dest.display())))?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut reader = r.into_body().into_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| self.err(format!("GET blob {digest}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &buf[..n]);
+            std::io::Write::write_all(&mut out, &buf[..n])
+                .map_err(|e| self.err(format!("writing {}: {e}", dest.display())))?;
+            total += n as u64;
+        }
+        out.sync_all()
+            .map_err(|e| self.err(format!("writing {}: {e}", dest.display())))?;
+        let got = format!("sha256:{}", hex::encode(sha2::Digest::finalize(hasher)));
         if got != digest {
+            let _ = std::fs::remove_file(dest);
             return Err(self.err(format!("blob {digest} arrived as {got}: refused")));
         }
-        std::fs::write(dest, &bytes)
-            .map_err(|e| self.err(format!("writing {}: {e}", dest.display())))?;
-        Ok(bytes.len() as u64)
+        Ok(total)
     }
 
     /// Pushes a manifest (`media_type`) under `reference` (a tag or its digest); its digest.
