@@ -340,21 +340,29 @@ impl Client {
         if have == size {
             return Ok(());
         }
-        let mut req = self
-            .agent
-            .get(&self.url(&format!("/api/v1/blobs/{}", blob.digest)))
-            .header("authorization", &format!("Bearer {credential}"))
-            .header(PROTOCOL_HEADER, PROTOCOL_VERSION);
-        if have > 0 {
-            req = req.header("range", &format!("bytes={have}-"));
-        }
-        let mut resp = req
-            .config()
-            .timeout_recv_body(None)
-            .timeout_per_read(Some(opts.stall_timeout))
-            .build()
-            .call()
-            .map_err(|e| transient(format!("downloading {}: {e}", blob.digest)))?;
+        // One GET of the blob at `url` from byte `have` on, with the device credential only
+        // for the server itself.
+        let get = |url: &str, credential: Option<&str>| {
+            let mut req = self.agent.get(url);
+            if let Some(c) = credential {
+                req = req
+                    .header("authorization", &format!("Bearer {c}"))
+                    .header(PROTOCOL_HEADER, PROTOCOL_VERSION);
+            }
+            if have > 0 {
+                req = req.header("range", &format!("bytes={have}-"));
+            }
+            req.config()
+                .timeout_recv_body(None)
+                .timeout_per_read(Some(opts.stall_timeout))
+                .build()
+                .call()
+                .map_err(|e| transient(format!("downloading {} from {url}: {e}", blob.digest)))
+        };
+        let mut resp = get(
+            &self.url(&format!("/api/v1/blobs/{}", blob.digest)),
+            Some(credential),
+        )?;
         // A server whose blobs live in an OCI registry (or a site mirror) answers with its
         // location: follow one redirect, without the device credential (the digest and the
         // signed size are checked as for any download).
@@ -373,19 +381,7 @@ impl Client {
                 .ok_or_else(|| {
                     transient(format!("redirect without a location for {}", blob.digest))
                 })?;
-            let mut req = self.agent.get(&location);
-            if have > 0 {
-                req = req.header("range", &format!("bytes={have}-"));
-            }
-            resp = req
-                .config()
-                .timeout_recv_body(None)
-                .timeout_per_read(Some(opts.stall_timeout))
-                .build()
-                .call()
-                .map_err(|e| {
-                    transient(format!("downloading {} from {location}: {e}", blob.digest))
-                })?;
+            resp = get(&location, None)?;
         }
         let status = resp.status().as_u16();
         let content_length = resp

@@ -138,7 +138,7 @@ fn run_case(
             ));
             continue;
         }
-        let (abs, ratio) = compare(&got.data, &want.data, st.tolerance);
+        let (abs, ratio) = st.tolerance.compare(&got.data, &want.data);
         report.max_abs_error = report.max_abs_error.max(abs);
         report.max_tolerance_ratio = report.max_tolerance_ratio.max(ratio);
         if ratio.is_nan() || ratio > 1.0 {
@@ -158,30 +158,6 @@ fn run_case(
         report.error = Some(problems.join("; "));
     }
     report
-}
-
-/// Max |a - e| and max |a - e| / (abs + rel·|e|) (NaN if any value is NaN where the other is not).
-pub fn compare(actual: &[f64], expected: &[f64], tol: Tolerance) -> (f64, f64) {
-    let (mut max_abs, mut max_ratio) = (0f64, 0f64);
-    for (a, e) in actual.iter().zip(expected) {
-        if a.is_nan() && e.is_nan() {
-            continue;
-        }
-        let d = (a - e).abs();
-        if d.is_nan() {
-            return (f64::NAN, f64::NAN);
-        }
-        let allowed = tol.abs + tol.rel * e.abs();
-        max_abs = max_abs.max(d);
-        max_ratio = max_ratio.max(if allowed > 0.0 {
-            d / allowed
-        } else if d > 0.0 {
-            f64::INFINITY
-        } else {
-            0.0
-        });
-    }
-    (max_abs, max_ratio)
 }
 
 /// A small deterministic generator (SplitMix64): the same seed gives the same inputs on every
@@ -403,10 +379,10 @@ mod tests {
     #[test]
     fn compare_uses_abs_and_rel() {
         let tol = Tolerance { abs: 0.1, rel: 0.1 };
-        assert_eq!(compare(&[1.0], &[1.0], tol), (0.0, 0.0));
-        let (abs, ratio) = compare(&[10.15, 0.0], &[10.0, 0.0], tol);
+        assert_eq!(tol.compare(&[1.0], &[1.0]), (0.0, 0.0));
+        let (abs, ratio) = tol.compare(&[10.15, 0.0], &[10.0, 0.0]);
         assert!((abs - 0.15).abs() < 1e-9 && ratio < 1.0);
-        assert!(compare(&[2.0], &[1.0], tol).1 > 1.0);
-        assert!(compare(&[f64::NAN], &[1.0], tol).1.is_nan());
+        assert!(tol.compare(&[2.0], &[1.0]).1 > 1.0);
+        assert!(tol.compare(&[f64::NAN], &[1.0]).1.is_nan());
     }
 }

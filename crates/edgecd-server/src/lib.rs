@@ -141,9 +141,6 @@ pub struct AppState {
     pub store: store::SharedStore,
     pub blobs: blobs::BlobStore,
     pub signing_key: Arc<SigningKey>,
-    /// The first start's admin token (hashed), kept as the API token named `admin`
-    /// (`auth`); requests are authenticated against the `api_tokens` table.
-    pub admin_token_hash: Arc<String>,
     pub config: Arc<Config>,
     /// The gate provider for `provider: prometheus` gates, when `prometheus_url` is set.
     pub prometheus: Option<promql::Prometheus>,
@@ -226,7 +223,7 @@ impl Server {
             .api_token_ensure(&store::ApiTokenRow {
                 name: "admin".into(),
                 role: auth::Role::Admin.as_str().into(),
-                hash: admin_hash.clone(),
+                hash: admin_hash,
                 created: config.clock.now(),
                 rotated: None,
                 revoked: None,
@@ -249,7 +246,6 @@ impl Server {
             store,
             blobs,
             signing_key,
-            admin_token_hash: Arc::new(admin_hash),
             config: Arc::new(config),
             prometheus,
             notifier,
