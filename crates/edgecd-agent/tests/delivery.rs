@@ -366,7 +366,7 @@ fn a_refusal_is_retried_when_the_inventory_changes() {
     // as a server that knew of the upgrade before the device reports it would.
     let st = &env.server.state;
     let id = agent.device_id().expect("id").to_string();
-    let row = edgecd_server::api::sign_assignment(st, &id, 1, info.release).expect("sign");
+    let row = edgecd_server::assign::sign_assignment(st, &id, 1, info.release).expect("sign");
     env.server
         .block_on(st.store.put_assignment(&row))
         .expect("store");
@@ -562,7 +562,7 @@ fn a_server_behind_the_device_resyncs_instead_of_being_refused() {
         .expect("store")
         .expect("row");
     let p: edgecd_api::protocol::Assignment = serde_json::from_str(&row.payload).expect("payload");
-    let old = edgecd_server::api::sign_assignment(&st, &id, 1, p.release).expect("sign");
+    let old = edgecd_server::assign::sign_assignment(&st, &id, 1, p.release).expect("sign");
     env.server
         .block_on(st.store.force_assignment(&old))
         .expect("store");

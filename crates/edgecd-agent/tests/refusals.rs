@@ -214,7 +214,7 @@ fn force(
 ) {
     let st = &env.server.state;
     let now = edgecd_server::util::now();
-    let row = edgecd_server::api::sign_assignment_at(st, id, version, release, now, expires)
+    let row = edgecd_server::assign::sign_assignment_at(st, id, version, release, now, expires)
         .expect("sign");
     env.server
         .block_on(st.store.force_assignment(&row))

@@ -4,10 +4,10 @@
 //! and stores it only if no other writer took that version meanwhile (the store refuses a
 //! version that is not higher), retrying with the next one, then records the event.
 
-use crate::api::sign_assignment;
 use crate::store::AssignmentRow;
 use crate::{ApiError, AppState};
-use edgecd_api::protocol::ReleaseRef;
+use base64::Engine as _;
+use edgecd_api::protocol::{Assignment, ReleaseRef};
 
 /// How many times a write that lost a race for a version is retried.
 const ATTEMPTS: usize = 5;
@@ -71,4 +71,59 @@ async fn store_next(
         axum::http::StatusCode::CONFLICT,
         format!("device {device_id}'s assignment kept changing while assigning; retry"),
     ))
+}
+
+/// Signs a new assignment of `release` to `device_id` at `version`.
+pub fn sign_assignment(
+    st: &AppState,
+    device_id: &str,
+    version: u64,
+    release: ReleaseRef,
+) -> Result<AssignmentRow, ApiError> {
+    let now = st.now();
+    sign_assignment_at(
+        st,
+        device_id,
+        version,
+        release,
+        now,
+        now + st.config.assignment_ttl_secs,
+    )
+}
+
+/// Signs an assignment with explicit times (tests use it to make expired assignments).
+pub fn sign_assignment_at(
+    st: &AppState,
+    device_id: &str,
+    version: u64,
+    release: ReleaseRef,
+    issued: u64,
+    expires: u64,
+) -> Result<AssignmentRow, ApiError> {
+    let blobs = vec![
+        release.manifest.digest.clone(),
+        release.manifest_sig.digest.clone(),
+        release.bundle.digest.clone(),
+        release.bundle_sig.digest.clone(),
+    ];
+    let (app, rv) = (release.app.clone(), release.version.clone());
+    let a = Assignment {
+        device_id: device_id.to_string(),
+        version,
+        issued,
+        expires,
+        release,
+    };
+    let payload = serde_json::to_string(&a).map_err(ApiError::internal)?;
+    let sig = st.signing_key.sign(payload.as_bytes());
+    Ok(AssignmentRow {
+        device_id: device_id.to_string(),
+        version: version as i64,
+        app,
+        release_version: rv,
+        signature: base64::engine::general_purpose::STANDARD.encode(sig),
+        payload,
+        expires: expires as i64,
+        blobs: serde_json::to_string(&blobs).map_err(ApiError::internal)?,
+    })
 }

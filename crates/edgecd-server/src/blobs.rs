@@ -3,7 +3,10 @@
 //! and once complete the file is hashed, fsynced and renamed into place only if it matches
 //! its digest. [`BlobStore::sweep`] removes blobs and stale partial uploads nothing refers to.
 
-use crate::error::ServerError;
+use crate::AppState;
+use crate::error::{ApiError, ServerError};
+use crate::util::json_col;
+use edgecd_api::protocol::ReleaseInfo;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -250,4 +253,41 @@ impl BlobStore {
 
 fn hash_file(p: &Path) -> std::io::Result<String> {
     edgecd_bundle::digest::sha256_reader(std::fs::File::open(p)?).map(|(d, _)| d)
+}
+
+/// Every blob a published release refers to.
+async fn referenced_blobs(st: &AppState) -> Result<std::collections::BTreeSet<String>, ApiError> {
+    let mut out = std::collections::BTreeSet::new();
+    for info in st.store.release_infos().await? {
+        let i: ReleaseInfo = json_col(&info)?;
+        let r = i.release;
+        out.extend(
+            [r.manifest, r.manifest_sig, r.bundle, r.bundle_sig]
+                .into_iter()
+                .chain(i.sbom)
+                .map(|b| b.digest),
+        );
+    }
+    Ok(out)
+}
+
+/// One garbage-collection pass over the blob store (the periodic sweep and the admin call).
+pub async fn sweep_unreferenced(
+    st: &AppState,
+    grace: std::time::Duration,
+) -> Result<crate::blobs::Swept, ApiError> {
+    let referenced = referenced_blobs(st).await?;
+    let blobs = st.blobs.clone();
+    let swept = tokio::task::spawn_blocking(move || blobs.sweep(&referenced, grace))
+        .await
+        .map_err(ApiError::internal)?;
+    if !swept.blobs.is_empty() || !swept.partial_uploads.is_empty() {
+        tracing::info!(
+            blobs = swept.blobs.len(),
+            partial_uploads = swept.partial_uploads.len(),
+            bytes = swept.bytes,
+            "removed unreferenced blobs"
+        );
+    }
+    Ok(swept)
 }

@@ -205,7 +205,7 @@ async fn run(st: AppState) {
         if last_sweep.is_none_or(|l| l.elapsed() >= sweep_every) {
             last_sweep = Some(tokio::time::Instant::now());
             let grace = Duration::from_secs(st.config.blob_gc_grace_secs);
-            if let Err(e) = crate::api::sweep_blobs(&st, grace).await {
+            if let Err(e) = crate::blobs::sweep_unreferenced(&st, grace).await {
                 tracing::warn!(error = ?e, "blob sweep failed; retrying later");
             }
         }

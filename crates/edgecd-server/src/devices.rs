@@ -1,15 +1,17 @@
-//! Admin views of the device table beyond one row: the filters of
-//! `GET /api/v1/admin/devices?selector=k=v[,k=v]&state=…` (label selector; a phase, `online`,
-//! `offline` or `revoked`) and `DELETE /api/v1/admin/devices/{id}` (the device, its credential
-//! and its assignment go; the deletion is recorded as an event).
+//! Devices as the domain sees them: enrollment (with its tokens), the API's view of a device,
+//! the filters of `GET /api/v1/admin/devices?selector=k=v[,k=v]&state=…` (label selector; a
+//! phase, `online`, `offline` or `revoked`), relabelling, revocation and deletion (the
+//! device, its credential and its assignment go; the deletion is recorded as an event).
 
-use crate::api::{device_info, device_or_404};
-use crate::auth::{Admin, Auth};
 use crate::error::ApiError;
+use crate::store::{DeviceRow, NewDevice, TokenRefusal};
+use crate::util::json_col;
+use crate::validate::{check_inventory, check_labels};
 use crate::{AppState, util};
-use axum::Json;
-use axum::extract::{Path, State};
-use edgecd_api::protocol::{DeviceInfo, Phase, valid_label};
+use edgecd_api::protocol::{
+    CreateTokenRequest, CreateTokenResponse, DeviceInfo, EnrollRequest, EnrollResponse,
+    PROTOCOL_VERSION, Phase, valid_label,
+};
 use std::collections::BTreeMap;
 
 /// The query string of `GET /api/v1/admin/devices`.
@@ -129,15 +131,11 @@ impl DeviceFilter {
     }
 }
 
-/// `DELETE /api/v1/admin/devices/{id}`: removes the device (with it its credential, which no
-/// longer authenticates) and its assignment; answers the device as it was.
-pub async fn delete_device(
-    State(st): State<AppState>,
-    _: Auth<Admin>,
-    Path(id): Path<String>,
-) -> Result<Json<DeviceInfo>, ApiError> {
-    let info = device_info(&st, device_or_404(&st, &id).await?).await?;
-    if !st.store.delete_device(&id).await? {
+/// Removes the device `id` (with it its credential, which no longer authenticates) and its
+/// assignment; returns the device as it was.
+pub async fn delete(st: &AppState, id: &str) -> Result<DeviceInfo, ApiError> {
+    let info = device_info(st, device_or_404(st, id).await?).await?;
+    if !st.store.delete_device(id).await? {
         return Err(ApiError::not_found(format!("no device {id}")));
     }
     let detail = serde_json::json!({
@@ -146,10 +144,116 @@ pub async fn delete_device(
         "hostname": info.inventory.as_ref().and_then(|i| i.hostname.as_deref()),
     });
     st.store
-        .event(Some(&id), st.now() as i64, "deleted", &detail.to_string())
+        .event(Some(id), st.now() as i64, "deleted", &detail.to_string())
         .await?;
     tracing::info!(device = %id, "device deleted");
-    Ok(Json(info))
+    Ok(info)
+}
+
+/// Enrolls a device with a one-time enrollment token: a new id and credential, the token's
+/// labels merged with the device's own.
+pub async fn enroll(st: &AppState, req: &EnrollRequest) -> Result<EnrollResponse, ApiError> {
+    check_inventory(&req.inventory)?;
+    check_labels(&req.labels)?;
+    let now = st.now() as i64;
+    let id = util::random_id();
+    let credential = format!("edc_{id}.{}", util::random_token("s"));
+    let new = NewDevice {
+        id: id.clone(),
+        cred_hash: util::hash_secret(&credential),
+        labels: req.labels.clone(),
+        enrolled: now,
+        inventory: serde_json::to_string(&req.inventory).map_err(ApiError::internal)?,
+    };
+    let hash = util::hash_secret(&req.token);
+    let labels = st.store.enroll(&hash, now, &new).await?.map_err(|r| {
+        ApiError::unauthorized(match r {
+            TokenRefusal::Unknown => "unknown enrollment token",
+            TokenRefusal::Expired => "enrollment token expired",
+            TokenRefusal::UsedUp => "enrollment token already used",
+        })
+    })?;
+    let detail = serde_json::to_string(&labels).unwrap_or_default();
+    st.store.event(Some(&id), now, "enrolled", &detail).await?;
+    tracing::info!(device = %id, "device enrolled");
+    let keys = st.store.trusted_keys().await?;
+    Ok(EnrollResponse {
+        device_id: id,
+        credential,
+        assignment_key_pem: st.signing_key.verifying_key().to_spki_pem(),
+        trusted_release_keys: keys.into_iter().map(|k| k.pem).collect(),
+        next_checkin_secs: st.config.checkin_interval_secs,
+        protocol: PROTOCOL_VERSION.into(),
+    })
+}
+
+/// A new enrollment token for devices that will carry `req.labels` (1 s to 365 days,
+/// 1 to 100,000 uses).
+pub async fn create_enroll_token(
+    st: &AppState,
+    req: &CreateTokenRequest,
+) -> Result<CreateTokenResponse, ApiError> {
+    check_labels(&req.labels)?;
+    let secs = req.expires_in_secs.unwrap_or(24 * 3600);
+    if secs == 0 || secs > 365 * 24 * 3600 {
+        return Err(ApiError::bad_request(
+            "expiry must be between 1 second and 365 days",
+        ));
+    }
+    let max_uses = req.max_uses.unwrap_or(1);
+    if max_uses == 0 || max_uses > 100_000 {
+        return Err(ApiError::bad_request(
+            "max uses must be between 1 and 100000",
+        ));
+    }
+    let token = util::random_token("edt");
+    let expires = st.now() + secs;
+    st.store
+        .create_enroll_token(
+            &util::hash_secret(&token),
+            &serde_json::to_string(&req.labels).map_err(ApiError::internal)?,
+            expires as i64,
+            i64::from(max_uses),
+        )
+        .await?;
+    Ok(CreateTokenResponse {
+        token,
+        expires,
+        max_uses,
+    })
+}
+
+/// Changes the labels of device `id`: each of `changes` is set, or removed when its value is
+/// empty.
+pub async fn relabel(
+    st: &AppState,
+    id: &str,
+    changes: BTreeMap<String, String>,
+) -> Result<DeviceInfo, ApiError> {
+    check_labels(&changes)?;
+    let d = device_or_404(st, id).await?;
+    let mut labels: BTreeMap<String, String> = json_col(&d.labels)?;
+    for (k, v) in changes {
+        if v.is_empty() {
+            labels.remove(&k);
+        } else {
+            labels.insert(k, v);
+        }
+    }
+    let text = serde_json::to_string(&labels).map_err(ApiError::internal)?;
+    st.store.set_labels(id, &text).await?;
+    device_info(st, device_or_404(st, id).await?).await
+}
+
+/// Revokes device `id`: its credential stops working (403).
+pub async fn revoke(st: &AppState, id: &str) -> Result<DeviceInfo, ApiError> {
+    if !st.store.revoke(id).await? {
+        return Err(ApiError::not_found(format!("no device {id}")));
+    }
+    st.store
+        .event(Some(id), st.now() as i64, "revoked", "")
+        .await?;
+    device_info(st, device_or_404(st, id).await?).await
 }
 
 /// The devices `q` selects, in enrollment order.
@@ -164,6 +268,32 @@ pub async fn list(st: &AppState, q: &DeviceQuery) -> Result<Vec<DeviceInfo>, Api
         }
     }
     Ok(out)
+}
+
+/// A device's row as the API shows it, with its current assignment.
+pub async fn device_info(st: &AppState, d: DeviceRow) -> Result<DeviceInfo, ApiError> {
+    let a = st.store.assignment(&d.id).await?;
+    Ok(DeviceInfo {
+        labels: json_col(&d.labels)?,
+        enrolled: d.enrolled as u64,
+        last_seen: d.last_seen.map(|t| t as u64),
+        revoked: d.revoked,
+        inventory: d.inventory.as_deref().map(json_col).transpose()?,
+        status: d.status.as_deref().map(json_col).transpose()?,
+        assigned: a
+            .as_ref()
+            .map(|a| format!("{}@{}", a.app, a.release_version)),
+        assignment_version: a.as_ref().map(|a| a.version as u64),
+        id: d.id,
+    })
+}
+
+/// The device `id`, or 404.
+pub async fn device_or_404(st: &AppState, id: &str) -> Result<DeviceRow, ApiError> {
+    st.store
+        .device(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))
 }
 
 #[cfg(test)]

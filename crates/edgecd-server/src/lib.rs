@@ -4,11 +4,13 @@
 //!
 //! Owns: [`Config`], [`Server`] (open the store and data dir, start the notifier, build the
 //! axum router, run the controller, serve HTTP or HTTPS with graceful shutdown). Layers:
-//! [`store`] (all SQL, one module per backend), [`controller`] (the supervised service that
-//! changes state on its own, elected among replicas by a lease), [`assign`] (the one path that
-//! changes what a device runs), HTTP handlers (`api`, `rollouts`, `devices`, `alerts`,
-//! `metrics`), people and access ([`auth`]: API tokens, roles, the access layer; [`audit`]:
-//! the audit log; [`backup`]: online backup and restore), [`blobs`] (content-addressed storage); [`EmbeddedServer`] runs it in-process.
+//! [`http`] (the router and thin handlers) → domain modules ([`checkin`], [`devices`],
+//! [`deploy`], [`assign`] — the one path that changes what a device runs —, [`release`],
+//! [`keys`], [`rollouts`], [`notify`], …) → [`store`] (all SQL, one module per backend);
+//! [`controller`] is the supervised service that changes state on its own, elected among
+//! replicas by a lease; people and access are [`auth`] (API tokens, roles, the access layer)
+//! and [`audit`]; [`blobs`] and [`registry`] hold content-addressed storage; [`backup`] is
+//! online backup and restore; [`EmbeddedServer`] runs it all in-process.
 //!
 //! Data directory layout:
 //! ```text
@@ -20,16 +22,19 @@
 //! ```
 
 pub mod alerts;
-pub mod api;
 pub mod assign;
 pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod blobs;
+pub mod checkin;
 pub mod controller;
+pub mod deploy;
 pub mod devices;
 pub mod embedded;
 pub mod error;
+pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod notify;
 pub mod promql;
@@ -38,6 +43,7 @@ pub mod release;
 pub mod rollouts;
 pub mod store;
 pub mod util;
+pub mod validate;
 
 pub use embedded::EmbeddedServer;
 pub use error::{ApiError, ServerError};
@@ -263,7 +269,7 @@ impl Server {
 
     /// The axum router with all routes, limits and request logging.
     pub fn router(&self) -> axum::Router {
-        api::router(self.state.clone())
+        http::router(self.state.clone())
     }
 
     /// Serves on `listener` until `handle.graceful_shutdown` is called, with the controller

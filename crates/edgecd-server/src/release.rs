@@ -3,7 +3,7 @@
 //! the release manifest, and the SBOM matching its recorded digest. Untrusted or broken
 //! releases are refused with the reason. [`preflight`] runs the checks that need only the
 //! small files, also on their own (`POST /api/v1/admin/releases/check`) before a client
-//! uploads the bundle.
+//! uploads the bundle; [`publish`] verifies and stores a release.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -89,7 +89,7 @@ pub async fn preflight(st: &AppState, req: &PublishRequest) -> Result<Preflight,
     ];
     refs.extend(req.sbom.as_ref());
     crate::registry::glue::ensure_local(st, &refs).await?;
-    let keys: Vec<VerifyingKey> = crate::api::trusted_keys(st)
+    let keys: Vec<VerifyingKey> = crate::keys::trusted(st)
         .await?
         .iter()
         .filter_map(|k| VerifyingKey::from_pem(&k.public_key_pem).ok())
@@ -140,7 +140,7 @@ pub async fn preflight(st: &AppState, req: &PublishRequest) -> Result<Preflight,
     let already_published = match st.store.release(&m.app, &m.version).await? {
         None => None,
         Some(old) => {
-            let old: ReleaseInfo = crate::api::json_col(&old)?;
+            let old: ReleaseInfo = crate::util::json_col(&old)?;
             let o = &old.release;
             if o.manifest != req.manifest
                 || o.manifest_sig != req.manifest_sig
@@ -231,4 +231,53 @@ pub fn check_bundle(
     edgecd_bundle::verify_bundle(path, key, sig, &mut |_| {})
         .map(|v| v.into_inner())
         .map_err(|e| e.to_string())
+}
+
+/// What publishing a release did.
+pub enum Published {
+    /// Verified and stored now.
+    New(ReleaseInfo),
+    /// This very release was already published (published again: nothing changed).
+    Existing(ReleaseInfo),
+}
+
+/// Verifies the release `req` describes, pushes it to the blob registry (when blobs live in
+/// one) and stores it; a different release under the same app@version is refused.
+pub async fn publish(st: &AppState, req: &PublishRequest) -> Result<Published, ApiError> {
+    let mut pre = preflight(st, req).await?;
+    if let Some(old) = pre.already_published.take() {
+        return Ok(Published::Existing(old));
+    }
+    let info = verify_publish(st, req, pre).await?;
+    crate::registry::glue::publish(st, &info).await?;
+    let r = &info.release;
+    let text = serde_json::to_string(&info).map_err(ApiError::internal)?;
+    let now = info.published as i64;
+    if !st
+        .store
+        .insert_release(&r.app, &r.version, &text, now)
+        .await?
+    {
+        // Published concurrently: the same release, or a conflict.
+        return match preflight(st, req).await?.already_published {
+            Some(old) => Ok(Published::Existing(old)),
+            None => Err(ApiError::internal("release vanished while publishing")),
+        };
+    }
+    let name = format!("{}@{}", r.app, r.version);
+    st.store
+        .event(None, st.now() as i64, "release-published", &name)
+        .await?;
+    tracing::info!(app = %r.app, version = %r.version, "release published");
+    Ok(Published::New(info))
+}
+
+/// Every published release.
+pub async fn list(st: &AppState) -> Result<Vec<ReleaseInfo>, ApiError> {
+    st.store
+        .release_infos()
+        .await?
+        .iter()
+        .map(|r| crate::util::json_col(r))
+        .collect()
 }

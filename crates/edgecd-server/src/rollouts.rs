@@ -6,11 +6,11 @@
 //! Restart safety: effects are applied before the new state is saved, and applying one is
 //! idempotent (a device already assigned the target release is skipped), so a crash between
 //! the two re-applies nothing twice and loses nothing.
-use crate::api::json_col;
 use crate::auth::{Approver, Auth, Deployer, Viewer};
 use crate::controller::Fence;
 use crate::promql::{self, QueryContext};
 use crate::store::{Fenced, RolloutSave};
+use crate::util::json_col;
 use crate::{ApiError, AppState, assign, notify, util};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};

@@ -1,5 +1,6 @@
 //! Small helpers: clock, random tokens, hashing, atomic private files.
 
+use crate::error::ApiError;
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
@@ -92,4 +93,9 @@ impl std::fmt::Display for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// Parses a JSON column of the store; a column that does not parse is a server error.
+pub fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, ApiError> {
+    serde_json::from_str(s).map_err(ApiError::internal)
 }

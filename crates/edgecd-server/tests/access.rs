@@ -135,13 +135,21 @@ fn role_routes() -> impl Iterator<Item = (&'static str, &'static str, Role)> {
 /// Every `.route(PATH, METHODS…)` registered in the server's sources, as (method, path):
 /// the table must list each, so a route cannot be added without deciding who may call it.
 fn registered_routes() -> Vec<(String, String)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut out = vec![];
-    for e in std::fs::read_dir(&src).expect("src") {
-        let p = e.expect("entry").path();
-        if p.extension().is_none_or(|x| x != "rs") {
-            continue;
+    // Every .rs file under src/, in subdirectories too (http/, …).
+    let mut files = vec![];
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).expect("src") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
         }
+    }
+    let mut out = vec![];
+    for p in files {
         let text = std::fs::read_to_string(&p).expect("read");
         for chunk in text.split(".route(").skip(1) {
             let path = chunk
@@ -149,8 +157,9 @@ fn registered_routes() -> Vec<(String, String)> {
                 .nth(1)
                 .expect("route path literal")
                 .to_string();
-            // The methods chained on this route, up to the next builder call.
-            let end = [".route(", ".merge(", ".layer(", ".with_state("]
+            // The methods chained on this route, up to the next builder call or the end of
+            // the function.
+            let end = [".route(", ".merge(", ".layer(", ".with_state(", "\n}"]
                 .iter()
                 .filter_map(|m| chunk.find(m))
                 .min()
