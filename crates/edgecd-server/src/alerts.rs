@@ -155,40 +155,41 @@ pub async fn receive(
     }
     let mut out = vec![];
     for alert in &payload.alerts {
-        let name = alert.labels.get("alertname").cloned().unwrap_or_default();
-        let mut h = Handled {
-            alert: name.clone(),
-            status: alert.status.clone(),
-            stopped: vec![],
-            unchanged: vec![],
-        };
-        if alert.status == "firing" {
-            for r in rollouts::active(&st).await? {
-                if !matches(alert, &r) {
-                    continue;
-                }
-                let why = reason(alert);
-                match rollouts::fail(&st, &r.id, why.clone()).await? {
-                    Ok(_) => {
-                        tracing::warn!(rollout = %r.id, alert = %name, reason = %why, "rollout stopped by an alert");
-                        st.store
-                            .event(
-                                None,
-                                st.now() as i64,
-                                "alert",
-                                &format!("rollout {} stopped: {why}", r.id),
-                            )
-                            .await?;
-                        h.stopped.push(r.id.clone());
-                    }
-                    Err(e) => h.unchanged.push((r.id.clone(), e)),
-                }
-            }
-        }
-        tracing::info!(alert = %name, status = %alert.status, stopped = ?h.stopped, "alert received");
-        out.push(h);
+        out.push(handle(&st, alert).await?);
     }
     Ok(Json(out))
+}
+
+/// Stops every active rollout a firing `alert` matches (resolved alerts change nothing).
+async fn handle(st: &AppState, alert: &Alert) -> Result<Handled, ApiError> {
+    let name = alert.labels.get("alertname").cloned().unwrap_or_default();
+    let mut h = Handled {
+        alert: name.clone(),
+        status: alert.status.clone(),
+        stopped: vec![],
+        unchanged: vec![],
+    };
+    if alert.status == "firing" {
+        for r in rollouts::active(st).await? {
+            if !matches(alert, &r) {
+                continue;
+            }
+            let why = reason(alert);
+            match rollouts::fail(st, &r.id, why.clone()).await? {
+                Ok(_) => {
+                    tracing::warn!(rollout = %r.id, alert = %name, reason = %why, "rollout stopped by an alert");
+                    let detail = format!("rollout {} stopped: {why}", r.id);
+                    st.store
+                        .event(None, st.now() as i64, "alert", &detail)
+                        .await?;
+                    h.stopped.push(r.id.clone());
+                }
+                Err(e) => h.unchanged.push((r.id.clone(), e)),
+            }
+        }
+    }
+    tracing::info!(alert = %name, status = %alert.status, stopped = ?h.stopped, "alert received");
+    Ok(h)
 }
 
 #[cfg(test)]

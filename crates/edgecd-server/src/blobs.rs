@@ -2,6 +2,11 @@
 //! to `DATA/blobs/uploads/<hex>` (one upload per digest at a time, continued at its length),
 //! and once complete the file is hashed, fsynced and renamed into place only if it matches
 //! its digest. [`BlobStore::sweep`] removes blobs and stale partial uploads nothing refers to.
+//!
+//! Where blobs live beyond this disk is a [`BlobBackend`]: [`LocalDisk`] (the default: this
+//! server keeps them and serves them to devices) or `registry::Registry` (an OCI registry the
+//! replicas share; devices are redirected to it or their site's mirror, and the disk is the
+//! working copy). The server holds one as `AppState::blob_backend` and never asks which.
 
 use crate::AppState;
 use crate::error::{ApiError, ServerError};
@@ -253,6 +258,60 @@ impl BlobStore {
 
 fn hash_file(p: &Path) -> std::io::Result<String> {
     edgecd_bundle::digest::sha256_reader(std::fs::File::open(p)?).map(|(d, _)| d)
+}
+
+/// How a device gets a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Download {
+    /// This server answers it from this file.
+    Serve(PathBuf),
+    /// The device fetches it at this URL (307).
+    Redirect(String),
+}
+
+/// Where blobs live beyond the local working copy, and where devices fetch them. Calls that
+/// fail answer as errors saying what to do; nothing local is lost.
+#[async_trait::async_trait]
+pub trait BlobBackend: Send + Sync + 'static {
+    /// A short description for logs, e.g. `local disk` or the registry's URL.
+    fn describe(&self) -> String;
+    /// A complete, verified upload is now in `local`: make it available where blobs live.
+    async fn stored(&self, local: &BlobStore, digest: &str) -> Result<(), ApiError>;
+    /// The size of a blob `local` lacks, if the backend has it.
+    async fn size(&self, digest: &str) -> Result<Option<u64>, ApiError>;
+    /// Brings the blobs `digests` names into `local` when it lacks them (uploaded through
+    /// another replica).
+    async fn ensure_local(&self, local: &BlobStore, digests: &[&str]) -> Result<(), ApiError>;
+    /// Where a device whose `site` label is `site` downloads `digest`.
+    fn download(&self, local: &BlobStore, digest: &str, site: Option<&str>) -> Download;
+    /// A release was verified and is about to be stored: record it where blobs live.
+    async fn published(&self, local: &BlobStore, info: &ReleaseInfo) -> Result<(), ApiError>;
+}
+
+/// The default backend: blobs live on this server's disk only, and it serves them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalDisk;
+
+#[async_trait::async_trait]
+impl BlobBackend for LocalDisk {
+    fn describe(&self) -> String {
+        "local disk".into()
+    }
+    async fn stored(&self, _: &BlobStore, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+    async fn size(&self, _: &str) -> Result<Option<u64>, ApiError> {
+        Ok(None)
+    }
+    async fn ensure_local(&self, _: &BlobStore, _: &[&str]) -> Result<(), ApiError> {
+        Ok(())
+    }
+    fn download(&self, local: &BlobStore, digest: &str, _: Option<&str>) -> Download {
+        Download::Serve(local.path(digest))
+    }
+    async fn published(&self, _: &BlobStore, _: &ReleaseInfo) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// Every blob a published release refers to.

@@ -160,8 +160,9 @@ pub struct AppState {
     pub controller: Arc<controller::Health>,
     /// Check-in latencies (`/metrics`).
     pub checkins: Arc<metrics::Checkins>,
-    /// The blob registry, when blobs live in one (`Config::blob_registry`).
-    pub registry: Option<registry::Registry>,
+    /// Where blobs live beyond `blobs` and where devices fetch them: the local disk, or an
+    /// OCI registry (`Config::blob_registry`).
+    pub blob_backend: Arc<dyn blobs::BlobBackend>,
 }
 
 impl AppState {
@@ -247,7 +248,10 @@ impl Server {
         )
         .await?;
         let clock = config.clock.clone();
-        let registry = config.blob_registry.clone().map(registry::Registry::new);
+        let blob_backend: Arc<dyn blobs::BlobBackend> = match config.blob_registry.clone() {
+            Some(c) => Arc::new(registry::Registry::new(c)),
+            None => Arc::new(blobs::LocalDisk),
+        };
         let state = AppState {
             store,
             blobs,
@@ -259,7 +263,7 @@ impl Server {
             replica_id: replica_id(),
             controller,
             checkins: Arc::default(),
-            registry,
+            blob_backend,
         };
         Ok(Self {
             state,

@@ -40,7 +40,23 @@ impl Checkins {
 /// `GET /metrics`.
 pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
-    let w = &mut out;
+    checkin_metrics(&mut out, &st.checkins);
+    controller_metrics(&mut out, &st);
+    device_metrics(&mut out, &st).await?;
+    rollout_metrics(&mut out, &st).await?;
+    notification_metrics(&mut out, &st.notifier);
+    pending_notification_metrics(&mut out, &st).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}
+
+/// The check-in latency histogram.
+fn checkin_metrics(w: &mut String, checkins: &Checkins) {
     let _ = writeln!(
         w,
         "# HELP edgecd_server_checkin_duration_seconds Time to handle a device check-in."
@@ -48,13 +64,13 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     let _ = writeln!(w, "# TYPE edgecd_server_checkin_duration_seconds histogram");
     let mut cumulative = 0;
     for (i, b) in BOUNDS_SECONDS.iter().enumerate() {
-        cumulative += st.checkins.buckets[i].load(Ordering::Relaxed);
+        cumulative += checkins.buckets[i].load(Ordering::Relaxed);
         let _ = writeln!(
             w,
             "edgecd_server_checkin_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
         );
     }
-    cumulative += st.checkins.buckets[BOUNDS_SECONDS.len()].load(Ordering::Relaxed);
+    cumulative += checkins.buckets[BOUNDS_SECONDS.len()].load(Ordering::Relaxed);
     let _ = writeln!(
         w,
         "edgecd_server_checkin_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
@@ -62,14 +78,16 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     let _ = writeln!(
         w,
         "edgecd_server_checkin_duration_seconds_sum {}",
-        st.checkins.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        checkins.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
     );
     let _ = writeln!(
         w,
         "edgecd_server_checkin_duration_seconds_count {cumulative}"
     );
-    controller_metrics(w, &st);
+}
 
+/// Devices by running release and phase; enrolled, revoked and silent devices.
+async fn device_metrics(w: &mut String, st: &AppState) -> Result<(), ApiError> {
     let mut by_release: BTreeMap<(String, String), u64> = BTreeMap::new();
     let (mut total, mut revoked, mut silent) = (0u64, 0u64, 0u64);
     let silent_before = crate::util::silent_before(st.config.checkin_interval_secs);
@@ -123,7 +141,12 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     );
     let _ = writeln!(w, "# TYPE edgecd_server_devices_silent gauge");
     let _ = writeln!(w, "edgecd_server_devices_silent {silent}");
+    Ok(())
+}
 
+/// Rollouts by phase, aborts by cause, devices rolled back, each active rollout's step and
+/// gate values and thresholds.
+async fn rollout_metrics(w: &mut String, st: &AppState) -> Result<(), ApiError> {
     let rows = st.store.rollout_states().await?;
     let mut phases: BTreeMap<String, u64> = [
         "progressing",
@@ -181,12 +204,18 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         w,
         "edgecd_server_rollback_devices_total {rolled_back_devices}"
     );
+    active_rollout_metrics(w, &active);
+    Ok(())
+}
+
+/// Each active rollout's step, and its gates' last values and thresholds.
+fn active_rollout_metrics(w: &mut String, active: &[edgecd_rollout::engine::Rollout]) {
     let _ = writeln!(
         w,
         "# HELP edgecd_server_rollout_step Current step (1-based) of each active rollout."
     );
     let _ = writeln!(w, "# TYPE edgecd_server_rollout_step gauge");
-    for r in &active {
+    for r in active {
         let _ = writeln!(
             w,
             "edgecd_server_rollout_step{{rollout=\"{}\",release=\"{}\"}} {}",
@@ -200,7 +229,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         "# HELP edgecd_server_rollout_gate_value Last evaluated value of each gate of each active rollout."
     );
     let _ = writeln!(w, "# TYPE edgecd_server_rollout_gate_value gauge");
-    for r in &active {
+    for r in active {
         for g in &r.state.last_gates {
             if let Some(v) = g.value.filter(|v| v.is_finite()) {
                 let verdict = match g.verdict {
@@ -223,7 +252,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         "# HELP edgecd_server_rollout_gate_threshold Bound each gate's value is held to (a ratio gate's bound is the baseline times the ratio)."
     );
     let _ = writeln!(w, "# TYPE edgecd_server_rollout_gate_threshold gauge");
-    for r in &active {
+    for r in active {
         for g in &r.state.last_gates {
             let Some(spec) = r.spec.gates.iter().find(|s| s.label() == g.gate) else {
                 continue;
@@ -245,7 +274,10 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
             }
         }
     }
-    notification_metrics(w, &st.notifier);
+}
+
+/// Notifications waiting in the outbox, by channel (every configured channel, zeros too).
+async fn pending_notification_metrics(w: &mut String, st: &AppState) -> Result<(), ApiError> {
     let pending = st.store.outbox_pending_counts().await?;
     let _ = writeln!(
         w,
@@ -263,13 +295,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
             escape_label_value(channel)
         );
     }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    ))
+    Ok(())
 }
 
 /// Notification counters: every configured channel with every result, zeros included.

@@ -378,11 +378,12 @@ mod tests {
     }
 }
 
-/// Server glue: runs the registry calls on the blocking pool and turns their errors into
-/// answers that say what to do.
-pub mod glue {
+/// The registry as the server's [`BlobBackend`]: its calls run on the blocking pool, and
+/// their errors answer 502 saying what to do.
+mod backend {
     use super::Registry;
-    use crate::{ApiError, AppState};
+    use crate::ApiError;
+    use crate::blobs::{BlobBackend, BlobStore, Download};
     use edgecd_api::protocol::{BlobRef, ReleaseInfo};
 
     fn unavailable(e: impl std::fmt::Display) -> ApiError {
@@ -406,90 +407,94 @@ pub mod glue {
             .map_err(unavailable)
     }
 
-    /// Pushes a blob this server holds to the registry (after an upload completes).
-    pub async fn push(st: &AppState, digest: &str) -> Result<(), ApiError> {
-        let Some(r) = &st.registry else { return Ok(()) };
-        let (d, path) = (digest.to_string(), st.blobs.path(digest));
-        blocking(r, move |r| r.push_blob(&d, &path)).await
-    }
+    #[async_trait::async_trait]
+    impl BlobBackend for Registry {
+        fn describe(&self) -> String {
+            format!(
+                "OCI registry {}/{}",
+                self.config.url, self.config.repository
+            )
+        }
 
-    /// The size of a blob this server does not hold but the registry does.
-    pub async fn size(st: &AppState, digest: &str) -> Result<Option<u64>, ApiError> {
-        let Some(r) = &st.registry else {
-            return Ok(None);
-        };
-        let d = digest.to_string();
-        blocking(r, move |r| r.blob_size(&d)).await
-    }
+        /// Pushes a blob this server holds to the registry (after an upload completes).
+        async fn stored(&self, local: &BlobStore, digest: &str) -> Result<(), ApiError> {
+            let (d, path) = (digest.to_string(), local.path(digest));
+            blocking(self, move |r| r.push_blob(&d, &path)).await
+        }
 
-    /// Brings the blobs `refs` names into this server's store from the registry when
-    /// missing (a release uploaded through another replica).
-    pub async fn ensure_local(st: &AppState, refs: &[&BlobRef]) -> Result<(), ApiError> {
-        let Some(r) = &st.registry else { return Ok(()) };
-        for b in refs {
-            if st.blobs.size(&b.digest).is_some() || !edgecd_api::protocol::valid_digest(&b.digest)
-            {
-                continue;
-            }
-            let (d, dest) = (b.digest.clone(), st.blobs.path(&b.digest));
-            let tmp = dest.with_extension("fetch");
-            let got = blocking(r, move |r| {
-                if !r.has_blob(&d)? {
-                    return Ok(false);
+        async fn size(&self, digest: &str) -> Result<Option<u64>, ApiError> {
+            let d = digest.to_string();
+            blocking(self, move |r| r.blob_size(&d)).await
+        }
+
+        async fn ensure_local(&self, local: &BlobStore, digests: &[&str]) -> Result<(), ApiError> {
+            for digest in digests {
+                if local.size(digest).is_some() || !edgecd_api::protocol::valid_digest(digest) {
+                    continue;
                 }
-                r.fetch_blob(&d, &tmp)?;
-                std::fs::rename(&tmp, &dest).map_err(|e| r.err(format!("storing {d}: {e}")))?;
-                Ok(true)
+                let (d, dest) = (digest.to_string(), local.path(digest));
+                let tmp = dest.with_extension("fetch");
+                let got = blocking(self, move |r| {
+                    if !r.has_blob(&d)? {
+                        return Ok(false);
+                    }
+                    r.fetch_blob(&d, &tmp)?;
+                    std::fs::rename(&tmp, &dest).map_err(|e| r.err(format!("storing {d}: {e}")))?;
+                    Ok(true)
+                })
+                .await?;
+                if got {
+                    tracing::info!(%digest, "fetched a blob from the registry");
+                }
+            }
+            Ok(())
+        }
+
+        fn download(&self, _: &BlobStore, digest: &str, site: Option<&str>) -> Download {
+            Download::Redirect(self.config.blob_url(digest, site))
+        }
+
+        /// Pushes a release's blobs and makes it an OCI artifact with its referrers.
+        async fn published(&self, local: &BlobStore, info: &ReleaseInfo) -> Result<(), ApiError> {
+            let rel = &info.release;
+            let mut blobs = vec![
+                &rel.manifest,
+                &rel.manifest_sig,
+                &rel.bundle,
+                &rel.bundle_sig,
+            ];
+            blobs.extend(info.sbom.as_ref());
+            let files: Vec<(String, std::path::PathBuf)> = blobs
+                .iter()
+                .map(|b| (b.digest.clone(), local.path(&b.digest)))
+                .collect();
+            let d = |b: &BlobRef| (b.digest.clone(), b.size);
+            let (m, b, s1, s2) = (
+                d(&rel.manifest),
+                d(&rel.bundle),
+                d(&rel.bundle_sig),
+                d(&rel.manifest_sig),
+            );
+            let sbom = info.sbom.as_ref().map(d);
+            let tag = format!("{}-{}", rel.app, rel.version).replace(
+                |c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
+                "_",
+            );
+            let subject = blocking(self, move |r| {
+                for (digest, path) in &files {
+                    r.push_blob(digest, path)?;
+                }
+                r.push_release(
+                    &tag,
+                    (&m.0, m.1),
+                    (&b.0, b.1),
+                    &[(&s1.0, s1.1), (&s2.0, s2.1)],
+                    sbom.as_ref().map(|s| (s.0.as_str(), s.1)),
+                )
             })
             .await?;
-            if got {
-                tracing::info!(digest = %b.digest, "fetched a blob from the registry");
-            }
+            tracing::info!(app = %rel.app, version = %rel.version, %subject, "release pushed to the blob registry");
+            Ok(())
         }
-        Ok(())
-    }
-
-    /// Pushes a release's blobs and makes it an OCI artifact with its referrers.
-    pub async fn publish(st: &AppState, info: &ReleaseInfo) -> Result<(), ApiError> {
-        let Some(r) = &st.registry else { return Ok(()) };
-        let rel = &info.release;
-        let mut blobs = vec![
-            &rel.manifest,
-            &rel.manifest_sig,
-            &rel.bundle,
-            &rel.bundle_sig,
-        ];
-        blobs.extend(info.sbom.as_ref());
-        let files: Vec<(String, std::path::PathBuf)> = blobs
-            .iter()
-            .map(|b| (b.digest.clone(), st.blobs.path(&b.digest)))
-            .collect();
-        let d = |b: &BlobRef| (b.digest.clone(), b.size);
-        let (m, b, s1, s2) = (
-            d(&rel.manifest),
-            d(&rel.bundle),
-            d(&rel.bundle_sig),
-            d(&rel.manifest_sig),
-        );
-        let sbom = info.sbom.as_ref().map(d);
-        let tag = format!("{}-{}", rel.app, rel.version).replace(
-            |c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
-            "_",
-        );
-        let subject = blocking(r, move |r| {
-            for (digest, path) in &files {
-                r.push_blob(digest, path)?;
-            }
-            r.push_release(
-                &tag,
-                (&m.0, m.1),
-                (&b.0, b.1),
-                &[(&s1.0, s1.1), (&s2.0, s2.1)],
-                sbom.as_ref().map(|s| (s.0.as_str(), s.1)),
-            )
-        })
-        .await?;
-        tracing::info!(app = %rel.app, version = %rel.version, %subject, "release pushed to the blob registry");
-        Ok(())
     }
 }

@@ -88,7 +88,8 @@ pub async fn preflight(st: &AppState, req: &PublishRequest) -> Result<Preflight,
         &req.bundle,
     ];
     refs.extend(req.sbom.as_ref());
-    crate::registry::glue::ensure_local(st, &refs).await?;
+    let digests: Vec<&str> = refs.iter().map(|b| b.digest.as_str()).collect();
+    st.blob_backend.ensure_local(&st.blobs, &digests).await?;
     let keys: Vec<VerifyingKey> = crate::keys::trusted(st)
         .await?
         .iter()
@@ -249,7 +250,7 @@ pub async fn publish(st: &AppState, req: &PublishRequest) -> Result<Published, A
         return Ok(Published::Existing(old));
     }
     let info = verify_publish(st, req, pre).await?;
-    crate::registry::glue::publish(st, &info).await?;
+    st.blob_backend.published(&st.blobs, &info).await?;
     let r = &info.release;
     let text = serde_json::to_string(&info).map_err(ApiError::internal)?;
     let now = info.published as i64;

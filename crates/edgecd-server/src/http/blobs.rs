@@ -200,7 +200,7 @@ async fn head_blob(
             st.blobs.touch(&digest);
             (StatusCode::OK, size)
         }
-        None => match crate::registry::glue::size(&st, &digest).await? {
+        None => match st.blob_backend.size(&digest).await? {
             Some(size) => (StatusCode::OK, size),
             None => (StatusCode::NOT_FOUND, st.blobs.partial_len(&digest)),
         },
@@ -260,7 +260,7 @@ async fn write_upload(
     let stream = body.into_data_stream();
     match st.blobs.write(&slot, offset, total, stream, max).await {
         Ok(Put::Stored(size)) => {
-            crate::registry::glue::push(st, &digest).await?;
+            st.blob_backend.stored(&st.blobs, &digest).await?;
             Ok((StatusCode::CREATED, Json(BlobRef { digest, size })).into_response())
         }
         Ok(Put::Partial(n)) => {

@@ -4,6 +4,7 @@
 
 use super::hv;
 use crate::AppState;
+use crate::blobs::Download;
 use crate::error::ApiError;
 use crate::store::{AssignmentRow, DeviceRow};
 use crate::util::{self, json_col};
@@ -251,19 +252,16 @@ async fn get_blob(
     }
     let labels: BTreeMap<String, String> = json_col(&dev.labels)?;
     let site = labels.get("site").map(String::as_str);
-    if let Some(r) = &st.registry {
-        let to = r.config.blob_url(&digest, site);
-        return Ok((
+    match st.blob_backend.download(&st.blobs, &digest, site) {
+        Download::Redirect(to) => Ok((
             StatusCode::TEMPORARY_REDIRECT,
             [(header::LOCATION, hv(&to))],
         )
-            .into_response());
+            .into_response()),
+        Download::Serve(path) => {
+            let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+            let rate = st.config.blob_rate_kbps.filter(|k| *k > 0);
+            super::blobs::serve_file(&path, range, rate).await
+        }
     }
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    super::blobs::serve_file(
-        &st.blobs.path(&digest),
-        range,
-        st.config.blob_rate_kbps.filter(|k| *k > 0),
-    )
-    .await
 }

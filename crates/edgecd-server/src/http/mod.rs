@@ -65,6 +65,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "ready": problem.is_none(),
         "problem": problem,
         "database": st.store.backend(),
+        "blobs": st.blob_backend.describe(),
         "replica": st.replica_id,
         "controller": if c.leader.load(std::sync::atomic::Ordering::Relaxed) { "leader" } else { "standby" },
         "controllerEpoch": c.epoch.load(std::sync::atomic::Ordering::Relaxed),
