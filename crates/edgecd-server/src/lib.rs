@@ -94,6 +94,9 @@ pub struct Config {
     pub controller_lease_ms: u64,
     /// Where the controller and the API read the time (tests inject a fake clock).
     pub clock: Arc<dyn controller::Clock>,
+    /// A notifier to use instead of starting one from `notifications` (tests inject one
+    /// that records what the controller sends).
+    pub notifier: Option<Arc<dyn notify::Notify>>,
     /// Root URL of the Prometheus that `provider: prometheus` gates query, and the timeout
     /// of each query.
     pub prometheus_url: Option<String>,
@@ -132,6 +135,7 @@ impl Config {
             controller_tick_ms: 1000,
             controller_lease_ms: 15_000,
             clock: Arc::new(controller::SystemClock),
+            notifier: None,
             prometheus_url: None,
             prometheus_timeout_ms: 5000,
             alert_hook_token: None,
@@ -151,7 +155,7 @@ pub struct AppState {
     /// The gate provider for `provider: prometheus` gates, when `prometheus_url` is set.
     pub prometheus: Option<promql::Prometheus>,
     /// Sends rollout notifications without blocking (see [`notify`]).
-    pub notifier: notify::Notifier,
+    pub notifier: Arc<dyn notify::Notify>,
     /// Where time comes from (`Config::clock`).
     pub clock: Arc<dyn controller::Clock>,
     /// This server among replicas sharing a database (host, process, random suffix).
@@ -240,13 +244,18 @@ impl Server {
         let prometheus = config.prometheus_url.as_deref().map(|u| {
             promql::Prometheus::new(u, Duration::from_millis(config.prometheus_timeout_ms))
         });
-        let notifier = notify::Notifier::start(
-            &config.notifications,
-            &notify::default_public_url(config.listen, config.tls.is_some()),
-            store.clone(),
-            controller.clone(),
-        )
-        .await?;
+        let notifier: Arc<dyn notify::Notify> = match &config.notifier {
+            Some(n) => n.clone(),
+            None => Arc::new(
+                notify::Notifier::start(
+                    &config.notifications,
+                    &notify::default_public_url(config.listen, config.tls.is_some()),
+                    store.clone(),
+                    controller.clone(),
+                )
+                .await?,
+            ),
+        };
         let clock = config.clock.clone();
         let blob_backend: Arc<dyn blobs::BlobBackend> = match config.blob_registry.clone() {
             Some(c) => Arc::new(registry::Registry::new(c)),

@@ -44,7 +44,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     controller_metrics(&mut out, &st);
     device_metrics(&mut out, &st).await?;
     rollout_metrics(&mut out, &st).await?;
-    notification_metrics(&mut out, &st.notifier);
+    notification_metrics(&mut out, st.notifier.as_ref());
     pending_notification_metrics(&mut out, &st).await?;
     Ok((
         [(
@@ -286,7 +286,7 @@ async fn pending_notification_metrics(w: &mut String, st: &AppState) -> Result<(
     let _ = writeln!(w, "# TYPE edgecd_server_notifications_pending gauge");
     let mut pending: BTreeMap<String, i64> = pending.into_iter().collect();
     for c in st.notifier.channel_names() {
-        pending.entry(c.to_string()).or_insert(0);
+        pending.entry(c).or_insert(0);
     }
     for (channel, n) in &pending {
         let _ = writeln!(
@@ -299,7 +299,7 @@ async fn pending_notification_metrics(w: &mut String, st: &AppState) -> Result<(
 }
 
 /// Notification counters: every configured channel with every result, zeros included.
-fn notification_metrics(w: &mut String, notifier: &crate::notify::Notifier) {
+fn notification_metrics(w: &mut String, notifier: &dyn crate::notify::Notify) {
     let counts = notifier.counts();
     let _ = writeln!(
         w,

@@ -1328,8 +1328,44 @@ fn checkins_name_the_image_mirror_of_the_devices_site() {
     assert_eq!(r.expect("answer").image_mirror, None, "no mirror for paris");
 }
 
+/// A notifier that records what the controller sends (injected through `Config::notifier`).
+#[derive(Debug, Default)]
+struct RecordingNotifier {
+    sent: std::sync::Mutex<Vec<edgecd_server::notify::Notification>>,
+}
+
+impl edgecd_server::notify::Notify for RecordingNotifier {
+    fn notification(
+        &self,
+        channel: &str,
+        r: &edgecd_rollout::engine::Rollout,
+        decision: &edgecd_rollout::engine::Decision,
+        event: &edgecd_rollout::engine::RolloutEvent,
+        at: i64,
+    ) -> edgecd_server::notify::Notification {
+        let link = format!("http://console.test/rollouts/{}", r.id);
+        edgecd_server::notify::Notification::new(channel, r, decision, event, None, link, at)
+    }
+    fn send(&self, q: edgecd_server::notify::Queued) {
+        self.sent.lock().expect("lock").push(q.notification);
+    }
+    fn check_channels(&self, names: &[String]) -> Result<(), String> {
+        match names.iter().find(|n| *n != "ops") {
+            Some(n) => Err(format!("unknown channel {n}")),
+            None => Ok(()),
+        }
+    }
+    fn channel_names(&self) -> Vec<String> {
+        vec!["ops".into()]
+    }
+    fn counts(&self) -> Vec<edgecd_server::notify::ChannelCounts> {
+        vec![]
+    }
+}
+
 /// The controller reads time from the injected clock: a one-hour pause ends when the fake
 /// clock says so, not after an hour — and not before, however many passes run meanwhile.
+/// Its notifications go to the injected notifier, once each, stamped by that clock.
 #[test]
 fn the_controller_runs_on_the_injected_clock() {
     use edgecd_server::controller::FakeClock;
@@ -1339,9 +1375,12 @@ fn the_controller_runs_on_the_injected_clock() {
         .as_millis() as i64;
     let clock = std::sync::Arc::new(FakeClock::at(start_ms));
     let c = clock.clone();
+    let notifier = std::sync::Arc::new(RecordingNotifier::default());
+    let n = notifier.clone();
     let h = H::with(move |cfg| {
         cfg.clock = c;
         cfg.controller_tick_ms = 20;
+        cfg.notifier = Some(n);
     });
     h.trust_ci();
     for v in ["1.0.0", "2.0.0"] {
@@ -1359,6 +1398,7 @@ fn the_controller_runs_on_the_injected_clock() {
                 {"pause": {"duration": "1h"}},
                 {"canary": {"percent": 100}}
             ],
+            "notify": ["ops"],
         }})),
     );
     assert_eq!(s, 200, "{t}");
@@ -1445,5 +1485,29 @@ fn the_controller_runs_on_the_injected_clock() {
         r["state"]["cohort"].as_array().map(Vec::len),
         Some(2),
         "{r}"
+    );
+    let sent = notifier.sent.lock().expect("lock").clone();
+    let events: Vec<&str> = sent
+        .iter()
+        .map(|n| edgecd_server::notify::event_name(&n.event))
+        .collect();
+    assert_eq!(events.first(), Some(&"started"), "{events:?}");
+    assert_eq!(events.last(), Some(&"completed"), "{events:?}");
+    assert_eq!(
+        events.iter().filter(|e| **e == "completed").count(),
+        1,
+        "completion announced once: {events:?}"
+    );
+    let start_s = start_ms / 1000;
+    assert!(sent[0].at < start_s + 60, "started at {}", sent[0].at);
+    let done = sent.last().expect("completed");
+    assert!(
+        done.at >= start_s + 3600,
+        "completion stamped by the fake clock, an hour on: {} vs start {start_s}",
+        done.at
+    );
+    assert!(
+        sent.iter()
+            .all(|n| n.channel == "ops" && n.rollout.id == id)
     );
 }

@@ -671,6 +671,57 @@ struct Inner {
     leading: AtomicBool,
 }
 
+/// What the rollout driver, the API and `/metrics` need of a notifier. The server's is
+/// [`Notifier`] (delivery tasks, outbox sweep); tests inject their own through
+/// `Config::notifier` to see exactly what the controller sends, and when.
+pub trait Notify: std::fmt::Debug + Send + Sync + 'static {
+    /// The notification of `event` for `channel`, at `at` (unix seconds).
+    fn notification(
+        &self,
+        channel: &str,
+        r: &Rollout,
+        decision: &Decision,
+        event: &RolloutEvent,
+        at: i64,
+    ) -> Notification;
+    /// Queues a notification already saved in the outbox, without waiting.
+    fn send(&self, q: Queued);
+    /// Fails (naming the configured channels) when `names` lists one that does not exist.
+    fn check_channels(&self, names: &[String]) -> Result<(), String>;
+    /// The configured channels.
+    fn channel_names(&self) -> Vec<String>;
+    /// Every channel's counters.
+    fn counts(&self) -> Vec<ChannelCounts>;
+}
+
+impl Notify for Notifier {
+    fn notification(
+        &self,
+        channel: &str,
+        r: &Rollout,
+        decision: &Decision,
+        event: &RolloutEvent,
+        at: i64,
+    ) -> Notification {
+        Notifier::notification(self, channel, r, decision, event, at)
+    }
+    fn send(&self, q: Queued) {
+        Notifier::send(self, q)
+    }
+    fn check_channels(&self, names: &[String]) -> Result<(), String> {
+        Notifier::check_channels(self, names)
+    }
+    fn channel_names(&self) -> Vec<String> {
+        Notifier::channel_names(self)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+    fn counts(&self) -> Vec<ChannelCounts> {
+        Notifier::counts(self)
+    }
+}
+
 /// The server's notification sender (cheap to clone). See the module docs.
 #[derive(Clone)]
 pub struct Notifier {
