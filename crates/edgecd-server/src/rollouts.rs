@@ -415,31 +415,22 @@ async fn external_values(st: &AppState, r: &Rollout, now: i64) -> BTreeMap<usize
         .collect()
 }
 
+/// `POST /api/v1/admin/rollouts`.
 async fn start(
     State(st): State<AppState>,
     _: Auth<Deployer>,
     Json(req): Json<StartRollout>,
 ) -> Result<Json<RolloutStatus>, ApiError> {
+    Ok(Json(start_rollout(&st, req).await?))
+}
+
+/// Starts the rollout `req` describes: its spec checked against this server (Prometheus,
+/// channels), one rollout per app at a time, a baseline to roll back to, and a cohort that
+/// is not empty. Holds the rollout lock throughout.
+pub async fn start_rollout(st: &AppState, req: StartRollout) -> Result<RolloutStatus, ApiError> {
     let _serialized = st.store.lock_rollouts().await?;
-    req.spec
-        .validate()
-        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    if st.prometheus.is_none()
-        && let Some(g) = req
-            .spec
-            .gates
-            .iter()
-            .find(|g| g.provider == Provider::Prometheus)
-    {
-        return Err(ApiError::unprocessable(format!(
-            "gate {} queries Prometheus, but this server has none: start it with --prometheus-url",
-            g.label()
-        )));
-    }
-    st.notifier
-        .check_channels(&req.spec.notify)
-        .map_err(ApiError::unprocessable)?;
-    let info = release_info(&st, &req.spec.release).await?;
+    check_spec(st, &req.spec)?;
+    let info = release_info(st, &req.spec.release).await?;
     let app = req
         .spec
         .app_and_version()
@@ -452,31 +443,10 @@ async fn start(
             format!("rollout {other} of {app} is still running: abort or finish it first"),
         ));
     }
-    let fleet = fleet(&st).await?;
+    let fleet = fleet(st).await?;
     let baseline = match req.baseline {
-        Some(b) => {
-            release_info(&st, &b).await?;
-            Some(b)
-        }
-        None => {
-            // The release most selected devices of this app run now.
-            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-            for d in fleet.iter().filter(|d| {
-                req.spec
-                    .selector
-                    .iter()
-                    .all(|(k, v)| d.labels.get(k) == Some(v))
-            }) {
-                if let Some(r) = d
-                    .running
-                    .as_ref()
-                    .filter(|r| r.starts_with(&format!("{app}@")) && **r != req.spec.release)
-                {
-                    *counts.entry(r.clone()).or_default() += 1;
-                }
-            }
-            counts.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r)
-        }
+        Some(b) => release_info(st, &b).await.map(|_| Some(b))?,
+        None => usual_release(&req.spec, &fleet, &app),
     };
     let id = format!("{app}-{}", &util::random_id()[4..12]);
     let requirements = Requirements {
@@ -485,34 +455,78 @@ async fn start(
     };
     let (r, d) = Rollout::start(&id, req.spec, requirements, baseline, st.now() as i64)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    // An empty cohort would "complete" at once having changed nothing: refuse instead.
-    let (eligible, bad) = r.eligible(&fleet);
-    if eligible.is_empty() {
-        let bad: Vec<(String, String)> = bad
-            .into_iter()
-            .map(|(d, why)| (d.id.clone(), why))
-            .collect();
+    refuse_empty_cohort(&r, &fleet)?;
+    let state = serde_json::to_string(&r).map_err(ApiError::internal)?;
+    st.store
+        .insert_rollout(&id, &app, &state, st.now() as i64)
+        .await?;
+    apply(st, &r, &d, None).await?;
+    status_of(st, r).await
+}
+
+/// Refuses a spec this server cannot run: invalid, Prometheus gates without Prometheus,
+/// notifications to channels it does not have.
+fn check_spec(st: &AppState, spec: &RolloutSpec) -> Result<(), ApiError> {
+    spec.validate()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    if st.prometheus.is_none()
+        && let Some(g) = spec
+            .gates
+            .iter()
+            .find(|g| g.provider == Provider::Prometheus)
+    {
         return Err(ApiError::unprocessable(format!(
-            "rollout not started: {}",
-            no_device_reason(
-                "devices",
-                &r.spec.selector,
-                bad.len(),
-                &bad,
-                &r.spec.release
-            )
+            "gate {} queries Prometheus, but this server has none: start it with --prometheus-url",
+            g.label()
         )));
     }
-    st.store
-        .insert_rollout(
-            &id,
-            &app,
-            &serde_json::to_string(&r).map_err(ApiError::internal)?,
-            st.now() as i64,
+    st.notifier
+        .check_channels(&spec.notify)
+        .map_err(ApiError::unprocessable)
+}
+
+/// The default baseline: the release of `app` most of the selected devices run now (not the
+/// one rolled out).
+fn usual_release(spec: &RolloutSpec, fleet: &[Device], app: &str) -> Option<String> {
+    let prefix = format!("{app}@");
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let selected = fleet.iter().filter(|d| {
+        spec.selector
+            .iter()
+            .all(|(k, v)| d.labels.get(k) == Some(v))
+    });
+    for d in selected {
+        if let Some(r) = d
+            .running
+            .as_ref()
+            .filter(|r| r.starts_with(&prefix) && **r != spec.release)
+        {
+            *counts.entry(r.clone()).or_default() += 1;
+        }
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r)
+}
+
+/// An empty cohort would "complete" at once having changed nothing: refused, saying why.
+fn refuse_empty_cohort(r: &Rollout, fleet: &[Device]) -> Result<(), ApiError> {
+    let (eligible, bad) = r.eligible(fleet);
+    if !eligible.is_empty() {
+        return Ok(());
+    }
+    let bad: Vec<(String, String)> = bad
+        .into_iter()
+        .map(|(d, why)| (d.id.clone(), why))
+        .collect();
+    Err(ApiError::unprocessable(format!(
+        "rollout not started: {}",
+        no_device_reason(
+            "devices",
+            &r.spec.selector,
+            bad.len(),
+            &bad,
+            &r.spec.release
         )
-        .await?;
-    apply(&st, &r, &d, None).await?;
-    Ok(Json(status_of(&st, r).await?))
+    )))
 }
 
 async fn status_of(st: &AppState, r: Rollout) -> Result<RolloutStatus, ApiError> {
