@@ -53,6 +53,17 @@ fn static_infer(target: &str) -> PathBuf {
         "edgecd-infer",
     ])
     .args(["--target", target])
+    // Unoptimised and without debug info: the tests run a tiny model, and this build of
+    // tract and its dependencies (cold: twice, one per architecture) is most of a cold
+    // `scripts/test`'s time otherwise (the workspace builds them at opt-level 2).
+    .args([
+        "--config",
+        "profile.dev.package.\"*\".opt-level=0",
+        "--config",
+        "profile.dev.package.edgecd-infer.opt-level=0",
+        "--config",
+        "profile.dev.debug=0",
+    ])
     .current_dir(edgecd_testkit::workspace_root())
     .env("CARGO_TARGET_DIR", &dir)
     .env(
