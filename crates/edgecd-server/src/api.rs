@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .route("/api/v1/hooks/alertmanager", post(crate::alerts::receive))
         .merge(crate::rollouts::routes())
+        .merge(crate::fleets_http::routes())
         .merge(crate::auth::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -1193,7 +1194,8 @@ struct DeployQuery {
 
 /// Assigns a release to the devices its selector matches that can run it (the rollout
 /// engine's compatibility check); incompatible ones are listed with the reason. 422 when
-/// no device would get it.
+/// no device would get it. Also writes desired state (`fleets::record_deploy`), so devices
+/// that enroll or match later get the release too.
 async fn deploy(
     State(st): State<AppState>,
     _: Auth<Deployer>,
@@ -1222,6 +1224,9 @@ async fn deploy(
         hardware: info.release.hardware.clone(),
         runtime: info.release.runtime.clone(),
     };
+    // Deploy writes desired state too (a fleet, see `fleets::record_deploy`): no
+    // reconcile pass runs in between.
+    let _fleets = crate::fleets::lock(&st).await?;
     let app_prefix = format!("{}@", req.app);
     let mut assigned = Vec::new();
     let mut skipped = Vec::new();
@@ -1277,6 +1282,11 @@ async fn deploy(
             &bad,
             &format!("{}@{}", req.app, req.version),
         )));
+    }
+    if !q.dry_run {
+        let ids: Vec<String> = assigned.iter().map(|a| a.device_id.clone()).collect();
+        crate::fleets::record_deploy(&st, &req.app, &req.version, &req.selector, only_app, &ids)
+            .await?;
     }
     tracing::info!(app = %req.app, version = %req.version, devices = assigned.len(), skipped = skipped.len(), dry_run = q.dry_run, "deployed");
     Ok(Json(DeployResponse {

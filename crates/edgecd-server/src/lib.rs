@@ -6,8 +6,8 @@
 //! axum router, run the controller, serve HTTP or HTTPS with graceful shutdown). Layers:
 //! [`store`] (all SQL, one module per backend), [`controller`] (the supervised service that
 //! changes state on its own, elected among replicas by a lease), [`assign`] (the one path that
-//! changes what a device runs), HTTP handlers (`api`, `rollouts`, `devices`, `alerts`,
-//! `metrics`), people and access ([`auth`]: API tokens, roles, the access layer; [`audit`]:
+//! changes what a device runs), [`fleets`] (desired state the controller reconciles),
+//! HTTP handlers (`api`, `rollouts`, `devices`, `alerts`, `metrics`, `fleets_http`), people and access ([`auth`]: API tokens, roles, the access layer; [`audit`]:
 //! the audit log; [`backup`]: online backup and restore), [`blobs`] (content-addressed storage); [`EmbeddedServer`] runs it in-process.
 //!
 //! Data directory layout:
@@ -30,6 +30,8 @@ pub mod controller;
 pub mod devices;
 pub mod embedded;
 pub mod error;
+pub mod fleets;
+pub mod fleets_http;
 pub mod metrics;
 pub mod notify;
 pub mod promql;

@@ -32,6 +32,10 @@ pub struct StartRollout {
     /// The release to roll back to; default: the release most selected devices run now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<String>,
+    /// Roll out to this fleet's devices (its selector; the spec gives none). The fleet holds
+    /// its other devices at their release meanwhile and takes the release on completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
 }
 
 /// A rollout's status as the API reports it.
@@ -418,9 +422,30 @@ async fn external_values(st: &AppState, r: &Rollout, now: i64) -> BTreeMap<usize
 async fn start(
     State(st): State<AppState>,
     _: Auth<Deployer>,
-    Json(req): Json<StartRollout>,
+    Json(mut req): Json<StartRollout>,
 ) -> Result<Json<RolloutStatus>, ApiError> {
     let _serialized = st.store.lock_rollouts().await?;
+    let fleet = req.fleet.take();
+    if let Some(name) = &fleet {
+        if !req.spec.selector.is_empty() {
+            return Err(ApiError::unprocessable(format!(
+                "the rollout targets fleet {name}: drop the spec's selector (the fleet's is used)"
+            )));
+        }
+        req.spec.selector = crate::fleets::selector_of(&st, name).await?;
+    }
+    let r = start_locked(&st, req).await?;
+    if let Some(name) = &fleet
+        && let Ok((app, version)) = r.spec.app_and_version()
+    {
+        crate::fleets::link_rollout(&st, name, app, version, &r.id).await?;
+    }
+    Ok(Json(status_of(&st, r).await?))
+}
+
+/// Starts a rollout (the rollout lock held by the caller): validates it, refuses a second
+/// one of the same app and an empty cohort, stores it and applies its first decision.
+pub(crate) async fn start_locked(st: &AppState, req: StartRollout) -> Result<Rollout, ApiError> {
     req.spec
         .validate()
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -439,7 +464,7 @@ async fn start(
     st.notifier
         .check_channels(&req.spec.notify)
         .map_err(ApiError::unprocessable)?;
-    let info = release_info(&st, &req.spec.release).await?;
+    let info = release_info(st, &req.spec.release).await?;
     let app = req
         .spec
         .app_and_version()
@@ -452,10 +477,10 @@ async fn start(
             format!("rollout {other} of {app} is still running: abort or finish it first"),
         ));
     }
-    let fleet = fleet(&st).await?;
+    let fleet = fleet(st).await?;
     let baseline = match req.baseline {
         Some(b) => {
-            release_info(&st, &b).await?;
+            release_info(st, &b).await?;
             Some(b)
         }
         None => {
@@ -511,8 +536,8 @@ async fn start(
             st.now() as i64,
         )
         .await?;
-    apply(&st, &r, &d, None).await?;
-    Ok(Json(status_of(&st, r).await?))
+    apply(st, &r, &d, None).await?;
+    Ok(r)
 }
 
 async fn status_of(st: &AppState, r: Rollout) -> Result<RolloutStatus, ApiError> {
