@@ -137,9 +137,15 @@ pub struct AppProgress {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RolloutLink {
     pub id: String,
     pub version: String,
+    /// Started with `rollout start --fleet` while the fleet placed this version: on
+    /// completion the rollout's release becomes the fleet's placement (unless the placement
+    /// changed meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_over: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -716,12 +722,13 @@ async fn load_all(st: &AppState) -> Result<Vec<Fleet>, ApiError> {
 
 async fn world(st: &AppState) -> Result<(World, BTreeMap<String, ReleaseInfo>), ApiError> {
     let devices = crate::rollouts::fleet(st).await?;
-    let mut assigned = BTreeMap::new();
-    for d in &devices {
-        if let Some(a) = st.store.assignment(&d.id).await? {
-            assigned.insert(d.id.clone(), format!("{}@{}", a.app, a.release_version));
-        }
-    }
+    let assigned: BTreeMap<String, String> = st
+        .store
+        .assigned_releases()
+        .await?
+        .into_iter()
+        .map(|(d, app, v)| (d, format!("{app}@{v}")))
+        .collect();
     let mut infos = BTreeMap::new();
     let mut releases = BTreeMap::new();
     for s in st.store.release_infos().await? {
@@ -778,8 +785,9 @@ async fn progress(st: &AppState, f: &mut Fleet, devices: &[Device]) -> Result<bo
                     pr.current = Some(link.version.clone());
                     pr.rollout = None;
                     pr.note = None;
-                    // A rollout started with --fleet makes its release the fleet's.
-                    if link.version != version
+                    // A rollout started with --fleet makes its release the fleet's, unless
+                    // the fleet was given another release meanwhile.
+                    if link.manual_over.as_deref() == Some(version.as_str())
                         && let Some(pl) = f.spec.apps.get_mut(&app)
                     {
                         pl.release = link.version.clone();
@@ -857,6 +865,7 @@ async fn start_fleet_rollout(
             pr.rollout = Some(RolloutLink {
                 id: r.id,
                 version: version.to_string(),
+                manual_over: None,
             });
             pr.note = None;
         }
@@ -1098,10 +1107,17 @@ pub(crate) async fn link_rollout(
 ) -> Result<(), ApiError> {
     let row = st.store.fleet(name).await?.ok_or_else(|| not_found(name))?;
     let mut f = Fleet::from_row(&row)?;
+    let placed = f
+        .spec
+        .apps
+        .get(app)
+        .and_then(|p| p.version(app).ok())
+        .map(str::to_string);
     let pr = f.state.apps.entry(app.to_string()).or_default();
     pr.rollout = Some(RolloutLink {
         id: id.to_string(),
         version: version.to_string(),
+        manual_over: placed,
     });
     pr.note = None;
     st.store

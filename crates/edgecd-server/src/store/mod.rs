@@ -451,6 +451,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn fleets(&self) -> StoreResult<Vec<FleetRow>>;
     /// `false` when there was no such fleet.
     async fn delete_fleet(&self, name: &str) -> StoreResult<bool>;
+    /// Every assignment's `(device, app, version)` (one query for the fleet reconciler).
+    async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>>;
 }
 
 /// Merges the token's labels over the device's.

@@ -983,6 +983,15 @@ impl Store for PgStore {
             .await?;
         Ok(r.rows_affected() > 0)
     }
+
+    async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>> {
+        sqlx::query("SELECT device_id, app, release_version FROM assignments")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
 }
 
 fn fleet_row(r: &sqlx::postgres::PgRow) -> Result<FleetRow, sqlx::Error> {

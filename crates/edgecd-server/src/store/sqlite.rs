@@ -974,6 +974,15 @@ impl Store for SqliteStore {
             .await?;
         Ok(r.rows_affected() > 0)
     }
+
+    async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>> {
+        sqlx::query("SELECT device_id, app, release_version FROM assignments")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
 }
 
 fn fleet_row(r: &sqlx::sqlite::SqliteRow) -> Result<FleetRow, sqlx::Error> {
