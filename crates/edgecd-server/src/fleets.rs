@@ -1086,13 +1086,24 @@ pub async fn delete(st: &AppState, name: &str) -> Result<FleetStatus, ApiError> 
     Ok(status)
 }
 
-/// The selector of fleet `name` (a rollout started with `--fleet`).
-pub(crate) async fn selector_of(
+/// The selector a rollout of `release` (`app@version`) started with `--fleet name` uses:
+/// the fleet's, when the fleet places that app.
+pub(crate) async fn rollout_selector(
     st: &AppState,
     name: &str,
+    release: &str,
 ) -> Result<BTreeMap<String, String>, ApiError> {
     let row = st.store.fleet(name).await?.ok_or_else(|| not_found(name))?;
-    Ok(Fleet::from_row(&row)?.spec.selector)
+    let f = Fleet::from_row(&row)?;
+    let app = split_release(release).map_or(release, |(a, _)| a);
+    if !f.spec.apps.contains_key(app) {
+        let placed: Vec<&str> = f.spec.apps.keys().map(String::as_str).collect();
+        return Err(ApiError::unprocessable(format!(
+            "fleet {name} places {}, not {app}: roll {app} out to a fleet that places it",
+            placed.join(", ")
+        )));
+    }
+    Ok(f.spec.selector)
 }
 
 /// Records that rollout `id` of `app@version` carries fleet `name` (started with `--fleet`):

@@ -432,7 +432,7 @@ async fn start(
                 "the rollout targets fleet {name}: drop the spec's selector (the fleet's is used)"
             )));
         }
-        req.spec.selector = crate::fleets::selector_of(&st, name).await?;
+        req.spec.selector = crate::fleets::rollout_selector(&st, name, &req.spec.release).await?;
     }
     let r = start_locked(&st, req).await?;
     if let Some(name) = &fleet

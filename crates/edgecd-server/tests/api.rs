@@ -1795,6 +1795,13 @@ fn fleet_with_a_rollout_policy_starts_a_rollout_and_holds_joiners_at_the_baselin
     assert!(t.contains("drop the spec's selector"), "{t}");
     let (s, t, _) = h.admin("POST", "/api/v1/admin/rollouts", Some(serde_json::json!({"fleet": "nope", "spec": {"release": "app@2.0.0", "steps": [{"canary": {"percent": 100}}]}})));
     assert_eq!(s, 404, "{t}");
+    let (s, t, _) = h.admin(
+        "POST",
+        "/api/v1/admin/rollouts",
+        Some(serde_json::json!({"fleet": "cams", "spec": {"release": "other@2.0.0", "steps": [{"canary": {"percent": 100}}]}})),
+    );
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("fleet cams places app, not other"), "{t}");
 
     let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("2.0.0", true)));
     assert_eq!(s, 200, "{t}");
@@ -1890,4 +1897,108 @@ fn fleet_written_by_deploy_reaches_devices_that_enroll_later() {
         h.assignment_of(&first.device_id),
         Some(("app@1.0.0".into(), 1))
     );
+}
+
+/// A fleet's rollout that aborts leaves the fleet on its release: devices go back to it (the
+/// rollout's rollback), devices that join get it, and no new rollout of the aborted release
+/// starts; the status says why.
+#[test]
+fn fleet_rollout_that_aborts_leaves_the_fleet_on_its_release() {
+    let h = H::with(|c| c.controller_tick_ms = 50);
+    h.trust_ci();
+    for v in ["1.0.0", "2.0.0"] {
+        let (s, t, _) = h.publish(&h.release(v, &h.ci));
+        assert_eq!(s, 201, "{t}");
+    }
+    let devs = [h.enroll(&[("site", "lab")]), h.enroll(&[("site", "lab")])];
+    let spec = |v: &str| {
+        serde_json::json!({"name": "cams", "selector": {"site": "lab"}, "apps": {"app": {"release": v, "rollout": {"steps": [
+            {"canary": {"devices": 1}}, {"pause": {}}, {"canary": {"percent": 100}}
+        ]}}}})
+    };
+    // The first placement has no device running anything: there is nothing to roll out from,
+    // so the rollout starts from no baseline.
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("1.0.0")));
+    assert_eq!(s, 200, "{t}");
+    let st = eventually(
+        "first rollout",
+        || fleet_status(&h, "cams"),
+        |st| st["apps"][0]["rollout"].is_string(),
+    );
+    let first = st["apps"][0]["rollout"].as_str().expect("id").to_string();
+    eventually(
+        "the pause",
+        || {
+            devs.iter().for_each(|d| run_assigned(&h, d));
+            let (_, t, _) = h.admin("GET", &format!("/api/v1/admin/rollouts/{first}"), None);
+            serde_json::from_str::<serde_json::Value>(&t).expect("rollout")
+        },
+        |r| r["rollout"]["state"]["phase"] == "paused",
+    );
+    let (s, t, _) = h.admin(
+        "POST",
+        &format!("/api/v1/admin/rollouts/{first}/resume"),
+        None,
+    );
+    assert_eq!(s, 200, "{t}");
+    eventually(
+        "all on 1.0.0",
+        || {
+            devs.iter().for_each(|d| run_assigned(&h, d));
+            fleet_status(&h, "cams")
+        },
+        |st| st["apps"][0]["current"] == "app@1.0.0" && st["counts"]["converged"] == 2,
+    );
+
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("2.0.0")));
+    assert_eq!(s, 200, "{t}");
+    let st = eventually(
+        "second rollout",
+        || fleet_status(&h, "cams"),
+        |st| st["apps"][0]["rollout"].is_string(),
+    );
+    let id = st["apps"][0]["rollout"].as_str().expect("id").to_string();
+    assert_ne!(id, first);
+    let (s, t, _) = h.admin("POST", &format!("/api/v1/admin/rollouts/{id}/abort"), None);
+    assert_eq!(s, 200, "{t}");
+    let st = eventually(
+        "the fleet noticed",
+        || fleet_status(&h, "cams"),
+        |st| st["apps"][0]["rollout"].is_null(),
+    );
+    let note = st["apps"][0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("rollout of app@2.0.0 aborted"), "{st}");
+    assert_eq!(st["apps"][0]["current"], "app@1.0.0", "{st}");
+    let late = h.enroll(&[("site", "lab")]);
+    eventually(
+        "late device on 1.0.0",
+        || h.assignment_of(&late.device_id),
+        |x| x.as_ref().is_some_and(|(r, _)| r == "app@1.0.0"),
+    );
+    for d in &devs {
+        assert_eq!(
+            h.assignment_of(&d.device_id).map(|x| x.0).as_deref(),
+            Some("app@1.0.0")
+        );
+    }
+    let passes = h
+        .srv
+        .state
+        .controller
+        .passes_ok
+        .load(std::sync::atomic::Ordering::SeqCst);
+    eventually(
+        "more passes",
+        || {
+            h.srv
+                .state
+                .controller
+                .passes_ok
+                .load(std::sync::atomic::Ordering::SeqCst)
+        },
+        |n| *n > passes + 3,
+    );
+    let (_, t, _) = h.admin("GET", "/api/v1/admin/rollouts", None);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&t).expect("rollouts");
+    assert_eq!(all.len(), 2, "no new rollout of the aborted release: {t}");
 }
