@@ -8,7 +8,8 @@
 //! **Sans-IO core.** [`FleetSpec::validate`], [`plan`] (who owns each device, what it should
 //! run, what to assign, converged/converging/blocked with why) and [`preview`] are pure;
 //! [`reconcile`] (one controller pass, leader only) and the API functions around them read
-//! the store and assign through [`crate::assign`].
+//! the store and assign through [`crate::assign`]. A pass reads every device; the controller
+//! spaces passes so that they take at most a tenth of its time.
 //!
 //! **Rules.**
 //! - One app per device for now: a fleet placing several apps, or two applied fleets
