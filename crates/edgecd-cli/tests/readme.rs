@@ -184,9 +184,10 @@ fn readme_quickstart_runs_verbatim() {
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     let context = || {
         format!(
-            "--- the script (README blocks) ---\n{script}\n--- its output (set -x) ---\n{output}\n{}{}",
+            "--- the script (README blocks) ---\n{script}\n--- its output (set -x) ---\n{output}\n{}{}{}",
             show(&work, "server.log"),
-            show(&work, "agent.log")
+            show(&work, "agent.log"),
+            show(&work, "agent2.log")
         )
     };
     match status {
