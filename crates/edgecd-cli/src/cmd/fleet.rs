@@ -46,6 +46,7 @@ pub struct FileArgs {
     /// The fleet file (YAML).
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
+    /// Print the fleet's status (per device, with the change) as JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
