@@ -46,8 +46,12 @@ pub enum Command {
     /// Manage devices: enrollment tokens, listing, labels, revocation, deletion.
     #[command(subcommand)]
     Device(cmd::admin::DeviceCommand),
-    /// Assign a release directly to the devices matching a selector that can run it.
+    /// Assign a release directly to the devices matching a selector that can run it (and
+    /// keep it as desired state: devices that match later get it too).
     Deploy(cmd::admin::DeployArgs),
+    /// Fleets as desired state: apply, diff, status, list, delete.
+    #[command(subcommand)]
+    Fleet(cmd::fleet::FleetCommand),
     /// Progressive rollouts: start, status, list, promote, pause, resume, abort, approve, history.
     #[command(subcommand)]
     Rollout(cmd::rollout::RolloutCommand),
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => cmd::admin::run_keys(c),
         Command::Device(c) => cmd::admin::run_device(c),
         Command::Deploy(a) => cmd::admin::run_deploy(a),
+        Command::Fleet(c) => cmd::fleet::run(c),
         Command::Rollout(c) => cmd::rollout::run(c),
         Command::Rollback(a) => cmd::rollout::rollback(a),
         Command::Token(c) => cmd::access::run_token(c),

@@ -1,9 +1,10 @@
-//! The README works verbatim: the shell blocks of "## Quickstart" and "## Control plane and
-//! device agent" marked `<!-- readme-test -->` run, in order, as one `set -euo pipefail` bash
-//! script in a fresh empty directory, with the built `edgecd` and `edgecd-agent` first on
-//! PATH and nothing else prepared. The script starts a real server and a real agent; the test
-//! checks that it exits 0 and that the device reported the release as running and committed,
-//! and that the agent's `current` holds it. Every process the script starts is in its own
+//! The README works verbatim: the shell blocks of "## Quickstart", "## Control plane and
+//! device agent" and "## Fleets: desired state" marked `<!-- readme-test -->` run, in order,
+//! as one `set -euo pipefail` bash script in a fresh empty directory, with the built `edgecd`
+//! and `edgecd-agent` first on PATH and nothing else prepared. The script starts a real server
+//! and real agents; the test checks that it exits 0 and that the device reported the release
+//! as running and committed, and that the agent's `current` holds it — and so does the second
+//! agent's, which enrolled after the README's fleet was applied and got no deploy. Every process the script starts is in its own
 //! process group, which is killed at the end, also when the test fails or times out.
 mod common;
 use common::sibling;
@@ -12,7 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MARK: &str = "<!-- readme-test -->";
-const SECTIONS: [&str; 2] = ["## Quickstart", "## Control plane and device agent"];
+const SECTIONS: [&str; 3] = [
+    "## Quickstart",
+    "## Control plane and device agent",
+    "## Fleets: desired state",
+];
 
 fn readme() -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
@@ -92,6 +97,7 @@ fn quickstart_script(text: &str) -> String {
         "edgecd-agent",
         "edgecd deploy",
         "edgecd release publish",
+        "edgecd fleet apply",
     ] {
         assert!(
             all.contains(needed),
@@ -178,9 +184,10 @@ fn readme_quickstart_runs_verbatim() {
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     let context = || {
         format!(
-            "--- the script (README blocks) ---\n{script}\n--- its output (set -x) ---\n{output}\n{}{}",
+            "--- the script (README blocks) ---\n{script}\n--- its output (set -x) ---\n{output}\n{}{}{}",
             show(&work, "server.log"),
-            show(&work, "agent.log")
+            show(&work, "agent.log"),
+            show(&work, "agent2.log")
         )
     };
     match status {
@@ -209,6 +216,21 @@ fn readme_quickstart_runs_verbatim() {
     // And the device itself: `current` holds the release.
     let profile = std::fs::read_to_string(work.join("agent-data/current/profile.json"))
         .unwrap_or_else(|e| panic!("the agent's current/profile.json: {e}\n{}", context()));
+    let profile: serde_json::Value = serde_json::from_str(&profile).expect("profile json");
+    assert_eq!(
+        (profile["name"].as_str(), profile["version"].as_str()),
+        (Some("receipt-parser"), Some("1.5.0")),
+        "{}",
+        context()
+    );
+    // The device that enrolled after the fleet was applied installed it by itself.
+    let profile = std::fs::read_to_string(work.join("agent2-data/current/profile.json"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the second agent's current/profile.json: {e}\n{}",
+                context()
+            )
+        });
     let profile: serde_json::Value = serde_json::from_str(&profile).expect("profile json");
     assert_eq!(
         (profile["name"].as_str(), profile["version"].as_str()),

@@ -1,5 +1,5 @@
 //! The one path that changes what a device should run: [`assign`] (deploy, rollouts,
-//! rollbacks) and [`resign`] (a fresh signature for the same release: refresh before expiry,
+//! rollbacks, fleets) and [`resign`] (a fresh signature for the same release: refresh before expiry,
 //! resync after a restored database). Each signs an assignment at the device's next version
 //! and stores it only if no other writer took that version meanwhile (the store refuses a
 //! version that is not higher), retrying with the next one, then records the event.
@@ -16,6 +16,8 @@ const ATTEMPTS: usize = 5;
 pub enum Why<'a> {
     Deploy,
     Rollout(&'a str),
+    /// The fleet (desired state) the device belongs to.
+    Fleet(&'a str),
 }
 
 /// Assigns `release` to `device_id` at its next version unless that device is already
@@ -30,7 +32,7 @@ pub async fn assign(
     if current
         .as_ref()
         .is_some_and(|a| a.app == release.app && a.release_version == release.version)
-        && matches!(why, Why::Rollout(_))
+        && matches!(why, Why::Rollout(_) | Why::Fleet(_))
     {
         return Ok(None);
     }
@@ -39,6 +41,7 @@ pub async fn assign(
     let detail = match why {
         Why::Deploy => format!("{name} v{}", a.version),
         Why::Rollout(id) => format!("{name} v{} by rollout {id}", a.version),
+        Why::Fleet(f) => format!("{name} v{} by fleet {f}", a.version),
     };
     st.store
         .event(Some(device_id), st.now() as i64, "assigned", &detail)

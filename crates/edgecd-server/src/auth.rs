@@ -4,7 +4,7 @@
 //! admin API (`/api/v1/admin/tokens`).
 //!
 //! Roles are ordered: `admin` ⊇ `approver` ⊇ `deployer` ⊇ `viewer`. Reads need `viewer`;
-//! changing what devices run (publish, deploy, rollouts, labels, enrollment tokens) needs
+//! changing what devices run (publish, deploy, rollouts, fleets, labels, enrollment tokens) needs
 //! `deployer`; approving a rollout step needs `approver`; trust, people (tokens, the audit
 //! log), device revocation/deletion and blob GC need `admin`. The first start's admin token
 //! (`DATA/admin-token`) is the API token named `admin`.
@@ -113,6 +113,8 @@ pub const ROUTES: &[RouteAccess] = &[
     r("GET", "/api/v1/admin/rollouts/{id}/history", VIEWER),
     r("HEAD", "/api/v1/admin/blobs/{digest}", VIEWER),
     r("GET", "/api/v1/admin/whoami", VIEWER),
+    r("GET", "/api/v1/admin/fleets", VIEWER),
+    r("GET", "/api/v1/admin/fleets/{name}", VIEWER),
     // changing what devices run
     r("PUT", "/api/v1/admin/blobs/{digest}", DEPLOYER),
     r("POST", "/api/v1/admin/releases", DEPLOYER),
@@ -122,6 +124,8 @@ pub const ROUTES: &[RouteAccess] = &[
     r("POST", "/api/v1/admin/deployments", DEPLOYER),
     r("POST", "/api/v1/admin/rollouts", DEPLOYER),
     r("POST", "/api/v1/admin/rollouts/{id}/{command}", DEPLOYER),
+    r("POST", "/api/v1/admin/fleets", DEPLOYER),
+    r("DELETE", "/api/v1/admin/fleets/{name}", DEPLOYER),
     r("POST", "/api/v1/admin/rollouts/{id}/approve", APPROVER),
     // trust, people, destructive operations
     r("POST", "/api/v1/admin/keys", ADMIN),

@@ -1,6 +1,6 @@
 //! The controller: the one background service of a server that changes state on its own — it
-//! drives active rollouts (the pure engine of `edgecd-rollout`, applied by [`crate::rollouts`])
-//! and sweeps unreferenced blobs. Its clock and lease are injected ([`Clock`], the store's
+//! drives active rollouts (the pure engine of `edgecd-rollout`, applied by [`crate::rollouts`]),
+//! reconciles fleets (desired state, [`crate::fleets`]) and sweeps unreferenced blobs. Its clock and lease are injected ([`Clock`], the store's
 //! lease), so tests drive it with a fake clock.
 //!
 //! **One controller among replicas.** Several servers may share one PostgreSQL database; only
@@ -148,12 +148,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The service: every tick, take or renew the lease; while holding it, drive the rollouts and
-/// (every `blob_gc_every_secs`) sweep blobs.
+/// The service: every tick, take or renew the lease; while holding it, drive the rollouts,
+/// reconcile the fleets and (every `blob_gc_every_secs`) sweep blobs.
 async fn run(st: AppState) {
     let every = Duration::from_millis(st.config.controller_tick_ms.max(10));
     let sweep_every = Duration::from_secs(st.config.blob_gc_every_secs.max(1));
     let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut next_reconcile = tokio::time::Instant::now();
     let mut t = tokio::time::interval(every);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let health = st.controller.clone();
@@ -201,6 +202,15 @@ async fn run(st: AppState) {
                 health.passes_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = ?e, "rollout controller pass failed; retrying next tick");
             }
+        }
+        if tokio::time::Instant::now() >= next_reconcile {
+            let started = tokio::time::Instant::now();
+            if let Err(e) = crate::fleets::reconcile(&st, Some(&fence)).await {
+                health.passes_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = ?e, "fleet reconcile pass failed; retrying next tick");
+            }
+            // On a big fleet a pass reads every device: keep it to a tenth of the time.
+            next_reconcile = tokio::time::Instant::now() + started.elapsed() * 9;
         }
         if last_sweep.is_none_or(|l| l.elapsed() >= sweep_every) {
             last_sweep = Some(tokio::time::Instant::now());

@@ -1,6 +1,8 @@
 //! `deploy`: assigns a release to the devices a label selector matches that can run it (the
 //! rollout engine's compatibility check), through the one assign path; incompatible devices
 //! are listed with the reason. A dry run computes the same answer without assigning.
+//! A deployment also writes desired state (`fleets::record_deploy`: the `deploy:` fleet), so
+//! devices that enroll or match later get the release too.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -50,6 +52,8 @@ pub async fn deploy(
         hardware: info.release.hardware.clone(),
         runtime: info.release.runtime.clone(),
     };
+    // The desired state is written under the same lock: no reconcile pass runs in between.
+    let _fleets = crate::fleets::lock(st).await?;
     let (mut assigned, mut skipped, mut matched) = (Vec::new(), Vec::new(), 0usize);
     for d in crate::rollouts::fleet(st).await? {
         if !req.selector.iter().all(|(k, v)| d.labels.get(k) == Some(v)) {
@@ -80,6 +84,12 @@ pub async fn deploy(
     }
     if assigned.is_empty() {
         return Err(nobody(req, scope, matched, skipped, &name));
+    }
+    if !dry_run {
+        let ids: Vec<String> = assigned.iter().map(|a| a.device_id.clone()).collect();
+        let only_app = scope == Scope::App;
+        crate::fleets::record_deploy(st, &req.app, &req.version, &req.selector, only_app, &ids)
+            .await?;
     }
     tracing::info!(app = %req.app, version = %req.version, devices = assigned.len(), skipped = skipped.len(), dry_run, "deployed");
     Ok(DeployResponse {

@@ -6,7 +6,7 @@
 //! axum router, run the controller, serve HTTP or HTTPS with graceful shutdown). Layers:
 //! [`http`] (the router and thin handlers) → domain modules ([`checkin`], [`devices`],
 //! [`deploy`], [`assign`] — the one path that changes what a device runs —, [`release`],
-//! [`keys`], [`rollouts`], [`notify`], …) → [`store`] (all SQL, one module per backend);
+//! [`keys`], [`rollouts`], [`fleets`] — desired state the controller reconciles —, [`notify`], …) → [`store`] (all SQL, one module per backend);
 //! [`controller`] is the supervised service that changes state on its own, elected among
 //! replicas by a lease; people and access are [`auth`] (API tokens, roles, the access layer)
 //! and [`audit`]; [`blobs`] and [`registry`] hold content-addressed storage; [`backup`] is
@@ -33,6 +33,7 @@ pub mod deploy;
 pub mod devices;
 pub mod embedded;
 pub mod error;
+pub mod fleets;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -32,6 +32,10 @@ pub struct StartRollout {
     /// The release to roll back to; default: the release most selected devices run now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<String>,
+    /// Roll out to this fleet's devices (its selector; the spec gives none). The fleet holds
+    /// its other devices at their release meanwhile and takes the release on completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
 }
 
 /// A rollout's status as the API reports it.
@@ -424,11 +428,35 @@ async fn start(
     Ok(Json(start_rollout(&st, req).await?))
 }
 
-/// Starts the rollout `req` describes: its spec checked against this server (Prometheus,
-/// channels), one rollout per app at a time, a baseline to roll back to, and a cohort that
-/// is not empty. Holds the rollout lock throughout.
-pub async fn start_rollout(st: &AppState, req: StartRollout) -> Result<RolloutStatus, ApiError> {
+/// Starts the rollout `req` describes, over a fleet's devices when it names one (the fleet's
+/// selector; the fleet takes the release when it completes). Holds the rollout lock.
+pub async fn start_rollout(
+    st: &AppState,
+    mut req: StartRollout,
+) -> Result<RolloutStatus, ApiError> {
     let _serialized = st.store.lock_rollouts().await?;
+    let fleet = req.fleet.take();
+    if let Some(name) = &fleet {
+        if !req.spec.selector.is_empty() {
+            return Err(ApiError::unprocessable(format!(
+                "the rollout targets fleet {name}: drop the spec's selector (the fleet's is used)"
+            )));
+        }
+        req.spec.selector = crate::fleets::rollout_selector(st, name, &req.spec.release).await?;
+    }
+    let r = start_locked(st, req).await?;
+    if let Some(name) = &fleet
+        && let Ok((app, version)) = r.spec.app_and_version()
+    {
+        crate::fleets::link_rollout(st, name, app, version, &r.id).await?;
+    }
+    status_of(st, r).await
+}
+
+/// Starts a rollout (the rollout lock held by the caller): its spec checked against this
+/// server (Prometheus, channels), one rollout per app at a time, a baseline to roll back
+/// to, and a cohort that is not empty; stores it and applies its first decision.
+pub(crate) async fn start_locked(st: &AppState, req: StartRollout) -> Result<Rollout, ApiError> {
     check_spec(st, &req.spec)?;
     let info = release_info(st, &req.spec.release).await?;
     let app = req
@@ -461,7 +489,7 @@ pub async fn start_rollout(st: &AppState, req: StartRollout) -> Result<RolloutSt
         .insert_rollout(&id, &app, &state, st.now() as i64)
         .await?;
     apply(st, &r, &d, None).await?;
-    status_of(st, r).await
+    Ok(r)
 }
 
 /// Refuses a spec this server cannot run: invalid, Prometheus gates without Prometheus,

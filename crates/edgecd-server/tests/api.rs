@@ -1511,3 +1511,558 @@ fn the_controller_runs_on_the_injected_clock() {
             .all(|n| n.channel == "ops" && n.rollout.id == id)
     );
 }
+
+// ---- fleets (desired state) ----
+
+/// Checks in as an agent that installed what it is assigned: reports it running.
+fn run_assigned(h: &H, d: &EnrollResponse) {
+    let (_, body, _) = h.checkin(d, None);
+    let Some(a) = serde_json::from_str::<CheckinResponse>(&body)
+        .ok()
+        .and_then(|r| r.assignment)
+    else {
+        return;
+    };
+    let a: Assignment = serde_json::from_str(&a.payload).expect("assignment");
+    let req = CheckinRequest {
+        inventory: inv(),
+        status: DeviceStatus {
+            phase: Phase::Committed,
+            running: Some(RunningRelease {
+                app: a.release.app.clone(),
+                version: a.release.version.clone(),
+                bundle_digest: a.release.bundle_digest.clone(),
+                slot: "a".into(),
+                image: None,
+            }),
+            assignment_version: a.version,
+            last_outcome: None,
+            download: None,
+            stale_since: None,
+            assignment_proof: None,
+        },
+        labels: BTreeMap::new(),
+        metrics: None,
+        protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
+    };
+    let (s, t, _) = h.req(
+        "POST",
+        &format!("/api/v1/devices/{}/checkin", d.device_id),
+        Some(&d.credential),
+        Some(&serde_json::to_vec(&req).expect("json")),
+        &[],
+    );
+    assert!(s == 200 || s == 304, "{s} {t}");
+}
+
+/// Waits (bounded, 30 s) until `done` holds, polling.
+fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let v = probe();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiting for {what}: {v:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn fleet_status(h: &H, name: &str) -> serde_json::Value {
+    let (s, t, _) = h.admin("GET", &format!("/api/v1/admin/fleets/{name}"), None);
+    assert_eq!(s, 200, "{t}");
+    serde_json::from_str(&t).expect("status")
+}
+
+/// `(state, why)` of `device` in a fleet's status.
+fn standing(st: &serde_json::Value, device: &str) -> Option<(String, String)> {
+    st["devices"]
+        .as_array()?
+        .iter()
+        .find(|e| e["device"] == device)
+        .map(|e| {
+            (
+                e["state"].as_str().unwrap_or_default().to_string(),
+                e["why"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+fn relabel(h: &H, id: &str, labels: serde_json::Value) {
+    let (s, t, _) = h.admin(
+        "PATCH",
+        &format!("/api/v1/admin/devices/{id}/labels"),
+        Some(serde_json::json!({ "labels": labels })),
+    );
+    assert_eq!(s, 200, "{t}");
+}
+
+/// A fleet is desired state the controller keeps: devices that enroll after it is applied,
+/// and devices relabelled into it, are assigned its release with no further command;
+/// devices that stop matching are listed as left (keep: keeps the release, remove: no longer
+/// managed) and get no new assignment; an incompatible device is listed with the reason.
+#[test]
+fn fleet_converges_devices_that_enroll_or_are_relabelled_later() {
+    let h = H::with(|c| c.controller_tick_ms = 50);
+    h.trust_ci();
+    let (s, t, _) = h.publish(&h.release("1.0.0", &h.ci));
+    assert_eq!(s, 201, "{t}");
+    let spec = |on_unmatch: &str| serde_json::json!({"name": "cams", "selector": {"site": "lab"}, "apps": {"app": {"release": "1.0.0"}}, "on_unmatch": on_unmatch});
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("keep")));
+    assert_eq!(s, 200, "{t}");
+
+    // Enrolled after the fleet was applied: assigned with no command.
+    let a = h.enroll(&[("site", "lab")]);
+    let other = h.enroll(&[("site", "home")]);
+    let old = h.enroll_inv(&[("site", "lab")], inv_with("rpi4", 4096));
+    eventually(
+        "a assigned by the fleet",
+        || h.assignment_of(&a.device_id),
+        |x| x.as_ref().is_some_and(|(r, _)| r == "app@1.0.0"),
+    );
+    run_assigned(&h, &a);
+    let st = eventually(
+        "a converged",
+        || fleet_status(&h, "cams"),
+        |st| standing(st, &a.device_id).is_some_and(|(s, _)| s == "converged"),
+    );
+    let (s, why) = standing(&st, &old.device_id).expect("incompatible device listed");
+    assert_eq!(s, "blocked");
+    assert!(
+        why.contains("incompatible with app@1.0.0") && why.contains("board rpi4"),
+        "{why}"
+    );
+    assert_eq!(h.assignment_of(&old.device_id), None);
+    assert_eq!(standing(&st, &other.device_id), None, "not in the fleet");
+    assert_eq!(h.assignment_of(&other.device_id), None);
+
+    // Relabelled into the fleet: converges.
+    relabel(&h, &other.device_id, serde_json::json!({"site": "lab"}));
+    eventually(
+        "relabelled device assigned",
+        || h.assignment_of(&other.device_id),
+        |x| x.as_ref().is_some_and(|(r, _)| r == "app@1.0.0"),
+    );
+    run_assigned(&h, &other);
+
+    // Relabelled out (keep): listed as left, keeps its release, nothing new assigned.
+    let before = h.assignment_of(&a.device_id);
+    relabel(&h, &a.device_id, serde_json::json!({"site": "home"}));
+    let st = eventually(
+        "a left",
+        || fleet_status(&h, "cams"),
+        |st| standing(st, &a.device_id).is_some_and(|(s, _)| s == "left"),
+    );
+    let (_, why) = standing(&st, &a.device_id).expect("a");
+    assert!(why.contains("on_unmatch keep: keeps app@1.0.0"), "{why}");
+    // Remove: the fleet stops managing the device; it keeps what it runs.
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("remove")));
+    assert_eq!(s, 200, "{t}");
+    relabel(&h, &other.device_id, serde_json::json!({"site": "home"}));
+    let st = eventually(
+        "other left",
+        || fleet_status(&h, "cams"),
+        |st| standing(st, &other.device_id).is_some_and(|(s, _)| s == "left"),
+    );
+    let (_, why) = standing(&st, &other.device_id).expect("other");
+    assert!(
+        why.contains("on_unmatch remove: no longer managed"),
+        "{why}"
+    );
+    // Passes go on; neither device that left is assigned again.
+    let passes = h
+        .srv
+        .state
+        .controller
+        .passes_ok
+        .load(std::sync::atomic::Ordering::SeqCst);
+    eventually(
+        "more passes",
+        || {
+            h.srv
+                .state
+                .controller
+                .passes_ok
+                .load(std::sync::atomic::Ordering::SeqCst)
+        },
+        |n| *n > passes + 3,
+    );
+    assert_eq!(h.assignment_of(&a.device_id), before);
+    assert_eq!(
+        h.assignment_of(&other.device_id).map(|x| x.0).as_deref(),
+        Some("app@1.0.0")
+    );
+    // Deleted: the fleet is gone, devices keep their assignments.
+    let (s, t, _) = h.admin("DELETE", "/api/v1/admin/fleets/cams", None);
+    assert_eq!(s, 200, "{t}");
+    let (s, _, _) = h.admin("GET", "/api/v1/admin/fleets/cams", None);
+    assert_eq!(s, 404);
+    assert_eq!(h.assignment_of(&a.device_id), before);
+}
+
+/// A bad fleet changes nothing (clear 4xx errors); a diff shows per device what would change
+/// and changes nothing either.
+#[test]
+fn fleet_bad_spec_changes_nothing_and_diff_shows_the_change_first() {
+    let h = H::with(|c| c.controller_tick_ms = 50);
+    h.trust_ci();
+    for v in ["1.0.0", "2.0.0"] {
+        let (s, t, _) = h.publish(&h.release(v, &h.ci));
+        assert_eq!(s, 201, "{t}");
+    }
+    let a = h.enroll(&[("site", "lab")]);
+    for (body, want) in [
+        (
+            serde_json::json!({"name": "cams", "apps": {"app": {"release": "9.9.9"}}}),
+            "app@9.9.9 is not published",
+        ),
+        (
+            serde_json::json!({"name": "Cams!", "apps": {"app": {"release": "1.0.0"}}}),
+            "fleet name",
+        ),
+        (
+            serde_json::json!({"name": "cams", "apps": {}}),
+            "apps is empty",
+        ),
+        (
+            serde_json::json!({"name": "cams", "apps": {"app": {"release": "1.0.0", "rollout": {"steps": []}}}}),
+            "steps is empty",
+        ),
+    ] {
+        let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(body));
+        assert_eq!(s, 422, "{t}");
+        assert!(t.contains(want), "{t}");
+    }
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(serde_json::json!({"name": "cams", "apps": {"app": {"release": "1.0.0"}}, "onUnmatch": "keep"})));
+    assert!((400..500).contains(&s), "unknown field: {s} {t}");
+    let (s, t, _) = h.admin("GET", "/api/v1/admin/fleets", None);
+    assert_eq!((s, t.as_str()), (200, "[]"));
+
+    let spec = |v: &str| serde_json::json!({"name": "cams", "selector": {"site": "lab"}, "apps": {"app": {"release": v}}});
+    let (s, t, _) = h.admin(
+        "POST",
+        "/api/v1/admin/fleets?dryRun=true",
+        Some(spec("1.0.0")),
+    );
+    assert_eq!(s, 200, "{t}");
+    let d: serde_json::Value = serde_json::from_str(&t).expect("diff");
+    assert_eq!(d["dryRun"], true);
+    assert_eq!(d["devices"][0]["device"], a.device_id.as_str(), "{d}");
+    assert_eq!(d["devices"][0]["change"], "nothing → app@1.0.0", "{d}");
+    assert!(
+        d["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("creates fleet cams")),
+        "{d}"
+    );
+    let (_, t, _) = h.admin("GET", "/api/v1/admin/fleets", None);
+    assert_eq!(t, "[]", "a diff stores nothing");
+
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("1.0.0")));
+    assert_eq!(s, 200, "{t}");
+    eventually(
+        "assigned",
+        || h.assignment_of(&a.device_id),
+        |x| x.as_ref().is_some_and(|(r, _)| r == "app@1.0.0"),
+    );
+    let (s, t, _) = h.admin(
+        "POST",
+        "/api/v1/admin/fleets?dryRun=true",
+        Some(spec("2.0.0")),
+    );
+    assert_eq!(s, 200, "{t}");
+    let d: serde_json::Value = serde_json::from_str(&t).expect("diff");
+    assert_eq!(d["devices"][0]["change"], "app@1.0.0 → app@2.0.0", "{d}");
+    let passes = h
+        .srv
+        .state
+        .controller
+        .passes_ok
+        .load(std::sync::atomic::Ordering::SeqCst);
+    eventually(
+        "more passes",
+        || {
+            h.srv
+                .state
+                .controller
+                .passes_ok
+                .load(std::sync::atomic::Ordering::SeqCst)
+        },
+        |n| *n > passes + 3,
+    );
+    assert_eq!(
+        h.assignment_of(&a.device_id).map(|x| x.0).as_deref(),
+        Some("app@1.0.0"),
+        "the diff changed nothing"
+    );
+    assert_eq!(fleet_status(&h, "cams")["apps"][0]["placed"], "app@1.0.0");
+}
+
+/// A new release placed with a rollout policy starts a rollout over the fleet's devices; a
+/// device that joins meanwhile gets the baseline, and everything moves to the release when
+/// the rollout completes (driven by the fake clock). `deploy` writes desired state too.
+#[test]
+fn fleet_with_a_rollout_policy_starts_a_rollout_and_holds_joiners_at_the_baseline() {
+    use edgecd_server::controller::FakeClock;
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64;
+    let clock = std::sync::Arc::new(FakeClock::at(start_ms));
+    let c = clock.clone();
+    let h = H::with(move |cfg| {
+        cfg.clock = c;
+        cfg.controller_tick_ms = 50;
+    });
+    h.trust_ci();
+    for v in ["1.0.0", "2.0.0"] {
+        let (s, t, _) = h.publish(&h.release(v, &h.ci));
+        assert_eq!(s, 201, "{t}");
+    }
+    let mut devs = vec![h.enroll(&[("site", "lab")]), h.enroll(&[("site", "lab")])];
+    let spec = |v: &str, policy: bool| {
+        let mut app = serde_json::json!({"release": v});
+        if policy {
+            app["rollout"] = serde_json::json!({"steps": [
+                {"canary": {"devices": 1}}, {"pause": {"duration": "1h"}}, {"canary": {"percent": 100}}
+            ]});
+        }
+        serde_json::json!({"name": "cams", "selector": {"site": "lab"}, "apps": {"app": app}})
+    };
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("1.0.0", false)));
+    assert_eq!(s, 200, "{t}");
+    let on = |v: &str, devs: &[EnrollResponse]| {
+        let want = format!("app@{v}");
+        eventually(
+            &format!("all on {want}"),
+            || {
+                devs.iter().for_each(|d| run_assigned(&h, d));
+                devs.iter()
+                    .map(|d| h.assignment_of(&d.device_id).map(|x| x.0))
+                    .collect::<Vec<_>>()
+            },
+            |x| x.iter().all(|r| r.as_deref() == Some(want.as_str())),
+        );
+    };
+    on("1.0.0", &devs);
+
+    // Rollouts can target the fleet (its selector), but not with a selector of their own.
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/rollouts", Some(serde_json::json!({"fleet": "cams", "spec": {"release": "app@2.0.0", "selector": {"site": "x"}, "steps": [{"canary": {"percent": 100}}]}})));
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("drop the spec's selector"), "{t}");
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/rollouts", Some(serde_json::json!({"fleet": "nope", "spec": {"release": "app@2.0.0", "steps": [{"canary": {"percent": 100}}]}})));
+    assert_eq!(s, 404, "{t}");
+    let (s, t, _) = h.admin(
+        "POST",
+        "/api/v1/admin/rollouts",
+        Some(serde_json::json!({"fleet": "cams", "spec": {"release": "other@2.0.0", "steps": [{"canary": {"percent": 100}}]}})),
+    );
+    assert_eq!(s, 422, "{t}");
+    assert!(t.contains("fleet cams places app, not other"), "{t}");
+
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("2.0.0", true)));
+    assert_eq!(s, 200, "{t}");
+    let st = eventually(
+        "the fleet's rollout",
+        || fleet_status(&h, "cams"),
+        |st| st["apps"][0]["rollout"].is_string(),
+    );
+    let id = st["apps"][0]["rollout"].as_str().expect("id").to_string();
+    let rollout = || -> serde_json::Value {
+        let (s, t, _) = h.admin("GET", &format!("/api/v1/admin/rollouts/{id}"), None);
+        assert_eq!(s, 200, "{t}");
+        serde_json::from_str::<serde_json::Value>(&t).expect("rollout")["rollout"].clone()
+    };
+    let r = eventually(
+        "the pause",
+        || {
+            devs.iter().for_each(|d| run_assigned(&h, d));
+            rollout()
+        },
+        |r| r["state"]["step"] == 1,
+    );
+    assert_eq!(r["spec"]["selector"]["site"], "lab", "{r}");
+    assert_eq!(r["baseline"], "app@1.0.0", "{r}");
+    let canary: Vec<String> = r["state"]["cohort"]
+        .as_array()
+        .expect("cohort")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(canary.len(), 1);
+    // A device joining while the rollout runs gets the baseline.
+    let late = h.enroll(&[("site", "lab")]);
+    eventually(
+        "late device on the baseline",
+        || h.assignment_of(&late.device_id),
+        |x| x.as_ref().is_some_and(|(r, _)| r == "app@1.0.0"),
+    );
+    run_assigned(&h, &late);
+    let st = fleet_status(&h, "cams");
+    let (_, why) = standing(&st, &late.device_id).expect("late");
+    assert!(why.contains("held at the baseline while rollout"), "{why}");
+    let (s, why) = standing(&st, &canary[0]).expect("canary");
+    assert_eq!(
+        (s.as_str(), why.as_str()),
+        ("converging", format!("in rollout {id}").as_str())
+    );
+    devs.push(late);
+    // An hour later (fake clock) the rollout completes and the fleet moves on: all on 2.0.0.
+    clock.advance(std::time::Duration::from_secs(3601));
+    eventually(
+        "completion",
+        || {
+            devs.iter().for_each(|d| run_assigned(&h, d));
+            rollout()
+        },
+        |r| r["state"]["phase"] == "completed",
+    );
+    on("2.0.0", &devs);
+    let st = eventually(
+        "fleet current",
+        || fleet_status(&h, "cams"),
+        |st| st["apps"][0]["current"] == "app@2.0.0",
+    );
+    assert!(st["apps"][0]["rollout"].is_null(), "{st}");
+}
+
+/// `deploy` writes desired state: a device that enrolls (or is relabelled) after a deploy
+/// also gets the release.
+#[test]
+fn fleet_written_by_deploy_reaches_devices_that_enroll_later() {
+    let h = H::with(|c| c.controller_tick_ms = 50);
+    h.trust_ci();
+    let (s, t, _) = h.publish(&h.release("1.0.0", &h.ci));
+    assert_eq!(s, 201, "{t}");
+    let first = h.enroll(&[("site", "lab")]);
+    let (s, t, _) = h.deploy("", "app", "1.0.0", serde_json::json!({"site": "lab"}));
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(
+        h.assignment_of(&first.device_id),
+        Some(("app@1.0.0".into(), 1))
+    );
+    let later = h.enroll(&[("site", "lab")]);
+    eventually(
+        "later device assigned",
+        || h.assignment_of(&later.device_id),
+        |x| x.as_ref().is_some_and(|(r, _)| r == "app@1.0.0"),
+    );
+    let st = fleet_status(&h, "deploy:app:site=lab");
+    assert_eq!(st["origin"], "deploy");
+    // The deployed device was not assigned twice.
+    assert_eq!(
+        h.assignment_of(&first.device_id),
+        Some(("app@1.0.0".into(), 1))
+    );
+}
+
+/// A fleet's rollout that aborts leaves the fleet on its release: devices go back to it (the
+/// rollout's rollback), devices that join get it, and no new rollout of the aborted release
+/// starts; the status says why.
+#[test]
+fn fleet_rollout_that_aborts_leaves_the_fleet_on_its_release() {
+    let h = H::with(|c| c.controller_tick_ms = 50);
+    h.trust_ci();
+    for v in ["1.0.0", "2.0.0"] {
+        let (s, t, _) = h.publish(&h.release(v, &h.ci));
+        assert_eq!(s, 201, "{t}");
+    }
+    let devs = [h.enroll(&[("site", "lab")]), h.enroll(&[("site", "lab")])];
+    let spec = |v: &str| {
+        serde_json::json!({"name": "cams", "selector": {"site": "lab"}, "apps": {"app": {"release": v, "rollout": {"steps": [
+            {"canary": {"devices": 1}}, {"pause": {}}, {"canary": {"percent": 100}}
+        ]}}}})
+    };
+    // The first placement has no device running anything: there is nothing to roll out from,
+    // so the rollout starts from no baseline.
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("1.0.0")));
+    assert_eq!(s, 200, "{t}");
+    let st = eventually(
+        "first rollout",
+        || fleet_status(&h, "cams"),
+        |st| st["apps"][0]["rollout"].is_string(),
+    );
+    let first = st["apps"][0]["rollout"].as_str().expect("id").to_string();
+    eventually(
+        "the pause",
+        || {
+            devs.iter().for_each(|d| run_assigned(&h, d));
+            let (_, t, _) = h.admin("GET", &format!("/api/v1/admin/rollouts/{first}"), None);
+            serde_json::from_str::<serde_json::Value>(&t).expect("rollout")
+        },
+        |r| r["rollout"]["state"]["phase"] == "paused",
+    );
+    let (s, t, _) = h.admin(
+        "POST",
+        &format!("/api/v1/admin/rollouts/{first}/resume"),
+        None,
+    );
+    assert_eq!(s, 200, "{t}");
+    eventually(
+        "all on 1.0.0",
+        || {
+            devs.iter().for_each(|d| run_assigned(&h, d));
+            fleet_status(&h, "cams")
+        },
+        |st| st["apps"][0]["current"] == "app@1.0.0" && st["counts"]["converged"] == 2,
+    );
+
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/fleets", Some(spec("2.0.0")));
+    assert_eq!(s, 200, "{t}");
+    let st = eventually(
+        "second rollout",
+        || fleet_status(&h, "cams"),
+        |st| st["apps"][0]["rollout"].is_string(),
+    );
+    let id = st["apps"][0]["rollout"].as_str().expect("id").to_string();
+    assert_ne!(id, first);
+    let (s, t, _) = h.admin("POST", &format!("/api/v1/admin/rollouts/{id}/abort"), None);
+    assert_eq!(s, 200, "{t}");
+    let st = eventually(
+        "the fleet noticed",
+        || fleet_status(&h, "cams"),
+        |st| st["apps"][0]["rollout"].is_null(),
+    );
+    let note = st["apps"][0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("rollout of app@2.0.0 aborted"), "{st}");
+    assert_eq!(st["apps"][0]["current"], "app@1.0.0", "{st}");
+    let late = h.enroll(&[("site", "lab")]);
+    eventually(
+        "late device on 1.0.0",
+        || h.assignment_of(&late.device_id),
+        |x| x.as_ref().is_some_and(|(r, _)| r == "app@1.0.0"),
+    );
+    for d in &devs {
+        assert_eq!(
+            h.assignment_of(&d.device_id).map(|x| x.0).as_deref(),
+            Some("app@1.0.0")
+        );
+    }
+    let passes = h
+        .srv
+        .state
+        .controller
+        .passes_ok
+        .load(std::sync::atomic::Ordering::SeqCst);
+    eventually(
+        "more passes",
+        || {
+            h.srv
+                .state
+                .controller
+                .passes_ok
+                .load(std::sync::atomic::Ordering::SeqCst)
+        },
+        |n| *n > passes + 3,
+    );
+    let (_, t, _) = h.admin("GET", "/api/v1/admin/rollouts", None);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&t).expect("rollouts");
+    assert_eq!(all.len(), 2, "no new rollout of the aborted release: {t}");
+}

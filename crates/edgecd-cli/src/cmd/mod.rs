@@ -3,6 +3,7 @@ pub mod access;
 pub mod admin;
 pub mod bundle;
 pub mod demo;
+pub mod fleet;
 pub mod image;
 pub mod keys;
 pub mod release;

@@ -20,6 +20,10 @@ pub enum RolloutCommand {
         /// Release to roll back to (default: what most selected devices run now).
         #[arg(long)]
         baseline: Option<String>,
+        /// Roll out to this fleet's devices (the spec gives no selector); the fleet takes the
+        /// release when the rollout completes.
+        #[arg(long)]
+        fleet: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -95,6 +99,7 @@ pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
         RolloutCommand::Start {
             file,
             baseline,
+            fleet,
             json,
             remote,
         } => {
@@ -103,7 +108,15 @@ pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
             let spec: edgecd_rollout::RolloutSpec = serde_yaml::from_str(&text)
                 .with_context(|| format!("parsing rollout spec {}", file.display()))?;
             spec.validate()?;
-            let body = serde_json::json!({"spec": spec, "baseline": baseline});
+            if let Some(f) = &fleet
+                && !spec.selector.is_empty()
+            {
+                anyhow::bail!(
+                    "{}: the rollout targets fleet {f}, whose selector it uses: remove the spec's selector",
+                    file.display()
+                );
+            }
+            let body = serde_json::json!({"spec": spec, "baseline": baseline, "fleet": fleet});
             let st: Value = remote
                 .client()?
                 .send("POST", "/api/v1/admin/rollouts", &body)?;

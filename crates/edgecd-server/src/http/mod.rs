@@ -7,10 +7,12 @@
 //! - [`device`]: what devices call (enroll, check-in, assignment, blob download).
 //! - [`blobs`]: the resumable blob upload protocol and garbage collection.
 //! - [`admin`]: keys, releases, enrollment tokens, devices, deployments.
+//! - [`fleets`]: desired state (apply, diff, status, delete).
 
 pub mod admin;
 pub mod blobs;
 pub mod device;
+pub mod fleets;
 
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -28,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .merge(device::routes())
         .merge(admin::routes())
         .merge(blobs::routes())
+        .merge(fleets::routes())
         .route("/metrics", get(crate::metrics::metrics))
         .route(
             "/api/v1/hooks/alertmanager",

@@ -174,6 +174,17 @@ pub struct AuditRow {
     pub summary: Option<String>,
 }
 
+/// One fleet (`fleets`): its spec and the reconciler's state, both JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetRow {
+    pub name: String,
+    pub spec: String,
+    /// `apply` (a fleet file) or `deploy` (written by `edgecd deploy`).
+    pub origin: String,
+    pub updated_ms: i64,
+    pub state: String,
+}
+
 /// Holds every change to rollouts, across all replicas sharing the database, while alive.
 pub struct RolloutGuard(#[allow(dead_code)] Box<dyn Send>);
 
@@ -431,6 +442,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Runs one maintenance statement in the backend's own dialect (tests inject faults with
     /// it; operators never need it).
     async fn execute_raw(&self, sql: &str) -> StoreResult<()>;
+
+    // ---- fleets (desired state, see `fleets`) ----
+    /// Inserts or replaces fleet `f.name`.
+    async fn put_fleet(&self, f: &FleetRow) -> StoreResult<()>;
+    async fn fleet(&self, name: &str) -> StoreResult<Option<FleetRow>>;
+    /// Every fleet, by name.
+    async fn fleets(&self) -> StoreResult<Vec<FleetRow>>;
+    /// `false` when there was no such fleet.
+    async fn delete_fleet(&self, name: &str) -> StoreResult<bool>;
+    /// Every assignment's `(device, app, version)` (one query for the fleet reconciler).
+    async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>>;
 }
 
 /// Merges the token's labels over the device's.

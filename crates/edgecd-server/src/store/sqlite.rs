@@ -2,8 +2,9 @@
 //! `migrations/sqlite/`; the applied count is kept in `PRAGMA user_version`.
 
 use super::{
-    ApiTokenRow, AssignmentRow, AuditRow, DeviceRow, Fenced, NewDevice, OutboxInsert, OutboxRow,
-    RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
+    ApiTokenRow, AssignmentRow, AuditRow, DeviceRow, Fenced, FleetRow, NewDevice, OutboxInsert,
+    OutboxRow, RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow,
+    merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;
@@ -22,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_metric_windows.sql"),
     include_str!("../../migrations/sqlite/0006_controller_lease.sql"),
     include_str!("../../migrations/sqlite/0007_access.sql"),
+    include_str!("../../migrations/sqlite/0008_fleets.sql"),
 ];
 
 /// The number of migrations this server knows (both backends have the same).
@@ -929,4 +931,66 @@ impl Store for SqliteStore {
     async fn execute_raw(&self, sql: &str) -> StoreResult<()> {
         sqlx::raw_sql(sql).execute(&self.pool).await.map(|_| ())
     }
+
+    async fn put_fleet(&self, f: &FleetRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO fleets (name, spec, origin, updated_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, origin = excluded.origin,
+               updated_ms = excluded.updated_ms, state = excluded.state",
+        )
+        .bind(&f.name)
+        .bind(&f.spec)
+        .bind(&f.origin)
+        .bind(f.updated_ms)
+        .bind(&f.state)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fleet(&self, name: &str) -> StoreResult<Option<FleetRow>> {
+        sqlx::query("SELECT name, spec, origin, updated_ms, state FROM fleets WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(fleet_row)
+            .transpose()
+    }
+
+    async fn fleets(&self) -> StoreResult<Vec<FleetRow>> {
+        sqlx::query("SELECT name, spec, origin, updated_ms, state FROM fleets ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(fleet_row)
+            .collect()
+    }
+
+    async fn delete_fleet(&self, name: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM fleets WHERE name = ?1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>> {
+        sqlx::query("SELECT device_id, app, release_version FROM assignments")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+}
+
+fn fleet_row(r: &sqlx::sqlite::SqliteRow) -> Result<FleetRow, sqlx::Error> {
+    Ok(FleetRow {
+        name: r.try_get(0)?,
+        spec: r.try_get(1)?,
+        origin: r.try_get(2)?,
+        updated_ms: r.try_get(3)?,
+        state: r.try_get(4)?,
+    })
 }

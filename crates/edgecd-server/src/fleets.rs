@@ -1,0 +1,1531 @@
+//! Fleets: desired state the controller reconciles. A fleet names a label selector and, per
+//! app, the release its devices should run (`apps.APP.release`), optionally with the rollout
+//! policy that carries a new release there (`apps.APP.rollout`: a rollout spec without
+//! `release` and `selector`, which the fleet supplies). `edgecd deploy` writes a fleet too
+//! (origin `deploy`, named `deploy:APP[:SELECTOR]`), so a device that enrolls later also
+//! gets the release.
+//!
+//! **Sans-IO core.** [`FleetSpec::validate`], [`plan`] (who owns each device, what it should
+//! run, what to assign, converged/converging/blocked with why) and [`preview`] are pure;
+//! [`reconcile`] (one controller pass, leader only) and the API functions around them read
+//! the store and assign through [`crate::assign`]. A pass reads every device; the controller
+//! spaces passes so that they take at most a tenth of its time.
+//!
+//! **Rules.**
+//! - One app per device for now: a fleet placing several apps, or two applied fleets
+//!   matching one device, leaves the device *blocked* with the reason (nothing is guessed).
+//!   Fleets written by `deploy` give way to applied fleets, and among themselves the newest
+//!   wins (what imperative deploys did).
+//! - Like Argo CD's auto-sync without self-heal, a fleet assigns a device when the device
+//!   joins it or the fleet's release changes; a device changed afterwards by another path (a
+//!   rollout with a bare selector, a rollback) is reported *drifted*, not forced back.
+//!   `fleet apply` syncs again: every device is brought to the fleet's release.
+//! - Devices in an active rollout's cohort belong to the rollout. While a fleet's rollout
+//!   runs, the fleet holds its other devices (and devices that join) at the baseline; once it
+//!   completes, the fleet's release moves to the rolled-out one.
+//! - `on_unmatch`: a device that stops matching keeps its installed release either way —
+//!   edgecd agents have no uninstall (the protocol has no "remove" assignment, and
+//!   withdrawing a signed assignment would make the agent take the server for a restored
+//!   database) — `keep` leaves the fleet's assignment in place, `remove` stops managing the
+//!   device; both are listed as `left` with what the device keeps.
+
+use crate::controller::Fence;
+use crate::rollouts::StartRollout;
+use crate::store::FleetRow;
+use crate::util::json_col;
+use crate::{ApiError, AppState, assign};
+use edgecd_api::protocol::ReleaseInfo;
+use edgecd_rollout::RolloutSpec;
+use edgecd_rollout::cohort::{Device, Requirements};
+use edgecd_rollout::engine::Phase;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Prefix of the fleets `edgecd deploy` writes (applied fleets' names cannot contain `:`).
+pub const DEPLOY_PREFIX: &str = "deploy:";
+
+/// A fleet as people write it (`fleet.yaml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    pub name: String,
+    /// Devices whose labels have all of these (the selector `deploy` and rollouts use).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// What the fleet's devices run, per app.
+    pub apps: BTreeMap<String, Placement>,
+    #[serde(default)]
+    pub on_unmatch: OnUnmatch,
+}
+
+/// Where an app's devices should be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// The version devices should run (`APP@VERSION` is accepted too).
+    pub release: String,
+    /// How a new release reaches the fleet: a rollout spec without `release` and
+    /// `selector`. Absent: every device is assigned the release directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What happens to a device that stops matching the fleet's selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnmatch {
+    /// The device keeps the fleet's release (its assignment stays).
+    #[default]
+    Keep,
+    /// The fleet stops managing the device (which keeps its installed release: agents cannot
+    /// uninstall yet).
+    Remove,
+}
+
+/// Who wrote a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// `edgecd fleet apply`.
+    Apply,
+    /// `edgecd deploy`.
+    Deploy,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Apply => "apply",
+            Origin::Deploy => "deploy",
+        }
+    }
+}
+
+/// What the reconciler keeps between passes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetState {
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppProgress>,
+    /// Devices the fleet owns (matched, not given to another fleet).
+    #[serde(default)]
+    pub members: BTreeSet<String>,
+    /// The release (`app@version`) the fleet put on (or found on) each member.
+    #[serde(default)]
+    pub placed: BTreeMap<String, String>,
+    /// Devices that stopped matching.
+    #[serde(default)]
+    pub left: BTreeMap<String, Left>,
+}
+
+/// Where one app of a fleet is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppProgress {
+    /// The version the fleet holds its devices at now (moves to the placement's release at
+    /// once, or when the fleet's rollout completes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutLink>,
+    /// A rollout of this version aborted: the fleet stays at `current` until another release
+    /// is placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Failed>,
+    /// Why the fleet's rollout could not start (retried every pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutLink {
+    pub id: String,
+    pub version: String,
+    /// Started with `rollout start --fleet` while the fleet placed this version: on
+    /// completion the rollout's release becomes the fleet's placement (unless the placement
+    /// changed meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_over: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    pub version: String,
+    pub reason: String,
+}
+
+/// A device that stopped matching a fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Left {
+    /// What it was assigned when it left (`app@version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    pub on_unmatch: OnUnmatch,
+    pub since: i64,
+}
+
+/// A device's standing in a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    /// Runs the fleet's release.
+    Converged,
+    /// On its way (being assigned, installing, in a rollout).
+    Converging,
+    /// Will not get there without a change (conflict, incompatible, failed, drifted).
+    Blocked,
+    /// Stopped matching the fleet.
+    Left,
+}
+
+/// One device of a fleet's status (or diff).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceEntry {
+    pub device: String,
+    pub state: Standing,
+    pub why: String,
+    /// What the fleet wants it to run (`app@version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<String>,
+    /// What the server assigned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned: Option<String>,
+    /// What the device reports it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<String>,
+    /// The assignment the reconciler makes (or, in a diff, would make): `from → to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+}
+
+/// Per app of a fleet's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    pub app: String,
+    /// The release the fleet file places.
+    pub placed: String,
+    /// The release devices are held at now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `GET /api/v1/admin/fleets/{name}`, and the answer of an apply or a diff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetStatus {
+    pub name: String,
+    pub origin: Origin,
+    pub spec: FleetSpec,
+    pub apps: Vec<AppStatus>,
+    pub devices: Vec<DeviceEntry>,
+    /// Devices per standing.
+    pub counts: BTreeMap<Standing, usize>,
+    /// A diff: what changes that is not per device (a new fleet, a rollout that would start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn split_release(s: &str) -> Option<(&str, &str)> {
+    s.split_once('@')
+        .filter(|(a, v)| !a.is_empty() && !v.is_empty())
+}
+
+impl Placement {
+    /// The version placed for `app` (`release` may be `VERSION` or `APP@VERSION`).
+    pub fn version<'a>(&'a self, app: &str) -> Result<&'a str, String> {
+        match split_release(&self.release) {
+            Some((a, v)) if a == app => Ok(v),
+            Some((a, _)) => Err(format!(
+                "apps.{app}.release {:?} names app {a:?}: write the version only (or {app}@VERSION)",
+                self.release
+            )),
+            None if self.release.contains('@') => Err(format!(
+                "apps.{app}.release {:?} must be VERSION or {app}@VERSION",
+                self.release
+            )),
+            None => Ok(&self.release),
+        }
+    }
+}
+
+impl FleetSpec {
+    /// Checks everything a fleet file can get wrong, saying how to fix it. Needs no server.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = &self.name;
+        let name_ok = !n.is_empty()
+            && n.len() <= 63
+            && n.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+            })
+            && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !name_ok {
+            return Err(format!(
+                "fleet name {n:?}: use 1-63 characters of [a-z0-9._-], starting with a letter or digit"
+            ));
+        }
+        if self.selector.len() > 64 {
+            return Err("selector: too many labels (max 64)".into());
+        }
+        for (k, v) in &self.selector {
+            if v.is_empty() || !edgecd_api::protocol::valid_label(k, v) {
+                return Err(format!(
+                    "selector {k}={v:?}: use 1-63 characters of [A-Za-z0-9._-] (keys may contain /)"
+                ));
+            }
+        }
+        if self.apps.is_empty() {
+            return Err(
+                "apps is empty: place at least one app, e.g. apps: {detector: {release: 1.0.0}}"
+                    .into(),
+            );
+        }
+        for (app, p) in &self.apps {
+            if !edgecd_api::protocol::valid_label(app, "") {
+                return Err(format!(
+                    "app name {app:?}: use 1-63 characters of [A-Za-z0-9._-]"
+                ));
+            }
+            let v = p.version(app)?;
+            if v.is_empty()
+                || v.len() > 128
+                || v.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(format!("apps.{app}.release {v:?} is not a version"));
+            }
+            if p.rollout.is_some() {
+                self.rollout_spec(app)?
+                    .validate()
+                    .map_err(|e| format!("apps.{app}.rollout: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rollout spec that carries `app`'s placed release to the fleet (its policy with the
+    /// fleet's release and selector).
+    pub fn rollout_spec(&self, app: &str) -> Result<RolloutSpec, String> {
+        let p = self
+            .apps
+            .get(app)
+            .ok_or_else(|| format!("fleet {} places no app {app}", self.name))?;
+        let mut m = p.rollout.clone().unwrap_or_default();
+        for k in ["release", "selector"] {
+            if m.contains_key(k) {
+                return Err(format!(
+                    "apps.{app}.rollout.{k}: the fleet sets it (remove it from the rollout policy)"
+                ));
+            }
+        }
+        m.insert(
+            "release".into(),
+            format!("{app}@{}", p.version(app)?).into(),
+        );
+        m.insert(
+            "selector".into(),
+            serde_json::to_value(&self.selector).map_err(|e| e.to_string())?,
+        );
+        serde_json::from_value(serde_json::Value::Object(m))
+            .map_err(|e| format!("apps.{app}.rollout: {e}"))
+    }
+
+    /// The one app placed, if exactly one (a device holds one assignment for now).
+    fn single_app(&self) -> Option<(&str, &Placement)> {
+        let mut it = self.apps.iter();
+        match (it.next(), it.next()) {
+            (Some((a, p)), None) => Some((a, p)),
+            _ => None,
+        }
+    }
+}
+
+/// `true` when `labels` has every label of `selector`.
+pub fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A fleet as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    pub spec: FleetSpec,
+    pub origin: Origin,
+    pub updated_ms: i64,
+    pub state: FleetState,
+}
+
+impl Fleet {
+    fn from_row(r: &FleetRow) -> Result<Self, ApiError> {
+        Ok(Fleet {
+            spec: json_col(&r.spec)?,
+            origin: if r.origin == "deploy" {
+                Origin::Deploy
+            } else {
+                Origin::Apply
+            },
+            updated_ms: r.updated_ms,
+            state: json_col(&r.state)?,
+        })
+    }
+
+    fn to_row(&self) -> Result<FleetRow, ApiError> {
+        Ok(FleetRow {
+            name: self.spec.name.clone(),
+            spec: serde_json::to_string(&self.spec).map_err(ApiError::internal)?,
+            origin: self.origin.as_str().into(),
+            updated_ms: self.updated_ms,
+            state: serde_json::to_string(&self.state).map_err(ApiError::internal)?,
+        })
+    }
+}
+
+/// What the planner knows about the world.
+#[derive(Debug, Default)]
+pub struct World {
+    /// Non-revoked devices.
+    pub devices: Vec<Device>,
+    /// Each device's assignment (`app@version`).
+    pub assigned: BTreeMap<String, String>,
+    /// What each published release (`app@version`) needs.
+    pub releases: BTreeMap<String, Requirements>,
+    /// Per app, its active rollout: id and cohort.
+    pub rollouts: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// The planner's answer for one fleet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetPlan {
+    pub entries: Vec<DeviceEntry>,
+    /// Assignments to make: device → `app@version`.
+    pub assign: BTreeMap<String, String>,
+    /// The fleet's state after them.
+    pub state: FleetState,
+}
+
+/// Who a matched device belongs to.
+enum Claim<'a> {
+    Owner,
+    /// Given to another fleet.
+    Other,
+    /// Several applied fleets match it.
+    Conflict(Vec<&'a str>),
+}
+
+fn claims<'a>(matching: &[&'a Fleet]) -> Vec<Claim<'a>> {
+    let applied: Vec<&str> = matching
+        .iter()
+        .filter(|f| f.origin == Origin::Apply)
+        .map(|f| f.spec.name.as_str())
+        .collect();
+    if applied.len() > 1 {
+        return matching
+            .iter()
+            .map(|f| match f.origin {
+                Origin::Apply => Claim::Conflict(applied.clone()),
+                Origin::Deploy => Claim::Other,
+            })
+            .collect();
+    }
+    let winner = if applied.len() == 1 {
+        applied[0]
+    } else {
+        matching
+            .iter()
+            .max_by(|a, b| (a.updated_ms, &a.spec.name).cmp(&(b.updated_ms, &b.spec.name)))
+            .map_or("", |f| f.spec.name.as_str())
+    };
+    matching
+        .iter()
+        .map(|f| {
+            if f.spec.name == winner {
+                Claim::Owner
+            } else {
+                Claim::Other
+            }
+        })
+        .collect()
+}
+
+/// Decides, for every fleet, each device's standing and the assignments to make. Pure.
+pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
+    let mut out: Vec<FleetPlan> = fleets
+        .iter()
+        .map(|f| FleetPlan {
+            entries: vec![],
+            assign: BTreeMap::new(),
+            state: FleetState {
+                apps: f.state.apps.clone(),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let mut owned: BTreeSet<&str> = BTreeSet::new();
+    for d in &w.devices {
+        let idx: Vec<usize> = (0..fleets.len())
+            .filter(|&i| matches(&fleets[i].spec.selector, &d.labels))
+            .collect();
+        let matching: Vec<&Fleet> = idx.iter().map(|&i| &fleets[i]).collect();
+        for (&i, claim) in idx.iter().zip(claims(&matching)) {
+            let f = &fleets[i];
+            let p = &mut out[i];
+            match claim {
+                Claim::Other => {}
+                Claim::Conflict(names) => {
+                    owned.insert(&d.id);
+                    p.entries.push(entry(
+                        d,
+                        w,
+                        Standing::Blocked,
+                        format!(
+                            "matched by fleets {}: a device holds one assignment (one app) for now; make their selectors disjoint",
+                            names.join(", ")
+                        ),
+                        None,
+                    ));
+                }
+                Claim::Owner => {
+                    owned.insert(&d.id);
+                    p.state.members.insert(d.id.clone());
+                    own(f, d, w, p);
+                }
+            }
+        }
+    }
+    // Devices that stopped matching (or went to another fleet, or are gone).
+    let present: BTreeSet<&str> = w.devices.iter().map(|d| d.id.as_str()).collect();
+    for (f, p) in fleets.iter().zip(out.iter_mut()) {
+        let mut left = f.state.left.clone();
+        for m in &f.state.members {
+            if !p.state.members.contains(m) {
+                left.insert(
+                    m.clone(),
+                    Left {
+                        release: w.assigned.get(m).cloned(),
+                        on_unmatch: f.spec.on_unmatch,
+                        since: w.now,
+                    },
+                );
+            }
+        }
+        left.retain(|id, _| {
+            present.contains(id.as_str())
+                && !p.state.members.contains(id)
+                && !owned.contains(id.as_str())
+        });
+        for (id, l) in &left {
+            let Some(d) = w.devices.iter().find(|d| &d.id == id) else {
+                continue;
+            };
+            let keeps = l.release.as_deref().unwrap_or("nothing");
+            let why = match l.on_unmatch {
+                OnUnmatch::Keep => {
+                    format!(
+                        "left the fleet (labels no longer match); on_unmatch keep: keeps {keeps}"
+                    )
+                }
+                OnUnmatch::Remove => format!(
+                    "left the fleet (labels no longer match); on_unmatch remove: no longer managed, the agent keeps running {keeps} (agents cannot uninstall yet)"
+                ),
+            };
+            p.entries.push(entry(d, w, Standing::Left, why, None));
+        }
+        p.state.left = left;
+    }
+    out
+}
+
+fn entry(
+    d: &Device,
+    w: &World,
+    state: Standing,
+    why: String,
+    desired: Option<String>,
+) -> DeviceEntry {
+    DeviceEntry {
+        device: d.id.clone(),
+        state,
+        why,
+        desired,
+        assigned: w.assigned.get(&d.id).cloned(),
+        running: d.running.clone(),
+        change: None,
+    }
+}
+
+/// A device fleet `f` owns: what it should run, and whether to assign it.
+fn own(f: &Fleet, d: &Device, w: &World, p: &mut FleetPlan) {
+    let Some((app, _)) = f.spec.single_app() else {
+        let apps: Vec<&str> = f.spec.apps.keys().map(String::as_str).collect();
+        p.entries.push(entry(
+            d,
+            w,
+            Standing::Blocked,
+            format!(
+                "fleet {} places {} apps ({}): a device holds one assignment (one app) for now; split it into one fleet per app",
+                f.spec.name,
+                apps.len(),
+                apps.join(", ")
+            ),
+            None,
+        ));
+        return;
+    };
+    let progress = f.state.apps.get(app).cloned().unwrap_or_default();
+    let Some(current) = progress.current.as_deref() else {
+        let (state, why) = match (&progress.rollout, &progress.note) {
+            (Some(r), _) => (
+                Standing::Converging,
+                format!(
+                    "waits for rollout {} of {app}@{} (no earlier release to hold it at)",
+                    r.id, r.version
+                ),
+            ),
+            (None, Some(n)) => (Standing::Blocked, n.clone()),
+            (None, None) => (
+                Standing::Converging,
+                "the controller places the release at its next pass".into(),
+            ),
+        };
+        p.entries.push(entry(d, w, state, why, None));
+        return;
+    };
+    let desired = format!("{app}@{current}");
+    let mut e = entry(
+        d,
+        w,
+        Standing::Converging,
+        String::new(),
+        Some(desired.clone()),
+    );
+    let assigned = w.assigned.get(&d.id);
+    let Some(req) = w.releases.get(&desired) else {
+        e.state = Standing::Blocked;
+        e.why = format!("{desired} is not published: publish it (edgecd release publish)");
+        p.entries.push(e);
+        return;
+    };
+    if let Err(why) = req.check(d) {
+        e.state = Standing::Blocked;
+        e.why = format!("incompatible with {desired}: {why}");
+        p.entries.push(e);
+        return;
+    }
+    if let Some((id, cohort)) = w.rollouts.get(app)
+        && cohort.contains(&d.id)
+    {
+        if let Some(pl) = f.state.placed.get(&d.id) {
+            p.state.placed.insert(d.id.clone(), pl.clone());
+        }
+        e.why = format!("in rollout {id}");
+        p.entries.push(e);
+        return;
+    }
+    let holding = progress
+        .rollout
+        .as_ref()
+        .map(|r| {
+            format!(
+                " (held at the baseline while rollout {} of {app}@{} runs)",
+                r.id, r.version
+            )
+        })
+        .unwrap_or_default();
+    if assigned == Some(&desired) {
+        p.state.placed.insert(d.id.clone(), desired.clone());
+        if d.running.as_ref() == Some(&desired) {
+            e.state = Standing::Converged;
+            e.why = format!("runs {desired}{holding}");
+        } else if d.failed.as_ref() == Some(&desired) {
+            e.state = Standing::Blocked;
+            e.why = format!(
+                "the device could not install {desired} (its last outcome; see edgecd device show {})",
+                d.id
+            );
+        } else {
+            e.why = format!(
+                "assigned {desired}, the device runs {}{holding}",
+                d.running.as_deref().unwrap_or("nothing yet")
+            );
+        }
+    } else if f.state.placed.get(&d.id) == Some(&desired) {
+        p.state.placed.insert(d.id.clone(), desired.clone());
+        e.state = Standing::Blocked;
+        e.why = format!(
+            "drifted: assigned {} by another path (a rollout, rollback or deploy) after the fleet placed {desired}; edgecd fleet apply places it again",
+            assigned.map_or("nothing", String::as_str)
+        );
+    } else {
+        p.state.placed.insert(d.id.clone(), desired.clone());
+        p.assign.insert(d.id.clone(), desired.clone());
+        let from = assigned.map_or("nothing", String::as_str);
+        e.why = format!("assigning {desired}{holding}");
+        e.change = Some(format!("{from} → {desired}"));
+    }
+    p.entries.push(e);
+}
+
+/// The state a fleet would move to at once if `spec` were applied (without starting
+/// rollouts): a placement without a rollout policy is taken at once; one with a policy
+/// starts a rollout (described in the notes). Pure.
+pub fn preview(old: Option<&Fleet>, spec: &FleetSpec) -> (FleetState, Vec<String>) {
+    let mut state = old.map(|f| f.state.clone()).unwrap_or_default();
+    // Applying syncs: every device is brought to the fleet's release again.
+    state.placed.clear();
+    state.apps.retain(|a, _| spec.apps.contains_key(a));
+    let mut notes = vec![];
+    for (app, p) in &spec.apps {
+        let Ok(v) = p.version(app) else { continue };
+        let pr = state.apps.entry(app.clone()).or_default();
+        if pr.current.as_deref() == Some(v) || pr.rollout.as_ref().is_some_and(|r| r.version == v) {
+            continue;
+        }
+        if p.rollout.is_none() {
+            pr.current = Some(v.to_string());
+            pr.failed = None;
+        } else {
+            notes.push(format!(
+                "a rollout of {app}@{v} starts over the fleet's devices; they stay on {} until it completes",
+                pr.current.as_deref().map_or("nothing".to_string(), |c| format!("{app}@{c}"))
+            ));
+        }
+    }
+    (state, notes)
+}
+
+// ---------------------------------------------------------------------------------------
+// I/O: the store, the controller pass, the API.
+
+/// Serializes every change to fleets (and rollouts) across replicas.
+pub async fn lock(st: &AppState) -> Result<crate::store::RolloutGuard, ApiError> {
+    Ok(st.store.lock_rollouts().await?)
+}
+
+async fn load_all(st: &AppState) -> Result<Vec<Fleet>, ApiError> {
+    let mut out = vec![];
+    for r in st.store.fleets().await? {
+        match Fleet::from_row(&r) {
+            Ok(f) => out.push(f),
+            Err(e) => tracing::warn!(fleet = %r.name, error = ?e, "unreadable fleet row; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+async fn world(st: &AppState) -> Result<(World, BTreeMap<String, ReleaseInfo>), ApiError> {
+    let devices = crate::rollouts::fleet(st).await?;
+    let assigned: BTreeMap<String, String> = st
+        .store
+        .assigned_releases()
+        .await?
+        .into_iter()
+        .map(|(d, app, v)| (d, format!("{app}@{v}")))
+        .collect();
+    let mut infos = BTreeMap::new();
+    let mut releases = BTreeMap::new();
+    for s in st.store.release_infos().await? {
+        let info: ReleaseInfo = json_col(&s)?;
+        let name = format!("{}@{}", info.release.app, info.release.version);
+        releases.insert(
+            name.clone(),
+            Requirements {
+                hardware: info.release.hardware.clone(),
+                runtime: info.release.runtime.clone(),
+            },
+        );
+        infos.insert(name, info);
+    }
+    let mut rollouts = BTreeMap::new();
+    for r in crate::rollouts::active(st).await? {
+        if let Ok((app, _)) = r.spec.app_and_version() {
+            rollouts.insert(app.to_string(), (r.id.clone(), r.state.cohort.clone()));
+        }
+    }
+    Ok((
+        World {
+            devices,
+            assigned,
+            releases,
+            rollouts,
+            now: st.now() as i64,
+        },
+        infos,
+    ))
+}
+
+/// Moves a fleet's apps along: takes a placement without a rollout policy at once, starts
+/// the fleet's rollout for one with a policy, and follows that rollout to its end. `true`
+/// when the fleet changed. Called with the lock held.
+async fn progress(st: &AppState, f: &mut Fleet, devices: &[Device]) -> Result<bool, ApiError> {
+    let before = f.clone();
+    let apps: Vec<(String, Placement)> = f.spec.apps.clone().into_iter().collect();
+    let single = apps.len() == 1;
+    f.state.apps.retain(|a, _| f.spec.apps.contains_key(a));
+    for (app, p) in apps {
+        let Ok(version) = p.version(&app).map(str::to_string) else {
+            continue;
+        };
+        let mut pr = f.state.apps.get(&app).cloned().unwrap_or_default();
+        if let Some(link) = pr.rollout.clone() {
+            let r: Option<edgecd_rollout::engine::Rollout> =
+                match st.store.rollout_state(&link.id).await? {
+                    Some(s) => Some(json_col(&s)?),
+                    None => None,
+                };
+            match r {
+                Some(r) if r.state.phase == Phase::Completed => {
+                    pr.current = Some(link.version.clone());
+                    pr.rollout = None;
+                    pr.note = None;
+                    // A rollout started with --fleet makes its release the fleet's, unless
+                    // the fleet was given another release meanwhile.
+                    if link.manual_over.as_deref() == Some(version.as_str())
+                        && let Some(pl) = f.spec.apps.get_mut(&app)
+                    {
+                        pl.release = link.version.clone();
+                    }
+                }
+                Some(r) if r.state.phase == Phase::Aborted => {
+                    pr.failed = Some(Failed {
+                        version: link.version.clone(),
+                        reason: r.state.reason.clone().unwrap_or_else(|| "aborted".into()),
+                    });
+                    pr.rollout = None;
+                }
+                Some(_) => {
+                    f.state.apps.insert(app, pr);
+                    continue;
+                }
+                None => pr.rollout = None,
+            }
+        }
+        let version = f.spec.apps.get(&app).map_or(version.clone(), |pl| {
+            pl.version(&app).map_or(version.clone(), str::to_string)
+        });
+        if pr.current.as_deref() != Some(version.as_str()) && single {
+            if p.rollout.is_none() {
+                pr.current = Some(version);
+                pr.failed = None;
+                pr.note = None;
+            } else if pr.failed.as_ref().is_none_or(|x| x.version != version) {
+                start_fleet_rollout(st, &f.spec, &app, &version, &mut pr, devices).await?;
+            }
+        }
+        f.state.apps.insert(app, pr);
+    }
+    Ok(*f != before)
+}
+
+async fn start_fleet_rollout(
+    st: &AppState,
+    spec: &FleetSpec,
+    app: &str,
+    version: &str,
+    pr: &mut AppProgress,
+    devices: &[Device],
+) -> Result<(), ApiError> {
+    let release = format!("{app}@{version}");
+    let Some(info) = st.store.release(app, version).await? else {
+        pr.note = Some(format!(
+            "{release} is not published: publish it (edgecd release publish)"
+        ));
+        return Ok(());
+    };
+    let info: ReleaseInfo = json_col(&info)?;
+    let req = Requirements {
+        hardware: info.release.hardware.clone(),
+        runtime: info.release.runtime.clone(),
+    };
+    let any = devices
+        .iter()
+        .any(|d| matches(&spec.selector, &d.labels) && req.check(d).is_ok());
+    if !any {
+        // Nothing to roll out to: devices that join get the release directly.
+        pr.current = Some(version.to_string());
+        pr.note = None;
+        return Ok(());
+    }
+    let rspec = spec.rollout_spec(app).map_err(ApiError::unprocessable)?;
+    let req = StartRollout {
+        spec: rspec,
+        baseline: pr.current.as_ref().map(|c| format!("{app}@{c}")),
+        fleet: None,
+    };
+    match crate::rollouts::start_locked(st, req).await {
+        Ok(r) => {
+            tracing::info!(fleet = %spec.name, rollout = %r.id, release = %release, "fleet started a rollout");
+            pr.rollout = Some(RolloutLink {
+                id: r.id,
+                version: version.to_string(),
+                manual_over: None,
+            });
+            pr.note = None;
+        }
+        Err(e) => {
+            let note = format!("rollout of {release} not started: {}", e.message);
+            if pr.note.as_ref() != Some(&note) {
+                tracing::warn!(fleet = %spec.name, reason = %note, "fleet rollout not started; retrying every pass");
+            }
+            pr.note = Some(note);
+        }
+    }
+    Ok(())
+}
+
+/// One controller pass over every fleet (leader only; `fence`: its lease, checked before
+/// anything changes): moves fleets' rollouts along, assigns devices that joined or whose
+/// fleet's release changed, and records who left.
+pub async fn reconcile(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiError> {
+    let _serialized = lock(st).await?;
+    let mut fleets = load_all(st).await?;
+    if fleets.is_empty() {
+        return Ok(());
+    }
+    if let Some(f) = fence {
+        let held = st.store.lease(crate::controller::LEASE).await?;
+        if held.as_ref().map(|(h, e, _)| (h, *e)) != Some((&f.holder, f.epoch)) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "the controller lease moved on: fleets not reconciled by this replica",
+            ));
+        }
+    }
+    let devices = crate::rollouts::fleet(st).await?;
+    let mut changed = vec![false; fleets.len()];
+    for (f, c) in fleets.iter_mut().zip(changed.iter_mut()) {
+        *c = progress(st, f, &devices).await?;
+    }
+    let (w, infos) = world(st).await?;
+    let plans = plan(&fleets, &w);
+    for ((f, p), c) in fleets.iter_mut().zip(plans).zip(changed) {
+        for (device, release) in &p.assign {
+            let Some(info) = infos.get(release) else {
+                continue;
+            };
+            assign::assign(st, device, &info.release, assign::Why::Fleet(&f.spec.name)).await?;
+            tracing::info!(fleet = %f.spec.name, device = %device, release = %release, "fleet assigned");
+        }
+        for (id, l) in &p.state.left {
+            if !f.state.left.contains_key(id) {
+                let detail = format!(
+                    "left fleet {} (on_unmatch: {}), keeps {}",
+                    f.spec.name,
+                    serde_json::to_value(l.on_unmatch)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    l.release.as_deref().unwrap_or("nothing")
+                );
+                st.store
+                    .event(Some(id), w.now, "fleet-left", &detail)
+                    .await?;
+            }
+        }
+        if c || p.state != f.state {
+            f.state = p.state;
+            st.store.put_fleet(&f.to_row()?).await?;
+        }
+    }
+    Ok(())
+}
+
+fn status_of(f: &Fleet, p: FleetPlan, notes: Vec<String>, dry_run: bool) -> FleetStatus {
+    let mut counts = BTreeMap::new();
+    for e in &p.entries {
+        *counts.entry(e.state).or_default() += 1;
+    }
+    let mut devices = p.entries;
+    devices.sort_by(|a, b| a.device.cmp(&b.device));
+    FleetStatus {
+        name: f.spec.name.clone(),
+        origin: f.origin,
+        apps: f
+            .spec
+            .apps
+            .iter()
+            .map(|(app, pl)| {
+                let pr = f.state.apps.get(app);
+                AppStatus {
+                    app: app.clone(),
+                    placed: format!("{app}@{}", pl.version(app).unwrap_or(&pl.release)),
+                    current: pr.and_then(|x| x.current.as_ref()).map(|c| format!("{app}@{c}")),
+                    rollout: pr.and_then(|x| x.rollout.as_ref()).map(|r| r.id.clone()),
+                    note: pr.and_then(|x| {
+                        x.note.clone().or_else(|| {
+                            x.failed.as_ref().map(|fl| {
+                                format!(
+                                    "rollout of {app}@{} aborted ({}): the fleet stays on its release; place another one to try again",
+                                    fl.version, fl.reason
+                                )
+                            })
+                        })
+                    }),
+                }
+            })
+            .collect(),
+        spec: f.spec.clone(),
+        devices,
+        counts,
+        notes,
+        dry_run,
+    }
+}
+
+/// A fleet's status: per device converged / converging / blocked / left, with why.
+pub async fn status(st: &AppState, name: &str) -> Result<FleetStatus, ApiError> {
+    let fleets = load_all(st).await?;
+    let i = fleets
+        .iter()
+        .position(|f| f.spec.name == name)
+        .ok_or_else(|| not_found(name))?;
+    let (w, _) = world(st).await?;
+    let mut plans = plan(&fleets, &w);
+    Ok(status_of(&fleets[i], plans.swap_remove(i), vec![], false))
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found(format!("no fleet {name} (edgecd fleet list shows them)"))
+}
+
+/// Every fleet's status.
+pub async fn list(st: &AppState) -> Result<Vec<FleetStatus>, ApiError> {
+    let fleets = load_all(st).await?;
+    let (w, _) = world(st).await?;
+    let plans = plan(&fleets, &w);
+    Ok(fleets
+        .iter()
+        .zip(plans)
+        .map(|(f, p)| status_of(f, p, vec![], false))
+        .collect())
+}
+
+/// Checks what only the server knows: the releases are published, the rollout policies'
+/// Prometheus gates and notification channels exist here.
+async fn check_on_server(st: &AppState, spec: &FleetSpec) -> Result<(), ApiError> {
+    spec.validate().map_err(ApiError::unprocessable)?;
+    for (app, p) in &spec.apps {
+        let v = p.version(app).map_err(ApiError::unprocessable)?;
+        if st.store.release(app, v).await?.is_none() {
+            return Err(ApiError::unprocessable(format!(
+                "apps.{app}: {app}@{v} is not published: publish it first (edgecd release publish)"
+            )));
+        }
+        if p.rollout.is_some() {
+            let r = spec.rollout_spec(app).map_err(ApiError::unprocessable)?;
+            if st.prometheus.is_none()
+                && let Some(g) = r
+                    .gates
+                    .iter()
+                    .find(|g| g.provider == edgecd_rollout::spec::Provider::Prometheus)
+            {
+                return Err(ApiError::unprocessable(format!(
+                    "apps.{app}.rollout: gate {} queries Prometheus, but this server has none: start it with --prometheus-url",
+                    g.label()
+                )));
+            }
+            st.notifier
+                .check_channels(&r.notify)
+                .map_err(|e| ApiError::unprocessable(format!("apps.{app}.rollout: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// `fleet apply` (`dry_run`: `fleet diff`): validates `spec` — nothing changes unless it is
+/// valid — then stores it (replacing a fleet of that name) and answers what the fleet's
+/// devices will do; a dry run answers the same without storing anything.
+pub async fn apply(st: &AppState, spec: FleetSpec, dry_run: bool) -> Result<FleetStatus, ApiError> {
+    check_on_server(st, &spec).await?;
+    let _serialized = lock(st).await?;
+    let mut fleets = load_all(st).await?;
+    let old = fleets.iter().position(|f| f.spec.name == spec.name);
+    let (state, mut notes) = preview(old.map(|i| &fleets[i]), &spec);
+    let f = Fleet {
+        spec,
+        origin: Origin::Apply,
+        updated_ms: st.clock.now_ms(),
+        state,
+    };
+    let i = match old {
+        Some(i) => {
+            fleets[i] = f.clone();
+            i
+        }
+        None => {
+            notes.insert(0, format!("creates fleet {}", f.spec.name));
+            fleets.push(f.clone());
+            fleets.len() - 1
+        }
+    };
+    let (w, _) = world(st).await?;
+    let mut plans = plan(&fleets, &w);
+    let p = plans.swap_remove(i);
+    if !dry_run {
+        st.store.put_fleet(&f.to_row()?).await?;
+        tracing::info!(fleet = %f.spec.name, assign = p.assign.len(), "fleet applied");
+    }
+    Ok(status_of(&f, p, notes, dry_run))
+}
+
+/// `fleet delete`: the desired state goes; devices keep what they were assigned.
+pub async fn delete(st: &AppState, name: &str) -> Result<FleetStatus, ApiError> {
+    let status = status(st, name).await?;
+    let _serialized = lock(st).await?;
+    if !st.store.delete_fleet(name).await? {
+        return Err(not_found(name));
+    }
+    tracing::info!(fleet = %name, "fleet deleted");
+    Ok(status)
+}
+
+/// The selector a rollout of `release` (`app@version`) started with `--fleet name` uses:
+/// the fleet's, when the fleet places that app.
+pub(crate) async fn rollout_selector(
+    st: &AppState,
+    name: &str,
+    release: &str,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let row = st.store.fleet(name).await?.ok_or_else(|| not_found(name))?;
+    let f = Fleet::from_row(&row)?;
+    let app = split_release(release).map_or(release, |(a, _)| a);
+    if !f.spec.apps.contains_key(app) {
+        let placed: Vec<&str> = f.spec.apps.keys().map(String::as_str).collect();
+        return Err(ApiError::unprocessable(format!(
+            "fleet {name} places {}, not {app}: roll {app} out to a fleet that places it",
+            placed.join(", ")
+        )));
+    }
+    Ok(f.spec.selector)
+}
+
+/// Records that rollout `id` of `app@version` carries fleet `name` (started with `--fleet`):
+/// the fleet holds its other devices at their release meanwhile and takes the release when
+/// it completes. Called with the lock held.
+pub(crate) async fn link_rollout(
+    st: &AppState,
+    name: &str,
+    app: &str,
+    version: &str,
+    id: &str,
+) -> Result<(), ApiError> {
+    let row = st.store.fleet(name).await?.ok_or_else(|| not_found(name))?;
+    let mut f = Fleet::from_row(&row)?;
+    let placed = f
+        .spec
+        .apps
+        .get(app)
+        .and_then(|p| p.version(app).ok())
+        .map(str::to_string);
+    let pr = f.state.apps.entry(app.to_string()).or_default();
+    pr.rollout = Some(RolloutLink {
+        id: id.to_string(),
+        version: version.to_string(),
+        manual_over: placed,
+    });
+    pr.note = None;
+    st.store
+        .put_fleet(&f.to_row()?)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// The name of the fleet `edgecd deploy APP@V --selector S` writes.
+pub fn deploy_fleet_name(app: &str, selector: &BTreeMap<String, String>) -> String {
+    if selector.is_empty() {
+        format!("{DEPLOY_PREFIX}{app}")
+    } else {
+        let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{DEPLOY_PREFIX}{app}:{}", sel.join(","))
+    }
+}
+
+/// What `deploy` writes as desired state, after assigning `assigned` (device ids). A deploy
+/// to a selector writes (or replaces) the fleet `deploy:APP[:SELECTOR]`, newest of the
+/// deploy fleets; a rollback (`scope=app`) moves every deploy fleet of the app to the
+/// version. Call with [`lock`] held (the deploy handler takes it before assigning).
+pub async fn record_deploy(
+    st: &AppState,
+    app: &str,
+    version: &str,
+    selector: &BTreeMap<String, String>,
+    only_app: bool,
+    assigned: &[String],
+) -> Result<(), ApiError> {
+    let release = format!("{app}@{version}");
+    let mut touched = vec![];
+    if only_app {
+        for mut f in load_all(st).await? {
+            if f.origin == Origin::Deploy && f.spec.apps.contains_key(app) {
+                touched.push({
+                    if let Some(p) = f.spec.apps.get_mut(app) {
+                        p.release = version.to_string();
+                    }
+                    f
+                });
+            }
+        }
+    } else {
+        let name = deploy_fleet_name(app, selector);
+        let old = match st.store.fleet(&name).await? {
+            Some(r) => Some(Fleet::from_row(&r)?),
+            None => None,
+        };
+        let mut state = old.map(|f| f.state).unwrap_or_default();
+        state.apps.retain(|a, _| a == app);
+        touched.push(Fleet {
+            spec: FleetSpec {
+                name,
+                selector: selector.clone(),
+                apps: [(
+                    app.to_string(),
+                    Placement {
+                        release: version.to_string(),
+                        rollout: None,
+                    },
+                )]
+                .into(),
+                on_unmatch: OnUnmatch::Keep,
+            },
+            origin: Origin::Deploy,
+            updated_ms: st.clock.now_ms(),
+            state,
+        });
+    }
+    for mut f in touched {
+        let pr = f.state.apps.entry(app.to_string()).or_default();
+        pr.current = Some(version.to_string());
+        pr.failed = None;
+        pr.note = None;
+        for d in assigned {
+            f.state.placed.insert(d.clone(), release.clone());
+        }
+        st.store.put_fleet(&f.to_row()?).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgecd_api::profile::{HardwareProfile, RuntimePin};
+
+    fn dev(id: &str, labels: &[(&str, &str)]) -> Device {
+        Device {
+            id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            board: Some("rpi5".into()),
+            accelerator: None,
+            runtimes: [("edgecd-infer".to_string(), "0.1.0".to_string())].into(),
+            ram_mb: Some(4096),
+            running: None,
+            failed: None,
+        }
+    }
+
+    fn req() -> Requirements {
+        Requirements {
+            hardware: HardwareProfile {
+                board: "rpi5".into(),
+                accelerator: None,
+                min_ram_mb: None,
+            },
+            runtime: RuntimePin {
+                name: "edgecd-infer".into(),
+                version: "0.1.0".into(),
+            },
+        }
+    }
+
+    fn spec(yaml: &str) -> FleetSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn fleet(yaml: &str, origin: Origin, updated_ms: i64) -> Fleet {
+        let spec = spec(yaml);
+        let (state, _) = preview(None, &spec);
+        Fleet {
+            spec,
+            origin,
+            updated_ms,
+            state,
+        }
+    }
+
+    fn world(devices: Vec<Device>) -> World {
+        World {
+            devices,
+            releases: [
+                ("det@1".to_string(), req()),
+                ("det@2".to_string(), req()),
+                ("cls@1".to_string(), req()),
+            ]
+            .into(),
+            now: 100,
+            ..Default::default()
+        }
+    }
+
+    fn by_device(p: &FleetPlan) -> BTreeMap<String, (Standing, String)> {
+        p.entries
+            .iter()
+            .map(|e| (e.device.clone(), (e.state, e.why.clone())))
+            .collect()
+    }
+
+    #[test]
+    fn yaml_is_validated_with_clear_errors() {
+        let ok = spec("name: cams\nselector: {site: lab}\napps:\n  det:\n    release: 1.0.0\n");
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.on_unmatch, OnUnmatch::Keep);
+        for (yaml, want) in [
+            ("name: Cams\napps: {det: {release: '1'}}", "fleet name"),
+            ("name: a:b\napps: {det: {release: '1'}}", "fleet name"),
+            ("name: cams\napps: {}", "apps is empty"),
+            (
+                "name: cams\napps: {det: {release: other@1}}",
+                "names app \"other\"",
+            ),
+            (
+                "name: cams\nselector: {site: ''}\napps: {det: {release: '1'}}",
+                "selector site",
+            ),
+            (
+                "name: cams\napps: {det: {release: '1', rollout: {steps: []}}}",
+                "steps is empty",
+            ),
+            (
+                "name: cams\napps: {det: {release: '1', rollout: {release: x@1, steps: [{canary: {percent: 100}}]}}}",
+                "the fleet sets it",
+            ),
+            (
+                "name: cams\napps: {det: {release: '1', rollout: {stepz: []}}}",
+                "unknown field",
+            ),
+        ] {
+            let s = spec(yaml);
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+        // Unknown top-level fields are a parse error (a typo never silently does nothing).
+        assert!(serde_yaml::from_str::<FleetSpec>("name: a\napps: {}\nonunmatch: keep\n").is_err());
+        // `APP@VERSION` is accepted as the release.
+        assert_eq!(
+            spec("name: a\napps: {det: {release: det@2}}").validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn rollout_policy_gets_the_fleets_release_and_selector() {
+        let s = spec(
+            "name: cams\nselector: {site: lab}\napps:\n  det:\n    release: '2'\n    rollout:\n      steps: [{canary: {devices: 1}}, {canary: {percent: 100}}]\n",
+        );
+        s.validate().unwrap();
+        let r = s.rollout_spec("det").unwrap();
+        assert_eq!(r.release, "det@2");
+        assert_eq!(r.selector, [("site".to_string(), "lab".to_string())].into());
+        assert_eq!(r.steps.len(), 2);
+    }
+
+    #[test]
+    fn matching_devices_are_assigned_and_others_left_alone() {
+        let f = fleet(
+            "name: cams\nselector: {site: lab}\napps: {det: {release: '1'}}",
+            Origin::Apply,
+            1,
+        );
+        let mut w = world(vec![
+            dev("a", &[("site", "lab")]),
+            dev("b", &[("site", "home")]),
+        ]);
+        let p = &plan(std::slice::from_ref(&f), &w)[0];
+        assert_eq!(p.assign, [("a".to_string(), "det@1".to_string())].into());
+        assert_eq!(p.entries.len(), 1);
+        assert_eq!(p.entries[0].change.as_deref(), Some("nothing → det@1"));
+        // Once assigned and running: converged, nothing more to do.
+        let mut f2 = f.clone();
+        f2.state = p.state.clone();
+        w.assigned.insert("a".into(), "det@1".into());
+        w.devices[0].running = Some("det@1".into());
+        let p = &plan(std::slice::from_ref(&f2), &w)[0];
+        assert!(p.assign.is_empty());
+        assert_eq!(by_device(p)["a"].0, Standing::Converged);
+    }
+
+    #[test]
+    fn incompatible_devices_are_blocked_with_the_reason() {
+        let f = fleet("name: cams\napps: {det: {release: '1'}}", Origin::Apply, 1);
+        let mut d = dev("old", &[]);
+        d.board = Some("rpi4".into());
+        let p = &plan(&[f], &world(vec![d]))[0];
+        assert!(p.assign.is_empty());
+        let (s, why) = &by_device(p)["old"];
+        assert_eq!(*s, Standing::Blocked);
+        assert!(
+            why.contains("incompatible with det@1") && why.contains("board rpi4"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn two_applied_fleets_on_one_device_block_it_and_several_apps_block_too() {
+        let a = fleet(
+            "name: a\nselector: {site: lab}\napps: {det: {release: '1'}}",
+            Origin::Apply,
+            1,
+        );
+        let b = fleet("name: b\napps: {cls: {release: '1'}}", Origin::Apply, 2);
+        let p = plan(
+            &[a, b],
+            &world(vec![dev("x", &[("site", "lab")]), dev("y", &[])]),
+        );
+        assert!(p[0].assign.is_empty());
+        let why = &by_device(&p[0])["x"].1;
+        assert!(why.contains("matched by fleets a, b"), "{why}");
+        assert_eq!(by_device(&p[1])["x"].0, Standing::Blocked);
+        // y matches only b.
+        assert_eq!(p[1].assign.get("y").map(String::as_str), Some("cls@1"));
+
+        let multi = fleet(
+            "name: m\napps: {det: {release: '1'}, cls: {release: '1'}}",
+            Origin::Apply,
+            1,
+        );
+        let p = &plan(&[multi], &world(vec![dev("x", &[])]))[0];
+        assert!(p.assign.is_empty());
+        let (s, why) = &by_device(p)["x"];
+        assert_eq!(*s, Standing::Blocked);
+        assert!(why.contains("places 2 apps (cls, det)"), "{why}");
+    }
+
+    #[test]
+    fn applied_fleets_win_over_deploys_and_the_newest_deploy_wins() {
+        let all = fleet(
+            "name: deploy:det\napps: {det: {release: '1'}}",
+            Origin::Deploy,
+            1,
+        );
+        let lab = fleet(
+            "name: deploy:det:site=lab\nselector: {site: lab}\napps: {det: {release: '2'}}",
+            Origin::Deploy,
+            2,
+        );
+        let w = world(vec![dev("x", &[("site", "lab")]), dev("y", &[])]);
+        let p = plan(&[all.clone(), lab.clone()], &w);
+        assert_eq!(p[0].assign, [("y".to_string(), "det@1".to_string())].into());
+        assert_eq!(p[1].assign, [("x".to_string(), "det@2".to_string())].into());
+        let mine = fleet(
+            "name: mine\nselector: {site: lab}\napps: {cls: {release: '1'}}",
+            Origin::Apply,
+            0,
+        );
+        let p = plan(&[all, lab, mine], &w);
+        assert_eq!(p[2].assign, [("x".to_string(), "cls@1".to_string())].into());
+        assert!(!p[1].assign.contains_key("x"));
+    }
+
+    #[test]
+    fn a_device_that_stops_matching_is_left_per_on_unmatch() {
+        for (mode, want) in [
+            (OnUnmatch::Keep, "on_unmatch keep: keeps det@1"),
+            (OnUnmatch::Remove, "on_unmatch remove"),
+        ] {
+            let mut f = fleet(
+                "name: cams\nselector: {site: lab}\napps: {det: {release: '1'}}",
+                Origin::Apply,
+                1,
+            );
+            f.spec.on_unmatch = mode;
+            f.state.members.insert("a".into());
+            f.state.placed.insert("a".into(), "det@1".into());
+            let mut w = world(vec![dev("a", &[("site", "home")])]);
+            w.assigned.insert("a".into(), "det@1".into());
+            let p = &plan(&[f], &w)[0];
+            assert!(
+                p.assign.is_empty(),
+                "nothing assigned to a device that left"
+            );
+            let (s, why) = &by_device(p)["a"];
+            assert_eq!(*s, Standing::Left);
+            assert!(why.contains(want), "{why}");
+            assert_eq!(p.state.left["a"].release.as_deref(), Some("det@1"));
+            assert!(!p.state.members.contains("a"));
+        }
+    }
+
+    #[test]
+    fn drift_is_reported_not_forced_back_and_rollout_cohorts_are_left_alone() {
+        let mut f = fleet("name: cams\napps: {det: {release: '1'}}", Origin::Apply, 1);
+        f.state.placed.insert("a".into(), "det@1".into());
+        let mut w = world(vec![dev("a", &[]), dev("b", &[])]);
+        w.assigned.insert("a".into(), "det@2".into());
+        w.rollouts
+            .insert("det".into(), ("det-r1".into(), ["b".to_string()].into()));
+        let p = &plan(&[f], &w)[0];
+        assert!(p.assign.is_empty());
+        let m = by_device(p);
+        assert!(
+            m["a"].1.starts_with("drifted: assigned det@2"),
+            "{:?}",
+            m["a"]
+        );
+        assert_eq!(m["b"], (Standing::Converging, "in rollout det-r1".into()));
+    }
+
+    #[test]
+    fn a_policy_placement_holds_devices_until_its_rollout_completes() {
+        let old = fleet("name: cams\napps: {det: {release: '1'}}", Origin::Apply, 1);
+        let new = spec(
+            "name: cams\napps: {det: {release: '2', rollout: {steps: [{canary: {percent: 100}}]}}}",
+        );
+        let (state, notes) = preview(Some(&old), &new);
+        assert_eq!(
+            state.apps["det"].current.as_deref(),
+            Some("1"),
+            "held at the baseline"
+        );
+        assert!(
+            notes[0].contains("a rollout of det@2 starts") && notes[0].contains("stay on det@1"),
+            "{notes:?}"
+        );
+        let plain = spec("name: cams\napps: {det: {release: '2'}}");
+        let (state, notes) = preview(Some(&old), &plain);
+        assert_eq!(state.apps["det"].current.as_deref(), Some("2"));
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn unpublished_releases_block() {
+        let f = fleet("name: cams\napps: {det: {release: '9'}}", Origin::Apply, 1);
+        let p = &plan(&[f], &world(vec![dev("a", &[])]))[0];
+        assert!(by_device(p)["a"].1.contains("det@9 is not published"));
+    }
+
+    #[test]
+    fn deploy_fleet_names() {
+        assert_eq!(deploy_fleet_name("det", &BTreeMap::new()), "deploy:det");
+        assert_eq!(
+            deploy_fleet_name(
+                "det",
+                &[
+                    ("site".to_string(), "a".to_string()),
+                    ("b".to_string(), "c".to_string())
+                ]
+                .into()
+            ),
+            "deploy:det:b=c,site=a"
+        );
+    }
+}
