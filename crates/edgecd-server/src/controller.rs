@@ -1,7 +1,9 @@
 //! The controller: the one background service of a server that changes state on its own — it
 //! drives active rollouts (the pure engine of `edgecd-rollout`, applied by [`crate::rollouts`]),
-//! reconciles fleets (desired state, [`crate::fleets`]) and sweeps unreferenced blobs. Its clock and lease are injected ([`Clock`], the store's
-//! lease), so tests drive it with a fake clock.
+//! reconciles fleets (desired state, [`crate::fleets`]), sweeps the notification outbox
+//! ([`crate::notify::Notify::sweep_outbox`]) and unreferenced blobs. Its clock, lease and
+//! notifier are injected ([`Clock`], the store's lease, `Config::notifier`), so tests drive it
+//! with a fake clock and see what it sends. A panic in a pass restarts it with backoff.
 //!
 //! **One controller among replicas.** Several servers may share one PostgreSQL database; only
 //! the one holding the `controller` lease (a row with holder, epoch and expiry, renewed every
@@ -178,6 +180,7 @@ async fn run(st: AppState) {
                 if health.leader.swap(false, Ordering::Relaxed) {
                     tracing::warn!(replica = %st.replica_id, "lost the controller lease: another replica runs the controller");
                 }
+                st.notifier.sweep_outbox().await;
                 continue;
             }
             Err(e) => {
@@ -212,6 +215,9 @@ async fn run(st: AppState) {
             // On a big fleet a pass reads every device: keep it to a tenth of the time.
             next_reconcile = tokio::time::Instant::now() + started.elapsed() * 9;
         }
+        // Notifications the passes saved are queued as they are saved; the sweep queues
+        // what a full queue, a restart or a failover left pending.
+        st.notifier.sweep_outbox().await;
         if last_sweep.is_none_or(|l| l.elapsed() >= sweep_every) {
             last_sweep = Some(tokio::time::Instant::now());
             let grace = Duration::from_secs(st.config.blob_gc_grace_secs);

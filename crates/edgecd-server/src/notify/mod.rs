@@ -669,6 +669,10 @@ struct Inner {
     controller: Arc<crate::controller::Health>,
     /// Set once this replica swept as the controller; cleared when it stops being one.
     leading: AtomicBool,
+    /// How often the controller's passes sweep the outbox ([`NotifyConfig::sweep_interval`]).
+    sweep_every: Duration,
+    /// When the outbox was last swept, and when finished rows were last purged.
+    swept: std::sync::Mutex<(Option<tokio::time::Instant>, tokio::time::Instant)>,
 }
 
 /// What the rollout driver, the API and `/metrics` need of a notifier. The server's is
@@ -692,6 +696,11 @@ pub trait Notify: std::fmt::Debug + Send + Sync + 'static {
     fn channel_names(&self) -> Vec<String>;
     /// Every channel's counters.
     fn counts(&self) -> Vec<ChannelCounts>;
+    /// The controller's share of notifying, run on every pass (leader or not): when due,
+    /// queue the outbox's pending rows (on the leader only) and purge old finished ones.
+    fn sweep_outbox(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 impl Notify for Notifier {
@@ -720,6 +729,9 @@ impl Notify for Notifier {
     fn counts(&self) -> Vec<ChannelCounts> {
         Notifier::counts(self)
     }
+    fn sweep_outbox(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.sweep_when_due())
+    }
 }
 
 /// The server's notification sender (cheap to clone). See the module docs.
@@ -738,8 +750,9 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// Starts one delivery task per channel and the outbox sweep on the current tokio runtime
-    /// (call it from within one). The sweep — on the replica running the controller only
+    /// Starts one delivery task per channel on the current tokio runtime (call it from within
+    /// one) and sweeps the outbox once; the controller sweeps it from then on
+    /// ([`Notify::sweep_outbox`] on each pass). The sweep — on the replica running the controller only
     /// (`controller.leader`), so replicas never queue the same row twice — queues the
     /// outbox's pending rows, oldest first: rows of channels no longer configured are marked
     /// failed (with a warning), the ones a full queue cannot take stay pending for the next
@@ -791,15 +804,13 @@ impl Notifier {
                 store,
                 controller,
                 leading: AtomicBool::new(false),
+                sweep_every: cfg.sweep_interval.max(Duration::from_millis(10)),
+                swept: std::sync::Mutex::new((None, tokio::time::Instant::now())),
             }),
         };
         // Restart: everything still pending, due or not (the task waits for the due time).
         notifier.sweep(i64::MAX).await?;
         outbox::purge(notifier.inner.store.as_ref(), crate::util::now() as i64).await?;
-        tokio::spawn(sweeper(
-            Arc::downgrade(&notifier.inner),
-            cfg.sweep_interval.max(Duration::from_millis(10)),
-        ));
         Ok(notifier)
     }
 
@@ -927,6 +938,36 @@ impl Notifier {
         Ok(())
     }
 
+    /// Sweeps the outbox when `sweep_interval` has passed since the last sweep (see
+    /// [`Notify::sweep_outbox`]), and purges old finished rows hourly.
+    async fn sweep_when_due(&self) {
+        let (sweep, purge) = {
+            let Ok(mut s) = self.inner.swept.lock() else {
+                return;
+            };
+            let now = tokio::time::Instant::now();
+            let sweep = s.0.is_none_or(|l| now >= l + self.inner.sweep_every);
+            let purge = now >= s.1 + Duration::from_secs(3600);
+            if sweep {
+                s.0 = Some(now);
+            }
+            if purge {
+                s.1 = now;
+            }
+            (sweep, purge)
+        };
+        if sweep && let Err(e) = self.sweep(outbox::now_ms()).await {
+            tracing::warn!(error = %e, "notification outbox sweep failed; retrying");
+        }
+        if purge {
+            match outbox::purge(self.inner.store.as_ref(), crate::util::now() as i64).await {
+                Ok(k) if k > 0 => tracing::info!(rows = k, "deleted old finished notifications"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot delete old finished notifications"),
+            }
+        }
+    }
+
     /// Every channel's counters.
     pub fn counts(&self) -> Vec<ChannelCounts> {
         self.inner
@@ -964,26 +1005,6 @@ const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Every `every`: queues due pending rows nobody queued, and (hourly) deletes old finished
 /// rows. Ends with the notifier.
-async fn sweeper(inner: std::sync::Weak<Inner>, every: Duration) {
-    let mut last_purge = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let n = Notifier { inner };
-        if let Err(e) = n.sweep(outbox::now_ms()).await {
-            tracing::warn!(error = %e, "notification outbox sweep failed; retrying");
-        }
-        if last_purge.elapsed() >= Duration::from_secs(3600) {
-            last_purge = tokio::time::Instant::now();
-            match outbox::purge(n.inner.store.as_ref(), crate::util::now() as i64).await {
-                Ok(k) if k > 0 => tracing::info!(rows = k, "deleted old finished notifications"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot delete old finished notifications"),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
