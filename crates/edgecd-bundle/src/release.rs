@@ -36,7 +36,8 @@ pub struct ReleaseManifest {
     pub image_signature: Option<edgecd_sign::SigstoreBundle>,
     /// Where the bundle's models came from (git commit, training run, dataset hashes), as
     /// the bundle's signed manifest records it. Absent for bundles without provenance, so
-    /// their release manifests are unchanged.
+    /// their release manifests are unchanged; `release create --no-provenance` leaves it out
+    /// for agents that predate the field (they refuse unknown fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<crate::provenance::Provenance>,
 }
@@ -221,13 +222,17 @@ impl ReleaseManifest {
         if self.runtime != summary.profile.runtime || self.hardware != summary.profile.hardware {
             problems.push("runtime pin or hardware profile differs".to_string());
         }
-        match crate::provenance::Provenance::from_annotations(&summary.manifest.annotations) {
-            Ok(p) if p == self.provenance => {}
-            Ok(_) => problems.push(
-                "provenance (git commit, training run, datasets) differs from the bundle's"
-                    .to_string(),
-            ),
-            Err(e) => problems.push(e.to_string()),
+        // A release may leave the bundle's provenance out (for agents that predate the field);
+        // one it states must be the bundle's.
+        if let Some(stated) = &self.provenance {
+            match crate::provenance::Provenance::from_annotations(&summary.manifest.annotations) {
+                Ok(Some(p)) if &p == stated => {}
+                Ok(_) => problems.push(
+                    "provenance (git commit, training run, datasets) differs from the bundle's"
+                        .to_string(),
+                ),
+                Err(e) => problems.push(e.to_string()),
+            }
         }
         if problems.is_empty() {
             Ok(())

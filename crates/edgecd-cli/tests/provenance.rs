@@ -530,6 +530,40 @@ fn dvc_tracked_model_records_dataset_hashes_stage_and_commit() {
             bundle.to_str().unwrap(),
         ],
     );
+    // For agents older than the field: left out of release.json, still verifying.
+    let old_style = dir.join("out/release-old.json");
+    let ci_key = dir.join("out/ci.key");
+    lab.ok(
+        dir,
+        &[
+            "release",
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--key",
+            ci_key.to_str().unwrap(),
+            "--no-provenance",
+            "--out",
+            old_style.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !std::fs::read_to_string(&old_style)
+            .unwrap()
+            .contains("provenance")
+    );
+    lab.ok(
+        dir,
+        &[
+            "release",
+            "verify",
+            old_style.to_str().unwrap(),
+            "--key",
+            dir.join("out/ci.pub").to_str().unwrap(),
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+    );
     let s = edgecd_bundle::read_bundle(&bundle, &mut |_| {}).unwrap();
     let device = lab.device_running("classifier", "1.0.0", &s.digest);
     let text = lab.ok(

@@ -49,6 +49,11 @@ pub struct CreateArgs {
     /// podman mode then run it only if that signature verifies.
     #[arg(long, requires = "image")]
     pub sign_image: bool,
+    /// Leave the bundle's provenance (commit, training run, datasets) out of release.json:
+    /// agents older than the `provenance` field refuse release manifests that carry it. The
+    /// bundle's signed manifest and SBOM still record it.
+    #[arg(long)]
+    pub no_provenance: bool,
     /// Private signing key (PKCS#8 PEM or cosign encrypted key with COSIGN_PASSWORD).
     #[arg(long)]
     pub key: PathBuf,
@@ -248,6 +253,9 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut release = ReleaseManifest::for_bundle(&summary, a.image, now_rfc3339())?;
+    if a.no_provenance {
+        release.provenance = None;
+    }
     if a.sign_image {
         release.sign_image(&key)?;
     }
