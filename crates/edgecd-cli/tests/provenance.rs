@@ -10,7 +10,6 @@ use edgecd_server::{Config, EmbeddedServer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
-use std::time::Duration;
 
 /// A process killed when dropped (the MLflow server).
 struct Killed(Child);
@@ -234,13 +233,11 @@ fn bundle_from_mlflow_records_run_params_metrics_and_datasets() {
             .expect("start mlflow server"),
     );
     let uri = format!("http://127.0.0.1:{port}");
-    edgecd_testkit::wait_for("the MLflow server", Duration::from_secs(180), || {
-        ureq::get(format!("{uri}/health")).call().ok()
-    });
     let model_bytes = edgecd_cli::demo_model::classifier_onnx(7);
     let model = dir.join("model.onnx");
     std::fs::write(&model, &model_bytes).unwrap();
     let commit = "0123456789abcdef0123456789abcdef01234567";
+    // The script imports mlflow while the server starts, then waits for it.
     let out = edgecd_testkit::run_py(
         &python,
         &[

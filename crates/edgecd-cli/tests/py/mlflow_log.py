@@ -4,15 +4,30 @@ Usage: mlflow_log.py TRACKING_URI MODEL.onnx GIT_COMMIT â†’ prints {"run_id": â€
 The run has params, metrics (accuracy logged twice: the latest value counts), a numpy
 dataset input, the git commit tag MLflow's own autologging sets, and the model as an
 artifact under model/; the model version "detector" points at that artifact directory.
+Started together with the server (importing mlflow takes as long as the server's start), it
+waits up to 3 minutes for the server's /health first.
 """
 import json
 import sys
+import time
+import urllib.request
 
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
 uri, model, commit = sys.argv[1:4]
+deadline = time.monotonic() + 180
+while True:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:
+            if r.status == 200:
+                break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(f"the MLflow server at {uri} did not answer /health within 3 minutes")
+    time.sleep(0.3)
 mlflow.set_tracking_uri(uri)
 mlflow.set_experiment("edgecd-provenance")
 with mlflow.start_run(run_name="train-detector") as run:
