@@ -452,6 +452,10 @@ fn dvc_tracked_model_records_dataset_hashes_stage_and_commit() {
         ],
     );
     in_repo(&dvc, &["repro", "-q"]);
+    // A second model tracked by `dvc add` alone (other.onnx.dvc next to it).
+    let other_bytes = edgecd_cli::demo_model::classifier_onnx(13);
+    std::fs::write(repo.join("other.onnx"), &other_bytes).unwrap();
+    in_repo(&dvc, &["add", "-q", "other.onnx"]);
     in_repo(&git, &["add", "-A"]);
     in_repo(&git, &["commit", "-q", "-m", "train"]);
     let commit = in_repo(&git, &["rev-parse", "HEAD"]).trim().to_string();
@@ -510,6 +514,20 @@ fn dvc_tracked_model_records_dataset_hashes_stage_and_commit() {
         std::fs::read(&bundle).unwrap(),
         std::fs::read(dir.join("out2/classifier-1.0.0.edgecd")).unwrap()
     );
+
+    // The `dvc add`ed model: its md5 and the commit, no stage and no datasets.
+    let mut add_only = build_args("other", "out-other");
+    let other = repo.join("other.onnx");
+    add_only.extend(["--model", other.to_str().unwrap()]);
+    lab.ok(dir, &add_only);
+    let (po, _) = read_provenance(&dir.join("out-other/other-1.0.0.edgecd"));
+    assert_eq!(po.git.as_ref().unwrap().commit, commit);
+    assert!(
+        po.training_run.is_none() && po.datasets.is_empty(),
+        "{po:?}"
+    );
+    assert_eq!(po.models[0].path, "other.onnx");
+    assert_eq!(po.models[0].hash, format!("md5:{}", md5_hex(&other_bytes)));
 
     // Release manifest: carries the provenance, verifies, and `release show` prints the chain.
     let release = lab.publish(dir, &dir.join("out"), "classifier-1.0.0.edgecd");

@@ -317,3 +317,45 @@ pub fn provenance(models: &[(PathBuf, String)]) -> anyhow::Result<Option<Provena
     p.models.dedup_by(|a, b| a.path == b.path);
     Ok(Some(p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalize_without_the_file_system() {
+        assert_eq!(
+            normalize(Path::new("/r/a/./b/../c.onnx")),
+            Path::new("/r/a/c.onnx")
+        );
+        let dirs: Vec<&Path> = ancestors_until(Path::new("/r/a/b"), Path::new("/r")).collect();
+        assert_eq!(
+            dirs,
+            [Path::new("/r/a/b"), Path::new("/r/a"), Path::new("/r")]
+        );
+        assert_eq!(
+            rel(Path::new("/r/data/x.csv"), Path::new("/r")),
+            "data/x.csv"
+        );
+    }
+
+    #[test]
+    fn dvc_lock_stages_parse() {
+        let lock: Lock = serde_yaml::from_str(
+            "schema: '2.0'\nstages:\n  train:\n    cmd: python train.py\n    deps:\n    - path: data\n      hash: md5\n      md5: 0123456789abcdef0123456789abcdef.dir\n      size: 10\n      nfiles: 2\n    params:\n      params.yaml:\n        lr: 0.01\n    outs:\n    - path: model.onnx\n      hash: md5\n      md5: 0123456789abcdef0123456789abcdef\n      size: 4\n",
+        )
+        .unwrap();
+        let t = &lock.stages["train"];
+        assert_eq!(yaml_scalar(&t.params["params.yaml"]["lr"]), "0.01");
+        let d = t.deps[0].tracked("data".into()).unwrap();
+        assert_eq!(
+            (d.md5(), d.nfiles),
+            (None, Some(2)),
+            "a directory hash is no file MD5"
+        );
+        assert_eq!(
+            t.outs[0].tracked("m".into()).unwrap().md5(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+    }
+}
