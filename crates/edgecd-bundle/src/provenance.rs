@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 pub const PROVENANCE_ANNOTATION: &str = "org.edgecd.provenance";
 /// The OCI standard annotation for the source revision (the git commit).
 pub const REVISION_ANNOTATION: &str = "org.opencontainers.image.revision";
+/// The provenance must fit well inside the manifest's 1 MiB cap.
+pub const MAX_PROVENANCE_BYTES: usize = 256 << 10;
 
 /// Where the models came from. Every part is optional: a bundle built from plain files has
 /// none (and then no annotation at all, so such bundles are byte-identical to older ones).
@@ -130,6 +132,12 @@ impl Provenance {
                 )));
             }
         }
+        let len = serde_json::to_vec(self).map_or(0, |v| v.len());
+        if len > MAX_PROVENANCE_BYTES {
+            return Err(bad(format!(
+                "it is {len} bytes, more than {MAX_PROVENANCE_BYTES} (the bundle manifest holds it): the training run has too many params, metrics or datasets to record"
+            )));
+        }
         Ok(())
     }
 
@@ -202,9 +210,16 @@ mod tests {
         assert_eq!(a[REVISION_ANNOTATION], "a".repeat(40));
         assert_eq!(Provenance::from_annotations(&a).unwrap(), Some(p.clone()));
         assert_eq!(p.datasets[0].md5(), Some("b".repeat(32).as_str()));
-        let mut bad = p;
+        let mut bad = p.clone();
         bad.git.as_mut().unwrap().commit = "HEAD".into();
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("not a full commit hash"), "{e}");
+        let mut huge = p;
+        let run = huge.training_run.as_mut().unwrap();
+        for i in 0..20_000 {
+            run.params.insert(format!("param{i}"), "x".repeat(10));
+        }
+        let e = huge.validate().unwrap_err().to_string();
+        assert!(e.contains("too many params"), "{e}");
     }
 }

@@ -506,6 +506,13 @@ fn dvc_tracked_model_records_dataset_hashes_stage_and_commit() {
             .unwrap()
             .contains(&serde_json::json!({"name": "edgecd:git-commit", "value": commit}))
     );
+    // `bundle inspect` shows it.
+    let inspected = lab.ok(dir, &["bundle", "inspect", bundle.to_str().unwrap()]);
+    assert!(inspected.contains("training run dvc train"), "{inspected}");
+    assert!(
+        inspected.contains(&format!("git commit   {commit}")),
+        "{inspected}"
+    );
     // Reproducible bit for bit.
     let mut again = build_args("classifier", "out2");
     again.extend(["--model", model.to_str().unwrap()]);
