@@ -203,6 +203,9 @@ pub fn build_bundle(
     let meta = &spec.meta;
     validate_name(&meta.name)?;
     validate_version(&meta.version)?;
+    if let Some(p) = &meta.provenance {
+        p.validate()?;
+    }
     for (k, v) in &meta.labels {
         if k.is_empty()
             || k.len() > 63

@@ -7,7 +7,8 @@
 //!
 //! Modules: `metadata` (pure rendering of manifest, config, profile, SBOM), `sbom`
 //! (CycloneDX 1.6), `oci` (types), `build` (streaming writer), `read` (safe streaming reader,
-//! verification, unpacking), `release` (signed release manifests).
+//! verification, unpacking), `release` (signed release manifests), `provenance` (MLflow run,
+//! DVC datasets and git commit a bundle records).
 
 pub mod build;
 pub mod digest;
@@ -15,6 +16,7 @@ mod error;
 pub mod metadata;
 pub mod oci;
 pub mod package;
+pub mod provenance;
 pub mod read;
 pub mod release;
 pub mod sbom;

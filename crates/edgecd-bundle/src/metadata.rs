@@ -25,6 +25,9 @@ pub struct BundleMeta {
     pub runtime: RuntimePin,
     pub selftest: Option<SelfTest>,
     pub labels: BTreeMap<String, String>,
+    /// Where the models came from (MLflow run, DVC datasets, git commit): recorded in the
+    /// manifest's annotations and the SBOM; `None` adds nothing.
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 /// Rendered metadata documents and their digests.
@@ -151,6 +154,7 @@ pub fn render(meta: &BundleMeta, models: &[ModelEntry], tool_version: &str) -> R
         runtime: &meta.runtime,
         hardware: &meta.hardware,
         tool_version,
+        provenance: meta.provenance.as_ref().filter(|p| !p.is_empty()),
     }));
     let quantized: Vec<String> = models
         .iter()
@@ -208,10 +212,16 @@ pub fn render(meta: &BundleMeta, models: &[ModelEntry], tool_version: &str) -> R
             annotations: BTreeMap::new(),
         },
         layers,
-        annotations: BTreeMap::from([
-            (TITLE_ANNOTATION.to_string(), meta.name.clone()),
-            (VERSION_ANNOTATION.to_string(), meta.version.clone()),
-        ]),
+        annotations: {
+            let mut a = meta
+                .provenance
+                .as_ref()
+                .map(|p| p.annotations())
+                .unwrap_or_default();
+            a.insert(TITLE_ANNOTATION.to_string(), meta.name.clone());
+            a.insert(VERSION_ANNOTATION.to_string(), meta.version.clone());
+            a
+        },
     });
     let manifest_digest = sha256_digest(&manifest);
     let index = render_index(&manifest_digest, manifest.len() as u64, &meta.version);

@@ -34,6 +34,12 @@ pub struct ReleaseManifest {
     /// this release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_signature: Option<edgecd_sign::SigstoreBundle>,
+    /// Where the bundle's models came from (git commit, training run, dataset hashes), as
+    /// the bundle's signed manifest records it. Absent for bundles without provenance, so
+    /// their release manifests are unchanged; `release create --no-provenance` leaves it out
+    /// for agents that predate the field (they refuse unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +109,9 @@ impl ReleaseManifest {
             hardware: p.hardware.clone(),
             created,
             image_signature: None,
+            provenance: crate::provenance::Provenance::from_annotations(
+                &summary.manifest.annotations,
+            )?,
         })
     }
 
@@ -213,6 +222,18 @@ impl ReleaseManifest {
         if self.runtime != summary.profile.runtime || self.hardware != summary.profile.hardware {
             problems.push("runtime pin or hardware profile differs".to_string());
         }
+        // A release may leave the bundle's provenance out (for agents that predate the field);
+        // one it states must be the bundle's.
+        if let Some(stated) = &self.provenance {
+            match crate::provenance::Provenance::from_annotations(&summary.manifest.annotations) {
+                Ok(Some(p)) if &p == stated => {}
+                Ok(_) => problems.push(
+                    "provenance (git commit, training run, datasets) differs from the bundle's"
+                        .to_string(),
+                ),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -280,6 +301,7 @@ mod tests {
             },
             created: rfc3339_utc(0),
             image_signature: None,
+            provenance: None,
         };
         assert!(m.sign_image(&key).is_err(), "no image to sign");
         assert!(!m.verify_image_signature(&key.verifying_key()).unwrap());

@@ -183,3 +183,120 @@ fn large_models_stream_through_every_pipeline_chunk() {
         "unpacked model equals the input"
     );
 }
+
+#[test]
+fn provenance_is_signed_in_the_manifest_and_bound_by_the_release() {
+    use edgecd_bundle::provenance::{GitSource, Provenance, TrackedFile, TrainingRun};
+    use edgecd_bundle::release::ReleaseManifest;
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::opaque_model(dir.path(), "det.hef", 500, 9);
+    let provenance = Provenance {
+        git: Some(GitSource {
+            commit: "c".repeat(40),
+            dirty: false,
+        }),
+        training_run: Some(TrainingRun {
+            system: "dvc".into(),
+            id: "train".into(),
+            name: None,
+            experiment: None,
+            model_uri: None,
+            command: Some("python train.py".into()),
+            params: [("lr".to_string(), "0.1".to_string())].into(),
+            metrics: Default::default(),
+        }),
+        datasets: vec![TrackedFile {
+            path: "data/train".into(),
+            origin: "dvc".into(),
+            hash: format!("md5:{}.dir", "d".repeat(32)),
+            size: Some(10),
+            nfiles: Some(2),
+            uri: None,
+        }],
+        models: vec![],
+    };
+    let build = |out: &str, p: Option<Provenance>| {
+        let mut meta = common::meta("detector", "1.2.3");
+        meta.provenance = p;
+        edgecd_bundle::build_bundle(
+            &edgecd_bundle::BuildSpec {
+                meta,
+                models: vec![m.clone()],
+            },
+            &dir.path().join(out),
+            &mut |_| {},
+        )
+        .expect("build")
+    };
+    let plain = build("plain", None);
+    let with = build("with", Some(provenance.clone()));
+    // The provenance changes the manifest, so the signature covers it.
+    assert_ne!(plain.digest, with.digest);
+    let key = edgecd_sign::SigningKey::generate();
+    let s = edgecd_bundle::read_bundle(&with.path, &mut |_| {}).unwrap();
+    let sig = edgecd_sign::sign_artifact(&key, &s.manifest_bytes);
+    let v = edgecd_bundle::verify_bundle(&with.path, &key.verifying_key(), &sig, &mut |_| {})
+        .expect("verifies");
+    assert_eq!(
+        Provenance::from_annotations(&v.manifest.annotations).unwrap(),
+        Some(provenance.clone())
+    );
+    // A directory hash has no CycloneDX MD5: it stays a property.
+    let sbom: serde_json::Value = serde_json::from_slice(s.sbom.as_ref().unwrap()).unwrap();
+    let data = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "data")
+        .expect("data component");
+    assert!(data.get("hashes").is_none(), "{data}");
+    assert_eq!(sbom["formulation"][0]["workflows"][0]["uid"], "train");
+    // The release copies it; one that claims another lineage does not match the bundle.
+    let release = ReleaseManifest::for_bundle(&s, None, "2026-12-03T00:00:00Z".into()).unwrap();
+    assert_eq!(release.provenance.as_ref(), Some(&provenance));
+    release.check_bundle(&s).expect("matches");
+    let back = ReleaseManifest::from_json(&release.to_json()).unwrap();
+    assert_eq!(back, release);
+    let mut forged = release.clone();
+    forged
+        .provenance
+        .as_mut()
+        .unwrap()
+        .git
+        .as_mut()
+        .unwrap()
+        .commit = "e".repeat(40);
+    let e = forged.check_bundle(&s).unwrap_err().to_string();
+    assert!(e.contains("provenance"), "{e}");
+    // Leaving it out (for older agents) is allowed.
+    let mut omitted = release.clone();
+    omitted.provenance = None;
+    omitted
+        .check_bundle(&s)
+        .expect("a release may omit the provenance");
+    // A release without provenance for a bundle without it: no field, as before.
+    let ps = edgecd_bundle::read_bundle(&plain.path, &mut |_| {}).unwrap();
+    let pr = ReleaseManifest::for_bundle(&ps, None, "2026-12-03T00:00:00Z".into()).unwrap();
+    assert!(
+        !String::from_utf8(pr.to_json())
+            .unwrap()
+            .contains("provenance")
+    );
+    // A bad commit is refused before anything is written.
+    let mut bad = provenance;
+    bad.git.as_mut().unwrap().commit = "main".into();
+    let mut meta = common::meta("detector", "1.2.4");
+    meta.provenance = Some(bad);
+    let e = edgecd_bundle::build_bundle(
+        &edgecd_bundle::BuildSpec {
+            meta,
+            models: vec![m],
+        },
+        &dir.path().join("bad"),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not a full commit hash"), "{e}");
+    assert!(!dir.path().join("bad/detector-1.2.4.edgecd").exists());
+}

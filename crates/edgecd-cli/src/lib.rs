@@ -6,6 +6,7 @@
 pub mod cmd;
 pub mod demo_model;
 pub mod output;
+pub mod provenance;
 pub mod story;
 
 use clap::{Parser, Subcommand};

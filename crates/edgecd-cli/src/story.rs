@@ -114,6 +114,7 @@ impl Lab {
                 },
                 selftest: None,
                 labels: [("fleet".to_string(), "retail".to_string())].into(),
+                provenance: None,
             },
             models: vec![model],
         };

@@ -104,6 +104,7 @@ fn publish(admin: &AdminClient, key: &edgecd_sign::SigningKey, dir: &Path, versi
             },
             selftest: None,
             labels: [("fleet".to_string(), "retail".to_string())].into(),
+            provenance: None,
         },
         models: vec![model],
     };

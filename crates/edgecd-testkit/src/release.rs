@@ -62,6 +62,7 @@ pub fn make_release(
             runtime: runtime.clone(),
             selftest: None,
             labels: Default::default(),
+            provenance: None,
         },
         models: vec![model],
     };

@@ -41,6 +41,7 @@ pub fn meta(name: &str, version: &str) -> BundleMeta {
         },
         selftest: None,
         labels: [("site".to_string(), "store-1".to_string())].into(),
+        provenance: None,
     }
 }
 

@@ -2,6 +2,7 @@
 use crate::output::{byte_progress, print_json};
 use anyhow::Context;
 use edgecd_api::profile::{HardwareProfile, RuntimePin};
+use edgecd_bundle::provenance::Provenance;
 use edgecd_bundle::{BuildSpec, BundleMeta, BundleSummary};
 use edgecd_sign::SigstoreBundle;
 use serde_json::json;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Subcommand)]
 pub enum BundleCommand {
     /// Package model files into a reproducible NAME-VERSION.edgecd bundle and its SBOM.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Show what a bundle holds (structure and digests are checked; signatures are not).
     Inspect(InspectArgs),
     /// Sign a bundle's manifest: writes FILE.sigstore.json (Sigstore bundle v0.3).
@@ -27,8 +28,23 @@ pub enum BundleCommand {
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// A model file (ONNX, TFLite, or an accelerator's compiled file); repeat for several.
-    #[arg(long = "model", required = true, value_name = "PATH")]
+    /// A DVC-tracked model (MODEL.dvc, or a dvc.lock stage that outputs it) records its DVC
+    /// hashes, its stage's data dependencies and the git commit as provenance.
+    #[arg(
+        long = "model",
+        value_name = "PATH",
+        required_unless_present = "from_mlflow"
+    )]
     pub models: Vec<PathBuf>,
+    /// Pull the model from an MLflow tracking server instead: models:/NAME/VERSION,
+    /// models:/NAME@ALIAS or runs:/RUN_ID/PATH. The run id, params, metrics and datasets
+    /// are recorded as provenance.
+    #[arg(long, value_name = "URI", conflicts_with = "models")]
+    pub from_mlflow: Option<String>,
+    /// The MLflow tracking server for --from-mlflow (credentials: MLFLOW_TRACKING_TOKEN or
+    /// MLFLOW_TRACKING_USERNAME/PASSWORD).
+    #[arg(long, env = "MLFLOW_TRACKING_URI", value_name = "URL")]
+    pub mlflow_uri: Option<String>,
     #[arg(long)]
     pub name: String,
     /// Semantic version, e.g. 1.4.0.
@@ -105,7 +121,7 @@ pub struct SelftestArgs {
 
 pub fn run(c: BundleCommand) -> anyhow::Result<ExitCode> {
     match c {
-        BundleCommand::Build(a) => build(a),
+        BundleCommand::Build(a) => build(*a),
         BundleCommand::Inspect(a) => inspect(a),
         BundleCommand::Sign(a) => sign(a),
         BundleCommand::Verify(a) => verify(a),
@@ -127,10 +143,73 @@ pub fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String
     Ok(out)
 }
 
+/// The model files to pack and their provenance: pulled from MLflow, or the local files
+/// with their DVC provenance. The temporary directory holds pulled files until the build ends.
+fn gather_models(
+    a: &BuildArgs,
+) -> anyhow::Result<(Vec<PathBuf>, Option<Provenance>, Option<tempfile::TempDir>)> {
+    if let Some(uri) = &a.from_mlflow {
+        let tracking = a.mlflow_uri.as_deref().filter(|u| !u.is_empty()).context(
+            "--from-mlflow needs the tracking server: --mlflow-uri URL or MLFLOW_TRACKING_URI",
+        )?;
+        let tmp = tempfile::tempdir().context("creating a directory for the pulled model")?;
+        let pulled = crate::provenance::mlflow::pull(tracking, uri, tmp.path())?;
+        return Ok((pulled.models, Some(pulled.provenance), Some(tmp)));
+    }
+    let named: Vec<(PathBuf, String)> = a
+        .models
+        .iter()
+        .map(|m| {
+            let name = m
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (m.clone(), name)
+        })
+        .collect();
+    let provenance = crate::provenance::dvc::provenance(&named)?;
+    Ok((a.models.clone(), provenance, None))
+}
+
+/// Human lines describing a provenance (for `bundle build` and `bundle inspect`).
+pub fn provenance_lines(p: &Provenance) -> Vec<String> {
+    let mut out = vec![];
+    if let Some(g) = &p.git {
+        out.push(format!(
+            "git commit   {}{}",
+            g.commit,
+            if g.dirty { " (dirty)" } else { "" }
+        ));
+    }
+    if let Some(r) = &p.training_run {
+        out.push(format!(
+            "training run {} {}{}",
+            r.system,
+            r.id,
+            r.model_uri
+                .as_deref()
+                .map_or(String::new(), |u| format!(" ({u})"))
+        ));
+        if !r.params.is_empty() {
+            let ps: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push(format!("  params     {}", ps.join(", ")));
+        }
+        if !r.metrics.is_empty() {
+            let ms: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push(format!("  metrics    {}", ms.join(", ")));
+        }
+    }
+    for d in &p.datasets {
+        out.push(format!("dataset      {} {} ({})", d.path, d.hash, d.origin));
+    }
+    out
+}
+
 pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let runtime = RuntimePin::parse(&a.runtime).map_err(anyhow::Error::msg)?;
+    let (models, provenance, _pulled) = gather_models(&a)?;
     let selftest = match a.selftest.as_deref() {
-        Some(p) if p == std::path::Path::new("auto") => Some(record_selftests(&a.models)?),
+        Some(p) if p == std::path::Path::new("auto") => Some(record_selftests(&models)?),
         Some(p) => Some(edgecd_bundle::load_selftest(p)?),
         None => None,
     };
@@ -146,8 +225,9 @@ pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
             runtime,
             selftest,
             labels: parse_labels(&a.labels)?,
+            provenance: provenance.clone(),
         },
-        models: a.models,
+        models,
     };
     let pb = byte_progress(edgecd_bundle::build::total_model_bytes(&spec), "packing");
     let built = edgecd_bundle::build_bundle(&spec, &a.out, &mut |n| pb.inc(n))?;
@@ -156,6 +236,7 @@ pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         print_json(&json!({
             "bundle": built.path, "sbom": built.sbom_path, "digest": built.digest,
             "size": built.archive_size, "name": built.profile.name, "version": built.profile.version,
+            "provenance": provenance,
         }))?;
     } else {
         crate::outln!(
@@ -165,6 +246,9 @@ pub fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         );
         crate::outln!("digest {}", built.digest);
         crate::outln!("sbom   {}", built.sbom_path.display());
+        for l in provenance.iter().flat_map(provenance_lines) {
+            crate::outln!("{l}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -246,6 +330,7 @@ pub fn summary_json(s: &BundleSummary, signatures: &[String]) -> serde_json::Val
         "labels": p.labels,
         "sbom": s.sbom_digest,
         "signatures": signatures,
+        "provenance": Provenance::from_annotations(&s.manifest.annotations).ok().flatten(),
     })
 }
 
@@ -337,6 +422,15 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
         "  sbom         {}",
         s.sbom_digest.as_deref().unwrap_or("none")
     );
+    match Provenance::from_annotations(&s.manifest.annotations) {
+        Ok(Some(p)) => {
+            for l in provenance_lines(&p) {
+                crate::outln!("  {l}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => crate::outln!("  provenance   unreadable: {e}"),
+    }
     if signatures.is_empty() {
         crate::outln!("  signatures   none found at {}", sig_path.display());
     }

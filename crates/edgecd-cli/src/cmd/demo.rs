@@ -101,6 +101,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 },
                 selftest: None,
                 labels: [("fleet".to_string(), "retail".to_string())].into(),
+                provenance: None,
             },
             models: vec![model],
         };

@@ -18,6 +18,23 @@ pub enum ReleaseCommand {
     Publish(super::admin::remote::PublishArgs),
     /// List the releases published on a server.
     List(super::admin::remote::ListArgs),
+    /// Show a published release's chain: git commit → training run → dataset hashes →
+    /// bundle digest → signature (key id) → devices running it.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The release, APP@VERSION.
+    pub release: String,
+    /// The release manifest as published (release.json): its commit, training run and
+    /// datasets are shown once its digest matches the one the server holds.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: super::admin::Remote,
 }
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +49,11 @@ pub struct CreateArgs {
     /// podman mode then run it only if that signature verifies.
     #[arg(long, requires = "image")]
     pub sign_image: bool,
+    /// Leave the bundle's provenance (commit, training run, datasets) out of release.json:
+    /// agents older than the `provenance` field refuse release manifests that carry it. The
+    /// bundle's signed manifest and SBOM still record it.
+    #[arg(long)]
+    pub no_provenance: bool,
     /// Private signing key (PKCS#8 PEM or cosign encrypted key with COSIGN_PASSWORD).
     #[arg(long)]
     pub key: PathBuf,
@@ -68,7 +90,124 @@ pub fn run(c: ReleaseCommand) -> anyhow::Result<ExitCode> {
         ReleaseCommand::List(a) => {
             super::admin::remote::run(super::admin::remote::RemoteReleaseCommand::List(a))
         }
+        ReleaseCommand::Show(a) => show(a),
     }
+}
+
+/// `edgecd release show APP@VERSION`: what the server knows (bundle, signing key, devices)
+/// joined with the provenance of the published release manifest.
+fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let (app, version) = a
+        .release
+        .split_once('@')
+        .filter(|(a, v)| !a.is_empty() && !v.is_empty())
+        .with_context(|| format!("{:?} is not APP@VERSION", a.release))?;
+    let client = a.remote.client()?;
+    let releases = client.list_releases()?;
+    let info = releases
+        .iter()
+        .find(|r| r.release.app == app && r.release.version == version)
+        .with_context(|| {
+            format!(
+                "{app}@{version} is not published on {} (see `edgecd release list`)",
+                a.remote.server
+            )
+        })?;
+    let r = &info.release;
+    let provenance = match &a.manifest {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let digest = edgecd_bundle::digest::sha256_digest(&bytes);
+            anyhow::ensure!(
+                digest == r.manifest.digest,
+                "{} (digest {digest}) is not the release manifest the server published for {app}@{version} ({})",
+                path.display(),
+                r.manifest.digest
+            );
+            ReleaseManifest::from_json(&bytes)?.provenance
+        }
+        None => None,
+    };
+    let devices = client.list_devices_where(&Default::default(), None)?;
+    let name = format!("{app}@{version}");
+    let devices: Vec<serde_json::Value> = devices
+        .iter()
+        .filter_map(|d| {
+            let status = d.status.as_ref();
+            let running = status
+                .and_then(|s| s.running.as_ref())
+                .is_some_and(|x| x.app == app && x.version == version);
+            let assigned = d.assigned.as_deref() == Some(name.as_str());
+            (running || assigned).then(|| {
+                serde_json::json!({
+                    "id": d.id,
+                    "running": running,
+                    "assigned": assigned,
+                    "phase": status.map(|s| s.phase),
+                })
+            })
+        })
+        .collect();
+    if a.json {
+        print_json(&serde_json::json!({
+            "release": name,
+            "git": provenance.as_ref().and_then(|p| p.git.as_ref()),
+            "trainingRun": provenance.as_ref().and_then(|p| p.training_run.as_ref()),
+            "datasets": provenance.as_ref().map_or(&[][..], |p| &p.datasets[..]),
+            "modelHashes": provenance.as_ref().map_or(&[][..], |p| &p.models[..]),
+            "provenanceKnown": a.manifest.is_some(),
+            "bundle": {"digest": r.bundle_digest, "archive": r.bundle},
+            "sbom": info.sbom,
+            "manifest": r.manifest,
+            "signature": {"keyId": info.signed_by},
+            "published": info.published,
+            "devices": devices,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::outln!("{name}");
+    match (&provenance, &a.manifest) {
+        (Some(p), _) => {
+            if p.git.is_none() {
+                crate::outln!("  git commit   unknown");
+            }
+            for l in super::bundle::provenance_lines(p) {
+                crate::outln!("  {l}");
+            }
+        }
+        (None, Some(_)) => crate::outln!("  provenance   none recorded (built from plain files)"),
+        (None, None) => crate::outln!(
+            "  provenance   pass --manifest release.json (as published) to show the commit, training run and datasets"
+        ),
+    }
+    crate::outln!("  bundle       {}", r.bundle_digest);
+    crate::outln!(
+        "  archive      {} ({} bytes)",
+        r.bundle.digest,
+        r.bundle.size
+    );
+    crate::outln!("  signature    key {}", info.signed_by);
+    let running = devices.iter().filter(|d| d["running"] == true).count();
+    crate::outln!(
+        "  devices      {running} running, {} assigned",
+        devices.iter().filter(|d| d["assigned"] == true).count()
+    );
+    for d in &devices {
+        crate::outln!(
+            "    {} {}{}",
+            d["id"].as_str().unwrap_or_default(),
+            if d["running"] == true {
+                "running"
+            } else {
+                "assigned"
+            },
+            d["phase"]
+                .as_str()
+                .map_or(String::new(), |p| format!(" ({p})"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn now_rfc3339() -> String {
@@ -114,6 +253,9 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut release = ReleaseManifest::for_bundle(&summary, a.image, now_rfc3339())?;
+    if a.no_provenance {
+        release.provenance = None;
+    }
     if a.sign_image {
         release.sign_image(&key)?;
     }
