@@ -43,7 +43,7 @@ pub enum Command {
     /// Manage which keys the server trusts to sign releases.
     #[command(subcommand)]
     Keys(cmd::admin::KeysCommand),
-    /// Manage devices: enrollment tokens, listing, labels, revocation, deletion.
+    /// Manage devices: enrollment tokens, listing, labels, logs, diagnosis, revocation, deletion.
     #[command(subcommand)]
     Device(cmd::admin::DeviceCommand),
     /// Assign a release directly to the devices matching a selector that can run it.

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .route("/api/v1/hooks/alertmanager", post(crate::alerts::receive))
         .merge(crate::rollouts::routes())
+        .merge(crate::device_logs::routes())
         .merge(crate::auth::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -167,7 +168,7 @@ async fn device(state: &AppState, headers: &HeaderMap) -> Result<DeviceRow, ApiE
     Ok(dev)
 }
 
-async fn device_for_path(
+pub(crate) async fn device_for_path(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
@@ -455,17 +456,20 @@ async fn checkin_inner(
         .get("site")
         .and_then(|site| st.config.image_mirrors.get(site))
         .cloned();
-    Ok(checkin_answer(&st, &id, &headers, row, mirror))
+    let request = crate::device_logs::pending_request(&st, &id).await?;
+    Ok(checkin_answer(&st, &id, &headers, row, mirror, request))
 }
 
 /// The answer to a check-in: the signed timestamp, and the device's assignment unless its
-/// `If-None-Match` shows it has it (304); `image_mirror`: the registry mirror of its site.
+/// `If-None-Match` shows it has it (304) and no report is asked of it; `image_mirror`: the
+/// registry mirror of its site; `device_request`: logs an operator asked for.
 fn checkin_answer(
     st: &AppState,
     id: &str,
     headers: &HeaderMap,
     row: Option<AssignmentRow>,
     image_mirror: Option<String>,
+    device_request: Option<DeviceRequest>,
 ) -> Response {
     let next = st.config.checkin_interval_secs;
     let Some(a) = row else {
@@ -477,6 +481,7 @@ fn checkin_answer(
                 next_checkin_secs: next,
                 protocol: PROTOCOL_VERSION.into(),
                 image_mirror,
+                device_request,
             }),
         )
             .into_response();
@@ -490,7 +495,7 @@ fn checkin_answer(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
-    if matches {
+    if matches && device_request.is_none() {
         return (
             StatusCode::NOT_MODIFIED,
             [next_header(next), (header::ETAG, hv(&tag))],
@@ -506,6 +511,7 @@ fn checkin_answer(
             next_checkin_secs: next,
             protocol: PROTOCOL_VERSION.into(),
             image_mirror,
+            device_request,
         }),
     )
         .into_response()

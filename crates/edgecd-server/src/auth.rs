@@ -102,6 +102,7 @@ pub const ROUTES: &[RouteAccess] = &[
     r("POST", "/api/v1/devices/{id}/checkin", Device),
     r("GET", "/api/v1/devices/{id}/assignment", Device),
     r("GET", "/api/v1/blobs/{digest}", Device),
+    r("POST", "/api/v1/devices/{id}/logs", Device),
     r("POST", "/api/v1/hooks/alertmanager", Hook),
     // reads
     r("GET", "/api/v1/admin/keys", VIEWER),
@@ -119,6 +120,11 @@ pub const ROUTES: &[RouteAccess] = &[
     r("POST", "/api/v1/admin/releases/check", DEPLOYER),
     r("POST", "/api/v1/admin/enrollment-tokens", DEPLOYER),
     r("PATCH", "/api/v1/admin/devices/{id}/labels", DEPLOYER),
+    // device logs and diagnoses reveal a lot: not for viewers
+    r("GET", "/api/v1/admin/devices/{id}/logs", DEPLOYER),
+    r("POST", "/api/v1/admin/devices/{id}/logs", DEPLOYER),
+    r("GET", "/api/v1/admin/devices/{id}/diagnose", DEPLOYER),
+    r("POST", "/api/v1/admin/devices/{id}/diagnose", DEPLOYER),
     r("POST", "/api/v1/admin/deployments", DEPLOYER),
     r("POST", "/api/v1/admin/rollouts", DEPLOYER),
     r("POST", "/api/v1/admin/rollouts/{id}/{command}", DEPLOYER),

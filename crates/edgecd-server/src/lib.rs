@@ -27,6 +27,7 @@ pub mod auth;
 pub mod backup;
 pub mod blobs;
 pub mod controller;
+pub mod device_logs;
 pub mod devices;
 pub mod embedded;
 pub mod error;

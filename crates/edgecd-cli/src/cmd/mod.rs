@@ -9,3 +9,4 @@ pub mod release;
 pub mod rollout;
 pub mod server;
 pub mod sim;
+pub mod troubleshoot;
