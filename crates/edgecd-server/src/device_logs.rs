@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::api::{device_for_path, device_or_404, json_col};
 use crate::auth::{Auth, Deployer};
 use crate::error::ApiError;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
@@ -132,14 +133,17 @@ pub async fn pending_request(
         }))
 }
 
-async fn record(
-    st: &AppState,
-    id: &str,
-    body: Option<Json<LogsRequest>>,
-    diagnose: bool,
-) -> Result<(), ApiError> {
+async fn record(st: &AppState, id: &str, body: &[u8], diagnose: bool) -> Result<(), ApiError> {
     device_or_404(st, id).await?;
-    let lines = body.and_then(|b| b.0.lines).unwrap_or(DEFAULT_LINES);
+    // The body is optional: none (or empty) asks for the defaults.
+    let req: LogsRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LogsRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("body: {e} (expected {{\"lines\": N}} or nothing)"))
+        })?
+    };
+    let lines = req.lines.unwrap_or(DEFAULT_LINES);
     if !(1..=MAX_LINES).contains(&lines) {
         return Err(ApiError::bad_request(format!(
             "lines {lines}: ask for 1 to {MAX_LINES} lines"
@@ -157,9 +161,9 @@ async fn request_logs(
     State(st): State<AppState>,
     _: Auth<Deployer>,
     Path(id): Path<String>,
-    body: Option<Json<LogsRequest>>,
+    body: Bytes,
 ) -> Result<Json<DeviceLogs>, ApiError> {
-    record(&st, &id, body, false).await?;
+    record(&st, &id, &body, false).await?;
     Ok(Json(logs_of(&st, &id).await?))
 }
 
@@ -167,9 +171,9 @@ async fn request_diagnosis(
     State(st): State<AppState>,
     _: Auth<Deployer>,
     Path(id): Path<String>,
-    body: Option<Json<LogsRequest>>,
+    body: Bytes,
 ) -> Result<Json<Diagnosis>, ApiError> {
-    record(&st, &id, body, true).await?;
+    record(&st, &id, &body, true).await?;
     Ok(Json(diagnosis_of(&st, &id).await?))
 }
 

@@ -7,7 +7,7 @@
 //! [`store`] (all SQL, one module per backend), [`controller`] (the supervised service that
 //! changes state on its own, elected among replicas by a lease), [`assign`] (the one path that
 //! changes what a device runs), HTTP handlers (`api`, `rollouts`, `devices`, `alerts`,
-//! `metrics`), people and access ([`auth`]: API tokens, roles, the access layer; [`audit`]:
+//! `metrics`, `device_logs`, `chatops`), people and access ([`auth`]: API tokens, roles, the access layer; [`audit`]:
 //! the audit log; [`backup`]: online backup and restore), [`blobs`] (content-addressed storage); [`EmbeddedServer`] runs it in-process.
 //!
 //! Data directory layout:
@@ -26,6 +26,7 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod blobs;
+pub mod chatops;
 pub mod controller;
 pub mod device_logs;
 pub mod devices;
@@ -105,6 +106,10 @@ pub struct Config {
     /// ([`notify::NotifyConfig::load`] validates it). Default: no channels, links derived
     /// from `listen`. Webhook URLs and keys inside are redacted in `Debug`.
     pub notifications: notify::NotifyConfig,
+
+    // --- ChatOps ---
+    /// Slack / Teams buttons that act on rollouts ([`chatops`]): secrets, who is who.
+    pub chat: chatops::ChatConfig,
 }
 
 impl Config {
@@ -132,6 +137,7 @@ impl Config {
             alert_hook_token: None,
             alert_hook_hmac_key: None,
             notifications: notify::NotifyConfig::default(),
+            chat: chatops::ChatConfig::default(),
         }
     }
 }
@@ -234,8 +240,10 @@ impl Server {
         let prometheus = config.prometheus_url.as_deref().map(|u| {
             promql::Prometheus::new(u, Duration::from_millis(config.prometheus_timeout_ms))
         });
+        let mut notifications = config.notifications.clone();
+        notifications.chat_actions = config.chat.enabled();
         let notifier = notify::Notifier::start(
-            &config.notifications,
+            &notifications,
             &notify::default_public_url(config.listen, config.tls.is_some()),
             store.clone(),
             controller.clone(),
