@@ -48,7 +48,8 @@ pub enum Command {
     Device(cmd::admin::DeviceCommand),
     /// Assign a release directly to the devices matching a selector that can run it.
     Deploy(cmd::admin::DeployArgs),
-    /// Progressive rollouts: start, status, list, promote, pause, resume, abort, approve, history.
+    /// Progressive rollouts: start, status, list, promote, pause, resume, abort, approve,
+    /// rollback, history.
     #[command(subcommand)]
     Rollout(cmd::rollout::RolloutCommand),
     /// Send the devices of an app (or those of them matching a selector) back to an earlier
