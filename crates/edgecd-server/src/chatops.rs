@@ -183,7 +183,11 @@ pub fn slack_signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 pub fn teams_signature(secret_b64: &str, body: &[u8]) -> Result<String, String> {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret_b64.trim())
-        .map_err(|e| format!("the Teams secret is not base64: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "the Teams secret is not base64 ({e}): use the security token Teams showed when the outgoing webhook was created"
+            )
+        })?;
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes keys of any length");
     mac.update(body);

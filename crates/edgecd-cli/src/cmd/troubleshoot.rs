@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
+    /// The device id (`edgecd device list`).
     pub id: String,
     /// Lines per source (the agent's and the runtime's), at most 5000.
     #[arg(long, short = 'n', default_value_t = 200)]
@@ -30,6 +31,7 @@ pub struct LogsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct DiagnoseArgs {
+    /// The device id (`edgecd device list`).
     pub id: String,
     /// How long to wait for the device's answer, in seconds (it answers at its next check-in).
     #[arg(long, default_value_t = 120)]
