@@ -35,8 +35,9 @@ use crate::install::BundleInstaller;
 use crate::machine::{self, Effect, Event, Limits, Slot, State};
 use crate::verify::{self, Refusal};
 use edgecd_api::protocol::{
-    BlobRef, CheckinRequest, DeviceStatus, DownloadProgress, EnrollRequest, Inventory,
-    PROTOCOL_VERSION, Phase, ReleaseRef, SignedAssignment,
+    BlobRef, CheckinRequest, DeviceReport, DeviceRequest, DeviceStatus, Diagnostics,
+    DownloadProgress, EnrollRequest, Inventory, PROTOCOL_VERSION, Phase, ReleaseRef, RuntimeHealth,
+    SignedAssignment,
 };
 use edgecd_sign::{SigstoreBundle, VerifyingKey};
 use rand_core::RngCore;
@@ -110,6 +111,8 @@ pub struct Config {
     pub metrics_listen_any: bool,
     /// Run releases that pin a runtime image under podman (`None`: native mode only).
     pub podman: Option<crate::runtime::PodmanConfig>,
+    /// The native runtime's log file (`--runtime-log`), for `edgecd device logs`.
+    pub runtime_log: Option<PathBuf>,
 }
 
 /// Enrollment, persisted in `device.json`.
@@ -161,7 +164,17 @@ pub struct Agent {
     podman: Option<crate::runtime::Podman>,
     /// Since when the committed runtime's container has been seen down (podman mode).
     runtime_down_since: Option<Instant>,
+    /// An operator's logs/diagnose request not answered yet.
+    device_request: Option<DeviceRequest>,
+    /// The id of the last request answered (the server repeats a request until its answer
+    /// is stored).
+    answered_request: Option<String>,
+    /// Recent SoC temperature readings `(unix seconds, °C)`, for a diagnosis.
+    temperatures: std::collections::VecDeque<(u64, f64)>,
 }
+
+/// SoC temperature readings a diagnosis reports.
+const TEMPERATURE_HISTORY: usize = 120;
 
 /// How long the committed runtime's container may stay exited before it counts as a crash
 /// loop (podman restarts a crash at once; a container that stays down does not come back).
@@ -256,6 +269,9 @@ impl Agent {
             telemetry,
             podman,
             runtime_down_since: None,
+            device_request: None,
+            answered_request: None,
+            temperatures: Default::default(),
         };
         agent.update_telemetry();
         Ok(agent)
@@ -537,6 +553,10 @@ impl Agent {
             .as_ref()
             .map(|s| crate::metrics::delta(self.metrics_sent.as_ref(), s));
         if let (Some(t), throttled) = self.telemetry.read_soc() {
+            if self.temperatures.len() == TEMPERATURE_HISTORY {
+                self.temperatures.pop_front();
+            }
+            self.temperatures.push_back((now(), t));
             metrics
                 .get_or_insert_with(Default::default)
                 .record_temperature(t, throttled.unwrap_or(false));
@@ -573,6 +593,11 @@ impl Agent {
                 }
                 if response.assignment.is_some() {
                     self.pending = response.assignment;
+                }
+                if let Some(r) = response.device_request
+                    && self.answered_request.as_deref() != Some(r.id.as_str())
+                {
+                    self.device_request = Some(r);
                 }
                 response.next_checkin_secs
             }
@@ -1405,6 +1430,108 @@ impl Agent {
         Event::Unpacked { image }
     }
 
+    /// Uploads the answer to an operator's logs/diagnose request, if one is waiting; a
+    /// failure is logged and retried after the next check-in.
+    fn answer_device_request(&mut self) {
+        let (Some(req), Some(e)) = (self.device_request.clone(), self.enrollment.clone()) else {
+            return;
+        };
+        let n = req.lines.clamp(1, 5000) as usize;
+        let now = now();
+        let runtime = match (&self.podman, &self.cfg.runtime_log) {
+            (Some(p), _) if self.current_image().is_some() => match p.logs(n) {
+                Ok(text) => crate::report::podman_lines(&text),
+                Err(err) => vec![(String::new(), format!("podman logs failed: {err}"))],
+            },
+            (_, Some(path)) => crate::report::file_tail(path, n, now),
+            _ => vec![],
+        };
+        let (lines, truncated) = crate::report::lines(crate::logbuf::recent(n), runtime, now);
+        let diagnostics = req.diagnose.then(|| self.diagnostics(now));
+        let report = DeviceReport {
+            request_id: req.id.clone(),
+            lines,
+            truncated,
+            diagnostics,
+        };
+        match self
+            .client
+            .upload_report(&e.device_id, &e.credential, &report)
+        {
+            Ok(()) => {
+                tracing::info!(request = %req.id, lines = report.lines.len(), diagnose = req.diagnose, "sent the logs an operator asked for");
+                self.answered_request = Some(req.id);
+                self.device_request = None;
+            }
+            Err(ClientError::Status { status: 409, .. }) => {
+                // A newer request replaced it: the next check-in brings that one.
+                self.device_request = None;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not send the logs an operator asked for; retrying")
+            }
+        }
+    }
+
+    /// What a diagnosis reports from the device itself.
+    fn diagnostics(&self, now: u64) -> Diagnostics {
+        let (free, total) = crate::report::disk(&self.cfg.data_dir);
+        let runtime = if let (Some(p), Some(image)) = (&self.podman, self.current_image()) {
+            match p.state() {
+                Some(s) => RuntimeHealth {
+                    kind: "podman".into(),
+                    healthy: Some(s.status == "running" && s.restarts <= p.cfg.max_restarts),
+                    detail: format!(
+                        "container {} {} (image {image}), {} restarts, last exit code {}",
+                        p.cfg.container, s.status, s.restarts, s.exit_code
+                    ),
+                },
+                None => RuntimeHealth {
+                    kind: "podman".into(),
+                    healthy: Some(false),
+                    detail: format!("container {} is gone (image {image})", p.cfg.container),
+                },
+            }
+        } else if let Some(h) = &self.cfg.health {
+            let kind = match h {
+                HealthCheck::Cmd(_) => "health-cmd",
+                HealthCheck::Url(_) => "health-url",
+            };
+            let r = hooks::health(
+                h,
+                &self.hook_env(),
+                Duration::from_secs(3),
+                Duration::from_millis(500),
+            );
+            RuntimeHealth {
+                kind: kind.into(),
+                healthy: Some(r.is_ok()),
+                detail: match r {
+                    Ok(()) => "healthy".into(),
+                    Err(e) => e,
+                },
+            }
+        } else {
+            RuntimeHealth {
+                kind: "none".into(),
+                healthy: None,
+                detail: "no health check configured (--health-url, --health-cmd or --podman)"
+                    .into(),
+            }
+        };
+        Diagnostics {
+            collected_at: crate::report::rfc3339(now),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            phase: self.state.phase,
+            slots: crate::report::slots(&self.cfg.data_dir, &self.state),
+            free_disk_bytes: free,
+            total_disk_bytes: total,
+            temperatures: self.temperatures.iter().copied().collect(),
+            throttled: self.telemetry.sample().throttled,
+            runtime,
+        }
+    }
+
     /// One round: enroll if needed, check in, handle a new assignment. Returns the delay
     /// before the next round.
     pub fn sync_once(&mut self) -> Result<Duration, AgentError> {
@@ -1414,6 +1541,7 @@ impl Agent {
                 self.failures = 0;
                 self.handle_pending()?;
                 self.watch_runtime()?;
+                self.answer_device_request();
                 Ok(delay)
             }
             Err(e) => {

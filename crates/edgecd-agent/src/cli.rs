@@ -153,6 +153,10 @@ pub struct Args {
     /// previous image and model come back).
     #[arg(long, default_value_t = 3, requires = "podman")]
     pub runtime_max_restarts: u32,
+    /// A file the native runtime writes its log to (e.g. edgecd-infer's stderr redirected):
+    /// its last lines are sent with `edgecd device logs` (podman mode reads `podman logs`).
+    #[arg(long, env = "EDGECD_RUNTIME_LOG")]
+    pub runtime_log: Option<PathBuf>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -267,11 +271,13 @@ impl Args {
                 let p = PathBuf::from("/sys/class/thermal/thermal_zone0/temp");
                 p.exists().then_some(p)
             }),
+            runtime_log: self.runtime_log,
         })
     }
 }
 
-/// Structured JSON logs on stderr (`RUST_LOG`-style level via `EDGECD_LOG`, default info).
+/// Structured JSON logs on stderr (`RUST_LOG`-style level via `EDGECD_LOG`, default info),
+/// the recent ones also kept in memory for `edgecd device logs` ([`crate::logbuf`]).
 pub fn init_tracing() {
     let level = std::env::var("EDGECD_LOG")
         .ok()
@@ -280,7 +286,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logbuf::Tee)
         .with_ansi(false)
         .try_init();
 }

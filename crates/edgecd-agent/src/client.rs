@@ -9,8 +9,8 @@
 //! `--ca-cert` the server must present a certificate chaining to that CA (pinned).
 
 use edgecd_api::protocol::{
-    BlobRef, CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse, ErrorBody,
-    NEXT_CHECKIN_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, TIMESTAMP_HEADER,
+    BlobRef, CheckinRequest, CheckinResponse, DeviceReport, EnrollRequest, EnrollResponse,
+    ErrorBody, NEXT_CHECKIN_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION, TIMESTAMP_HEADER,
     TIMESTAMP_SIGNATURE_HEADER,
 };
 use std::io::{Read, Write};
@@ -310,6 +310,29 @@ impl Client {
             },
             stamp,
         ))
+    }
+
+    /// `POST /api/v1/devices/{id}/logs`: the answer to an operator's logs request.
+    pub fn upload_report(
+        &self,
+        device_id: &str,
+        credential: &str,
+        report: &DeviceReport,
+    ) -> Result<(), ClientError> {
+        let body =
+            serde_json::to_string(report).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut resp = self
+            .agent
+            .post(&self.url(&format!("/api/v1/devices/{device_id}/logs")))
+            .header("authorization", &format!("Bearer {credential}"))
+            .header("content-type", "application/json")
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
+            .send(body)
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(Self::error_of(&mut resp));
+        }
+        Ok(())
     }
 
     /// Downloads `blob` into `part` (appending, resuming from its current length) until it

@@ -9,7 +9,8 @@
 //! a trait), `agent` (the driver), `cli` (flags of the `edgecd-agent` binary), `metrics`
 //! (reads the runtime's metrics for check-ins), `exporter` (the agent's own local Prometheus
 //! endpoint, `--metrics-listen`), `runtime` (runtime images under podman: pull by digest,
-//! run, health, crash-loop signs, pruning, the quadlet).
+//! run, health, crash-loop signs, pruning, the quadlet), `logbuf` (the agent's recent log
+//! lines in a bounded ring) and `report` (answers to an operator's logs/diagnose request).
 
 pub mod admin;
 pub mod agent;
@@ -20,8 +21,10 @@ pub mod fsutil;
 pub mod hooks;
 pub mod install;
 pub mod inventory;
+pub mod logbuf;
 pub mod machine;
 pub mod metrics;
+pub mod report;
 pub mod runtime;
 pub mod verify;
 

@@ -439,6 +439,33 @@ impl Podman {
         .unwrap_or_default()
     }
 
+    /// The container's last `n` log lines with podman's timestamps (its stdout and stderr),
+    /// for `edgecd device logs`.
+    pub fn logs(&self, n: usize) -> Result<String, String> {
+        let out = self
+            .cmd()
+            .args([
+                "logs",
+                "--timestamps",
+                "--tail",
+                &n.to_string(),
+                &self.cfg.container,
+            ])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.cfg.podman.display()))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(1000)
+                .collect());
+        }
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
     /// How the committed runtime's container is doing (see [`Health`]).
     pub fn watch(&self, image: &str) -> Health {
         let local = self.local_ref(image);

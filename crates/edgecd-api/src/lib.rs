@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod protocol;
+pub mod redact;
 
 /// Version of the HTTP API (`/api/v1/...`).
 pub const API_VERSION: &str = "v1";

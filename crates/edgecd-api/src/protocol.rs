@@ -326,6 +326,11 @@ pub struct CheckinResponse {
     /// (`HOST[:PORT][/PREFIX]`); the image digest stays the one the release pins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_mirror: Option<String>,
+    /// An operator asked for this device's recent logs (and a diagnosis): upload a
+    /// [`DeviceReport`] to `POST /api/v1/devices/{id}/logs`. Repeated on every check-in
+    /// (never hidden by a `304`) until the report with its id arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_request: Option<DeviceRequest>,
 }
 
 /// An assignment and the server's signature over its exact JSON bytes.
@@ -541,6 +546,94 @@ pub fn valid_digest(d: &str) -> bool {
     })
 }
 
+/// Largest size of the log lines (bytes of `line` text) in one [`DeviceReport`].
+pub const MAX_LOG_BYTES: usize = 256 * 1024;
+
+/// What the server asks a device to report (in [`CheckinResponse::device_request`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRequest {
+    /// Echoed in the report; a device answers each id once.
+    pub id: String,
+    /// At most this many recent lines per source.
+    pub lines: u32,
+    /// Also send [`Diagnostics`].
+    #[serde(default)]
+    pub diagnose: bool,
+}
+
+/// One log line a device reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339 UTC.
+    pub ts: String,
+    /// `agent` or `runtime`.
+    pub source: String,
+    pub line: String,
+}
+
+/// `POST /api/v1/devices/{id}/logs`: a device's answer to a [`DeviceRequest`]. Lines are
+/// redacted (credentials, keys, `token=`/`secret=`/`password=` values) and bounded by
+/// [`MAX_LOG_BYTES`] (oldest dropped first, `truncated` set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceReport {
+    pub request_id: String,
+    pub lines: Vec<LogLine>,
+    #[serde(default)]
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Diagnostics>,
+}
+
+/// What a device knows about itself right now (`edgecd device diagnose`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostics {
+    /// RFC 3339 UTC, the device's clock.
+    pub collected_at: String,
+    pub agent_version: String,
+    pub phase: Phase,
+    /// The A/B slots and what each holds.
+    pub slots: Vec<SlotReport>,
+    /// Free and total bytes of the agent's data directory's file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_disk_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_disk_bytes: Option<u64>,
+    /// Recent SoC temperature readings: `[unix seconds, °C]`, oldest first.
+    #[serde(default)]
+    pub temperatures: Vec<(u64, f64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<bool>,
+    pub runtime: RuntimeHealth,
+}
+
+/// One install slot as the device sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotReport {
+    pub slot: String,
+    /// `APP@VERSION` installed there, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// `current` points here.
+    pub current: bool,
+    pub bytes: u64,
+}
+
+/// The runtime's health as the agent checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeHealth {
+    /// `podman`, `health-url`, `health-cmd` or `none` (nothing to check).
+    pub kind: String,
+    /// `None`: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    pub detail: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,6 +760,11 @@ mod tests {
             next_checkin_secs: 1,
             protocol: PROTOCOL_VERSION.into(),
             image_mirror: Some("mirror.site:5000".into()),
+            device_request: Some(DeviceRequest {
+                id: "r1".into(),
+                lines: 100,
+                diagnose: true,
+            }),
         });
         roundtrips_with_future_fields(&EnrollRequest {
             token: "t".into(),

@@ -44,7 +44,7 @@ pub enum Command {
     /// Manage which keys the server trusts to sign releases.
     #[command(subcommand)]
     Keys(cmd::admin::KeysCommand),
-    /// Manage devices: enrollment tokens, listing, labels, revocation, deletion.
+    /// Manage devices: enrollment tokens, listing, labels, logs, diagnosis, revocation, deletion.
     #[command(subcommand)]
     Device(cmd::admin::DeviceCommand),
     /// Assign a release directly to the devices matching a selector that can run it (and
@@ -53,7 +53,8 @@ pub enum Command {
     /// Fleets as desired state: apply, diff, status, list, delete.
     #[command(subcommand)]
     Fleet(cmd::fleet::FleetCommand),
-    /// Progressive rollouts: start, status, list, promote, pause, resume, abort, approve, history.
+    /// Progressive rollouts: start, status, list, promote, pause, resume, abort, approve,
+    /// rollback, history.
     #[command(subcommand)]
     Rollout(cmd::rollout::RolloutCommand),
     /// Send the devices of an app (or those of them matching a selector) back to an earlier

@@ -169,6 +169,13 @@ fn rollout_verbs_through_the_cli() {
     ] {
         assert!(history.contains(kind), "history has {kind}: {history}");
     }
+    // Its devices went back with the abort: a rollback now is refused, saying so.
+    let o = cli(&lab, &["rollout", "rollback", &id]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("409") && err.contains("already aborted"),
+        "{err}"
+    );
     let list = json(&lab, &["rollout", "status", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     // Manual fleet rollback to an explicit version.

@@ -52,24 +52,27 @@ fn static_infer(target: &str) -> PathBuf {
         "--bin",
         "edgecd-infer",
     ])
-    .args(["--target", target])
-    // Unoptimised and without debug info: the tests run a tiny model, and this build of
-    // tract and its dependencies (cold: twice, one per architecture) is most of a cold
-    // `scripts/test`'s time otherwise (the workspace builds them at opt-level 2).
-    .args([
-        "--config",
-        "profile.dev.package.\"*\".opt-level=0",
-        "--config",
-        "profile.dev.package.edgecd-infer.opt-level=0",
-        "--config",
-        "profile.dev.debug=0",
-    ])
-    .current_dir(edgecd_testkit::workspace_root())
-    .env("CARGO_TARGET_DIR", &dir)
-    .env(
-        format!("CARGO_TARGET_{env_target}_RUSTFLAGS"),
-        "-C target-feature=+crt-static",
-    );
+    .args(["--target", target]);
+    // The amd64 binary is built unoptimised and without debug info: the tests run a tiny
+    // model, and a cold build of tract at the workspace's opt-level 2 is a large part of a
+    // cold `scripts/test`. (An unoptimised static aarch64 binary does not link: too many GOT
+    // entries for glibc's static libm; that one keeps the workspace profile.)
+    if !target.starts_with("aarch64") {
+        c.args([
+            "--config",
+            "profile.dev.package.\"*\".opt-level=0",
+            "--config",
+            "profile.dev.package.edgecd-infer.opt-level=0",
+            "--config",
+            "profile.dev.debug=0",
+        ]);
+    }
+    c.current_dir(edgecd_testkit::workspace_root())
+        .env("CARGO_TARGET_DIR", &dir)
+        .env(
+            format!("CARGO_TARGET_{env_target}_RUSTFLAGS"),
+            "-C target-feature=+crt-static",
+        );
     if target.starts_with("aarch64") {
         c.env(
             format!("CARGO_TARGET_{env_target}_LINKER"),

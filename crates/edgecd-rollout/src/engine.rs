@@ -1207,6 +1207,33 @@ impl Rollout {
         Ok(d)
     }
 
+    /// A person sends the release's devices back to the baseline: an unfinished rollout is
+    /// aborted (as [`Command::Abort`]); a completed one is reopened only to assign the
+    /// baseline to every device that got the release (it ends `aborted`, cause operator).
+    /// Refused without a baseline or once aborted (its devices went back then).
+    pub fn rollback(&mut self, now: i64) -> Result<Decision, String> {
+        if self.state.phase == Phase::Aborted {
+            return Err(format!(
+                "rollout {} is already aborted: its devices went back then",
+                self.id
+            ));
+        }
+        let Some(base) = &self.baseline else {
+            return Err(format!(
+                "rollout {} has no baseline release to roll back to (the app's first deployment)",
+                self.id
+            ));
+        };
+        let reason = if self.state.phase == Phase::Completed {
+            format!("rolled back to {base} by an operator after completion")
+        } else {
+            format!("rolled back to {base} by an operator")
+        };
+        let mut d = Decision::default();
+        self.abort(&mut d, now, StopCause::Operator, reason, true);
+        Ok(d)
+    }
+
     /// Applies a person's command.
     pub fn command(&mut self, cmd: Command, now: i64) -> Result<Decision, String> {
         let mut d = Decision::default();

@@ -275,6 +275,20 @@ steps:
         s.rollout.command(Command::Abort, s.now).is_err(),
         "finished rollouts take no commands"
     );
+    // A completed rollout can still be rolled back: every device that got the release.
+    let cohort: Vec<String> = s.rollout.state.cohort.iter().cloned().collect();
+    assert_eq!(cohort.len(), 10);
+    let d = s.rollout.rollback(s.now).unwrap();
+    assert_eq!(s.rollout.state.phase, Phase::Aborted);
+    assert_eq!(s.rollout.state.stop_cause, Some(StopCause::Operator));
+    assert!(d.effects.iter().any(|e| matches!(e, Effect::Rollback { devices, release } if *devices == cohort && release == OLD)));
+    assert!(
+        s.rollout.rollback(s.now).is_err(),
+        "once back, a second rollback is refused"
+    );
+    // Without a baseline there is nothing to go back to.
+    let (mut first, _) = Rollout::start("r-2", spec(y), req(), None, s.now).expect("starts");
+    assert!(first.rollback(s.now).unwrap_err().contains("no baseline"));
 }
 
 #[test]

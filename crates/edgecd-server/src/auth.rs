@@ -64,7 +64,8 @@ pub enum Access {
     Public,
     /// A device with its own credential (not audited: devices are not people).
     Device,
-    /// The alert hook's own credential (`alerts`).
+    /// The hook's own credential: the alert hook's token/HMAC (`alerts`), Slack's request
+    /// signature and the Teams HMAC (`chatops`, which checks the chat user's role itself).
     Hook,
     /// An API token with at least this role.
     Role(Role),
@@ -102,7 +103,10 @@ pub const ROUTES: &[RouteAccess] = &[
     r("POST", "/api/v1/devices/{id}/checkin", Device),
     r("GET", "/api/v1/devices/{id}/assignment", Device),
     r("GET", "/api/v1/blobs/{digest}", Device),
+    r("POST", "/api/v1/devices/{id}/logs", Device),
     r("POST", "/api/v1/hooks/alertmanager", Hook),
+    r("POST", "/api/v1/hooks/slack", Hook),
+    r("POST", "/api/v1/hooks/teams", Hook),
     // reads
     r("GET", "/api/v1/admin/keys", VIEWER),
     r("GET", "/api/v1/admin/releases", VIEWER),
@@ -121,6 +125,11 @@ pub const ROUTES: &[RouteAccess] = &[
     r("POST", "/api/v1/admin/releases/check", DEPLOYER),
     r("POST", "/api/v1/admin/enrollment-tokens", DEPLOYER),
     r("PATCH", "/api/v1/admin/devices/{id}/labels", DEPLOYER),
+    // device logs and diagnoses reveal a lot: not for viewers
+    r("GET", "/api/v1/admin/devices/{id}/logs", DEPLOYER),
+    r("POST", "/api/v1/admin/devices/{id}/logs", DEPLOYER),
+    r("GET", "/api/v1/admin/devices/{id}/diagnose", DEPLOYER),
+    r("POST", "/api/v1/admin/devices/{id}/diagnose", DEPLOYER),
     r("POST", "/api/v1/admin/deployments", DEPLOYER),
     r("POST", "/api/v1/admin/rollouts", DEPLOYER),
     r("POST", "/api/v1/admin/rollouts/{id}/{command}", DEPLOYER),

@@ -6,7 +6,7 @@
 //! axum router, run the controller, serve HTTP or HTTPS with graceful shutdown). Layers:
 //! [`http`] (the router and thin handlers) → domain modules ([`checkin`], [`devices`],
 //! [`deploy`], [`assign`] — the one path that changes what a device runs —, [`release`],
-//! [`keys`], [`rollouts`], [`fleets`] — desired state the controller reconciles —, [`notify`], …) → [`store`] (all SQL, one module per backend);
+//! [`keys`], [`rollouts`], [`fleets`] — desired state the controller reconciles —, [`notify`], [`chatops`] — Slack/Teams actions —, [`device_logs`] — logs and diagnosis on demand —, …) → [`store`] (all SQL, one module per backend);
 //! [`controller`] is the supervised service that changes state on its own, elected among
 //! replicas by a lease; people and access are [`auth`] (API tokens, roles, the access layer)
 //! and [`audit`]; [`blobs`] and [`registry`] hold content-addressed storage; [`backup`] is
@@ -27,9 +27,11 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod blobs;
+pub mod chatops;
 pub mod checkin;
 pub mod controller;
 pub mod deploy;
+pub mod device_logs;
 pub mod devices;
 pub mod embedded;
 pub mod error;
@@ -114,6 +116,10 @@ pub struct Config {
     /// ([`notify::NotifyConfig::load`] validates it). Default: no channels, links derived
     /// from `listen`. Webhook URLs and keys inside are redacted in `Debug`.
     pub notifications: notify::NotifyConfig,
+
+    // --- ChatOps ---
+    /// Slack / Teams buttons that act on rollouts ([`chatops`]): secrets, who is who.
+    pub chat: chatops::ChatConfig,
 }
 
 impl Config {
@@ -142,6 +148,7 @@ impl Config {
             alert_hook_token: None,
             alert_hook_hmac_key: None,
             notifications: notify::NotifyConfig::default(),
+            chat: chatops::ChatConfig::default(),
         }
     }
 }
@@ -247,15 +254,19 @@ impl Server {
         });
         let notifier: Arc<dyn notify::Notify> = match &config.notifier {
             Some(n) => n.clone(),
-            None => Arc::new(
-                notify::Notifier::start(
-                    &config.notifications,
-                    &notify::default_public_url(config.listen, config.tls.is_some()),
-                    store.clone(),
-                    controller.clone(),
+            None => {
+                let mut notifications = config.notifications.clone();
+                notifications.chat_actions = config.chat.enabled();
+                Arc::new(
+                    notify::Notifier::start(
+                        &notifications,
+                        &notify::default_public_url(config.listen, config.tls.is_some()),
+                        store.clone(),
+                        controller.clone(),
+                    )
+                    .await?,
                 )
-                .await?,
-            ),
+            }
         };
         let clock = config.clock.clone();
         let blob_backend: Arc<dyn blobs::BlobBackend> = match config.blob_registry.clone() {

@@ -653,13 +653,58 @@ async fn command(
         "pause" => Command::Pause,
         "resume" => Command::Resume,
         "abort" => Command::Abort,
+        "rollback" => return rollback(&st, &id).await.map(Json),
         other => {
             return Err(ApiError::not_found(format!(
-                "unknown rollout command {other:?}: use promote, pause, resume, abort or approve"
+                "unknown rollout command {other:?}: use promote, pause, resume, abort, rollback or approve"
             )));
         }
     };
     run_command(&st, &id, cmd).await
+}
+
+/// `POST /api/v1/admin/rollouts/{id}/rollback`: the release's devices back to the baseline
+/// (an unfinished rollout is aborted; a completed one too, unless a newer rollout of the
+/// app is running).
+async fn rollback(st: &AppState, id: &str) -> Result<RolloutStatus, ApiError> {
+    let _serialized = st.store.lock_rollouts().await?;
+    let mut r = load(st, id).await?;
+    if r.is_finished()
+        && let Ok((app, _)) = r.spec.app_and_version()
+        && let Some(other) = st.store.active_rollout_for_app(app).await?
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!("rollout {other} of {app} is running: abort it instead of rolling back {id}"),
+        ));
+    }
+    let d = r
+        .rollback(st.now() as i64)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::CONFLICT, e))?;
+    apply(st, &r, &d, None).await?;
+    status_of(st, r).await
+}
+
+/// What a chat button does (`approve`, `abort`, `rollback`), through the same code as the
+/// JSON API's routes; the role each needs is [`action_role`].
+pub(crate) async fn act(st: &AppState, id: &str, action: &str) -> Result<RolloutStatus, ApiError> {
+    match action {
+        "approve" => run_command(st, id, Command::Approve).await.map(|j| j.0),
+        "abort" => run_command(st, id, Command::Abort).await.map(|j| j.0),
+        "rollback" => rollback(st, id).await,
+        other => Err(ApiError::bad_request(format!(
+            "unknown action {other:?}: use approve, abort or rollback"
+        ))),
+    }
+}
+
+/// The role a rollout action needs (as its JSON API route in `auth::ROUTES`).
+pub(crate) fn action_role(action: &str) -> Option<crate::auth::Role> {
+    match action {
+        "approve" => Some(crate::auth::Role::Approver),
+        "abort" | "rollback" => Some(crate::auth::Role::Deployer),
+        _ => None,
+    }
 }
 
 /// `POST /api/v1/admin/rollouts/{id}/approve`: its own route, as it needs role `approver`.

@@ -1035,14 +1035,14 @@ fn pending_notifications_are_delivered_once_after_a_restart() {
     h.stop();
 
     // The receiver is up; a new server on the same data dir (a queue of one: not everything
-    // fits at start, the sweep queues the rest; the stored retry time is capped by the new
-    // max_backoff).
+    // fits at start, the controller's outbox sweep queues the rest; the stored retry time is
+    // capped by the new max_backoff). The rollout is over, so its passes change nothing else.
     let hook = Receiver::start_on(
         TcpListener::bind(addr).expect("rebind"),
         vec![],
         Reply::Status(200),
     );
-    h.start_again(&hook_yaml(addr, 300, "queue_capacity: 1\n"), 3_600_000);
+    h.start_again(&hook_yaml(addr, 300, "queue_capacity: 1\n"), 100);
     let got = hook.wait(2, Duration::from_secs(15));
     h.wait_outbox(
         &[("started", "delivered", 2), ("aborted", "delivered", 1)],

@@ -109,6 +109,13 @@ pub enum DeviceCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Show a device's recent logs (the agent's and the runtime's, secrets redacted),
+    /// fetched from the device at its next check-in. Needs role deployer.
+    Logs(super::troubleshoot::LogsArgs),
+    /// Diagnose a device: inventory, slots, last install attempts, free disk, temperature
+    /// history and the runtime's health in one report (a fresh report from the device at
+    /// its next check-in, joined with what the server knows). Needs role deployer.
+    Diagnose(super::troubleshoot::DiagnoseArgs),
     /// Delete a device: it, its credential and its assignment are removed (it must enroll
     /// again to come back); the deletion stays in the server's event log.
     Delete {
@@ -470,6 +477,8 @@ pub fn run_device(c: DeviceCommand) -> anyhow::Result<ExitCode> {
                 crate::outln!("revoked {id}");
             }
         }
+        DeviceCommand::Logs(a) => return super::troubleshoot::logs(a),
+        DeviceCommand::Diagnose(a) => return super::troubleshoot::diagnose(a),
         DeviceCommand::Delete { id, json, remote } => {
             let d = remote
                 .client()?

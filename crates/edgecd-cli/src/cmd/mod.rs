@@ -10,3 +10,4 @@ pub mod release;
 pub mod rollout;
 pub mod server;
 pub mod sim;
+pub mod troubleshoot;

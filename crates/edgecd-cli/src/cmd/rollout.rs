@@ -1,4 +1,4 @@
-//! `edgecd rollout start|status|list|promote|pause|resume|abort|approve|history` and
+//! `edgecd rollout start|status|list|promote|pause|resume|abort|approve|rollback|history` and
 //! `edgecd rollback APP --to VERSION`: progressive rollouts on a server (verbs as in Argo
 //! Rollouts).
 use super::admin::Remote;
@@ -55,6 +55,9 @@ pub enum RolloutCommand {
     Abort(IdArgs),
     /// Pass a manual approval step.
     Approve(IdArgs),
+    /// Send every device that got the release back to the baseline: aborts a running
+    /// rollout, and also works once it completed (unless a newer rollout of the app runs).
+    Rollback(IdArgs),
     /// Every decision with the numbers behind it.
     History {
         id: String,
@@ -196,6 +199,7 @@ pub fn run(c: RolloutCommand) -> anyhow::Result<ExitCode> {
         RolloutCommand::Pause(a) => command(a, "pause"),
         RolloutCommand::Resume(a) => command(a, "resume"),
         RolloutCommand::Abort(a) => command(a, "abort"),
+        RolloutCommand::Rollback(a) => command(a, "rollback"),
         RolloutCommand::Approve(a) => command(a, "approve"),
         RolloutCommand::History { id, json, remote } => {
             let h: Vec<AuditRecord> = remote

@@ -62,6 +62,22 @@ pub struct ServerArgs {
     /// sha256=<hex of HMAC(body)>) are accepted at /api/v1/hooks/alertmanager.
     #[arg(long, env = "EDGECD_ALERT_HOOK_HMAC_KEY_FILE")]
     pub alert_hook_hmac_key_file: Option<PathBuf>,
+    /// ChatOps, Slack: file holding the Slack app's signing secret. Turns on
+    /// /api/v1/hooks/slack (the app's Interactivity Request URL) and buttons in messages.
+    #[arg(long, env = "EDGECD_SLACK_SIGNING_SECRET_FILE")]
+    pub slack_signing_secret_file: Option<PathBuf>,
+    /// ChatOps, Teams: file holding the outgoing webhook's security token (base64, as Teams
+    /// shows it). Turns on /api/v1/hooks/teams (Authorization: HMAC …).
+    #[arg(long, env = "EDGECD_TEAMS_HMAC_SECRET_FILE")]
+    pub teams_hmac_secret_file: Option<PathBuf>,
+    /// ChatOps: who the chat users are, one a line: `slack:UID ROLE`, `teams:AAD-OBJECT-ID
+    /// ROLE` or `… token:NAME` (act with that API token's role). Unlisted users are refused.
+    #[arg(long, env = "EDGECD_CHAT_USERS")]
+    pub chat_users: Option<PathBuf>,
+    /// Slack `response_url`s the server may POST message updates to start with one of these
+    /// (repeatable; default https://hooks.slack.com/).
+    #[arg(long = "slack-response-url-prefix")]
+    pub slack_response_url_prefixes: Vec<String>,
     /// Rollout notification channels (Slack, Teams, signed webhooks): a YAML file, see the
     /// README. Checked at start: the server refuses to start when it is wrong.
     #[arg(long, env = "EDGECD_NOTIFICATIONS")]
@@ -290,6 +306,33 @@ pub fn run(mut a: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &a.notifications {
         cfg.notifications = edgecd_server::notify::NotifyConfig::load(path)
             .with_context(|| format!("--notifications {}", path.display()))?;
+    }
+    cfg.chat.slack_signing_secret = a
+        .slack_signing_secret_file
+        .as_deref()
+        .map(|p| read_secret(p, "Slack signing secret"))
+        .transpose()?;
+    cfg.chat.teams_secret = a
+        .teams_hmac_secret_file
+        .as_deref()
+        .map(|p| read_secret(p, "Teams outgoing-webhook secret"))
+        .transpose()?;
+    if let Some(t) = &cfg.chat.teams_secret {
+        edgecd_server::chatops::teams_signature(t.expose(), b"")
+            .map_err(|e| anyhow::anyhow!("--teams-hmac-secret-file: {e}"))?;
+    }
+    if let Some(path) = &a.chat_users {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --chat-users {}", path.display()))?;
+        cfg.chat.users = edgecd_server::chatops::ChatConfig::parse_users(&text)
+            .map_err(|e| anyhow::anyhow!("--chat-users {}: {e}", path.display()))?;
+    } else if cfg.chat.enabled() {
+        anyhow::bail!(
+            "--slack-signing-secret-file/--teams-hmac-secret-file need --chat-users FILE: who may act, e.g. `slack:U012ABCDEF approver`"
+        );
+    }
+    if !a.slack_response_url_prefixes.is_empty() {
+        cfg.chat.slack_response_url_prefixes = a.slack_response_url_prefixes.clone();
     }
     edgecd_server::run_blocking(cfg).context("control-plane server")?;
     Ok(ExitCode::SUCCESS)

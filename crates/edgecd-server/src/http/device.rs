@@ -123,13 +123,8 @@ async fn checkin(
         check_peer_protocol(&req.protocol, &headers)?;
         let id = dev.id.clone();
         let c = crate::checkin::record(&st, dev, &req).await?;
-        Ok(checkin_answer(
-            &st,
-            &id,
-            &headers,
-            c.assignment,
-            c.image_mirror,
-        ))
+        let request = crate::device_logs::pending_request(&st, &id).await?;
+        Ok(checkin_answer(&st, &id, &headers, c, request))
     }
     .await;
     st.checkins.observe(started.elapsed().as_secs_f64());
@@ -180,24 +175,28 @@ fn signed(a: &AssignmentRow, st: &AppState) -> SignedAssignment {
 }
 
 /// The answer to a check-in: the signed timestamp, and the device's assignment unless its
-/// `If-None-Match` shows it has it (304); `image_mirror`: the registry mirror of its site.
+/// `If-None-Match` shows it has it (304) and no report is asked of it; the registry mirror
+/// of its site; `device_request`: logs or a diagnosis an operator asked for.
 fn checkin_answer(
     st: &AppState,
     id: &str,
     headers: &HeaderMap,
-    row: Option<AssignmentRow>,
-    image_mirror: Option<String>,
+    c: crate::checkin::Checkin,
+    device_request: Option<DeviceRequest>,
 ) -> Response {
     let next = st.config.checkin_interval_secs;
+    let image_mirror = c.image_mirror;
+    let pending = device_request.is_some();
     let body = |assignment| {
         Json(CheckinResponse {
             assignment,
             next_checkin_secs: next,
             protocol: PROTOCOL_VERSION.into(),
             image_mirror: image_mirror.clone(),
+            device_request: device_request.clone(),
         })
     };
-    let Some(a) = row else {
+    let Some(a) = c.assignment else {
         let stamp = timestamp_headers(st, id, 0);
         return ([next_header(next)], stamp, body(None)).into_response();
     };
@@ -212,7 +211,7 @@ fn checkin_answer(
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
     let head = [next_header(next), (header::ETAG, hv(&tag))];
     let stamp = timestamp_headers(st, id, a.version);
-    if matches {
+    if matches && !pending {
         return (StatusCode::NOT_MODIFIED, head, stamp).into_response();
     }
     (head, stamp, body(Some(signed(&a, st)))).into_response()

@@ -37,6 +37,8 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(crate::alerts::receive),
         )
         .merge(crate::rollouts::routes())
+        .merge(crate::device_logs::routes())
+        .merge(crate::chatops::routes())
         .merge(crate::auth::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -125,6 +125,9 @@ pub struct NotifyConfig {
     /// How often pending outbox rows nobody queued are queued (not in the file; tests shorten
     /// it). Default 2 s.
     pub sweep_interval: Duration,
+    /// Slack and Teams messages carry Approve / Abort / Rollback buttons (not in the file:
+    /// set when the server takes ChatOps actions, see `crate::chatops`).
+    pub chat_actions: bool,
 }
 
 impl Default for NotifyConfig {
@@ -135,6 +138,7 @@ impl Default for NotifyConfig {
             retry: RetryConfig::default(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            chat_actions: false,
         }
     }
 }
@@ -389,6 +393,7 @@ impl NotifyConfig {
             },
             queue_capacity,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            chat_actions: false,
         })
     }
 }
@@ -481,6 +486,10 @@ pub struct Notification {
     pub link: String,
     /// Unix seconds.
     pub at: i64,
+    /// Chat buttons offered (`approve`, `abort`, `rollback`): set when the server takes
+    /// ChatOps actions (`crate::chatops`), from [`payload::offered_actions`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
 }
 
 /// The rollout as a message shows it.
@@ -599,6 +608,7 @@ impl Notification {
             runbook_url,
             link,
             at,
+            actions: vec![],
         }
     }
 }
@@ -673,6 +683,8 @@ struct Inner {
     sweep_every: Duration,
     /// When the outbox was last swept, and when finished rows were last purged.
     swept: std::sync::Mutex<(Option<tokio::time::Instant>, tokio::time::Instant)>,
+    /// Messages offer ChatOps buttons ([`NotifyConfig::chat_actions`]).
+    chat_actions: bool,
 }
 
 /// What the rollout driver, the API and `/metrics` need of a notifier. The server's is
@@ -806,6 +818,7 @@ impl Notifier {
                 leading: AtomicBool::new(false),
                 sweep_every: cfg.sweep_interval.max(Duration::from_millis(10)),
                 swept: std::sync::Mutex::new((None, tokio::time::Instant::now())),
+                chat_actions: cfg.chat_actions,
             }),
         };
         // Restart: everything still pending, due or not (the task waits for the due time).
@@ -870,7 +883,14 @@ impl Notifier {
                 .get(channel)
                 .and_then(|h| h.config.runbook_url.clone())
         });
-        Notification::new(channel, r, decision, event, runbook, self.link(&r.id), at)
+        let mut n = Notification::new(channel, r, decision, event, runbook, self.link(&r.id), at);
+        if self.inner.chat_actions {
+            n.actions = payload::offered_actions(&n.rollout.phase)
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+        }
+        n
     }
 
     /// Queues a notification already saved in the outbox ([`outbox::prepare`]d and saved in

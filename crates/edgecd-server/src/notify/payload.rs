@@ -1,11 +1,17 @@
 //! Pure builders of what each channel type receives, from a [`Notification`]:
 //!
 //! - [`slack`]: a Slack incoming-webhook message — Block Kit `blocks` plus a plain `text`
-//!   fallback (notifications and screen readers). Links are mrkdwn links, not buttons: a
-//!   button would need an app with interactivity, which incoming webhooks do not have.
+//!   fallback (notifications and screen readers). Links are mrkdwn links. With ChatOps on
+//!   (`Notification::actions`), an `actions` block of buttons (`approve`, `abort`,
+//!   `rollback`; `value` = `ACTION:ROLLOUT`, abort and rollback behind a confirmation):
+//!   they work when the webhook belongs to a Slack app whose Interactivity Request URL is
+//!   the server's `/api/v1/hooks/slack` (see `crate::chatops`).
 //! - [`teams`]: a Teams workflow-webhook message ("Post to a channel when a webhook request
 //!   is received"): `{"type":"message","attachments":[{"contentType":
-//!   "application/vnd.microsoft.card.adaptive","content":<AdaptiveCard 1.4>}]}`.
+//!   "application/vnd.microsoft.card.adaptive","content":<AdaptiveCard 1.4>}]}`; with
+//!   ChatOps on, `Action.Execute` buttons (`verb` = action, `data.rollout`) for a bot that
+//!   relays them to `/api/v1/hooks/teams`, and the reply an outgoing webhook understands
+//!   (`@edgecd approve ROLLOUT`).
 //! - [`webhook`]: the generic JSON body (`version` 1, see below) and [`signature`].
 //!
 //! Generic webhook contract (also in the README): the POST carries
@@ -150,6 +156,75 @@ fn verdict_emoji(verdict: &str) -> &'static str {
     }
 }
 
+/// The chat buttons a rollout in `phase` offers: approve (and abort) while it waits for
+/// approval, abort while it runs, rollback once completed, none once aborted.
+pub fn offered_actions(phase: &str) -> &'static [&'static str] {
+    match phase {
+        "awaiting_approval" => &["approve", "abort"],
+        "progressing" | "paused" => &["abort"],
+        "completed" => &["rollback"],
+        _ => &[],
+    }
+}
+
+/// What pressing `action` does, for a confirmation dialog.
+fn action_effect(action: &str, n: &Notification) -> String {
+    let base = n.rollout.baseline.as_deref().unwrap_or("its baseline");
+    match action {
+        "abort" => format!(
+            "Stops rollout {} and sends its devices back to {base}.",
+            n.rollout.id
+        ),
+        "rollback" => format!(
+            "Sends every device that got {} back to {base}.",
+            n.rollout.release
+        ),
+        _ => format!("Lets rollout {} go on to its next step.", n.rollout.id),
+    }
+}
+
+fn action_title(action: &str) -> &'static str {
+    match action {
+        "approve" => "Approve",
+        "abort" => "Abort",
+        "rollback" => "Rollback",
+        _ => "?",
+    }
+}
+
+/// The Slack `actions` block of `n.actions` (`None` without actions).
+pub fn slack_actions(n: &Notification) -> Option<Value> {
+    if n.actions.is_empty() {
+        return None;
+    }
+    let elements: Vec<Value> = n
+        .actions
+        .iter()
+        .map(|a| {
+            let mut b = json!({
+                "type": "button",
+                "action_id": format!("edgecd_{a}"),
+                "text": {"type": "plain_text", "text": action_title(a)},
+                "value": format!("{a}:{}", n.rollout.id),
+            });
+            if a == "approve" {
+                b["style"] = json!("primary");
+            } else {
+                b["style"] = json!("danger");
+                b["confirm"] = json!({
+                    "title": {"type": "plain_text", "text": format!("{} rollout?", action_title(a))},
+                    "text": {"type": "plain_text", "text": truncate(&action_effect(a, n), 300)},
+                    "confirm": {"type": "plain_text", "text": action_title(a)},
+                    "deny": {"type": "plain_text", "text": "Cancel"},
+                    "style": "danger"
+                });
+            }
+            b
+        })
+        .collect();
+    Some(json!({"type": "actions", "block_id": "edgecd_actions", "elements": elements}))
+}
+
 /// The Slack incoming-webhook body (Block Kit; text limits respected).
 pub fn slack(n: &Notification) -> Value {
     let r = &n.rollout;
@@ -205,6 +280,9 @@ pub fn slack(n: &Notification) -> Value {
         "type": "section",
         "text": {"type": "mrkdwn", "text": links.join("  ·  ")}
     }));
+    if let Some(a) = slack_actions(n) {
+        blocks.push(a);
+    }
     blocks.push(json!({
         "type": "context",
         "elements": [{"type": "mrkdwn", "text": format!("edgecd · {} · {}", event_name(&n.event), rfc3339(n.at))}]
@@ -256,6 +334,24 @@ pub fn teams(n: &Notification) -> Value {
         vec![json!({"type": "Action.OpenUrl", "title": "Open rollout", "url": n.link})];
     if let Some(rb) = &n.runbook_url {
         actions.push(json!({"type": "Action.OpenUrl", "title": "Runbook", "url": rb}));
+    }
+    for a in &n.actions {
+        actions.push(json!({
+            "type": "Action.Execute",
+            "title": action_title(a),
+            "verb": a,
+            "data": {"rollout": r.id, "action": a},
+            "style": if a == "approve" { "positive" } else { "destructive" },
+        }));
+    }
+    if !n.actions.is_empty() {
+        body.push(json!({
+            "type": "TextBlock",
+            "text": format!("Or reply: @edgecd {} {}", n.actions.join("|"), r.id),
+            "size": "Small",
+            "isSubtle": true,
+            "wrap": true
+        }));
     }
     json!({
         "type": "message",
@@ -355,6 +451,7 @@ pub(crate) mod tests_support {
             runbook_url: Some("https://wiki.example/runbooks/app".into()),
             link: "https://edgecd.example.com/api/v1/admin/rollouts/app-1a2b3c4d".into(),
             at: 1_767_225_600,
+            actions: vec![],
         }
     }
 }
@@ -538,6 +635,45 @@ mod tests {
         );
         assert_eq!(c["body"][0]["color"], "Attention");
         assert_eq!(c["actions"].as_array().expect("actions").len(), 1);
+    }
+
+    #[test]
+    fn chat_buttons_carry_rollout_and_action() {
+        assert_eq!(offered_actions("awaiting_approval"), ["approve", "abort"]);
+        assert_eq!(offered_actions("progressing"), ["abort"]);
+        assert_eq!(offered_actions("completed"), ["rollback"]);
+        assert!(offered_actions("aborted").is_empty());
+        let mut n = held();
+        assert!(
+            slack_actions(&n).is_none(),
+            "no buttons unless ChatOps is on"
+        );
+        n.actions = vec!["approve".into(), "abort".into()];
+        let v = slack(&n);
+        let blocks = v["blocks"].as_array().expect("blocks");
+        let a = &blocks[blocks.len() - 2];
+        assert_eq!(a["type"], "actions");
+        assert_eq!(a["elements"][0]["value"], "approve:app-1a2b3c4d");
+        assert_eq!(a["elements"][0]["style"], "primary");
+        assert_eq!(a["elements"][1]["value"], "abort:app-1a2b3c4d");
+        assert_eq!(a["elements"][1]["style"], "danger");
+        assert_eq!(
+            a["elements"][1]["confirm"]["text"]["text"],
+            "Stops rollout app-1a2b3c4d and sends its devices back to app@1.1.0."
+        );
+        let t = teams(&n);
+        let actions = t["attachments"][0]["content"]["actions"]
+            .as_array()
+            .expect("actions");
+        let exec: Vec<&Value> = actions
+            .iter()
+            .filter(|a| a["type"] == "Action.Execute")
+            .collect();
+        assert_eq!(exec.len(), 2);
+        assert_eq!(exec[0]["verb"], "approve");
+        assert_eq!(exec[0]["data"]["rollout"], "app-1a2b3c4d");
+        assert_eq!(exec[1]["verb"], "abort");
+        assert_eq!(exec[1]["style"], "destructive");
     }
 
     #[test]

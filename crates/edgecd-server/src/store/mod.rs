@@ -185,6 +185,28 @@ pub struct FleetRow {
     pub state: String,
 }
 
+/// A device's latest logs request and report (`device_logs`).
+#[derive(Debug, Clone)]
+pub struct DeviceLogsRow {
+    pub request_id: String,
+    pub lines: i64,
+    pub diagnose: bool,
+    /// Unix seconds.
+    pub requested_at: i64,
+    /// The request id the stored report answers.
+    pub answered_id: Option<String>,
+    pub received_at: Option<i64>,
+    /// `DeviceReport` JSON.
+    pub report: Option<String>,
+}
+
+impl DeviceLogsRow {
+    /// The latest request is not answered yet.
+    pub fn pending(&self) -> bool {
+        self.answered_id.as_deref() != Some(self.request_id.as_str())
+    }
+}
+
 /// Holds every change to rollouts, across all replicas sharing the database, while alive.
 pub struct RolloutGuard(#[allow(dead_code)] Box<dyn Send>);
 
@@ -453,6 +475,41 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_fleet(&self, name: &str) -> StoreResult<bool>;
     /// Every assignment's `(device, app, version)` (one query for the fleet reconciler).
     async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>>;
+
+    // ---- device logs and diagnoses (`device_logs`) ----
+    /// Records a new logs request for the device (replacing the previous request; the last
+    /// report stays until a new one arrives). A diagnosis still pending is kept asked for.
+    async fn device_logs_request(
+        &self,
+        device_id: &str,
+        request_id: &str,
+        lines: i64,
+        diagnose: bool,
+        at: i64,
+    ) -> StoreResult<()>;
+    /// The device's latest request and report.
+    async fn device_logs(&self, device_id: &str) -> StoreResult<Option<DeviceLogsRow>>;
+    /// Stores the report answering `request_id`; false (nothing stored) when that is not the
+    /// device's latest request.
+    async fn device_logs_put(
+        &self,
+        device_id: &str,
+        request_id: &str,
+        at: i64,
+        report: &str,
+    ) -> StoreResult<bool>;
+    /// `(at, aggregate JSON)` of the device's metric deltas at or after `since`, oldest first.
+    async fn device_metrics_of(
+        &self,
+        device_id: &str,
+        since: i64,
+    ) -> StoreResult<Vec<(i64, String)>>;
+
+    // ---- ChatOps replay protection (`chat_replays`) ----
+    /// Remembers `key` (a request signature) until `expires_ms`, forgetting expired keys;
+    /// false when it was already remembered (a replay).
+    async fn chat_replay_first(&self, key: &str, expires_ms: i64, now_ms: i64)
+    -> StoreResult<bool>;
 }
 
 /// Merges the token's labels over the device's.

@@ -2,9 +2,9 @@
 //! `migrations/sqlite/`; the applied count is kept in `PRAGMA user_version`.
 
 use super::{
-    ApiTokenRow, AssignmentRow, AuditRow, DeviceRow, Fenced, FleetRow, NewDevice, OutboxInsert,
-    OutboxRow, RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow,
-    merge_labels,
+    ApiTokenRow, AssignmentRow, AuditRow, DeviceLogsRow, DeviceRow, Fenced, FleetRow, NewDevice,
+    OutboxInsert, OutboxRow, RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal,
+    TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;
@@ -24,6 +24,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_controller_lease.sql"),
     include_str!("../../migrations/sqlite/0007_access.sql"),
     include_str!("../../migrations/sqlite/0008_fleets.sql"),
+    include_str!("../../migrations/sqlite/0010_device_logs.sql"),
+    include_str!("../../migrations/sqlite/0011_chat_replays.sql"),
 ];
 
 /// The number of migrations this server knows (both backends have the same).
@@ -930,6 +932,110 @@ impl Store for SqliteStore {
 
     async fn execute_raw(&self, sql: &str) -> StoreResult<()> {
         sqlx::raw_sql(sql).execute(&self.pool).await.map(|_| ())
+    }
+
+    async fn device_logs_request(
+        &self,
+        device_id: &str,
+        request_id: &str,
+        lines: i64,
+        diagnose: bool,
+        at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO device_logs (device_id, request_id, lines, diagnose, requested_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (device_id) DO UPDATE SET
+               request_id = excluded.request_id,
+               lines = excluded.lines,
+               diagnose = excluded.diagnose OR (device_logs.diagnose
+                 AND (device_logs.answered_id IS NULL OR device_logs.answered_id <> device_logs.request_id)),
+               requested_at = excluded.requested_at",
+        )
+        .bind(device_id)
+        .bind(request_id)
+        .bind(lines)
+        .bind(diagnose)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn device_logs(&self, device_id: &str) -> StoreResult<Option<DeviceLogsRow>> {
+        let row = sqlx::query(
+            "SELECT request_id, lines, diagnose, requested_at, answered_id, received_at, report
+             FROM device_logs WHERE device_id = ?1",
+        )
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(DeviceLogsRow {
+                request_id: r.try_get(0)?,
+                lines: r.try_get(1)?,
+                diagnose: r.try_get(2)?,
+                requested_at: r.try_get(3)?,
+                answered_id: r.try_get(4)?,
+                received_at: r.try_get(5)?,
+                report: r.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn device_logs_put(
+        &self,
+        device_id: &str,
+        request_id: &str,
+        at: i64,
+        report: &str,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE device_logs SET answered_id = request_id, received_at = ?1, report = ?2
+             WHERE device_id = ?3 AND request_id = ?4",
+        )
+        .bind(at)
+        .bind(report)
+        .bind(device_id)
+        .bind(request_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn device_metrics_of(
+        &self,
+        device_id: &str,
+        since: i64,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        sqlx::query_as(
+            "SELECT at, agg FROM device_metrics WHERE device_id = ?1 AND at >= ?2 ORDER BY at",
+        )
+        .bind(device_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn chat_replay_first(
+        &self,
+        key: &str,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        sqlx::query("DELETE FROM chat_replays WHERE expires_ms < ?1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        let r = sqlx::query(
+            "INSERT INTO chat_replays (key, expires_ms) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     async fn put_fleet(&self, f: &FleetRow) -> StoreResult<()> {
