@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/hooks/alertmanager", post(crate::alerts::receive))
         .merge(crate::rollouts::routes())
         .merge(crate::auth::routes())
+        .merge(crate::console::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));

@@ -26,6 +26,7 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod blobs;
+pub mod console;
 pub mod controller;
 pub mod devices;
 pub mod embedded;

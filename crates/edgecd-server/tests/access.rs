@@ -132,16 +132,24 @@ fn role_routes() -> impl Iterator<Item = (&'static str, &'static str, Role)> {
     })
 }
 
-/// Every `.route(PATH, METHODS…)` registered in the server's sources, as (method, path):
+/// Every `.route(PATH, METHODS…)` registered in the server's sources (all modules, nested
+/// ones too), as (method, path):
 /// the table must list each, so a route cannot be added without deciding who may call it.
 fn registered_routes() -> Vec<(String, String)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut out = vec![];
-    for e in std::fs::read_dir(&src).expect("src") {
-        let p = e.expect("entry").path();
-        if p.extension().is_none_or(|x| x != "rs") {
-            continue;
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    let mut files = vec![];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("src") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
         }
+    }
+    let mut out = vec![];
+    for p in files {
         let text = std::fs::read_to_string(&p).expect("read");
         for chunk in text.split(".route(").skip(1) {
             let path = chunk
