@@ -258,8 +258,7 @@ pub async fn layer(
         return next.run(req).await;
     };
     // A browser following a notification's link to the API lands on the console's page.
-    if let Some(to) = crate::console::browser_redirect(&method, &route, req.uri(), req.headers())
-    {
+    if let Some(to) = crate::console::browser_redirect(&method, &route, req.uri(), req.headers()) {
         return to;
     }
     let (caller, session) = match authenticate_request(&st, req.headers()).await {

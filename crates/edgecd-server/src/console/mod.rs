@@ -13,10 +13,10 @@
 
 pub mod session;
 
+use crate::AppState;
 use crate::auth::{Auth, Viewer};
 use crate::error::ApiError;
 use crate::store::AuditRow;
-use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Path, Query, Request, State};
@@ -225,7 +225,10 @@ struct LoginQuery {
 
 fn login_form(next: &str, error: Option<&str>) -> String {
     let error = error.map_or(String::new(), |e| {
-        format!("<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>", esc(e))
+        format!(
+            "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>",
+            esc(e)
+        )
     });
     let described = if error.is_empty() {
         ""
@@ -247,7 +250,10 @@ fn login_form(next: &str, error: Option<&str>) -> String {
 
 /// `GET /console/login?next=…`.
 async fn login_page(Query(q): Query<LoginQuery>) -> Response {
-    let next = q.next.filter(|n| valid_next(n)).unwrap_or("/console/".into());
+    let next = q
+        .next
+        .filter(|n| valid_next(n))
+        .unwrap_or("/console/".into());
     html(StatusCode::OK, login_form(&next, None))
 }
 
@@ -491,9 +497,9 @@ async fn release_details(
     _: Auth<Viewer>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (app, version) = id.split_once('@').ok_or_else(|| {
-        ApiError::bad_request(format!("release {id:?}: name it APP@VERSION"))
-    })?;
+    let (app, version) = id
+        .split_once('@')
+        .ok_or_else(|| ApiError::bad_request(format!("release {id:?}: name it APP@VERSION")))?;
     let raw = st
         .store
         .release(app, version)

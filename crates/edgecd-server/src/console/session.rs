@@ -146,8 +146,7 @@ pub async fn logout(st: &AppState, s: &Session) -> Result<(), ApiError> {
 /// `Set-Cookie` for session id `id`; `Secure` when the browser reached the server over
 /// HTTPS (the server's own TLS, or a proxy saying `X-Forwarded-Proto: https`).
 pub fn set_cookie(id: &str, secure: bool) -> HeaderValue {
-    let mut c =
-        format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={TTL_SECS}");
+    let mut c = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={TTL_SECS}");
     if secure {
         c.push_str("; Secure");
     }
@@ -189,10 +188,7 @@ fn compare(given: Option<&str>, s: &Session) -> Result<(), ApiError> {
 
 /// Checks the CSRF header of a request made with session `s`.
 pub fn check_csrf_header(headers: &HeaderMap, s: &Session) -> Result<(), ApiError> {
-    compare(
-        headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()),
-        s,
-    )
+    compare(headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()), s)
 }
 
 /// Checks the CSRF token of a request made with session `s`: the header, or else the `csrf`
@@ -232,7 +228,9 @@ pub fn form_field(body: &[u8], name: &str) -> Option<String> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &[][..]),
         };
-        (percent_decode(k)? == name).then(|| percent_decode(v)).flatten()
+        (percent_decode(k)? == name)
+            .then(|| percent_decode(v))
+            .flatten()
     })
 }
 

@@ -4,9 +4,9 @@
 //! start together take turns through a transaction-scoped advisory lock.
 
 use super::{
-    ConsoleSessionRow,
-    ApiTokenRow, AssignmentRow, AuditRow, DeviceRow, Fenced, NewDevice, OutboxInsert, OutboxRow,
-    RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
+    ApiTokenRow, AssignmentRow, AuditRow, ConsoleSessionRow, DeviceRow, Fenced, NewDevice,
+    OutboxInsert, OutboxRow, RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal,
+    TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;

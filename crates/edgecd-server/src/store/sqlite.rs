@@ -2,9 +2,9 @@
 //! `migrations/sqlite/`; the applied count is kept in `PRAGMA user_version`.
 
 use super::{
-    ConsoleSessionRow,
-    ApiTokenRow, AssignmentRow, AuditRow, DeviceRow, Fenced, NewDevice, OutboxInsert, OutboxRow,
-    RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
+    ApiTokenRow, AssignmentRow, AuditRow, ConsoleSessionRow, DeviceRow, Fenced, NewDevice,
+    OutboxInsert, OutboxRow, RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal,
+    TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;

@@ -51,7 +51,7 @@
       h('thead', {}, h('tr', {}, heads.map((x) => h('th', { scope: 'col', class: /^(#|n|devices|samples|requests|cohort)$/i.test(x) ? 'num' : null }, x)))),
       h('tbody', {}, rows.length ? rows.map((r) => h('tr', {}, r.map((c) => (c instanceof Node && c.tagName === 'TD') ? c : h('td', {}, c))))
         : h('tr', {}, h('td', { colspan: String(heads.length), class: 'muted' }, (opts && opts.empty) || 'None.'))));
-    return h('div', { class: 'scroll', role: 'region', 'aria-label': caption, tabindex: '0' }, t);
+    return h('div', { class: 'scroll', role: 'region', 'aria-label': caption + ' (table)', tabindex: '0' }, t);
   }
   const num = (n) => h('td', { class: 'num' }, n);
   const kv = (pairs) => h('dl', { class: 'kv' }, pairs.filter((p) => p).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v === null || v === undefined || v === '' ? '—' : v)]));
@@ -420,17 +420,28 @@
           return h('li', { class: cls, 'aria-current': i === state.step && !finished ? 'step' : null }, (i + 1) + '. ' + describe(st), firstAt.has(i) ? [' · ', time(firstAt.get(i))] : '');
         }))));
 
+        // The engine's groups (edgecd_rollout::cohort::group_key): board, accelerator and
+        // runtime from the inventory, anything else a label; "none" when missing.
         const groupBy = spec.group_by || [];
-        const labels = new Map(d.devices.map((x) => [x.id, x.labels || {}]));
+        const runtime = (r.requirements && r.requirements.runtime && r.requirements.runtime.name) || '';
+        const byId = new Map(d.devices.map((x) => [x.id, x]));
+        const groupOf = (x) => groupBy.map((attr) => {
+          const inv = (x && x.inventory) || {};
+          const v = attr === 'board' ? inv.board : attr === 'accelerator' ? inv.accelerator
+            : attr === 'runtime' ? (inv.runtimes && inv.runtimes[runtime] ? runtime + '@' + inv.runtimes[runtime] : null)
+              : (x && x.labels || {})[attr];
+          return v || 'none';
+        }).join('/');
         const groups = new Map();
         state.cohort.forEach((dev) => {
-          const l = labels.get(dev) || {};
-          const g = groupBy.length ? groupBy.map((k) => l[k] || '—').join(', ') : 'all';
-          if (!groups.has(g)) groups.set(g, []);
-          groups.get(g).push(dev);
+          const x = byId.get(dev);
+          const g = groupBy.length ? groupOf(x) : 'all';
+          if (!groups.has(g)) groups.set(g, { ids: [], sites: new Set() });
+          groups.get(g).ids.push(dev);
+          groups.get(g).sites.add((x && x.labels && x.labels.site) || 'none');
         });
-        out.push(card('Cohort by group', table('Cohort by group', [groupBy.length ? groupBy.join(', ') : 'Group', 'Devices', 'Members'],
-          [...groups.entries()].sort().map(([g, ds]) => [g + ((state.excludedGroups || []).includes(g) ? ' (excluded)' : ''), num(String(ds.length)), h('span', {}, ds.slice(0, 20).map((x, i) => [i ? ', ' : '', devLink(x)]), ds.length > 20 ? ' …' : '')]),
+        out.push(card('Cohort by group', table('Cohort by group', ['Group (' + (groupBy.join('/') || 'none') + ')', 'Devices', 'Sites', 'Members'],
+          [...groups.entries()].sort().map(([g, v]) => [g + ((state.excludedGroups || []).includes(g) ? ' (excluded)' : ''), num(String(v.ids.length)), [...v.sites].sort().join(', '), h('span', {}, v.ids.slice(0, 20).map((x, i) => [i ? ', ' : '', devLink(x)]), v.ids.length > 20 ? ' …' : '')]),
           { empty: 'No device assigned yet.' })));
 
         const specGates = new Map((spec.gates || []).map((g) => [gateLabel(g), g]));
