@@ -78,6 +78,14 @@ fn token(lab: &Lab, name: &str, role: &str) -> String {
     v["token"].as_str().expect("secret").to_string()
 }
 
+struct StopFleet<'a>(&'a AtomicBool);
+
+impl Drop for StopFleet<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn the_console_in_headless_chromium() {
     let Some(chromium) = edgecd_testkit::tool("chromium") else {
@@ -127,6 +135,8 @@ fn the_console_in_headless_chromium() {
     let stop = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
         s.spawn(|| fleet.run(&stop));
+        // The fleet stops however this ends (a failed check panics inside the scope).
+        let _stop = StopFleet(&stop);
         let out = Command::new(&node)
             .arg(&script)
             .env("NODE_PATH", &modules)
@@ -140,6 +150,12 @@ fn the_console_in_headless_chromium() {
             .env("ARTIFACTS", &art)
             .output()
             .expect("run node");
+        eprintln!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "the browser script failed");
         // Let the rollback reach the devices before they stop.
         let back = edgecd_testkit::wait_for(
             "every device assigned 1.0.0 again",
@@ -151,14 +167,13 @@ fn the_console_in_headless_chromium() {
                     .then_some(ds.len())
             },
         );
-        stop.store(true, Ordering::Relaxed);
         (out, back)
     });
     let (out, back) = out;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the browser script failed");
-    assert!(stdout.contains("DONE"), "the script ran to its end");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("DONE"),
+        "the script ran to its end"
+    );
     assert_eq!(back, 12, "the rollback assigned 1.0.0 to every device");
 
     // The server's view of what the browser did.

@@ -133,6 +133,26 @@ const phase = (page) => page.locator('#content .ph-completed, #content .ph-abort
   await page.waitForSelector('#content figure.chart circle.pt-fail', { timeout: LONG });
   check(true, 'its chart marks the failing evaluations');
   await shot(page, 'rollout-failing-gate');
+  // The README's picture: the top of this page, at a laptop's size, a few evaluations on.
+  await page.waitForFunction(() => document.querySelectorAll('figure.chart circle.pt-fail').length >= 4, null, { timeout: LONG });
+  await page.setViewportSize({ width: 1100, height: 1400 });
+  await page.screenshot({ path: path.join(ART, 'readme-rollout.png') });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  // Cancelling the confirmation (Escape) does nothing.
+  await page.click('#act-abort');
+  await page.waitForSelector('dialog#confirm[open]');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('dialog#confirm', { state: 'hidden' });
+  check(await page.locator('#content .ph-progressing').count() === 1, 'a cancelled confirmation changes nothing');
+  // Pause and resume.
+  await page.click('#act-pause');
+  await page.click('#confirm-ok');
+  await page.waitForSelector('#content .ph-paused', { timeout: LONG });
+  check(await page.locator('#act-resume').count() === 1 && await page.locator('#act-pause').count() === 0, 'paused from the console; Resume is offered instead of Pause');
+  await page.click('#act-resume');
+  await page.click('#confirm-ok');
+  await page.waitForSelector('#content .ph-progressing', { timeout: LONG });
+  check(true, 'resumed from the console');
   await page.click('#act-abort');
   await page.click('#confirm-ok');
   await page.waitForSelector('#content .ph-aborted', { timeout: LONG });
@@ -158,7 +178,7 @@ const phase = (page) => page.locator('#content .ph-completed, #content .ph-abort
   const dev = await page.locator('#content a[href^="/console/devices/"]').first().getAttribute('href');
   await page.goto(URL + dev);
   await page.waitForSelector('#h-recent-logs', { timeout: LONG });
-  check(await page.locator('#h-install-history').count() === 1 && await page.locator('#h-metrics-last-hour-').count() === 1, 'the device page shows install history and metrics');
+  check(await page.locator('#h-install-history').count() === 1 && await page.locator('#h-rollouts-that-included-it').count() === 1 && await page.locator('#h-metrics-last-hour-').count() === 1, 'the device page shows install history, its rollouts and metrics');
   const logs = await page.locator('#h-recent-logs').locator('xpath=..').textContent();
   check(/not available|Fetch logs|No log lines/.test(logs), 'the recent logs panel renders: ' + logs.slice(0, 80));
   await shot(page, 'device');

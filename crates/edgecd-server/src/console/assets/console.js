@@ -106,6 +106,7 @@
     if (!r.ok) {
       const e = new Error((data && data.error) || ('HTTP ' + r.status));
       e.status = r.status;
+      e.json = !!(data && data.error);
       throw e;
     }
     return data;
@@ -198,7 +199,7 @@
         out.push(callouts);
         out.push(card('Rollouts', table('Rollouts', ['Rollout', 'Release', 'Phase', 'Step', 'Cohort'], d.rollouts.slice().reverse().map((r) => [
           rollLink(r.rollout.id), relLink(r.rollout.spec.release), phaseBadge(r.rollout.state.phase),
-          (r.rollout.state.step + 1) + '/' + r.rollout.spec.steps.length + (r.stepDescription ? ' · ' + r.stepDescription : ''),
+          Math.min(r.rollout.state.step + 1, r.rollout.spec.steps.length) + '/' + r.rollout.spec.steps.length + (r.stepDescription ? ' · ' + r.stepDescription : ''),
           num(String(r.rollout.state.cohort.length)),
         ]), { empty: 'No rollouts yet.' })));
         out.push(h('div', { class: 'grid' },
@@ -224,12 +225,13 @@
     return {
       title: () => 'Device ' + id,
       load: async () => {
-        const [dev, metrics, logs] = await Promise.all([
+        const [dev, rollouts, metrics, logs] = await Promise.all([
           api('GET', '/api/v1/admin/devices/' + encodeURIComponent(id)),
+          api('GET', '/api/v1/admin/rollouts'),
           maybe(api('GET', '/api/v1/admin/devices/' + encodeURIComponent(id) + '/metrics')),
           maybe(api('GET', logsUrl)),
         ]);
-        return { dev, metrics, logs };
+        return { dev, rollouts, metrics, logs };
       },
       render: (d) => {
         const x = d.dev;
@@ -260,6 +262,11 @@
         out.push(card('Install history', table('Install history', ['When', 'Outcome', 'Release', 'Assignment', 'Reason'],
           o ? [[time(o.at), badge(o.kind, 'ph-' + o.kind), relLink(o.release), 'v' + o.assignmentVersion, o.reason || '—']] : [],
           { empty: 'No install reported yet.' }), h('p', { class: 'hint' }, 'The server keeps each device\'s latest install outcome, with the reason of a refusal.')));
+        const mine = d.rollouts.filter((r) => r.rollout.state.cohort.includes(id)).reverse();
+        out.push(card('Rollouts that included it', table('Rollouts that included this device', ['Rollout', 'Release', 'Started', 'Phase', 'This device'],
+          mine.map((r) => [rollLink(r.rollout.id), relLink(r.rollout.spec.release), time(r.rollout.state.startedAt), phaseBadge(r.rollout.state.phase),
+            (r.rollout.state.rolledBack || []).includes(id) ? 'rolled back to ' + (r.rollout.baseline || 'its previous release') : 'assigned the release']),
+          { empty: 'No rollout has included this device.' })));
         const m = d.metrics.ok ? d.metrics.v : null;
         out.push(card('Metrics (last hour)', m ? kv([
           ['Release', relLink(m.release)],
@@ -276,15 +283,20 @@
       },
     };
     function logsCard(r) {
-      if (!r.ok && r.e.status === 404) {
+      const fetchButton = h('div', { class: 'actions' }, action('fetch-logs', 'Fetch logs', 'Ask device ' + id + ' for its recent logs at its next check-in?', () => api('POST', logsUrl, {}), 'secondary'));
+      if (!r.ok && r.e.status === 404 && !r.e.json) {
+        // No such route: this server has no device logs.
         return card('Recent logs', h('p', { class: 'muted', id: 'logs-na' }, 'Device logs are not available on this server.'));
+      }
+      if (!r.ok && r.e.status === 404) {
+        return card('Recent logs', fetchButton, h('p', { class: 'muted', id: 'logs-na' }, 'No logs are available for this device: ' + r.e.message));
       }
       if (!r.ok) return card('Recent logs', h('p', { class: 'error' }, 'Logs could not be read: ' + r.e.message));
       const l = r.v;
       const lines = l.lines || [];
-      return card('Recent logs',
-        h('div', { class: 'actions' }, action('fetch-logs', 'Fetch logs', 'Ask device ' + id + ' for its recent logs at its next check-in?', () => api('POST', logsUrl, {}), 'secondary')),
-        kv([['Requested', l.requestedAt || null], ['Received', l.receivedAt || null], ['Pending', l.pending ? 'yes, waiting for the device' : 'no']]),
+      const at = (v) => (v ? h('time', { datetime: v }, v) : null);
+      return card('Recent logs', fetchButton,
+        kv([['Requested', at(l.requested_at)], ['Received', at(l.received_at)], ['Pending', l.pending ? 'yes, waiting for the device' : 'no']]),
         lines.length ? h('pre', { class: 'logs', tabindex: '0', 'aria-label': 'Log lines' }, lines.map((x) => x.ts + ' [' + x.source + '] ' + x.line + '\n'))
           : h('p', { class: 'muted' }, 'No log lines yet.'));
     }
@@ -362,7 +374,7 @@
     add(fig, svg);
     add(fig, h('p', { class: 'legend' }, 'Line and points: the value (' + (ratio ? 'canary/baseline ratio' : 'canary') + ') at each evaluation; shaded band and whiskers: its confidence interval; dashed red line: the threshold. Points: green pass, red fail, amber inconclusive. ' +
       verdicts.filter((v) => v === 'fail').length + ' failing of ' + pts.length + '.'));
-    add(fig, h('details', {}, h('summary', {}, 'Data'), table(name + ' data', ['Time', 'Value', 'Interval', 'Verdict'], pts.map((p) => [time(p.at), show(p.v), '[' + show(p.lo) + ', ' + show(p.hi) + ']', badge(p.verdict, 'v-' + p.verdict)]))));
+    add(fig, h('details', { id: 'data-' + slug(name) }, h('summary', {}, 'Data'), table(name + ' data', ['Time', 'Value', 'Interval', 'Verdict'], pts.map((p) => [time(p.at), show(p.v), '[' + show(p.lo) + ', ' + show(p.hi) + ']', badge(p.verdict, 'v-' + p.verdict)]))));
     return fig;
   }
 
@@ -384,7 +396,7 @@
           ['Release', relLink(spec.release)],
           ['Baseline', relLink(r.baseline)],
           ['Phase', phaseBadge(state.phase)],
-          ['Step', (state.step + 1) + ' of ' + spec.steps.length + (d.st.stepDescription ? ': ' + d.st.stepDescription : '')],
+          ['Step', Math.min(state.step + 1, spec.steps.length) + ' of ' + spec.steps.length + (d.st.stepDescription ? ': ' + d.st.stepDescription : '')],
           ['Cohort', state.cohort.length + ' of ' + d.st.eligible + ' eligible devices; ' + d.st.runningRelease + ' run the release'],
           ['Started', time(state.startedAt)],
           state.finishedAt ? ['Finished', time(state.finishedAt)] : null,
@@ -412,6 +424,22 @@
           acts.push(action('act-rollback', 'Roll back to ' + r.baseline, 'Assign ' + r.baseline + ' to every device of ' + app + '?', () => api('POST', '/api/v1/admin/deployments?scope=app', { app, version, selector: {} }), 'danger'));
         }
         if (acts.length) out.push(h('div', { class: 'actions', role: 'group', 'aria-label': 'Rollout actions' }, acts));
+
+        const specGates = new Map((spec.gates || []).map((g) => [gateLabel(g), g]));
+        const lastGates = state.lastGates || [];
+        out.push(card('Gates', lastGates.length ? table('Gates at the last evaluation', ['Gate', 'Value [interval]', 'Verdict', 'Samples', 'Why'], lastGates.map((g) => {
+          const gate = specGates.get(g.gate);
+          const v = g.value === null || g.value === undefined ? '—' : fmt(g.value, gate && gate.metric) + (g.interval ? ' [' + fmt(g.interval[0], gate && gate.metric) + ', ' + fmt(g.interval[1], gate && gate.metric) + ']' : '') + (g.ratio ? ', ' + g.ratio[0].toFixed(2) + 'x [' + g.ratio[1].toFixed(2) + ', ' + g.ratio[2].toFixed(2) + '] baseline' : '');
+          return [g.gate + (g.group ? ' [' + g.group + ']' : ''), v, badge(g.verdict.verdict, 'v-' + g.verdict.verdict), num(String(g.samples) + (g.needed ? ' (+' + g.needed + ' needed)' : '')), g.verdict.why || ''];
+        })) : h('p', { class: 'muted' }, 'Not evaluated yet.')));
+
+        const series = new Map();
+        d.history.forEach((rec) => (rec.gates || []).forEach((g) => {
+          const name = g.gate + (g.group ? ' [' + g.group + ']' : '');
+          if (!series.has(name)) series.set(name, { gate: specGates.get(g.gate), pts: [] });
+          series.get(name).pts.push({ at: rec.at, g });
+        }));
+        if (series.size) out.push(card('Gates over time', [...series.entries()].map(([name, sr]) => gateChart(name, sr.pts, sr.gate))));
 
         const firstAt = new Map();
         d.history.forEach((rec) => { if (!firstAt.has(rec.step)) firstAt.set(rec.step, rec.at); });
@@ -443,22 +471,6 @@
         out.push(card('Cohort by group', table('Cohort by group', ['Group (' + (groupBy.join('/') || 'none') + ')', 'Devices', 'Sites', 'Members'],
           [...groups.entries()].sort().map(([g, v]) => [g + ((state.excludedGroups || []).includes(g) ? ' (excluded)' : ''), num(String(v.ids.length)), [...v.sites].sort().join(', '), h('span', {}, v.ids.slice(0, 20).map((x, i) => [i ? ', ' : '', devLink(x)]), v.ids.length > 20 ? ' …' : '')]),
           { empty: 'No device assigned yet.' })));
-
-        const specGates = new Map((spec.gates || []).map((g) => [gateLabel(g), g]));
-        const lastGates = state.lastGates || [];
-        out.push(card('Gates', lastGates.length ? table('Gates at the last evaluation', ['Gate', 'Value [interval]', 'Verdict', 'Samples', 'Why'], lastGates.map((g) => {
-          const gate = specGates.get(g.gate);
-          const v = g.value === null || g.value === undefined ? '—' : fmt(g.value, gate && gate.metric) + (g.interval ? ' [' + fmt(g.interval[0], gate && gate.metric) + ', ' + fmt(g.interval[1], gate && gate.metric) + ']' : '') + (g.ratio ? ', ' + g.ratio[0].toFixed(2) + 'x [' + g.ratio[1].toFixed(2) + ', ' + g.ratio[2].toFixed(2) + '] baseline' : '');
-          return [g.gate + (g.group ? ' [' + g.group + ']' : ''), v, badge(g.verdict.verdict, 'v-' + g.verdict.verdict), num(String(g.samples) + (g.needed ? ' (+' + g.needed + ' needed)' : '')), g.verdict.why || ''];
-        })) : h('p', { class: 'muted' }, 'Not evaluated yet.')));
-
-        const series = new Map();
-        d.history.forEach((rec) => (rec.gates || []).forEach((g) => {
-          const name = g.gate + (g.group ? ' [' + g.group + ']' : '');
-          if (!series.has(name)) series.set(name, { gate: specGates.get(g.gate), pts: [] });
-          series.get(name).pts.push({ at: rec.at, g });
-        }));
-        if (series.size) out.push(card('Gates over time', [...series.entries()].map(([name, sr]) => gateChart(name, sr.pts, sr.gate))));
 
         if ((d.st.incompatible || []).length) out.push(card('Incompatible devices', table('Incompatible devices', ['Device', 'Why'], d.st.incompatible.map(([dev, why]) => [devLink(dev), why]))));
         out.push(card('Decision audit', table('Decision audit', ['Time', 'Step', 'Kind', 'Decision', 'Cohort'], d.history.slice().reverse().map((rec) => [time(rec.at), String(rec.step + 1), rec.kind, rec.message, num(String(rec.cohort))]))));
@@ -533,13 +545,25 @@
       const key = JSON.stringify(data, (k, v) => (k === 'lastSeen' ? undefined : v));
       if (!force && key === last) return;
       last = key;
-      const focused = document.activeElement && document.activeElement.id;
+      // Keep what the reader was at across the re-render: the focused button or link, and
+      // the open "Data" tables.
+      const content = $('content');
+      const active = document.activeElement;
+      const focus = active && content.contains(active)
+        ? (active.id ? { id: active.id } : active.tagName === 'A' ? { href: active.getAttribute('href'), nth: [...content.querySelectorAll('a')].filter((a) => a.getAttribute('href') === active.getAttribute('href')).indexOf(active) } : null)
+        : null;
+      const open = [...content.querySelectorAll('details[open]')].map((d) => d.id).filter((x) => x);
       const title = page.title(data);
       $('title').textContent = title;
       document.title = title + ' · edgecd console';
-      const content = $('content');
       content.replaceChildren(...[page.render(data)].flat(Infinity).filter((x) => x));
-      if (focused && $(focused)) $(focused).focus();
+      open.forEach((id) => { const d = $(id); if (d) d.open = true; });
+      if (focus && focus.id && $(focus.id)) $(focus.id).focus();
+      else if (focus && focus.href) {
+        const same = [...content.querySelectorAll('a')].filter((a) => a.getAttribute('href') === focus.href);
+        const el = same[Math.max(0, focus.nth)] || same[0];
+        if (el) el.focus();
+      }
       content.setAttribute('data-updated', new Date().toISOString());
     } catch (e) {
       status('Could not load: ' + e.message, true);
