@@ -249,7 +249,7 @@
             ['Enrolled', time(x.enrolled)],
           ])),
           card('Inventory', kv([
-            ['Board', inv.board + (inv.boardModel ? ' (' + inv.boardModel + ')' : '')],
+            ['Board', inv.board ? inv.board + (inv.boardModel ? ' (' + inv.boardModel + ')' : '') : null],
             ['RAM', inv.ramMb ? inv.ramMb + ' MB' : null],
             ['Accelerator', inv.accelerator || 'none'],
             ['Runtimes', Object.entries(inv.runtimes || {}).map(([k, v]) => k + ' ' + v).join(', ')],
@@ -257,7 +257,8 @@
             ['Host name', inv.hostname],
             ['Serial', inv.serial],
           ])),
-          card('Labels', kv(Object.entries(x.labels || {}).map(([k, v]) => [k, v])))));
+          card('Labels', Object.keys(x.labels || {}).length ? kv(Object.entries(x.labels).map(([k, v]) => [k, v])) : h('p', { class: 'muted' }, 'No labels.'))));
+        if (!x.inventory) out.push(h('p', { class: 'callout info' }, 'This device has not checked in yet.'));
         const o = st.lastOutcome;
         out.push(card('Install history', table('Install history', ['When', 'Outcome', 'Release', 'Assignment', 'Reason'],
           o ? [[time(o.at), badge(o.kind, 'ph-' + o.kind), relLink(o.release), 'v' + o.assignmentVersion, o.reason || '—']] : [],
