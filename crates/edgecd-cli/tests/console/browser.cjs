@@ -138,6 +138,18 @@ const phase = (page) => page.locator('#content .ph-completed, #content .ph-abort
   await page.setViewportSize({ width: 1100, height: 1400 });
   await page.screenshot({ path: path.join(ART, 'readme-rollout.png') });
   await page.setViewportSize({ width: 1280, height: 900 });
+  // Meanwhile the fleet overview calls out the silent, incompatible Pi 4.
+  const fpage = await ctx.newPage();
+  fpage.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+  await fpage.goto(URL + '/console/');
+  await fpage.waitForSelector('#content .tiles', { timeout: LONG });
+  await fpage.waitForFunction(() => [...document.querySelectorAll('#content .callout h2')].map((e) => e.textContent).join('|').includes('Offline devices'), null, { timeout: LONG });
+  const callouts = await fpage.locator('#content .callout').allTextContents();
+  check(callouts.some((c) => c.startsWith('Offline devices')), 'the fleet overview calls out the offline device');
+  check(callouts.some((c) => c.startsWith('Incompatible devices') && c.includes('rpi4')), 'and the device the active rollout cannot reach, with why: ' + callouts.join(' | ').slice(0, 300));
+  await shot(fpage, 'fleet-during-rollout');
+  await axe(fpage, 'fleet (during a rollout)');
+  await fpage.close();
   // Cancelling the confirmation (Escape) does nothing.
   await page.click('#act-abort');
   await page.waitForSelector('dialog#confirm[open]');
