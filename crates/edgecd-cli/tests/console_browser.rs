@@ -255,6 +255,43 @@ fn the_console_in_headless_chromium() {
             .any(|r| r["token"] == "alice" && r["route"] == "/console/login"),
         "logins are audited"
     );
+    // The two reads the console added to the API.
+    let details: serde_json::Value = lab
+        .admin
+        .get("/api/v1/admin/releases/receipt-classifier@1.0.0/details")
+        .expect("release details");
+    assert_eq!(details["signature"]["keyName"], "ci", "{details:#}");
+    assert_eq!(details["signature"]["trusted"], true);
+    assert_eq!(
+        details["signature"]["keyId"], details["release"]["signedBy"],
+        "{details:#}"
+    );
+    assert_eq!(
+        details["provenance"]["bundleDigest"],
+        details["release"]["release"]["bundleDigest"]
+    );
+    assert_eq!(details["sbom"]["format"], "CycloneDX");
+    assert!(
+        details["sbom"]["components"].as_u64() >= Some(1),
+        "{details:#}"
+    );
+    let pi5 = lab
+        .admin
+        .list_devices()
+        .expect("devices")
+        .into_iter()
+        .find(|d| d.inventory.as_ref().is_some_and(|i| i.board == "rpi5"))
+        .expect("a Pi 5");
+    let m: serde_json::Value = lab
+        .admin
+        .get(&format!("/api/v1/admin/devices/{}/metrics", pi5.id))
+        .expect("device metrics");
+    assert!(m["release"].is_string(), "{m:#}");
+    assert!(
+        m["requests"].as_u64() > Some(0) && m["reports"].as_u64() > Some(0),
+        "{m:#}"
+    );
+    assert!(m["latencyP95Ms"].as_f64() > Some(0.0), "{m:#}");
     for page in [
         "login",
         "rollout-awaiting-approval",
@@ -262,6 +299,7 @@ fn the_console_in_headless_chromium() {
         "rollout-failing-gate",
         "rollout-aborted",
         "fleet",
+        "fleet-during-rollout",
         "device",
         "release",
     ] {

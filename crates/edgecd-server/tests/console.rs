@@ -238,6 +238,15 @@ fn login_sets_a_strict_http_only_cookie_and_leads_to_next() {
         assert!(r.body.len() > 1000);
     }
     assert_eq!(h.get("/console/assets/../../etc/passwd", None).status, 404);
+    assert_eq!(h.get("/console/assets/nope.js", None).status, 404);
+    // The console's own reads answer clear errors.
+    let r = h.get("/api/v1/admin/devices/nope/metrics", Some(&id));
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = h.get("/api/v1/admin/releases/nope/details", Some(&id));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("APP@VERSION"), "{}", r.body);
+    let r = h.get("/api/v1/admin/releases/app@1.0/details", Some(&id));
+    assert_eq!(r.status, 404, "{}", r.body);
 
     // Behind an HTTPS proxy the cookie is Secure.
     let r = h.login_with(
@@ -280,7 +289,20 @@ fn next_must_be_a_local_console_path() {
         &[("origin", "https://evil.example")],
     );
     assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("another site"), "{}", r.body);
     assert!(r.header("set-cookie").is_empty());
+    // Its own origin is fine, directly or through a proxy that names the host it was asked for.
+    let own = format!("http://{}", h.srv.addr);
+    let r = h.login_with(&format!("token={t}&next=/console/"), &[("origin", &own)]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = h.login_with(
+        &format!("token={t}&next=/console/"),
+        &[
+            ("origin", "https://edgecd.example.com"),
+            ("x-forwarded-host", "edgecd.example.com"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
 }
 
 #[test]

@@ -257,14 +257,38 @@ async fn login_page(Query(q): Query<LoginQuery>) -> Response {
     html(StatusCode::OK, login_form(&next, None))
 }
 
-/// Refuses a form post another site's page made (`Origin` naming another host).
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether a form post came from this server's own pages: without an `Origin` header (not a
+/// browser's cross-site post: browsers send it with every POST), or with one naming the host
+/// the request was sent to (`Host`, a proxy's `X-Forwarded-Host`) or the server's public URL
+/// (`public_url` of `--notifications`).
+fn same_origin(st: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true; // not a browser's cross-site post (they send Origin with POSTs)
+        return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, h)| h);
-    origin_host.is_some() && origin_host == host
+    let Some((_, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    let named = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').next().unwrap_or("").trim() == origin_host)
+    };
+    let public = st
+        .notifier
+        .public_url()
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""));
+    named(header::HOST)
+        || named(header::HeaderName::from_static("x-forwarded-host"))
+        || public == Some(origin_host)
+}
+
+fn cross_site(what: &str) -> ApiError {
+    ApiError::forbidden(format!(
+        "a {what} posted from another site's page is refused (its Origin names neither this \
+         server's Host nor its public_url; behind a proxy, pass the Host header on)"
+    ))
 }
 
 /// `POST /console/login` (form: `token`, `next`): a session cookie and 303 to `next`.
@@ -274,10 +298,8 @@ async fn login(State(st): State<AppState>, req: Request) -> Result<Response, Api
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let headers = req.headers().clone();
-    if !same_origin(&headers) {
-        return Err(ApiError::forbidden(
-            "a login posted from another site's page is refused",
-        ));
+    if !same_origin(&st, &headers) {
+        return Err(cross_site("login"));
     }
     let body: Bytes = axum::body::to_bytes(req.into_body(), 16 * 1024)
         .await
@@ -336,10 +358,8 @@ async fn login(State(st): State<AppState>, req: Request) -> Result<Response, Api
 /// the cookie, 303 to the login page. Without a valid session only the cookie is cleared.
 async fn logout(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let secure = session::is_https(&st, req.headers());
-    if !same_origin(req.headers()) {
-        return Err(ApiError::forbidden(
-            "a logout posted from another site's page is refused",
-        ));
+    if !same_origin(&st, req.headers()) {
+        return Err(cross_site("logout"));
     }
     if let Ok(Some((caller, s))) = session::from_headers(&st, req.headers()).await {
         let (_, ok) = session::check_csrf(req, &s).await;
