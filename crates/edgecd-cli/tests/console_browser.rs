@@ -196,7 +196,7 @@ fn the_console_in_headless_chromium() {
         assert!(out.status.success(), "the browser script failed");
         // Let the rollback reach the devices before they stop.
         let back = edgecd_testkit::wait_for(
-            "every device assigned 1.0.0 again",
+            "every Pi 5 assigned and running 1.0.0 again",
             Duration::from_secs(60),
             || {
                 let ds: Vec<_> = lab
@@ -207,7 +207,13 @@ fn the_console_in_headless_chromium() {
                     .filter(|d| d.inventory.as_ref().is_some_and(|i| i.board == "rpi5"))
                     .collect();
                 ds.iter()
-                    .all(|d| d.assigned.as_deref() == Some("receipt-classifier@1.0.0"))
+                    .all(|d| {
+                        d.assigned.as_deref() == Some("receipt-classifier@1.0.0")
+                            && d.status
+                                .as_ref()
+                                .and_then(|s| s.running.as_ref())
+                                .is_some_and(|r| r.version == "1.0.0")
+                    })
                     .then_some(ds.len())
             },
         );
@@ -292,6 +298,22 @@ fn the_console_in_headless_chromium() {
         "{m:#}"
     );
     assert!(m["latencyP95Ms"].as_f64() > Some(0.0), "{m:#}");
+    let history: Vec<serde_json::Value> = lab
+        .admin
+        .get(&format!("/api/v1/admin/devices/{}/history", pi5.id))
+        .expect("device history");
+    assert_eq!(
+        history.first().map(|e| &e["kind"]),
+        Some(&serde_json::json!("outcome")),
+        "newest first: the device reported its last install after the rollback's assignment: {history:#?}"
+    );
+    assert!(
+        history.iter().any(|e| e["kind"] == "assigned"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("receipt-classifier@1.0.0 v"))),
+        "{history:#?}"
+    );
     for page in [
         "login",
         "rollout-awaiting-approval",

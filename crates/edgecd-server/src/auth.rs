@@ -150,6 +150,7 @@ pub const ROUTES: &[RouteAccess] = &[
     r("GET", "/console/rollouts/{id}", VIEWER),
     r("GET", "/console/releases/{id}", VIEWER),
     r("GET", "/api/v1/admin/devices/{id}/metrics", VIEWER),
+    r("GET", "/api/v1/admin/devices/{id}/history", VIEWER),
     r("GET", "/api/v1/admin/releases/{id}/details", VIEWER),
 ];
 

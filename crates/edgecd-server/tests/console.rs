@@ -240,8 +240,11 @@ fn login_sets_a_strict_http_only_cookie_and_leads_to_next() {
     assert_eq!(h.get("/console/assets/../../etc/passwd", None).status, 404);
     assert_eq!(h.get("/console/assets/nope.js", None).status, 404);
     // The console's own reads answer clear errors.
-    let r = h.get("/api/v1/admin/devices/nope/metrics", Some(&id));
-    assert_eq!(r.status, 404, "{}", r.body);
+    for what in ["metrics", "history"] {
+        let r = h.get(&format!("/api/v1/admin/devices/nope/{what}"), Some(&id));
+        assert_eq!(r.status, 404, "{what}: {}", r.body);
+        assert!(r.body.contains("no device nope"), "{}", r.body);
+    }
     let r = h.get("/api/v1/admin/releases/nope/details", Some(&id));
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("APP@VERSION"), "{}", r.body);

@@ -187,10 +187,16 @@ const phase = (page) => page.locator('#content .ph-completed, #content .ph-abort
   check((await page.locator('h1').textContent()) === 'Fleet', 'the fleet overview');
   await shot(page, 'fleet');
   await axe(page, 'fleet');
-  const dev = await page.locator('#content a[href^="/console/devices/"]').first().getAttribute('href');
+  // A Pi 5 (not the silent Pi 4) from the devices table.
+  const dev = await page.evaluate(() => {
+    const rows = [...document.getElementById('h-devices').parentElement.querySelectorAll('tbody tr')];
+    return rows.find((r) => !r.textContent.includes('offline')).querySelector('a').getAttribute('href');
+  });
   await page.goto(URL + dev);
   await page.waitForSelector('#h-recent-logs', { timeout: LONG });
   check(await page.locator('#h-install-history').count() === 1 && await page.locator('#h-rollouts-that-included-it').count() === 1 && await page.locator('#h-metrics-last-hour-').count() === 1, 'the device page shows install history, its rollouts and metrics');
+  const history = await page.locator('#h-install-history').locator('xpath=..').textContent();
+  check(history.includes('assigned') && history.includes('committed') && history.includes('by rollout'), 'the install history lists assignments (by rollout) and reported outcomes');
   const logs = await page.locator('#h-recent-logs').locator('xpath=..').textContent();
   check(/not available|Fetch logs|No log lines/.test(logs), 'the recent logs panel renders: ' + logs.slice(0, 80));
   await shot(page, 'device');

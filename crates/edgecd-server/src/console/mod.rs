@@ -4,8 +4,8 @@
 //! document per page whose script, `assets/console.js`, renders it from the API and polls it
 //! every few seconds), the strict Content-Security-Policy of console responses, the way an
 //! unauthenticated browser is sent through the login and back (`next`, a local path only),
-//! and two reads only the console needs: a device's recent metrics and a release's
-//! provenance and SBOM summary.
+//! and three reads only the console needs: a device's install history and recent metrics,
+//! and a release's provenance and SBOM summary.
 //!
 //! Pages: `/console/` (fleet overview), `/console/devices/{id}`, `/console/rollouts/{id}`,
 //! `/console/releases/{app@version}`. Who may do what is the API's `ROUTES` table; the
@@ -49,6 +49,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/rollouts/{id}", get(page))
         .route("/console/releases/{id}", get(page))
         .route("/api/v1/admin/devices/{id}/metrics", get(device_metrics))
+        .route("/api/v1/admin/devices/{id}/history", get(device_history))
         .route("/api/v1/admin/releases/{id}/details", get(release_details))
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -460,6 +461,57 @@ async fn device_metrics(
         temp_c_mean: agg.temp_mean_c(),
         throttled_ratio: agg.throttled_ratio(),
     }))
+}
+
+/// One entry of a device's install history: an assignment the server made or an outcome the
+/// device reported (installed, refused with the reason, failed, rolled back).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Unix seconds.
+    pub at: i64,
+    /// `assigned`, `outcome`, `revoked`, …
+    pub kind: String,
+    /// The event's text (`APP@VERSION vN [by rollout ID]` for assignments).
+    pub detail: String,
+    /// The reported outcome (`kind` = `outcome`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<edgecd_api::protocol::Outcome>,
+}
+
+/// How many history entries the answer holds at most (the newest).
+const HISTORY_MAX: usize = 200;
+
+/// `GET /api/v1/admin/devices/{id}/history`: the device's assignments and reported install
+/// outcomes, newest first (at most 200).
+async fn device_history(
+    State(st): State<AppState>,
+    _: Auth<Viewer>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
+    if st.store.device(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no device {id}")));
+    }
+    let events = st.store.events(&id).await?;
+    Ok(Json(
+        events
+            .into_iter()
+            .rev()
+            .take(HISTORY_MAX)
+            .map(|(at, kind, detail)| HistoryEntry {
+                outcome: (kind == "outcome")
+                    .then(|| {
+                        serde_json::from_str::<Option<edgecd_api::protocol::Outcome>>(&detail)
+                            .ok()
+                            .flatten()
+                    })
+                    .flatten(),
+                at,
+                kind,
+                detail,
+            })
+            .collect(),
+    ))
 }
 
 /// Largest SBOM or release manifest read for the summary.

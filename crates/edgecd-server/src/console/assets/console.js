@@ -225,13 +225,14 @@
     return {
       title: () => 'Device ' + id,
       load: async () => {
-        const [dev, rollouts, metrics, logs] = await Promise.all([
+        const [dev, history, rollouts, metrics, logs] = await Promise.all([
           api('GET', '/api/v1/admin/devices/' + encodeURIComponent(id)),
+          api('GET', '/api/v1/admin/devices/' + encodeURIComponent(id) + '/history'),
           api('GET', '/api/v1/admin/rollouts'),
           maybe(api('GET', '/api/v1/admin/devices/' + encodeURIComponent(id) + '/metrics')),
           maybe(api('GET', logsUrl)),
         ]);
-        return { dev, rollouts, metrics, logs };
+        return { dev, history, rollouts, metrics, logs };
       },
       render: (d) => {
         const x = d.dev;
@@ -259,10 +260,26 @@
           ])),
           card('Labels', Object.keys(x.labels || {}).length ? kv(Object.entries(x.labels).map(([k, v]) => [k, v])) : h('p', { class: 'muted' }, 'No labels.'))));
         if (!x.inventory) out.push(h('p', { class: 'callout info' }, 'This device has not checked in yet.'));
-        const o = st.lastOutcome;
-        out.push(card('Install history', table('Install history', ['When', 'Outcome', 'Release', 'Assignment', 'Reason'],
-          o ? [[time(o.at), badge(o.kind, 'ph-' + o.kind), relLink(o.release), 'v' + o.assignmentVersion, o.reason || '—']] : [],
-          { empty: 'No install reported yet.' }), h('p', { class: 'hint' }, 'The server keeps each device\'s latest install outcome, with the reason of a refusal.')));
+        // Assignments the server made and what the device reported, newest first.
+        const rows = d.history.map((e) => {
+          if (e.outcome) {
+            const o = e.outcome;
+            return [time(e.at), badge(o.kind, 'ph-' + o.kind), relLink(o.release), 'v' + o.assignmentVersion, o.reason || '—'];
+          }
+          if (e.kind === 'assigned') {
+            const [rel, ver, ...rest] = e.detail.split(' ');
+            const by = rest.join(' ');
+            return [time(e.at), badge('assigned'), relLink(rel), ver || '—', by || 'deployed'];
+          }
+          let detail = e.detail;
+          try {
+            const v = JSON.parse(e.detail);
+            if (v && typeof v === 'object' && !Array.isArray(v)) detail = Object.entries(v).map(([k, x]) => k + '=' + (typeof x === 'string' ? x : JSON.stringify(x))).join(', ');
+          } catch (_) { /* plain text */ }
+          return [time(e.at), badge(e.kind), '—', '—', detail];
+        });
+        out.push(card('Install history', table('Install history', ['When', 'Event', 'Release', 'Assignment', 'Detail or reason'], rows,
+          { empty: 'Nothing assigned or reported yet.' })));
         const mine = d.rollouts.filter((r) => r.rollout.state.cohort.includes(id)).reverse();
         out.push(card('Rollouts that included it', table('Rollouts that included this device', ['Rollout', 'Release', 'Started', 'Phase', 'This device'],
           mine.map((r) => [rollLink(r.rollout.id), relLink(r.rollout.spec.release), time(r.rollout.state.startedAt), phaseBadge(r.rollout.state.phase),
