@@ -99,6 +99,9 @@ fn see_other(location: &str) -> Response {
     r
 }
 
+/// Largest login or logout form read.
+const FORM_MAX: usize = 16 * 1024;
+
 /// Percent-encodes everything but unreserved characters and `/`.
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -299,12 +302,13 @@ async fn login(State(st): State<AppState>, req: Request) -> Result<Response, Api
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let headers = req.headers().clone();
+    // The body is read before any answer, so the client is never cut off mid-send.
+    let body: Bytes = axum::body::to_bytes(req.into_body(), FORM_MAX)
+        .await
+        .map_err(|_| ApiError::bad_request("login form over 16 KiB"))?;
     if !same_origin(&st, &headers) {
         return Err(cross_site("login"));
     }
-    let body: Bytes = axum::body::to_bytes(req.into_body(), 16 * 1024)
-        .await
-        .map_err(|_| ApiError::bad_request("login form over 16 KiB"))?;
     let next = session::form_field(&body, "next")
         .filter(|n| valid_next(n))
         .unwrap_or("/console/".into());
@@ -358,13 +362,20 @@ async fn login(State(st): State<AppState>, req: Request) -> Result<Response, Api
 /// `POST /console/logout` (form field `csrf` or `X-CSRF-Token`): deletes the session, clears
 /// the cookie, 303 to the login page. Without a valid session only the cookie is cleared.
 async fn logout(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let secure = session::is_https(&st, req.headers());
-    if !same_origin(&st, req.headers()) {
+    let headers = req.headers().clone();
+    let body: Bytes = axum::body::to_bytes(req.into_body(), FORM_MAX)
+        .await
+        .map_err(|_| ApiError::bad_request("logout form over 16 KiB"))?;
+    let secure = session::is_https(&st, &headers);
+    if !same_origin(&st, &headers) {
         return Err(cross_site("logout"));
     }
-    if let Ok(Some((caller, s))) = session::from_headers(&st, req.headers()).await {
-        let (_, ok) = session::check_csrf(req, &s).await;
-        ok?;
+    if let Ok(Some((caller, s))) = session::from_headers(&st, &headers).await {
+        let given = match headers.get(session::CSRF_HEADER) {
+            Some(v) => v.to_str().ok().map(str::to_string),
+            None => session::form_field(&body, session::CSRF_FIELD),
+        };
+        session::compare(given.as_deref(), &s)?;
         session::logout(&st, &s).await?;
         tracing::info!(token = %caller.name, "console logout");
     }

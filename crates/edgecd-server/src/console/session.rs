@@ -178,7 +178,8 @@ fn refused(why: &str) -> ApiError {
     ))
 }
 
-fn compare(given: Option<&str>, s: &Session) -> Result<(), ApiError> {
+/// Checks a CSRF token given for session `s` (403 when missing or wrong).
+pub fn compare(given: Option<&str>, s: &Session) -> Result<(), ApiError> {
     match given {
         None => Err(refused("missing CSRF token")),
         Some(t) if util::ct_eq(t.trim(), &s.csrf) => Ok(()),
