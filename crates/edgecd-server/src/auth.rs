@@ -9,6 +9,10 @@
 //! log), device revocation/deletion and blob GC need `admin`. The first start's admin token
 //! (`DATA/admin-token`) is the API token named `admin`.
 //!
+//! People authenticate with a bearer API token, or in a browser with the web console's
+//! session cookie (made by logging in with a token, see [`crate::console`]); a mutating request
+//! made with the cookie also needs the session's CSRF token.
+//!
 //! A route missing from [`ROUTES`] answers 500 naming itself, so a new route cannot ship
 //! unclassified (the access tests walk the table).
 
@@ -146,6 +150,21 @@ pub const ROUTES: &[RouteAccess] = &[
     r("POST", "/api/v1/admin/tokens/{name}/rotate", ADMIN),
     r("POST", "/api/v1/admin/tokens/{name}/revoke", ADMIN),
     r("GET", "/api/v1/admin/audit", ADMIN),
+    // the web console (`crate::console`): login/logout and its assets are public (logout
+    // checks the session and its CSRF token itself); its pages need a session (or token)
+    // with role viewer, and an unauthenticated browser is sent through the login
+    r("GET", "/console/login", Public),
+    r("POST", "/console/login", Public),
+    r("POST", "/console/logout", Public),
+    r("GET", "/console/assets/{file}", Public),
+    r("GET", "/console", VIEWER),
+    r("GET", "/console/", VIEWER),
+    r("GET", "/console/devices/{id}", VIEWER),
+    r("GET", "/console/rollouts/{id}", VIEWER),
+    r("GET", "/console/releases/{id}", VIEWER),
+    r("GET", "/api/v1/admin/devices/{id}/metrics", VIEWER),
+    r("GET", "/api/v1/admin/devices/{id}/history", VIEWER),
+    r("GET", "/api/v1/admin/releases/{id}/details", VIEWER),
 ];
 
 /// Who may call `method path` (a `MatchedPath`); a HEAD without its own entry is its GET.
@@ -165,6 +184,26 @@ pub struct Caller {
     pub name: String,
     pub role: Role,
 }
+
+/// The caller of a request: its bearer API token ([`authenticate`]) or, without one, its
+/// web console session cookie (then also the [`Session`], whose CSRF token mutating requests
+/// must present: see [`layer`]). 401 without either, or when either is invalid.
+pub async fn authenticate_request(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<(Caller, Option<Session>), ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Ok((authenticate(st, headers).await?, None));
+    }
+    match crate::console::session::from_headers(st, headers).await? {
+        Some((caller, session)) => Ok((caller, Some(session))),
+        None => Err(ApiError::unauthorized(
+            "missing API token (Authorization: Bearer …) or console session (log in at /console/login)",
+        )),
+    }
+}
+
+pub use crate::console::session::Session;
 
 /// The token a request presents: 401 without one, unknown or revoked.
 pub async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -232,19 +271,37 @@ pub async fn layer(
     let Access::Role(role) = access else {
         return next.run(req).await;
     };
-    let caller = match authenticate(&st, req.headers()).await {
+    // A browser following a notification's link to the API lands on the console's page.
+    if let Some(to) = crate::console::browser_redirect(&method, &route, req.uri(), req.headers()) {
+        return to;
+    }
+    let (caller, session) = match authenticate_request(&st, req.headers()).await {
         Ok(c) => c,
+        // A console page without a (valid) session goes through the login and back.
+        Err(_) if crate::console::is_page(&method, &route) => {
+            return crate::console::to_login(req.uri());
+        }
         Err(e) => return e.into_response(),
     };
     let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let (mut req, pending) = if mutating {
+    let (req, pending) = if mutating {
         crate::audit::begin(req, &caller, &route).await
     } else {
         (req, None)
     };
-    let resp = match need(&caller, role, &format!("{method} {route}")) {
+    // A request authenticated by the session cookie changes nothing without the session's
+    // CSRF token (`X-CSRF-Token` header or `csrf` form field).
+    let (mut req, csrf) = match &session {
+        Some(s) if mutating => crate::console::session::check_csrf(req, s).await,
+        _ => (req, Ok(())),
+    };
+    let allowed = csrf.and_then(|()| need(&caller, role, &format!("{method} {route}")));
+    let resp = match allowed {
         Ok(()) => {
             req.extensions_mut().insert(caller);
+            if let Some(s) = session {
+                req.extensions_mut().insert(s);
+            }
             next.run(req).await
         }
         Err(e) => e.into_response(),
@@ -281,7 +338,15 @@ impl<R: RequiredRole> FromRequestParts<AppState> for Auth<R> {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let caller = match parts.extensions.get::<Caller>() {
             Some(c) => c.clone(),
-            None => authenticate(st, &parts.headers).await?,
+            None => {
+                let (caller, session) = authenticate_request(st, &parts.headers).await?;
+                if let Some(s) = session
+                    && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+                {
+                    crate::console::session::check_csrf_header(&parts.headers, &s)?;
+                }
+                caller
+            }
         };
         let what = format!(
             "{} {}",

@@ -6,7 +6,7 @@
 //! axum router, run the controller, serve HTTP or HTTPS with graceful shutdown). Layers:
 //! [`http`] (the router and thin handlers) → domain modules ([`checkin`], [`devices`],
 //! [`deploy`], [`assign`] — the one path that changes what a device runs —, [`release`],
-//! [`keys`], [`rollouts`], [`fleets`] — desired state the controller reconciles —, [`notify`], [`chatops`] — Slack/Teams actions —, [`device_logs`] — logs and diagnosis on demand —, …) → [`store`] (all SQL, one module per backend);
+//! [`keys`], [`rollouts`], [`fleets`] — desired state the controller reconciles —, [`notify`], [`chatops`] — Slack/Teams actions —, [`device_logs`] — logs and diagnosis on demand —, …); [`console`] is the web console (session-cookie login, CSRF, embedded assets) → [`store`] (all SQL, one module per backend);
 //! [`controller`] is the supervised service that changes state on its own, elected among
 //! replicas by a lease; people and access are [`auth`] (API tokens, roles, the access layer)
 //! and [`audit`]; [`blobs`] and [`registry`] hold content-addressed storage; [`backup`] is
@@ -29,6 +29,7 @@ pub mod backup;
 pub mod blobs;
 pub mod chatops;
 pub mod checkin;
+pub mod console;
 pub mod controller;
 pub mod deploy;
 pub mod device_logs;

@@ -132,14 +132,14 @@ fn role_routes() -> impl Iterator<Item = (&'static str, &'static str, Role)> {
     })
 }
 
-/// Every `.route(PATH, METHODS…)` registered in the server's sources, as (method, path):
+/// Every `.route(PATH, METHODS…)` registered in the server's sources (all modules, nested
+/// ones too), as (method, path):
 /// the table must list each, so a route cannot be added without deciding who may call it.
 fn registered_routes() -> Vec<(String, String)> {
-    // Every .rs file under src/, in subdirectories too (http/, …).
-    let mut files = vec![];
     let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir).expect("src") {
+    let mut files = vec![];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("src") {
             let p = e.expect("entry").path();
             if p.is_dir() {
                 dirs.push(p);

@@ -1361,6 +1361,9 @@ impl edgecd_server::notify::Notify for RecordingNotifier {
     fn counts(&self) -> Vec<edgecd_server::notify::ChannelCounts> {
         vec![]
     }
+    fn public_url(&self) -> &str {
+        "http://console.test"
+    }
 }
 
 /// The controller reads time from the injected clock: a one-hour pause ends when the fake

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::device_logs::routes())
         .merge(crate::chatops::routes())
         .merge(crate::auth::routes())
+        .merge(crate::console::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));

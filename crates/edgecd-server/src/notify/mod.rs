@@ -708,6 +708,8 @@ pub trait Notify: std::fmt::Debug + Send + Sync + 'static {
     fn channel_names(&self) -> Vec<String>;
     /// Every channel's counters.
     fn counts(&self) -> Vec<ChannelCounts>;
+    /// The base of the links messages carry (the server as people reach it).
+    fn public_url(&self) -> &str;
     /// The controller's share of notifying, run on every pass (leader or not): when due,
     /// queue the outbox's pending rows (on the leader only) and purge old finished ones.
     fn sweep_outbox(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -740,6 +742,9 @@ impl Notify for Notifier {
     }
     fn counts(&self) -> Vec<ChannelCounts> {
         Notifier::counts(self)
+    }
+    fn public_url(&self) -> &str {
+        Notifier::public_url(self)
     }
     fn sweep_outbox(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.sweep_when_due())

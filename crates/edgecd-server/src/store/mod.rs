@@ -158,6 +158,20 @@ pub struct ApiTokenRow {
     pub revoked: Option<i64>,
 }
 
+/// One web console session (`console_sessions`, see `crate::console`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSessionRow {
+    /// SHA-256 (hex) of the session id the cookie holds.
+    pub id_hash: String,
+    /// The API token logged in with: its name and its secret's hash at login (a rotated or
+    /// revoked token no longer matches, which ends the session).
+    pub token_name: String,
+    pub token_hash: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub expires: i64,
+}
+
 /// One audit record (`audit_log`): a mutating request by a token.
 #[derive(Debug, Clone)]
 pub struct AuditRow {
@@ -510,6 +524,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// false when it was already remembered (a replay).
     async fn chat_replay_first(&self, key: &str, expires_ms: i64, now_ms: i64)
     -> StoreResult<bool>;
+
+    // ---- web console sessions (see `crate::console`) ----
+    /// Stores a new session.
+    async fn console_session_create(&self, s: &ConsoleSessionRow) -> StoreResult<()>;
+    /// The session whose id hashes to `id_hash` (expired ones too: the caller checks).
+    async fn console_session(&self, id_hash: &str) -> StoreResult<Option<ConsoleSessionRow>>;
+    /// Deletes a session (logout); false when there was none.
+    async fn console_session_delete(&self, id_hash: &str) -> StoreResult<bool>;
+    /// Deletes the sessions expired at `now`; how many.
+    async fn console_sessions_purge(&self, now: i64) -> StoreResult<u64>;
 }
 
 /// Merges the token's labels over the device's.

@@ -2,9 +2,9 @@
 //! `migrations/sqlite/`; the applied count is kept in `PRAGMA user_version`.
 
 use super::{
-    ApiTokenRow, AssignmentRow, AuditRow, DeviceLogsRow, DeviceRow, Fenced, FleetRow, NewDevice,
-    OutboxInsert, OutboxRow, RolloutGuard, RolloutSave, Store, StoreResult, TokenRefusal,
-    TrustedKeyRow, merge_labels,
+    ApiTokenRow, AssignmentRow, AuditRow, ConsoleSessionRow, DeviceLogsRow, DeviceRow, Fenced,
+    FleetRow, NewDevice, OutboxInsert, OutboxRow, RolloutGuard, RolloutSave, Store, StoreResult,
+    TokenRefusal, TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;
@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_controller_lease.sql"),
     include_str!("../../migrations/sqlite/0007_access.sql"),
     include_str!("../../migrations/sqlite/0008_fleets.sql"),
+    include_str!("../../migrations/sqlite/0009_console_sessions.sql"),
     include_str!("../../migrations/sqlite/0010_device_logs.sql"),
     include_str!("../../migrations/sqlite/0011_chat_replays.sql"),
 ];
@@ -932,6 +933,56 @@ impl Store for SqliteStore {
 
     async fn execute_raw(&self, sql: &str) -> StoreResult<()> {
         sqlx::raw_sql(sql).execute(&self.pool).await.map(|_| ())
+    }
+
+    async fn console_session_create(&self, s: &ConsoleSessionRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO console_sessions (id_hash, token_name, token_hash, created, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.token_name)
+        .bind(&s.token_hash)
+        .bind(s.created)
+        .bind(s.expires)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn console_session(&self, id_hash: &str) -> StoreResult<Option<ConsoleSessionRow>> {
+        let r = sqlx::query(
+            "SELECT id_hash, token_name, token_hash, created, expires FROM console_sessions WHERE id_hash = ?1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| {
+            Ok(ConsoleSessionRow {
+                id_hash: r.try_get(0)?,
+                token_name: r.try_get(1)?,
+                token_hash: r.try_get(2)?,
+                created: r.try_get(3)?,
+                expires: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn console_session_delete(&self, id_hash: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn console_sessions_purge(&self, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM console_sessions WHERE expires <= ?1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     async fn device_logs_request(
