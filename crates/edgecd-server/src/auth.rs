@@ -244,6 +244,43 @@ fn need(caller: &Caller, role: Role, what: &str) -> Result<(), ApiError> {
     )))
 }
 
+/// What the access layer does with a request, from its route's entry in [`ROUTES`].
+enum Gate {
+    /// No route (404/405 as usual) or a public one: pass it on.
+    Open,
+    /// Answer this (an unclassified route: 500).
+    Refuse(Response),
+    /// The matched route and the role it needs.
+    Role(String, Role),
+}
+
+fn gate(req: &Request) -> Gate {
+    let Some(route) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+    else {
+        return Gate::Open;
+    };
+    let method = req.method();
+    match access_for(method.as_str(), &route) {
+        None => {
+            tracing::error!(%method, %route, "route has no access classification");
+            Gate::Refuse(
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "route {method} {route} is not classified in edgecd_server::auth::ROUTES"
+                    ),
+                )
+                .into_response(),
+            )
+        }
+        Some(Access::Role(role)) => Gate::Role(route, role),
+        Some(_) => Gate::Open,
+    }
+}
+
 /// The access layer (outermost on every route): refuses unclassified routes, authenticates
 /// API tokens and checks the route's role from [`ROUTES`], and records every mutating
 /// request of an authenticated token in the audit log ([`crate::audit`]), refused ones too.
@@ -252,24 +289,11 @@ pub async fn layer(
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(route) = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-    else {
-        return next.run(req).await; // no route: 404/405 as usual
-    };
     let method = req.method().clone();
-    let Some(access) = access_for(method.as_str(), &route) else {
-        tracing::error!(%method, %route, "route has no access classification");
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("route {method} {route} is not classified in edgecd_server::auth::ROUTES"),
-        )
-        .into_response();
-    };
-    let Access::Role(role) = access else {
-        return next.run(req).await;
+    let (route, role) = match gate(&req) {
+        Gate::Open => return next.run(req).await,
+        Gate::Refuse(r) => return r,
+        Gate::Role(route, role) => (route, role),
     };
     // A browser following a notification's link to the API lands on the console's page.
     if let Some(to) = crate::console::browser_redirect(&method, &route, req.uri(), req.headers()) {

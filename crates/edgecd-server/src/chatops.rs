@@ -508,7 +508,8 @@ fn respond(st: &AppState, url: &str, body: Value) {
     });
 }
 
-/// `POST /api/v1/hooks/slack`.
+/// `POST /api/v1/hooks/slack`: a button pressed in a Slack message (form-encoded
+/// `payload=`), signed with the app's signing secret.
 async fn slack(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (peer, headers, body) = read(req).await?;
     let secret = st
@@ -529,8 +530,22 @@ async fn slack(State(st): State<AppState>, req: Request) -> Result<Response, Api
         .and_then(|v| v.parse().ok())
         .unwrap_or(now);
     first_use(&st, &format!("slack:{sig}"), ts).await?;
-    let text =
-        std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
+    let payload = slack_payload(&body)?;
+    let user = slack_user(&payload);
+    let value = payload["actions"][0]["value"].as_str().unwrap_or_default();
+    let (action, rollout) = value.split_once(':').ok_or_else(|| {
+        ApiError::bad_request(format!("button value {value:?}: expected ACTION:ROLLOUT"))
+    })?;
+    let o = perform(&st, "slack", &user, action, rollout, peer.clone()).await;
+    if let Some(url) = payload["response_url"].as_str() {
+        respond(&st, url, slack_update(&payload, action, rollout, &o));
+    }
+    Ok(answer(o, action, rollout))
+}
+
+/// The interaction in a Slack request body: `payload=` JSON of type `block_actions`.
+fn slack_payload(body: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
     let payload: Value = form_value(text, "payload")
         .ok_or_else(|| {
             ApiError::bad_request("expected a form-encoded payload=… (a Slack interaction)")
@@ -545,7 +560,12 @@ async fn slack(State(st): State<AppState>, req: Request) -> Result<Response, Api
             payload["type"]
         )));
     }
-    let user = ChatUser {
+    Ok(payload)
+}
+
+/// Who pressed the button in a Slack interaction.
+fn slack_user(payload: &Value) -> ChatUser {
+    ChatUser {
         key: format!(
             "slack:{}",
             payload["user"]["id"].as_str().unwrap_or_default()
@@ -555,42 +575,35 @@ async fn slack(State(st): State<AppState>, req: Request) -> Result<Response, Api
             .or(payload["user"]["name"].as_str())
             .unwrap_or_default()
             .to_string(),
-    };
-    let value = payload["actions"][0]["value"].as_str().unwrap_or_default();
-    let (action, rollout) = value.split_once(':').ok_or_else(|| {
-        ApiError::bad_request(format!("button value {value:?}: expected ACTION:ROLLOUT"))
-    })?;
-    let o = perform(&st, "slack", &user, action, rollout, peer.clone()).await;
-    let uid = payload["user"]["id"].as_str().unwrap_or_default();
-    if let Some(url) = payload["response_url"].as_str() {
-        let update = match &o.result {
-            Ok(phase) => {
-                let line = format!(
-                    "{} by <@{uid}>: rollout {rollout} is now {phase}",
-                    past(action)
-                );
-                // The original message without its buttons, and who did what.
-                let mut blocks: Vec<Value> = payload["message"]["blocks"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|b| b["type"] != "actions")
-                    .collect();
-                blocks.push(
-                    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}),
-                );
-                json!({"replace_original": true, "text": line, "blocks": blocks})
-            }
-            Err(why) => json!({
-                "response_type": "ephemeral",
-                "replace_original": false,
-                "text": format!("edgecd refused to {action} rollout {rollout}: {why}")
-            }),
-        };
-        respond(&st, url, update);
     }
-    Ok(answer(o, action, rollout))
+}
+
+/// The message update sent to Slack's `response_url`: the original message without its
+/// buttons and a line saying who did what, or a reply only the presser sees saying why not.
+fn slack_update(payload: &Value, action: &str, rollout: &str, o: &Outcome) -> Value {
+    let uid = payload["user"]["id"].as_str().unwrap_or_default();
+    match &o.result {
+        Ok(phase) => {
+            let line = format!(
+                "{} by <@{uid}>: rollout {rollout} is now {phase}",
+                past(action)
+            );
+            let mut blocks: Vec<Value> = payload["message"]["blocks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|b| b["type"] != "actions")
+                .collect();
+            blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}));
+            json!({"replace_original": true, "text": line, "blocks": blocks})
+        }
+        Err(why) => json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": format!("edgecd refused to {action} rollout {rollout}: {why}")
+        }),
+    }
 }
 
 fn answer(o: Outcome, action: &str, rollout: &str) -> Response {
@@ -604,7 +617,8 @@ fn answer(o: Outcome, action: &str, rollout: &str) -> Response {
     }
 }
 
-/// `POST /api/v1/hooks/teams`.
+/// `POST /api/v1/hooks/teams`: a Teams message (`@edgecd approve ROLLOUT`) or an
+/// Adaptive Card's `Action.Execute`, signed like an outgoing webhook.
 async fn teams(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (peer, headers, body) = read(req).await?;
     let secret = st.config.chat.teams_secret.as_ref().ok_or_else(|| {
@@ -613,17 +627,7 @@ async fn teams(State(st): State<AppState>, req: Request) -> Result<Response, Api
     let sig = verify_teams(secret.expose(), &headers, &body)?;
     let activity: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("not a Teams activity: {e}")))?;
-    let now = st.now() as i64;
-    let ts = activity["timestamp"]
-        .as_str()
-        .and_then(parse_rfc3339)
-        .ok_or_else(|| unauthorized("the activity has no RFC 3339 timestamp"))?;
-    if (now - ts).abs() > MAX_SKEW_SECS {
-        return Err(unauthorized(format!(
-            "stale request: activity timestamp {} is more than {MAX_SKEW_SECS}s from the server's clock",
-            activity["timestamp"].as_str().unwrap_or_default()
-        )));
-    }
+    let ts = teams_timestamp(&activity, st.now() as i64)?;
     first_use(&st, &format!("teams:{sig}"), ts).await?;
     let user = ChatUser {
         key: format!(
@@ -636,52 +640,76 @@ async fn teams(State(st): State<AppState>, req: Request) -> Result<Response, Api
             .to_string(),
     };
     let invoke = activity["type"] == "invoke";
-    let (action, rollout) = if invoke {
-        let a = &activity["value"]["action"];
-        (
-            a["verb"].as_str().unwrap_or_default().to_string(),
-            a["data"]["rollout"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
-    } else {
-        // "<at>edgecd</at> approve app-1234": the mention removed.
-        let text = activity["text"].as_str().unwrap_or_default();
-        let mut plain = String::new();
-        let mut rest = text;
-        while let Some(i) = rest.find("<at>") {
-            plain.push_str(&rest[..i]);
-            rest = rest[i..].find("</at>").map_or("", |j| &rest[i + j + 5..]);
-        }
-        plain.push_str(rest);
-        let words: Vec<&str> = plain.split_whitespace().collect();
-        match words.as_slice() {
-            [a, r] => (a.to_ascii_lowercase(), r.to_string()),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "{plain:?}: write `@edgecd approve|abort|rollback ROLLOUT`"
-                )));
-            }
-        }
-    };
+    let (action, rollout) = teams_command(&activity)?;
     let o = perform(&st, "teams", &user, &action, &rollout, peer.clone()).await;
     let text = match &o.result {
-        Ok(phase) => format!(
-            "{} by {}: rollout {rollout} is now {phase}",
-            past(&action),
-            if user.name.is_empty() {
+        Ok(phase) => {
+            let who = if user.name.is_empty() {
                 &user.key
             } else {
                 &user.name
-            }
-        ),
+            };
+            format!(
+                "{} by {who}: rollout {rollout} is now {phase}",
+                past(&action)
+            )
+        }
         Err(why) => format!("edgecd refused to {action} rollout {rollout}: {why}"),
     };
     if o.result.is_err() {
         return Ok(ApiError::new(o.status, text).into_response());
     }
-    let body = if invoke {
+    Ok((StatusCode::OK, Json(teams_reply(invoke, &text))).into_response())
+}
+
+/// The activity's time (unix seconds); refused without one or more than
+/// [`MAX_SKEW_SECS`] from `now`.
+fn teams_timestamp(activity: &Value, now: i64) -> Result<i64, ApiError> {
+    let ts = activity["timestamp"]
+        .as_str()
+        .and_then(parse_rfc3339)
+        .ok_or_else(|| unauthorized("the activity has no RFC 3339 timestamp"))?;
+    if (now - ts).abs() > MAX_SKEW_SECS {
+        return Err(unauthorized(format!(
+            "stale request: activity timestamp {} is more than {MAX_SKEW_SECS}s from the server's clock",
+            activity["timestamp"].as_str().unwrap_or_default()
+        )));
+    }
+    Ok(ts)
+}
+
+/// (action, rollout) of a card's `Action.Execute` or of a message `@edgecd ACTION ROLLOUT`.
+fn teams_command(activity: &Value) -> Result<(String, String), ApiError> {
+    if activity["type"] == "invoke" {
+        let a = &activity["value"]["action"];
+        let verb = a["verb"].as_str().unwrap_or_default().to_string();
+        let rollout = a["data"]["rollout"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        return Ok((verb, rollout));
+    }
+    // "<at>edgecd</at> approve app-1234": the mention removed.
+    let text = activity["text"].as_str().unwrap_or_default();
+    let mut plain = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("<at>") {
+        plain.push_str(&rest[..i]);
+        rest = rest[i..].find("</at>").map_or("", |j| &rest[i + j + 5..]);
+    }
+    plain.push_str(rest);
+    let words: Vec<&str> = plain.split_whitespace().collect();
+    match words.as_slice() {
+        [a, r] => Ok((a.to_ascii_lowercase(), r.to_string())),
+        _ => Err(ApiError::bad_request(format!(
+            "{plain:?}: write `@edgecd approve|abort|rollback ROLLOUT`"
+        ))),
+    }
+}
+
+/// The answer Teams shows: a card replacing the pressed one, or a message.
+fn teams_reply(invoke: bool, text: &str) -> Value {
+    if invoke {
         json!({
             "statusCode": 200,
             "type": "application/vnd.microsoft.card.adaptive",
@@ -694,8 +722,7 @@ async fn teams(State(st): State<AppState>, req: Request) -> Result<Response, Api
         })
     } else {
         json!({"type": "message", "text": text})
-    };
-    Ok((StatusCode::OK, Json(body)).into_response())
+    }
 }
 
 #[cfg(test)]

@@ -295,6 +295,34 @@ fn cross_site(what: &str) -> ApiError {
     ))
 }
 
+/// The audit record of a console login (a failure to write it is logged, not fatal).
+async fn audit_login(
+    st: &AppState,
+    caller: &crate::auth::Caller,
+    peer: Option<String>,
+    headers: &HeaderMap,
+) {
+    let row = AuditRow {
+        id: 0,
+        at_ms: st.clock.now_ms(),
+        token: caller.name.clone(),
+        role: caller.role.as_str().into(),
+        method: "POST".into(),
+        route: "/console/login".into(),
+        path: "/console/login".into(),
+        status: 303,
+        peer,
+        forwarded_for: headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect()),
+        summary: None,
+    };
+    if let Err(e) = st.store.audit_insert(&row).await {
+        tracing::error!(error = %e, "could not write the audit record of a console login");
+    }
+}
+
 /// `POST /console/login` (form: `token`, `next`): a session cookie and 303 to `next`.
 async fn login(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let peer = req
@@ -332,25 +360,7 @@ async fn login(State(st): State<AppState>, req: Request) -> Result<Response, Api
         Err(e) => return Err(e),
     };
     tracing::info!(token = %caller.name, role = %caller.role, "console login");
-    let row = AuditRow {
-        id: 0,
-        at_ms: st.clock.now_ms(),
-        token: caller.name.clone(),
-        role: caller.role.as_str().into(),
-        method: "POST".into(),
-        route: "/console/login".into(),
-        path: "/console/login".into(),
-        status: 303,
-        peer,
-        forwarded_for: headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(256).collect()),
-        summary: None,
-    };
-    if let Err(e) = st.store.audit_insert(&row).await {
-        tracing::error!(error = %e, "could not write the audit record of a console login");
-    }
+    audit_login(&st, &caller, peer, &headers).await;
     let mut r = see_other(&next);
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -445,19 +455,10 @@ async fn device_metrics(
         .and_then(|s| s.running)
         .map(|r| format!("{}@{}", r.app, r.version));
     let since = st.now() as i64 - METRICS_WINDOW_SECS;
-    let mut agg = MetricsAggregate::default();
-    let mut reports = 0;
-    if let Some(release) = &release {
-        for (d, json) in st.store.device_metrics_since(since, release).await? {
-            if d != id {
-                continue;
-            }
-            if let Ok(a) = serde_json::from_str::<MetricsAggregate>(&json) {
-                agg.merge(&a);
-                reports += 1;
-            }
-        }
-    }
+    let (agg, reports) = match &release {
+        Some(release) => recent_metrics(&st, &id, release, since).await?,
+        None => (MetricsAggregate::default(), 0),
+    };
     Ok(Json(DeviceMetrics {
         device: id,
         release,
@@ -472,6 +473,27 @@ async fn device_metrics(
         temp_c_mean: agg.temp_mean_c(),
         throttled_ratio: agg.throttled_ratio(),
     }))
+}
+
+/// Device `id`'s metrics for `release` reported since `since`, merged, and how many reports.
+async fn recent_metrics(
+    st: &AppState,
+    id: &str,
+    release: &str,
+    since: i64,
+) -> Result<(MetricsAggregate, usize), ApiError> {
+    let mut agg = MetricsAggregate::default();
+    let mut reports = 0;
+    for (d, json) in st.store.device_metrics_since(since, release).await? {
+        if d != id {
+            continue;
+        }
+        if let Ok(a) = serde_json::from_str::<MetricsAggregate>(&json) {
+            agg.merge(&a);
+            reports += 1;
+        }
+    }
+    Ok((agg, reports))
 }
 
 /// One entry of a device's install history: an assignment the server made or an outcome the
