@@ -124,13 +124,12 @@ pub async fn pending_request(
 ) -> Result<Option<DeviceRequest>, ApiError> {
     Ok(st
         .store
-        .device_logs(device)
+        .device_logs_pending(device)
         .await?
-        .filter(|r| r.pending())
-        .map(|r| DeviceRequest {
-            id: r.request_id,
-            lines: u32::try_from(r.lines).unwrap_or(DEFAULT_LINES),
-            diagnose: r.diagnose,
+        .map(|(id, lines, diagnose)| DeviceRequest {
+            id,
+            lines: u32::try_from(lines).unwrap_or(DEFAULT_LINES),
+            diagnose,
         }))
 }
 

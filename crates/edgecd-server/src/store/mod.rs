@@ -503,6 +503,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<()>;
     /// The device's latest request and report.
     async fn device_logs(&self, device_id: &str) -> StoreResult<Option<DeviceLogsRow>>;
+    /// The device's latest request while it is unanswered: `(request_id, lines, diagnose)`
+    /// (read on every check-in, so without the stored report).
+    async fn device_logs_pending(
+        &self,
+        device_id: &str,
+    ) -> StoreResult<Option<(String, i64, bool)>>;
     /// Stores the report answering `request_id`; false (nothing stored) when that is not the
     /// device's latest request.
     async fn device_logs_put(

@@ -1035,6 +1035,19 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    async fn device_logs_pending(
+        &self,
+        device_id: &str,
+    ) -> StoreResult<Option<(String, i64, bool)>> {
+        sqlx::query_as(
+            "SELECT request_id, lines, diagnose FROM device_logs
+             WHERE device_id = ?1 AND (answered_id IS NULL OR answered_id <> request_id)",
+        )
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     async fn device_logs_put(
         &self,
         device_id: &str,
