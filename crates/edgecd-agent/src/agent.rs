@@ -35,7 +35,7 @@ use crate::install::BundleInstaller;
 use crate::machine::{self, Effect, Event, Limits, Slot, State};
 use crate::verify::{self, Refusal};
 use edgecd_api::protocol::{
-    BlobRef, CheckinRequest, DeviceReport, DeviceRequest, DeviceStatus, Diagnostics,
+    AppStatus, BlobRef, CheckinRequest, DeviceReport, DeviceRequest, DeviceStatus, Diagnostics,
     DownloadProgress, EnrollRequest, Inventory, PROTOCOL_VERSION, Phase, ReleaseRef, RuntimeHealth,
     SignedAssignment,
 };
@@ -95,6 +95,9 @@ pub struct Config {
     pub release_keys: Vec<VerifyingKey>,
     pub inventory: Inventory,
     pub max_trial_starts: u32,
+    /// How many apps the device holds side by side (`--max-apps`), each with its own
+    /// slots; reported in the inventory so the server checks it before placing one more.
+    pub max_apps: u32,
     /// Overrides the server's check-in delay (tests and benchmarks).
     pub checkin_interval: Option<Duration>,
     /// Stop after this many check-ins (tests and benchmarks).
@@ -131,27 +134,25 @@ pub struct Agent {
     client: Client,
     installer: Arc<dyn BundleInstaller>,
     storage: Arc<dyn Storage>,
-    state: State,
+    /// The app being worked on (its state, slots, staging); the others wait in `parked`.
+    u: Unit,
+    /// Which unit `u` is: `""` for the data directory's own (the first app, laid out as
+    /// before several apps), else the app whose unit lives in `apps/APP`.
+    loaded: String,
+    /// The other apps' units, by the same key.
+    parked: BTreeMap<String, Unit>,
     enrollment: Option<Enrollment>,
     etag: Option<String>,
-    /// The newest assignment received and not yet handled.
-    pending: Option<SignedAssignment>,
-    /// Assignments refused (not re-verified or re-reported until something changes).
-    refused: Vec<RefusalMemo>,
     /// What the device is (configuration; [`Agent::set_inventory`] when it changes).
     inventory: Inventory,
     /// Expiry of the newest valid signed timestamp seen (`None`: the server sent none yet).
     fresh_until: Option<u64>,
-    /// The signature of a refused assignment being retried (its version is "done").
-    retrying: Option<String>,
     /// Since when answers have come without a valid, unexpired timestamp.
     stale_since: Option<u64>,
     /// The device's assignment version on the server, per the last valid timestamp.
     server_version: Option<u64>,
     /// Send the highest accepted assignment with the next check-ins (the server is behind).
     send_proof: bool,
-    /// Progress of the download in flight, reported with check-ins.
-    download: Option<DownloadProgress>,
     /// When the next check-in is due (also during a download).
     next_checkin_at: Instant,
     failures: u32,
@@ -162,8 +163,6 @@ pub struct Agent {
     telemetry: Arc<Telemetry>,
     /// Podman mode, when configured and podman works here.
     podman: Option<crate::runtime::Podman>,
-    /// Since when the committed runtime's container has been seen down (podman mode).
-    runtime_down_since: Option<Instant>,
     /// An operator's logs/diagnose request not answered yet.
     device_request: Option<DeviceRequest>,
     /// The id of the last request answered (the server repeats a request until its answer
@@ -171,6 +170,104 @@ pub struct Agent {
     answered_request: Option<String>,
     /// Recent SoC temperature readings `(unix seconds, °C)`, for a diagnosis.
     temperatures: std::collections::VecDeque<(u64, f64)>,
+}
+
+/// One app's install: its directory (`state.json`, `slots/`, `current`, `staging/`), the
+/// machine's state and what the driver keeps for it between rounds.
+struct Unit {
+    dir: PathBuf,
+    state: State,
+    /// The newest assignment of this app received and not yet handled.
+    pending: Option<SignedAssignment>,
+    /// Assignments refused (not re-verified or re-reported until something changes).
+    refused: Vec<RefusalMemo>,
+    /// The signature of a refused assignment being retried (its version is "done").
+    retrying: Option<String>,
+    /// Progress of the download in flight, reported with check-ins.
+    download: Option<DownloadProgress>,
+    /// Since when the committed runtime's container has been seen down (podman mode).
+    runtime_down_since: Option<Instant>,
+}
+
+impl Unit {
+    /// Opens (creating) the unit in `dir` and loads its persisted state.
+    fn open(dir: PathBuf) -> Result<Self, AgentError> {
+        for d in [dir.clone(), dir.join("slots"), dir.join("staging")] {
+            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        let state_path = dir.join("state.json");
+        let state = match std::fs::read(&state_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| AgentError::State(format!("{}: {e}", state_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(io_err(&state_path)(e)),
+        };
+        Ok(Unit {
+            dir,
+            state,
+            pending: None,
+            refused: Vec::new(),
+            retrying: None,
+            download: None,
+            runtime_down_since: None,
+        })
+    }
+
+    /// The app this unit holds (installed, being installed, or last tried).
+    fn app(&self) -> Option<String> {
+        let s = &self.state;
+        s.active
+            .as_ref()
+            .map(|a| a.app.clone())
+            .or_else(|| s.target.as_ref().map(|t| t.release.app.clone()))
+            .or_else(|| s.previous.as_ref().map(|a| a.app.clone()))
+            .or_else(|| {
+                s.last_outcome
+                    .as_ref()
+                    .and_then(|o| o.release.as_deref())
+                    .and_then(|r| r.split_once('@'))
+                    .map(|(a, _)| a.to_string())
+            })
+    }
+
+    /// What `current` points to, as this app's status.
+    fn status(&self) -> AppStatus {
+        let s = &self.state;
+        let running = match s.phase {
+            Phase::Activating | Phase::Trial => {
+                s.target
+                    .as_ref()
+                    .map(|t| edgecd_api::protocol::RunningRelease {
+                        app: t.release.app.clone(),
+                        version: t.release.version.clone(),
+                        bundle_digest: t.release.bundle_digest.clone(),
+                        slot: t.slot.name().to_string(),
+                        image: t.image.clone(),
+                    })
+            }
+            _ => s.active.as_ref().map(machine::Installed::running),
+        };
+        let downloading = matches!(s.phase, Phase::Downloading | Phase::Verifying);
+        AppStatus {
+            app: self.app().unwrap_or_default(),
+            phase: s.phase,
+            running,
+            assignment_version: s.highest_version,
+            last_outcome: s.last_outcome.clone(),
+            download: self.download.clone().filter(|_| downloading),
+        }
+    }
+}
+
+/// Whether `app` may name a directory under `apps/` (release names are checked by the
+/// bundle format; this keeps a path out of it whatever comes).
+fn app_dir_name_ok(app: &str) -> bool {
+    !app.is_empty()
+        && app.len() <= 64
+        && !app.starts_with('.')
+        && app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// SoC temperature readings a diagnosis reports.
@@ -210,20 +307,15 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         let client = Client::new(&cfg.server, cfg.ca_pem.as_deref())
             .map_err(|e| AgentError::Config(e.to_string()))?;
-        for d in [
-            cfg.data_dir.clone(),
-            cfg.data_dir.join("slots"),
-            cfg.data_dir.join("staging"),
-        ] {
-            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+        let u = Unit::open(cfg.data_dir.clone())?;
+        let mut parked = BTreeMap::new();
+        let apps_dir = cfg.data_dir.join("apps");
+        for entry in std::fs::read_dir(&apps_dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if app_dir_name_ok(&name) && entry.path().join("state.json").is_file() {
+                parked.insert(name, Unit::open(entry.path())?);
+            }
         }
-        let state_path = cfg.data_dir.join("state.json");
-        let state = match std::fs::read(&state_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| AgentError::State(format!("{}: {e}", state_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(io_err(&state_path)(e)),
-        };
         let dev_path = cfg.data_dir.join("device.json");
         let enrollment = match std::fs::read(&dev_path) {
             Ok(b) => Some(
@@ -237,7 +329,10 @@ impl Agent {
             cfg.thermal_path.clone(),
             cfg.throttle_path.clone(),
         ));
-        let inventory = cfg.inventory.clone();
+        let mut inventory = cfg.inventory.clone();
+        inventory.max_apps = Some(cfg.max_apps.max(1));
+        let (_, total) = crate::report::disk(&cfg.data_dir);
+        inventory.storage_mb = total.map(|t| t >> 20);
         let podman = cfg.podman.clone().map(crate::runtime::Podman::new).filter(|p| {
             let ok = p.available();
             if !ok {
@@ -250,25 +345,22 @@ impl Agent {
             client,
             installer,
             storage,
-            state,
+            u,
+            loaded: String::new(),
+            parked,
             enrollment,
             etag: None,
-            pending: None,
-            refused: Vec::new(),
             inventory,
             fresh_until: None,
-            retrying: None,
             stale_since: None,
             server_version: None,
             send_proof: false,
-            download: None,
             next_checkin_at: Instant::now(),
             failures: 0,
             checkins: 0,
             metrics_sent: None,
             telemetry,
             podman,
-            runtime_down_since: None,
             device_request: None,
             answered_request: None,
             temperatures: Default::default(),
@@ -306,11 +398,24 @@ impl Agent {
 
     fn update_telemetry(&self) {
         self.telemetry
-            .set_state(self.state.phase, self.status().running);
+            .set_state(self.u.state.phase, self.status().running);
     }
 
+    /// The state of the data directory's own unit (the first app).
     pub fn state(&self) -> &State {
-        &self.state
+        if self.loaded.is_empty() {
+            &self.u.state
+        } else {
+            &self.parked[""].state
+        }
+    }
+
+    /// The state of `app`'s unit, if the device holds it.
+    pub fn app_state(&self, app: &str) -> Option<&State> {
+        self.units()
+            .into_iter()
+            .find(|(_, u)| u.app().as_deref() == Some(app))
+            .map(|(_, u)| &u.state)
     }
 
     /// The device changed (runtime installed, accelerator fitted…): sent with the next
@@ -324,30 +429,142 @@ impl Agent {
     }
 
     fn current_link(&self) -> PathBuf {
-        self.cfg.data_dir.join("current")
+        self.u.dir.join("current")
     }
 
     fn slot_dir(&self, s: Slot) -> PathBuf {
-        self.cfg.data_dir.join("slots").join(s.name())
+        self.u.dir.join("slots").join(s.name())
     }
 
     fn part_path(&self, b: &BlobRef) -> PathBuf {
-        staging_path(&self.cfg.data_dir, b)
+        staging_path(&self.u.dir, b)
+    }
+
+    /// Makes `key`'s unit the one worked on (opening it if new), parking the other.
+    fn switch_to(&mut self, key: &str) -> Result<(), AgentError> {
+        if self.loaded == key {
+            return Ok(());
+        }
+        let next = match self.parked.remove(key) {
+            Some(u) => u,
+            None => Unit::open(self.unit_dir(key))?,
+        };
+        let prev = std::mem::replace(&mut self.u, next);
+        let prev_key = std::mem::replace(&mut self.loaded, key.to_string());
+        self.parked.insert(prev_key, prev);
+        Ok(())
+    }
+
+    fn unit_dir(&self, key: &str) -> PathBuf {
+        if key.is_empty() {
+            self.cfg.data_dir.clone()
+        } else {
+            self.cfg.data_dir.join("apps").join(key)
+        }
+    }
+
+    /// Every unit's key, the data directory's own first.
+    fn unit_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = std::iter::once(self.loaded.clone())
+            .chain(self.parked.keys().cloned())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The units as they are now (the loaded one included), by key.
+    fn units(&self) -> Vec<(&str, &Unit)> {
+        let mut all: Vec<(&str, &Unit)> = std::iter::once((self.loaded.as_str(), &self.u))
+            .chain(self.parked.iter().map(|(k, u)| (k.as_str(), u)))
+            .collect();
+        all.sort_by_key(|(k, _)| *k);
+        all
+    }
+
+    /// The unit an assignment of `app` goes to: the one holding the app, else the data
+    /// directory's own while it holds nothing, else a new one under `apps/` (up to
+    /// `--max-apps`). `None`: no room (the server checks the same limit before assigning).
+    fn unit_for(&self, app: &str) -> Option<String> {
+        let units = self.units();
+        if let Some((k, _)) = units.iter().find(|(_, u)| u.app().as_deref() == Some(app)) {
+            return Some(k.to_string());
+        }
+        if units.iter().any(|(k, u)| k.is_empty() && u.app().is_none()) {
+            return Some(String::new());
+        }
+        if let Some((k, _)) = units.iter().find(|(k, u)| *k == app && u.app().is_none()) {
+            return Some(k.to_string());
+        }
+        let held = units.iter().filter(|(_, u)| u.app().is_some()).count();
+        if held >= self.cfg.max_apps.max(1) as usize || !app_dir_name_ok(app) {
+            return None;
+        }
+        Some(app.to_string())
+    }
+
+    /// Queues a signed assignment with the unit of its app (read from the payload unverified:
+    /// the unit verifies it before anything is done).
+    fn route(&mut self, signed: SignedAssignment) {
+        let app = serde_json::from_str::<edgecd_api::protocol::Assignment>(&signed.payload)
+            .map(|a| a.release.app)
+            .unwrap_or_default();
+        let key = if app.is_empty() {
+            // Unreadable: the loaded unit refuses it with the reason.
+            Some(self.loaded.clone())
+        } else {
+            self.unit_for(&app)
+        };
+        let Some(key) = key else {
+            tracing::warn!(%app, max_apps = self.cfg.max_apps, "an assignment for one app more than this agent holds (--max-apps): ignored");
+            return;
+        };
+        if key == self.loaded {
+            self.u.pending = Some(signed);
+        } else {
+            let dir = self.unit_dir(&key);
+            match self.parked.entry(key) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    e.get_mut().pending = Some(signed);
+                }
+                std::collections::btree_map::Entry::Vacant(e) => match Unit::open(dir) {
+                    Ok(mut u) => {
+                        u.pending = Some(signed);
+                        e.insert(u);
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, %app, "cannot open the app's directory")
+                    }
+                },
+            }
+        }
+    }
+
+    /// The highest assignment version any app accepted.
+    fn highest_version(&self) -> u64 {
+        self.units()
+            .iter()
+            .map(|(_, u)| u.state.highest_version)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn any_pending(&self) -> bool {
+        self.units().iter().any(|(_, u)| u.pending.is_some())
     }
 
     fn persist(&mut self, s: State) -> Result<(), AgentError> {
-        let path = self.cfg.data_dir.join("state.json");
+        let path = self.u.dir.join("state.json");
         let bytes = serde_json::to_vec_pretty(&s).map_err(|e| AgentError::State(e.to_string()))?;
         fsutil::write_atomic(&path, &bytes, 0o644).map_err(io_err(&path))?;
-        if s.phase != self.state.phase {
-            tracing::info!(from = %self.state.phase, to = %s.phase, "state change");
+        if s.phase != self.u.state.phase {
+            tracing::info!(from = %self.u.state.phase, to = %s.phase, "state change");
         }
         if let Some(o) = &s.last_outcome
-            && self.state.last_outcome.as_ref() != Some(o)
+            && self.u.state.last_outcome.as_ref() != Some(o)
         {
             self.telemetry.record_outcome(o.kind);
         }
-        self.state = s;
+        self.u.state = s;
         self.update_telemetry();
         Ok(())
     }
@@ -357,7 +574,7 @@ impl Agent {
         let mut next = Some(ev);
         while let Some(ev) = next.take() {
             let (s, effects) = machine::transition(
-                &self.state,
+                &self.u.state,
                 ev,
                 Limits {
                     max_trial_starts: self.cfg.max_trial_starts,
@@ -377,25 +594,36 @@ impl Agent {
 
     /// Handles a (re)start: resumes or finishes whatever the persisted state says.
     pub fn start(&mut self) -> Result<(), AgentError> {
-        tracing::info!(phase = %self.state.phase, trial_starts = self.state.trial_starts, "agent starting");
+        tracing::info!(phase = %self.u.state.phase, trial_starts = self.u.state.trial_starts, "agent starting");
         // Leftovers of an interrupted atomic write.
-        let _ = std::fs::remove_file(self.cfg.data_dir.join(".current.tmp"));
-        self.drive(Event::Start)?;
+        for key in self.unit_keys() {
+            self.switch_to(&key)?;
+            let _ = std::fs::remove_file(self.u.dir.join(".current.tmp"));
+            self.drive(Event::Start)?;
+        }
         self.watch_runtime()
     }
 
     /// Podman mode, at rest: starts the committed release's container when it is missing
     /// (e.g. after a reboot) and rolls back, image and model together, when it crash-loops.
     pub fn watch_runtime(&mut self) -> Result<(), AgentError> {
-        let (Some(p), Phase::Committed) = (&self.podman, self.state.phase) else {
+        for key in self.unit_keys() {
+            self.switch_to(&key)?;
+            self.watch_unit_runtime()?;
+        }
+        Ok(())
+    }
+
+    fn watch_unit_runtime(&mut self) -> Result<(), AgentError> {
+        let (Some(p), Phase::Committed) = (self.unit_podman(), self.u.state.phase) else {
             return Ok(());
         };
-        let Some(image) = self.state.active.as_ref().and_then(|a| a.image.clone()) else {
+        let Some(image) = self.u.state.active.as_ref().and_then(|a| a.image.clone()) else {
             return Ok(());
         };
         let reason = match p.watch(&image) {
             crate::runtime::Health::Running => {
-                self.runtime_down_since = None;
+                self.u.runtime_down_since = None;
                 return Ok(());
             }
             crate::runtime::Health::Missing => {
@@ -407,18 +635,18 @@ impl Agent {
             }
             crate::runtime::Health::Looping(reason) => Some(reason),
             // Podman restarts a crashed runtime at once: down for a while is down for good.
-            crate::runtime::Health::Down(reason) => match self.runtime_down_since {
+            crate::runtime::Health::Down(reason) => match self.u.runtime_down_since {
                 Some(t) if t.elapsed() >= RUNTIME_DOWN_GRACE => Some(reason),
                 Some(_) => None,
                 None => {
-                    self.runtime_down_since = Some(Instant::now());
+                    self.u.runtime_down_since = Some(Instant::now());
                     None
                 }
             },
         };
         if let Some(reason) = reason {
-            self.runtime_down_since = None;
-            if self.state.previous.is_some() {
+            self.u.runtime_down_since = None;
+            if self.u.state.previous.is_some() {
                 tracing::warn!(%reason, "runtime crash loop after commit: rolling back image and model");
                 self.drive(Event::CrashLoop(reason))?;
             } else {
@@ -477,36 +705,42 @@ impl Agent {
             .unwrap_or_default()
     }
 
-    /// What `current` points to, as a running release.
+    /// Each app's install state; the device-wide fields describe the data directory's own
+    /// unit (the first app), for servers of protocol 1.1.
     fn status(&self) -> DeviceStatus {
-        let s = &self.state;
-        let running = match s.phase {
-            Phase::Activating | Phase::Trial => {
-                s.target
-                    .as_ref()
-                    .map(|t| edgecd_api::protocol::RunningRelease {
-                        app: t.release.app.clone(),
-                        version: t.release.version.clone(),
-                        bundle_digest: t.release.bundle_digest.clone(),
-                        slot: t.slot.name().to_string(),
-                        image: t.image.clone(),
-                    })
-            }
-            _ => s.active.as_ref().map(machine::Installed::running),
-        };
-        let downloading = matches!(s.phase, Phase::Downloading | Phase::Verifying);
+        let units = self.units();
+        let apps: Vec<AppStatus> = units
+            .iter()
+            .filter(|(_, u)| u.app().is_some())
+            .map(|(_, u)| u.status())
+            .collect();
+        let first = units
+            .iter()
+            .find(|(k, u)| k.is_empty() && u.app().is_some())
+            .or_else(|| units.iter().find(|(_, u)| u.app().is_some()))
+            .or_else(|| units.first())
+            .map(|(_, u)| u.status());
+        let first = first.unwrap_or(AppStatus {
+            app: String::new(),
+            phase: Phase::Idle,
+            running: None,
+            assignment_version: 0,
+            last_outcome: None,
+            download: None,
+        });
         DeviceStatus {
-            phase: s.phase,
-            running,
-            assignment_version: s.highest_version,
-            last_outcome: s.last_outcome.clone(),
-            download: self.download.clone().filter(|_| downloading),
+            phase: first.phase,
+            running: first.running,
+            assignment_version: self.highest_version(),
+            last_outcome: first.last_outcome,
+            download: first.download,
             stale_since: self.stale_since,
             assignment_proof: if self.send_proof {
                 self.load_proof()
             } else {
                 None
             },
+            apps,
         }
     }
 
@@ -562,13 +796,14 @@ impl Agent {
                 .record_temperature(t, throttled.unwrap_or(false));
         }
         let req = CheckinRequest {
+            app_metrics: Default::default(),
             inventory: self.inventory.clone(),
             status: self.status(),
             labels: self.cfg.labels.clone(),
             metrics,
             protocol: PROTOCOL_VERSION.into(),
         };
-        let etag = if self.pending.is_none() {
+        let etag = if !self.any_pending() {
             self.etag.as_deref()
         } else {
             None
@@ -591,8 +826,14 @@ impl Agent {
                 if let Some(p) = &mut self.podman {
                     p.server_mirror = response.image_mirror.clone();
                 }
-                if response.assignment.is_some() {
-                    self.pending = response.assignment;
+                // Protocol 1.2: every app's assignment; 1.1: the one.
+                let list = if response.assignments.is_empty() {
+                    response.assignment.into_iter().collect()
+                } else {
+                    response.assignments
+                };
+                for signed in list {
+                    self.route(signed);
                 }
                 if let Some(r) = response.device_request
                     && self.answered_request.as_deref() != Some(r.id.as_str())
@@ -602,7 +843,7 @@ impl Agent {
                 response.next_checkin_secs
             }
         };
-        tracing::debug!(checkins = self.checkins, phase = %self.state.phase, "checked in");
+        tracing::debug!(checkins = self.checkins, phase = %self.u.state.phase, "checked in");
         Ok(self
             .cfg
             .checkin_interval
@@ -629,11 +870,11 @@ impl Agent {
                 }
                 self.fresh_until = Some(t.expires);
                 self.server_version = Some(t.assignment_version);
-                if t.assignment_version > self.state.highest_version && self.pending.is_none() {
+                if t.assignment_version > self.highest_version() && !self.any_pending() {
                     // A 304 for an ETag older than the server's assignment: fetch it.
                     self.etag = None;
                 }
-                if t.assignment_version < self.state.highest_version {
+                if t.assignment_version < self.highest_version() {
                     self.send_proof = true;
                 }
             }
@@ -655,9 +896,30 @@ impl Agent {
     /// Handles the newest pending assignment and, when another arrived meanwhile (say a
     /// rollback reported at the end of an install), that one right after.
     pub fn handle_pending(&mut self) -> Result<(), AgentError> {
+        // Each app in turn; one that installs checks in meanwhile, which may queue more for
+        // any app, so go round until none is left (bounded).
+        for _ in 0..4 {
+            for key in self.unit_keys() {
+                self.switch_to(&key)?;
+                self.handle_unit_pending()?;
+            }
+            if !self.units().iter().any(|(_, u)| {
+                u.pending.is_some()
+                    && matches!(
+                        u.state.phase,
+                        Phase::Idle | Phase::Committed | Phase::Downloading | Phase::Verifying
+                    )
+            }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_unit_pending(&mut self) -> Result<(), AgentError> {
         self.requeue_changed_refusal();
         let r = self.handle_pending_rounds();
-        if self.state.target.is_none() {
+        if self.u.state.target.is_none() {
             // Nothing in flight (installed, refused, cancelled): staging holds nothing.
             self.prune_staging(None);
         }
@@ -667,19 +929,19 @@ impl Agent {
     fn handle_pending_rounds(&mut self) -> Result<(), AgentError> {
         for _ in 0..8 {
             if !matches!(
-                self.state.phase,
+                self.u.state.phase,
                 Phase::Idle | Phase::Committed | Phase::Downloading | Phase::Verifying
             ) {
                 // Mid-activation (not after a normal drive): handled once it settles.
                 return Ok(());
             }
-            let Some(signed) = self.pending.take() else {
+            let Some(signed) = self.u.pending.take() else {
                 return Ok(());
             };
             if let Some(retry) = self.handle_one(signed)? {
                 // Failed transiently: retry later, unless something newer arrived meanwhile.
-                if self.pending.is_none() {
-                    self.pending = Some(retry);
+                if self.u.pending.is_none() {
+                    self.u.pending = Some(retry);
                 }
                 return Ok(());
             }
@@ -697,19 +959,20 @@ impl Agent {
     /// Whether `signed` was refused before under the same conditions.
     fn refused_before(&mut self, signed: &SignedAssignment) -> bool {
         let Some(i) = self
+            .u
             .refused
             .iter()
             .position(|m| m.signature == signed.signature)
         else {
             return false;
         };
-        if self.device_changed_since(&self.refused[i]) {
+        if self.device_changed_since(&self.u.refused[i]) {
             tracing::info!("retrying an assignment refused before: the device changed since");
-            self.refused.remove(i);
-            self.retrying = Some(signed.signature.clone());
+            self.u.refused.remove(i);
+            self.u.retrying = Some(signed.signature.clone());
             return false;
         }
-        if !self.refused[i].verified {
+        if !self.u.refused[i].verified {
             // A forged copy again: keep asking for the whole answer (not 304).
             self.etag = None;
         }
@@ -719,17 +982,17 @@ impl Agent {
     /// With nothing newer pending, queues again the newest refused assignment whose
     /// conditions changed (the server answers 304 for it: it is the same assignment).
     fn requeue_changed_refusal(&mut self) {
-        if self.pending.is_some() {
+        if self.u.pending.is_some() {
             return;
         }
-        if let Some(i) = (0..self.refused.len())
+        if let Some(i) = (0..self.u.refused.len())
             .rev()
-            .find(|&i| self.refused[i].verified && self.device_changed_since(&self.refused[i]))
+            .find(|&i| self.u.refused[i].verified && self.device_changed_since(&self.u.refused[i]))
         {
-            let m = self.refused.remove(i);
+            let m = self.u.refused.remove(i);
             tracing::info!("the device changed since an assignment was refused: retrying it");
-            self.retrying = Some(m.signature);
-            self.pending = Some(m.assignment);
+            self.u.retrying = Some(m.signature);
+            self.u.pending = Some(m.assignment);
         }
     }
 
@@ -740,10 +1003,10 @@ impl Agent {
         needs_free_bytes: Option<u64>,
         verified: bool,
     ) {
-        if self.refused.len() >= 16 {
-            self.refused.remove(0);
+        if self.u.refused.len() >= 16 {
+            self.u.refused.remove(0);
         }
-        self.refused.push(RefusalMemo {
+        self.u.refused.push(RefusalMemo {
             assignment: signed.clone(),
             signature: signed.signature.clone(),
             inventory: self.inventory.clone(),
@@ -753,7 +1016,7 @@ impl Agent {
     }
 
     fn free_bytes(&self) -> Option<u64> {
-        self.storage.free_bytes(&self.cfg.data_dir.join("staging"))
+        self.storage.free_bytes(&self.u.dir.join("staging"))
     }
 
     /// Verifies and installs one assignment. Returns it when it failed transiently (retry).
@@ -773,7 +1036,7 @@ impl Agent {
             &signed,
             &key,
             &e.device_id,
-            self.state.highest_version,
+            self.u.state.highest_version,
             now(),
         ) {
             Ok(a) => a,
@@ -781,7 +1044,7 @@ impl Agent {
                 tracing::warn!(%reason, "assignment refused");
                 if self
                     .server_version
-                    .is_some_and(|v| v < self.state.highest_version)
+                    .is_some_and(|v| v < self.u.state.highest_version)
                     || reason.contains("lower than the highest accepted version")
                 {
                     self.send_proof = true;
@@ -789,7 +1052,7 @@ impl Agent {
                 self.remember_refused(&signed, None, false);
                 // Ask for the whole answer again: the genuine assignment has this ETag too.
                 self.etag = None;
-                let phase = self.state.phase;
+                let phase = self.u.state.phase;
                 if matches!(phase, Phase::Downloading | Phase::Verifying) {
                     // A bad copy never disturbs the install in flight.
                     return Ok(None);
@@ -803,12 +1066,20 @@ impl Agent {
             }
         };
         let label = format!("{}@{}", a.release.app, a.release.version);
-        let same = self.state.active.as_ref().is_some_and(|x| {
+        if let Some(held) = self.u.app()
+            && held != a.release.app
+        {
+            // Routed here by an unverified payload, or the app changed under it: not this
+            // unit's (the next check-in routes it again).
+            tracing::warn!(release = %label, unit = %held, "assignment for another app: not installed over this one");
+            return Ok(None);
+        }
+        let same = self.u.state.active.as_ref().is_some_and(|x| {
             x.app == a.release.app
                 && x.version == a.release.version
                 && x.bundle_digest == a.release.bundle_digest
         });
-        let in_flight = self.state.target.as_ref();
+        let in_flight = self.u.state.target.as_ref();
         if in_flight.is_some_and(|t| t.assignment_version >= a.version) {
             // Already being installed (or superseded by what is).
             return Ok(None);
@@ -821,8 +1092,12 @@ impl Agent {
             self.drive(Event::AssignedSame { version: a.version })?;
             return Ok(None);
         }
-        let retry = self.retrying.take().is_some_and(|s| s == signed.signature);
-        if a.version <= self.state.done_version && !retry {
+        let retry = self
+            .u
+            .retrying
+            .take()
+            .is_some_and(|s| s == signed.signature);
+        if a.version <= self.u.state.done_version && !retry {
             return Ok(None);
         }
         let refusal =
@@ -846,10 +1121,10 @@ impl Agent {
             version: a.version,
             release: Box::new(a.release),
         })?;
-        let failed = self.state.last_outcome.as_ref().is_some_and(|o| {
+        let failed = self.u.state.last_outcome.as_ref().is_some_and(|o| {
             o.kind == edgecd_api::protocol::OutcomeKind::Failed && o.assignment_version == a.version
         });
-        if failed && matches!(self.state.phase, Phase::Idle | Phase::Committed) {
+        if failed && matches!(self.u.state.phase, Phase::Idle | Phase::Committed) {
             return Ok(Some(signed));
         }
         Ok(None)
@@ -894,6 +1169,17 @@ impl Agent {
 
     /// Keeps the highest accepted signed assignment (the proof for a server that is behind).
     fn save_proof(&self, signed: &SignedAssignment) {
+        let version = |s: &SignedAssignment| {
+            serde_json::from_str::<edgecd_api::protocol::Assignment>(&s.payload)
+                .map_or(0, |a| a.version)
+        };
+        if self
+            .load_proof()
+            .is_some_and(|p| version(&p) > version(signed))
+        {
+            // Another app's assignment is newer: that one proves the device's counter.
+            return;
+        }
         let path = self.cfg.data_dir.join("assignment.json");
         if let Ok(bytes) = serde_json::to_vec(signed)
             && let Err(e) = fsutil::write_atomic(&path, &bytes, 0o600)
@@ -923,14 +1209,14 @@ impl Agent {
     /// Whether the pending assignment is valid, newer than the target, and names another
     /// release (a copy that does not verify never stops an install).
     fn superseded(&self) -> bool {
-        let (Some(p), Some(t), Some(e)) = (&self.pending, &self.state.target, &self.enrollment)
+        let (Some(p), Some(t), Some(e)) = (&self.u.pending, &self.u.state.target, &self.enrollment)
         else {
             return false;
         };
         let Ok(key) = VerifyingKey::from_pem(&e.assignment_key_pem) else {
             return false;
         };
-        verify::verify_assignment(p, &key, &e.device_id, self.state.highest_version, now())
+        verify::verify_assignment(p, &key, &e.device_id, self.u.state.highest_version, now())
             .is_ok_and(|a| a.version > t.assignment_version && a.release != t.release)
     }
 
@@ -953,14 +1239,14 @@ impl Agent {
                 fsutil::switch_symlink(&link, target.as_deref()).map_err(io_err(&link))?;
                 tracing::warn!(
                     slot = slot.map(Slot::name),
-                    reason = self.state.rollback_reason.as_deref().unwrap_or(""),
+                    reason = self.u.state.rollback_reason.as_deref().unwrap_or(""),
                     "rolled back current"
                 );
                 if slot.is_some() {
                     if let Err(e) = self.activate() {
                         tracing::error!(error = %e, "re-activating the previous release failed");
                     }
-                } else if let Some(p) = &self.podman {
+                } else if let Some(p) = self.unit_podman() {
                     // Nothing to go back to: the failed release's runtime must not keep running.
                     p.stop();
                 }
@@ -968,7 +1254,7 @@ impl Agent {
             }
             Effect::Report => {
                 self.prune_images();
-                if let Some(o) = &self.state.last_outcome {
+                if let Some(o) = &self.u.state.last_outcome {
                     tracing::info!(kind = ?o.kind, reason = %o.reason, release = o.release.as_deref().unwrap_or(""), "reporting outcome");
                 }
                 if let Err(e) = self.checkin() {
@@ -982,25 +1268,32 @@ impl Agent {
     fn hook_env(&self) -> HookEnv {
         let current = self.current_link();
         let slot_dir = std::fs::canonicalize(&current).unwrap_or_else(|_| current.clone());
-        let release = match self.state.phase {
+        let release = match self.u.state.phase {
             Phase::Activating | Phase::Trial => {
-                self.state.target.as_ref().map(machine::Target::label)
+                self.u.state.target.as_ref().map(machine::Target::label)
             }
-            _ => self.state.active.as_ref().map(machine::Installed::label),
+            _ => self.u.state.active.as_ref().map(machine::Installed::label),
         };
         HookEnv {
             current,
             slot_dir,
             release: release.unwrap_or_default(),
+            app: self.u.app().unwrap_or_default(),
         }
+    }
+
+    /// Podman, for the unit it serves: the data directory's own (the first app). Other
+    /// apps run natively, next to it.
+    fn unit_podman(&self) -> Option<&crate::runtime::Podman> {
+        self.podman.as_ref().filter(|_| self.loaded.is_empty())
     }
 
     /// The runtime image of the release `current` points to (podman mode).
     fn current_image(&self) -> Option<String> {
-        self.podman.as_ref()?;
-        match self.state.phase {
-            Phase::Activating | Phase::Trial => self.state.target.as_ref()?.image.clone(),
-            _ => self.state.active.as_ref()?.image.clone(),
+        self.unit_podman()?;
+        match self.u.state.phase {
+            Phase::Activating | Phase::Trial => self.u.state.target.as_ref()?.image.clone(),
+            _ => self.u.state.active.as_ref()?.image.clone(),
         }
     }
 
@@ -1008,7 +1301,7 @@ impl Agent {
     /// release pins one; otherwise any runtime container is stopped), then the activation
     /// command.
     fn activate(&self) -> Result<(), String> {
-        if let Some(p) = &self.podman {
+        if let Some(p) = self.unit_podman() {
             match self.current_image() {
                 Some(image) => {
                     let env = self.hook_env();
@@ -1073,7 +1366,7 @@ impl Agent {
     }
 
     fn target_release(&self) -> Option<ReleaseRef> {
-        self.state.target.as_ref().map(|t| t.release.clone())
+        self.u.state.target.as_ref().map(|t| t.release.clone())
     }
 
     /// Removes the target's staged files (a refused release leaves nothing behind).
@@ -1100,7 +1393,7 @@ impl Agent {
             .flatten()
             .map(|b| self.part_path(b))
             .collect();
-        let dir = self.cfg.data_dir.join("staging");
+        let dir = self.u.dir.join("staging");
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let p = entry.path();
             if !keep.contains(&p) {
@@ -1111,7 +1404,7 @@ impl Agent {
     }
 
     fn refused_event(&self, reason: String) -> Event {
-        let t = self.state.target.as_ref();
+        let t = self.u.state.target.as_ref();
         if let Some(t) = t {
             self.clear_staging(&t.release);
         }
@@ -1138,7 +1431,7 @@ impl Agent {
         loop {
             let r = client.download(credential, b, &part, storage.as_ref(), opts, &mut |n| {
                 self.telemetry.add_download_bytes(n);
-                if let Some(d) = &mut self.download {
+                if let Some(d) = &mut self.u.download {
                     d.done_bytes += n;
                 }
                 self.checkin_while_installing()
@@ -1213,18 +1506,19 @@ impl Agent {
         }
         self.prune_staging(Some(&r));
         let version = self
+            .u
             .state
             .target
             .as_ref()
             .map_or(0, |t| t.assignment_version);
-        self.download = Some(DownloadProgress {
+        self.u.download = Some(DownloadProgress {
             release: format!("{}@{}", r.app, r.version),
             assignment_version: version,
             done_bytes: self.staged_bytes(&r),
             total_bytes: release_blobs(&r).iter().map(|b| b.size).sum(),
         });
         let ev = self.download_steps(&r, &e.credential, &keys);
-        self.download = None;
+        self.u.download = None;
         ev
     }
 
@@ -1244,7 +1538,7 @@ impl Agent {
                 Err(ev) => return Some(ev),
             }
         }
-        let read = |b: &BlobRef| std::fs::read(staging_path(&self.cfg.data_dir, b));
+        let read = |b: &BlobRef| std::fs::read(staging_path(&self.u.dir, b));
         let (Ok(manifest), Ok(sig)) = (read(&r.manifest), read(&r.manifest_sig)) else {
             return Some(Event::Failed(
                 "reading the downloaded release manifest".into(),
@@ -1301,6 +1595,12 @@ impl Agent {
         }
         let m = edgecd_bundle::release::ReleaseManifest::from_json(manifest)
             .map_err(|e| Refusal(format!("release manifest: {e}")))?;
+        if m.image.is_some() && self.unit_podman().is_none() {
+            let first = self.parked.get("").and_then(Unit::app).unwrap_or_default();
+            return Err(Refusal(format!(
+                "this release pins a runtime image, and under podman this device runs the runtime container of its first app ({first}) only: run this app natively (a release without an image) or on another device"
+            )));
+        }
         if m.image.is_some() {
             m.verify_image_signature(key)
                 .map_err(|e| Refusal(format!("runtime image refused: {e}")))?;
@@ -1335,8 +1635,8 @@ impl Agent {
     /// Removes pulled images that neither slot's release (nor the install in flight) uses:
     /// the last two are kept, older ones go.
     fn prune_images(&self) {
-        let Some(p) = &self.podman else { return };
-        let s = &self.state;
+        let Some(p) = self.unit_podman() else { return };
+        let s = &self.u.state;
         let keep: Vec<String> = [
             s.active.as_ref().and_then(|a| a.image.clone()),
             s.previous.as_ref().and_then(|a| a.image.clone()),
@@ -1358,7 +1658,7 @@ impl Agent {
 
     /// Verifies the bundle with the release key and unpacks it into the target slot.
     fn unpack(&mut self) -> Event {
-        let Some(t) = self.state.target.clone() else {
+        let Some(t) = self.u.state.target.clone() else {
             return Event::Failed("no target to unpack".into());
         };
         let r = &t.release;
@@ -1413,8 +1713,8 @@ impl Agent {
             let _ = fsutil::remove_dir_if_exists(&dir);
             return self.refused_event(reason);
         }
-        if let Err(e) = fsutil::sync_tree(&dir)
-            .and_then(|()| fsutil::sync_dir(&self.cfg.data_dir.join("slots")))
+        if let Err(e) =
+            fsutil::sync_tree(&dir).and_then(|()| fsutil::sync_dir(&self.u.dir.join("slots")))
         {
             return Event::Failed(format!("syncing slot {}: {e}", dir.display()));
         }
@@ -1522,8 +1822,8 @@ impl Agent {
         Diagnostics {
             collected_at: crate::report::rfc3339(now),
             agent_version: env!("CARGO_PKG_VERSION").into(),
-            phase: self.state.phase,
-            slots: crate::report::slots(&self.cfg.data_dir, &self.state),
+            phase: self.u.state.phase,
+            slots: crate::report::slots(&self.u.dir, &self.u.state),
             free_disk_bytes: free,
             total_disk_bytes: total,
             temperatures: self.temperatures.iter().copied().collect(),
@@ -1551,7 +1851,7 @@ impl Agent {
                     .saturating_mul(1 << self.failures.min(8))
                     .min(Duration::from_secs(300));
                 tracing::warn!(error = %e, failures = self.failures, retry_in_ms = delay.as_millis() as u64, "check-in failed; keeping the current release");
-                if self.pending.is_some() {
+                if self.any_pending() {
                     self.handle_pending()?;
                 }
                 Ok(delay)

@@ -80,6 +80,11 @@ pub struct Args {
     /// Unconfirmed starts of a new release before falling back to the previous one.
     #[arg(long, default_value_t = 3)]
     pub max_trial_starts: u32,
+    /// Apps this device holds side by side, each with its own A/B slots (the first in the
+    /// data directory, the others under `apps/APP`); the server checks it, and the RAM and
+    /// storage they need together, before placing one more.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub max_apps: u32,
     /// Override the server's check-in delay, in milliseconds (testing).
     #[arg(long, hide = true)]
     pub checkin_interval_ms: Option<u64>,
@@ -257,6 +262,7 @@ impl Args {
             release_keys,
             inventory,
             max_trial_starts: self.max_trial_starts,
+            max_apps: self.max_apps,
             checkin_interval: self.checkin_interval_ms.map(Duration::from_millis),
             max_checkins: self.max_checkins,
             metrics_url: self.metrics_url,

@@ -1,7 +1,9 @@
 //! Activation hook and health check (command or HTTP URL), each inside a deadline.
 //!
 //! Commands run with `sh -c` and get `EDGECD_CURRENT` (the `current` symlink),
-//! `EDGECD_SLOT_DIR` (the slot it points to) and `EDGECD_RELEASE` (`APP@VERSION`).
+//! `EDGECD_SLOT_DIR` (the slot it points to), `EDGECD_RELEASE` (`APP@VERSION`) and
+//! `EDGECD_APP`. With several apps on a device, each app's runtime has its own health
+//! endpoint: `{app}` in a health URL is replaced by the app's name.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -22,6 +24,8 @@ pub struct HookEnv {
     pub current: PathBuf,
     pub slot_dir: PathBuf,
     pub release: String,
+    /// The app (several may run side by side, each with its own `current`).
+    pub app: String,
 }
 
 /// Runs `cmd` once; `Err` on a non-zero exit or when the deadline passes (the child is killed).
@@ -32,6 +36,7 @@ pub fn run_cmd(cmd: &str, env: &HookEnv, timeout: Duration) -> Result<(), String
         .env("EDGECD_CURRENT", &env.current)
         .env("EDGECD_SLOT_DIR", &env.slot_dir)
         .env("EDGECD_RELEASE", &env.release)
+        .env("EDGECD_APP", &env.app)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -93,7 +98,7 @@ pub fn health(
         let left = deadline.saturating_sub(start.elapsed());
         let res = match check {
             HealthCheck::Cmd(cmd) => run_cmd(cmd, env, left.max(Duration::from_millis(100))),
-            HealthCheck::Url(url) => match agent.get(url).call() {
+            HealthCheck::Url(url) => match agent.get(&url.replace("{app}", &env.app)).call() {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(format!("{url} answered {}", r.status())),
                 Err(e) => Err(format!("{url}: {e}")),
@@ -118,6 +123,7 @@ mod tests {
             current: "/nonexistent".into(),
             slot_dir: "/nonexistent".into(),
             release: "app@1".into(),
+            app: "app".into(),
         }
     }
 

@@ -70,6 +70,8 @@ pub fn detect(
         .or_else(|| model.as_deref().map(board_id))
         .unwrap_or_else(|| format!("generic-{}", std::env::consts::ARCH));
     Inventory {
+        max_apps: Default::default(),
+        storage_mb: Default::default(),
         board,
         board_model: model.as_deref().and_then(text_value),
         ram_mb: std::fs::read_to_string("/proc/meminfo")

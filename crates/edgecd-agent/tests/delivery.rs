@@ -254,9 +254,15 @@ fn forge_first(n: usize) -> Rewrite {
         };
         if v["assignment"].is_object() && left.load(Ordering::SeqCst) > 0 {
             left.fetch_sub(1, Ordering::SeqCst);
-            // A valid base64 DER-looking blob that is not a signature over the payload.
-            v["assignment"]["signature"] =
-                "MEUCIQDfakefakefakefakefakefakefakefakefakefakefakeAiBmYWtlZmFrZWZha2VmYWtlZmFrZWZha2VmYWtlZmFr".into();
+            // A valid base64 DER-looking blob that is not a signature over the payload, on
+            // the assignment and on every app's (protocol 1.2).
+            let fake = "MEUCIQDfakefakefakefakefakefakefakefakefakefakefakeAiBmYWtlZmFrZWZha2VmYWtlZmFrZWZha2VmYWtlZmFr";
+            v["assignment"]["signature"] = fake.into();
+            if let Some(all) = v["assignments"].as_array_mut() {
+                for a in all {
+                    a["signature"] = fake.into();
+                }
+            }
             *body = serde_json::to_vec(&v).expect("json");
         }
     })

@@ -32,7 +32,8 @@
 //! ignores fields it does not know (`deny_unknown_fields` is kept only for files people write,
 //! such as rollout specs, and for admin *requests*, which people also write by hand: a typo
 //! there is refused, not silently ignored; admin responses accept new fields). The promise: a server serves agents of its own minor version and of
-//! the previous one; an agent works with a server one minor version newer. A peer of another
+//! the two before (1.2 serves 1.0 and 1.1: they hold one app and get the newest
+//! assignment); an agent works with a server one minor version newer. A peer of another
 //! major version is refused with a message that names both versions.
 
 use crate::profile::{HardwareProfile, RuntimePin};
@@ -43,7 +44,7 @@ use std::collections::BTreeMap;
 pub const NEXT_CHECKIN_HEADER: &str = "x-edgecd-next-checkin";
 
 /// This build's protocol version (`MAJOR.MINOR`); see the module doc for the promise.
-pub const PROTOCOL_VERSION: &str = "1.1";
+pub const PROTOCOL_VERSION: &str = "1.2";
 
 /// Header carrying the sender's protocol version on every agent ↔ server message.
 pub const PROTOCOL_HEADER: &str = "x-edgecd-protocol";
@@ -67,16 +68,16 @@ pub fn parse_protocol(v: &str) -> Option<(u32, u32)> {
 }
 
 /// Whether this build serves / talks to a peer of protocol `peer` (see the module doc):
-/// same major version; the server side accepts its own minor version and the one before
+/// same major version; the server side accepts its own minor version and the two before
 /// (and newer minors, whose extra fields it ignores).
 pub fn check_protocol(peer: &str) -> Result<(), String> {
     let ours = parse_protocol(PROTOCOL_VERSION).unwrap_or((1, 0));
     match parse_protocol(peer) {
-        Some((major, minor)) if major == ours.0 && minor + 1 >= ours.1 => Ok(()),
+        Some((major, minor)) if major == ours.0 && minor + 2 >= ours.1 => Ok(()),
         Some(_) => Err(format!(
             "protocol {peer} is not supported by this peer (protocol {PROTOCOL_VERSION}; supported: {}.{} and newer {}.x): upgrade the older side",
             ours.0,
-            ours.1.saturating_sub(1),
+            ours.1.saturating_sub(2),
             ours.0
         )),
         None => Err(format!(
@@ -190,6 +191,14 @@ pub struct Inventory {
     /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// Size in MiB of the file system holding the agent's data directory (protocol 1.2):
+    /// with `ram_mb`, the budget the server checks before placing several apps together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_mb: Option<u64>,
+    /// How many apps the agent holds side by side (protocol 1.2, `--max-apps`); absent:
+    /// one (older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_apps: Option<u32>,
 }
 
 /// The phase of the device's install state machine (design §5).
@@ -282,6 +291,82 @@ pub struct DeviceStatus {
     /// it (e.g. after a database restore) so that the server can resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment_proof: Option<SignedAssignment>,
+    /// Protocol 1.2: one entry per app the device holds (several apps side by side, each
+    /// with its own slots, install state and rollback). The fields above then describe the
+    /// device's first app, for servers of protocol 1.1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppStatus>,
+}
+
+/// The install state of one app on a device (protocol 1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    pub app: String,
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunningRelease>,
+    /// Highest assignment version this app's install accepted.
+    pub assignment_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<DownloadProgress>,
+}
+
+impl DeviceStatus {
+    /// Each app's state: the `apps` entries (protocol 1.2), or the device-wide fields of an
+    /// older agent as its one app (named by what it runs or last tried).
+    pub fn app_states(&self) -> Vec<AppStatus> {
+        if !self.apps.is_empty() {
+            return self.apps.clone();
+        }
+        let app = self
+            .running
+            .as_ref()
+            .map(|r| r.app.clone())
+            .or_else(|| {
+                self.last_outcome
+                    .as_ref()
+                    .and_then(|o| o.release.as_deref())
+                    .and_then(|r| r.split_once('@'))
+                    .map(|(a, _)| a.to_string())
+            })
+            .or_else(|| {
+                self.download
+                    .as_ref()
+                    .and_then(|d| d.release.split_once('@'))
+                    .map(|(a, _)| a.to_string())
+            });
+        app.map(|app| AppStatus {
+            app,
+            phase: self.phase,
+            running: self.running.clone(),
+            assignment_version: self.assignment_version,
+            last_outcome: self.last_outcome.clone(),
+            download: self.download.clone(),
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// The state of `app` on the device, if it holds it.
+    pub fn app_state(&self, app: &str) -> Option<AppStatus> {
+        self.app_states().into_iter().find(|a| a.app == app)
+    }
+
+    /// What the device runs for `app`.
+    pub fn running_app(&self, app: &str) -> Option<RunningRelease> {
+        self.app_state(app).and_then(|a| a.running)
+    }
+
+    /// Every release the device runs (one per app).
+    pub fn running_all(&self) -> Vec<RunningRelease> {
+        self.app_states()
+            .into_iter()
+            .filter_map(|a| a.running)
+            .collect()
+    }
 }
 
 /// How far the download of a release has come.
@@ -311,6 +396,11 @@ pub struct CheckinRequest {
     /// The agent's protocol version (absent: `1.0`).
     #[serde(default = "legacy_protocol")]
     pub protocol: String,
+    /// Protocol 1.2, several apps: each app's own runtime metrics (deltas), so that a gate
+    /// judges the app its rollout is about. `metrics` then carries only device-wide
+    /// readings (temperature) and the metrics of an app without its own endpoint.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_metrics: BTreeMap<String, crate::metrics::MetricsAggregate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,6 +421,11 @@ pub struct CheckinResponse {
     /// (never hidden by a `304`) until the report with its id arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_request: Option<DeviceRequest>,
+    /// Protocol 1.2: the device's assignment of every app it should hold (one per app,
+    /// versions from one per-device counter). `assignment` is then the newest of them, for
+    /// agents of protocol 1.1, which hold one app.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignments: Vec<SignedAssignment>,
 }
 
 /// An assignment and the server's signature over its exact JSON bytes.
@@ -723,6 +818,7 @@ mod tests {
             key_hint: "hint".into(),
         };
         let status = DeviceStatus {
+            apps: Default::default(),
             phase: Phase::Downloading,
             running: Some(RunningRelease {
                 app: "app".into(),
@@ -749,6 +845,7 @@ mod tests {
             assignment_proof: Some(signed.clone()),
         };
         roundtrips_with_future_fields(&CheckinRequest {
+            app_metrics: Default::default(),
             inventory: inventory.clone(),
             status,
             labels: BTreeMap::new(),
@@ -756,6 +853,7 @@ mod tests {
             protocol: PROTOCOL_VERSION.into(),
         });
         roundtrips_with_future_fields(&CheckinResponse {
+            assignments: Default::default(),
             assignment: Some(signed),
             next_checkin_secs: 1,
             protocol: PROTOCOL_VERSION.into(),

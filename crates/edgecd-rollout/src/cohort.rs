@@ -27,6 +27,10 @@ pub struct Device {
     /// A release whose install failed on this device (last outcome).
     #[serde(default)]
     pub failed: Option<String>,
+    /// Why the device cannot take this app at all, whatever its release (set by the server
+    /// when the device already holds as many apps as its agent can; `None`: it can).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 /// What a release needs from a device.
@@ -39,6 +43,9 @@ pub struct Requirements {
 impl Requirements {
     /// `Ok` if the device can run the release, else why not.
     pub fn check(&self, d: &Device) -> Result<(), String> {
+        if let Some(why) = &d.blocked {
+            return Err(why.clone());
+        }
         let h = &self.hardware;
         match &d.board {
             Some(b) if b.eq_ignore_ascii_case(&h.board) => {}
@@ -176,6 +183,7 @@ mod tests {
 
     fn dev(id: &str, site: &str) -> Device {
         Device {
+            blocked: Default::default(),
             id: id.into(),
             labels: [("site".to_string(), site.to_string())].into(),
             board: Some("rpi5".into()),

@@ -16,6 +16,7 @@ const OLD: &str = "clf@1.0.0";
 fn fleet(n: usize, sites: usize) -> Vec<Device> {
     (0..n)
         .map(|i| Device {
+            blocked: Default::default(),
             id: format!("dev-{i:04}"),
             labels: [
                 ("site".to_string(), format!("store-{}", i % sites)),

@@ -1,4 +1,4 @@
-//! The one path that changes what a device should run: [`assign`] (deploy, rollouts,
+//! The one path that changes what a device should run (one assignment per app): [`assign`] (deploy, rollouts,
 //! rollbacks, fleets) and [`resign`] (a fresh signature for the same release: refresh before expiry,
 //! resync after a restored database). Each signs an assignment at the device's next version
 //! and stores it only if no other writer took that version meanwhile (the store refuses a
@@ -28,14 +28,15 @@ pub async fn assign(
     release: &ReleaseRef,
     why: Why<'_>,
 ) -> Result<Option<AssignmentRow>, ApiError> {
-    let current = st.store.assignment(device_id).await?;
+    let current = st.store.app_assignment(device_id, &release.app).await?;
     if current
         .as_ref()
-        .is_some_and(|a| a.app == release.app && a.release_version == release.version)
+        .is_some_and(|a| a.release_version == release.version)
         && matches!(why, Why::Rollout(_) | Why::Fleet(_))
     {
         return Ok(None);
     }
+    crate::placement::check_device(st, device_id, release).await?;
     let a = store_next(st, device_id, release).await?;
     let name = format!("{}@{}", release.app, release.version);
     let detail = match why {

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 /// What a check-in leaves the device with.
 pub struct Checkin {
-    /// The device's current assignment (re-signed if it was near expiry or resynced).
-    pub assignment: Option<AssignmentRow>,
+    /// The device's current assignments, one per app (re-signed if near expiry or resynced).
+    pub assignments: Vec<AssignmentRow>,
     /// The registry mirror of the device's site (`--image-mirror SITE=HOST`), if any.
     pub image_mirror: Option<String>,
 }
@@ -49,14 +49,14 @@ pub async fn record(
         crate::rollouts::record_metrics(st, id, &req.status, m, dev.last_seen).await?;
     }
     record_events(st, id, &req.status, prev.as_ref()).await?;
-    let assignment = current_assignment(st, id, &req.status).await?;
+    let assignments = current_assignments(st, id, &req.status).await?;
     let labels: BTreeMap<String, String> = json_col(&dev.labels)?;
     let image_mirror = labels
         .get("site")
         .and_then(|site| st.config.image_mirrors.get(site))
         .cloned();
     Ok(Checkin {
-        assignment,
+        assignments,
         image_mirror,
     })
 }
@@ -92,29 +92,30 @@ async fn record_events(
     Ok(())
 }
 
-/// The device's assignment after a resync (if it proves a newer one) and a refresh (if it
-/// nears expiry and refreshing is on).
-async fn current_assignment(
+/// The device's assignments (one per app) after a resync (if it proves a newer one than
+/// any of them) and a refresh of those nearing expiry (if refreshing is on).
+async fn current_assignments(
     st: &AppState,
     id: &str,
     status: &DeviceStatus,
-) -> Result<Option<AssignmentRow>, ApiError> {
-    let mut row = st.store.assignment(id).await?;
+) -> Result<Vec<AssignmentRow>, ApiError> {
+    let mut rows = st.store.device_assignments(id).await?;
+    let newest = rows.iter().map(|a| a.version).max().unwrap_or(0);
     if let Some(proof) = &status.assignment_proof
-        && status.assignment_version as i64 > row.as_ref().map_or(0, |a| a.version)
+        && status.assignment_version as i64 > newest
     {
-        row = resync(st, id, proof, row).await?;
+        rows = resync(st, id, proof, rows).await?;
     }
-    if let Some(a) = &row
-        && st.config.refresh_assignments
-    {
+    if st.config.refresh_assignments {
         let ttl = st.config.assignment_ttl_secs as i64;
-        if a.expires - (st.now() as i64) < ttl / 2 {
-            let p: Assignment = json_col(&a.payload)?;
-            row = Some(crate::assign::resign(st, id, &p.release).await?);
+        for a in rows.iter_mut() {
+            if a.expires - (st.now() as i64) < ttl / 2 {
+                let p: Assignment = json_col(&a.payload)?;
+                *a = crate::assign::resign(st, id, &p.release).await?;
+            }
         }
     }
-    Ok(row)
+    Ok(rows)
 }
 
 /// A device holding a validly signed assignment above the server's counter (the database
@@ -124,20 +125,20 @@ async fn resync(
     st: &AppState,
     id: &str,
     proof: &SignedAssignment,
-    row: Option<AssignmentRow>,
-) -> Result<Option<AssignmentRow>, ApiError> {
+    rows: Vec<AssignmentRow>,
+) -> Result<Vec<AssignmentRow>, ApiError> {
     let key = st.signing_key.verifying_key();
     let sig = base64::engine::general_purpose::STANDARD
         .decode(proof.signature.as_bytes())
         .map_err(|_| ApiError::bad_request("assignmentProof.signature is not base64"))?;
     if proof.key_hint != key.hint() || key.verify(proof.payload.as_bytes(), &sig).is_err() {
         tracing::warn!(device = %id, "assignment proof does not verify with this server's key; ignored");
-        return Ok(row);
+        return Ok(rows);
     }
     let p: Assignment = json_col(&proof.payload)?;
-    let current = row.as_ref().map_or(0, |a| a.version);
+    let current = rows.iter().map(|a| a.version).max().unwrap_or(0);
     if p.device_id != id || p.version as i64 <= current {
-        return Ok(row);
+        return Ok(rows);
     }
     st.store.raise_assignment_floor(id, p.version).await?;
     st.store
@@ -152,7 +153,10 @@ async fn resync(
         )
         .await?;
     tracing::warn!(device = %id, device_version = p.version, server_version = current, "assignment counter behind the device (restored database?): resynced");
-    let Some(a) = row else { return Ok(None) };
-    let release: Assignment = json_col(&a.payload)?;
-    Ok(Some(crate::assign::resign(st, id, &release.release).await?))
+    let mut out = Vec::with_capacity(rows.len());
+    for a in rows {
+        let p: Assignment = json_col(&a.payload)?;
+        out.push(crate::assign::resign(st, id, &p.release).await?);
+    }
+    Ok(out)
 }

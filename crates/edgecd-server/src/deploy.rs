@@ -55,7 +55,7 @@ pub async fn deploy(
     // The desired state is written under the same lock: no reconcile pass runs in between.
     let _fleets = crate::fleets::lock(st).await?;
     let (mut assigned, mut skipped, mut matched) = (Vec::new(), Vec::new(), 0usize);
-    for d in crate::rollouts::fleet(st).await? {
+    for d in crate::rollouts::fleet(st, &req.app).await? {
         if !req.selector.iter().all(|(k, v)| d.labels.get(k) == Some(v)) {
             continue;
         }
@@ -63,7 +63,11 @@ pub async fn deploy(
             continue;
         }
         matched += 1;
-        if let Err(reason) = requirements.check(&d) {
+        let refused = match requirements.check(&d) {
+            Err(reason) => Some(reason),
+            Ok(()) => crate::placement::refusal(st, &d.id, &info.release).await?,
+        };
+        if let Some(reason) = refused {
             skipped.push(SkippedDevice {
                 device_id: d.id,
                 reason,
@@ -105,10 +109,9 @@ async fn of_app(
     d: &edgecd_rollout::cohort::Device,
     app: &str,
 ) -> Result<bool, ApiError> {
-    let current = st.store.assignment(&d.id).await?;
+    let current = st.store.app_assignment(&d.id, app).await?;
     let prefix = format!("{app}@");
-    Ok(current.as_ref().is_some_and(|a| a.app == app)
-        || d.running.as_deref().is_some_and(|r| r.starts_with(&prefix)))
+    Ok(current.is_some() || d.running.as_deref().is_some_and(|r| r.starts_with(&prefix)))
 }
 
 /// The 422 of a deployment no device would get, saying why.

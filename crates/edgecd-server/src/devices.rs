@@ -313,6 +313,7 @@ mod tests {
             revoked: false,
             inventory: None,
             status: Some(DeviceStatus {
+                apps: Default::default(),
                 phase,
                 running: None,
                 assignment_version: 0,

@@ -30,11 +30,12 @@
 //!   device; both are listed as `left` with what the device keeps.
 
 use crate::controller::Fence;
+use crate::placement::{Budget, fits};
 use crate::rollouts::StartRollout;
 use crate::store::FleetRow;
 use crate::util::json_col;
 use crate::{ApiError, AppState, assign};
-use edgecd_api::protocol::ReleaseInfo;
+use edgecd_api::protocol::{ReleaseInfo, ReleaseRef};
 use edgecd_rollout::RolloutSpec;
 use edgecd_rollout::cohort::{Device, Requirements};
 use edgecd_rollout::engine::Phase;
@@ -110,7 +111,9 @@ pub struct FleetState {
     /// Devices the fleet owns (matched, not given to another fleet).
     #[serde(default)]
     pub members: BTreeSet<String>,
-    /// The release (`app@version`) the fleet put on (or found on) each member.
+    /// The release (`app@version`) the fleet put on (or found on) each member's app, keyed
+    /// by [`dev_app`] (`DEVICE/APP`; older states keyed by the device alone are read as
+    /// such).
     #[serde(default)]
     pub placed: BTreeMap<String, String>,
     /// Devices that stopped matching.
@@ -185,6 +188,9 @@ pub enum Standing {
 #[serde(rename_all = "camelCase")]
 pub struct DeviceEntry {
     pub device: String,
+    /// The app the entry is about (a device may hold several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     pub state: Standing,
     pub why: String,
     /// What the fleet wants it to run (`app@version`).
@@ -337,15 +343,6 @@ impl FleetSpec {
         serde_json::from_value(serde_json::Value::Object(m))
             .map_err(|e| format!("apps.{app}.rollout: {e}"))
     }
-
-    /// The one app placed, if exactly one (a device holds one assignment for now).
-    fn single_app(&self) -> Option<(&str, &Placement)> {
-        let mut it = self.apps.iter();
-        match (it.next(), it.next()) {
-            (Some((a, p)), None) => Some((a, p)),
-            _ => None,
-        }
-    }
 }
 
 /// `true` when `labels` has every label of `selector`.
@@ -364,6 +361,15 @@ pub struct Fleet {
 
 impl Fleet {
     fn from_row(r: &FleetRow) -> Result<Self, ApiError> {
+        let mut state: FleetState = json_col(&r.state)?;
+        // States written before several apps per device keyed `placed` by the device.
+        state.placed = std::mem::take(&mut state.placed)
+            .into_iter()
+            .map(|(k, rel)| match (k.contains('/'), rel.split_once('@')) {
+                (false, Some((app, _))) => (dev_app(&k, app), rel),
+                _ => (k, rel),
+            })
+            .collect();
         Ok(Fleet {
             spec: json_col(&r.spec)?,
             origin: if r.origin == "deploy" {
@@ -372,7 +378,7 @@ impl Fleet {
                 Origin::Apply
             },
             updated_ms: r.updated_ms,
-            state: json_col(&r.state)?,
+            state,
         })
     }
 
@@ -392,8 +398,16 @@ impl Fleet {
 pub struct World {
     /// Non-revoked devices.
     pub devices: Vec<Device>,
-    /// Each device's assignment (`app@version`).
-    pub assigned: BTreeMap<String, String>,
+    /// Each device's assignment per app: `(device, app)` → `app@version`.
+    pub assigned: BTreeMap<(String, String), String>,
+    /// What each device reports it runs, per app: `(device, app)` → `app@version`.
+    pub running: BTreeMap<(String, String), String>,
+    /// The release whose install last failed on the device, per app.
+    pub failed: BTreeMap<(String, String), String>,
+    /// What each device offers to several apps (from its inventory).
+    pub budgets: BTreeMap<String, Budget>,
+    /// Each published release's files and needs (`app@version`), for the budget.
+    pub refs: BTreeMap<String, ReleaseRef>,
     /// What each published release (`app@version`) needs.
     pub releases: BTreeMap<String, Requirements>,
     /// Per app, its active rollout: id and cohort.
@@ -406,8 +420,8 @@ pub struct World {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FleetPlan {
     pub entries: Vec<DeviceEntry>,
-    /// Assignments to make: device → `app@version`.
-    pub assign: BTreeMap<String, String>,
+    /// Assignments to make: `(device, app)` → `app@version`.
+    pub assign: BTreeMap<(String, String), String>,
     /// The fleet's state after them.
     pub state: FleetState,
 }
@@ -456,7 +470,15 @@ fn claims<'a>(matching: &[&'a Fleet]) -> Vec<Claim<'a>> {
         .collect()
 }
 
-/// Decides, for every fleet, each device's standing and the assignments to make. Pure.
+/// The key of a device's app in a fleet's `placed` (and its legacy form, the device id).
+pub fn dev_app(device: &str, app: &str) -> String {
+    format!("{device}/{app}")
+}
+
+/// Decides, for every fleet, each device's standing per app and the assignments to make.
+/// Several fleets may place different apps on one device; two applied fleets placing the
+/// same app on it conflict (that app is blocked); an app that does not fit next to the
+/// device's others (`placement`) is blocked with the reason. Pure.
 pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
     let mut out: Vec<FleetPlan> = fleets
         .iter()
@@ -474,29 +496,48 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
         let idx: Vec<usize> = (0..fleets.len())
             .filter(|&i| matches(&fleets[i].spec.selector, &d.labels))
             .collect();
-        let matching: Vec<&Fleet> = idx.iter().map(|&i| &fleets[i]).collect();
-        for (&i, claim) in idx.iter().zip(claims(&matching)) {
-            let f = &fleets[i];
-            let p = &mut out[i];
-            match claim {
-                Claim::Other => {}
-                Claim::Conflict(names) => {
-                    owned.insert(&d.id);
-                    p.entries.push(entry(
-                        d,
-                        w,
-                        Standing::Blocked,
-                        format!(
-                            "matched by fleets {}: a device holds one assignment (one app) for now; make their selectors disjoint",
-                            names.join(", ")
-                        ),
-                        None,
-                    ));
-                }
-                Claim::Owner => {
-                    owned.insert(&d.id);
-                    p.state.members.insert(d.id.clone());
-                    own(f, d, w, p);
+        // What the device holds (and will hold) per app, for the budget of a new app.
+        let mut holding: BTreeMap<String, String> = w
+            .assigned
+            .range((d.id.clone(), String::new())..)
+            .take_while(|((dev, _), _)| dev == &d.id)
+            .map(|((_, app), r)| (app.clone(), r.clone()))
+            .collect();
+        let apps: BTreeSet<&str> = idx
+            .iter()
+            .flat_map(|&i| fleets[i].spec.apps.keys().map(String::as_str))
+            .collect();
+        for app in apps {
+            let placing: Vec<usize> = idx
+                .iter()
+                .copied()
+                .filter(|&i| fleets[i].spec.apps.contains_key(app))
+                .collect();
+            let matching: Vec<&Fleet> = placing.iter().map(|&i| &fleets[i]).collect();
+            for (&i, claim) in placing.iter().zip(claims(&matching)) {
+                let f = &fleets[i];
+                let p = &mut out[i];
+                match claim {
+                    Claim::Other => {}
+                    Claim::Conflict(names) => {
+                        owned.insert(&d.id);
+                        p.entries.push(entry(
+                            d,
+                            app,
+                            w,
+                            Standing::Blocked,
+                            format!(
+                                "matched by fleets {} that all place {app}: a device holds one assignment per app; make their selectors disjoint",
+                                names.join(", ")
+                            ),
+                            None,
+                        ));
+                    }
+                    Claim::Owner => {
+                        owned.insert(&d.id);
+                        p.state.members.insert(d.id.clone());
+                        own(f, app, d, w, p, &mut holding);
+                    }
                 }
             }
         }
@@ -507,10 +548,16 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
         let mut left = f.state.left.clone();
         for m in &f.state.members {
             if !p.state.members.contains(m) {
+                let held: Vec<String> = f
+                    .spec
+                    .apps
+                    .keys()
+                    .filter_map(|a| w.assigned.get(&(m.clone(), a.clone())).cloned())
+                    .collect();
                 left.insert(
                     m.clone(),
                     Left {
-                        release: w.assigned.get(m).cloned(),
+                        release: (!held.is_empty()).then(|| held.join(", ")),
                         on_unmatch: f.spec.on_unmatch,
                         since: w.now,
                     },
@@ -537,7 +584,8 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
                     "left the fleet (labels no longer match); on_unmatch remove: no longer managed, the agent keeps running {keeps} (agents cannot uninstall yet)"
                 ),
             };
-            p.entries.push(entry(d, w, Standing::Left, why, None));
+            let app = f.spec.apps.keys().next().map_or("", String::as_str);
+            p.entries.push(entry(d, app, w, Standing::Left, why, None));
         }
         p.state.left = left;
     }
@@ -546,40 +594,37 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
 
 fn entry(
     d: &Device,
+    app: &str,
     w: &World,
     state: Standing,
     why: String,
     desired: Option<String>,
 ) -> DeviceEntry {
+    let key = (d.id.clone(), app.to_string());
     DeviceEntry {
         device: d.id.clone(),
+        app: (!app.is_empty()).then(|| app.to_string()),
         state,
         why,
         desired,
-        assigned: w.assigned.get(&d.id).cloned(),
-        running: d.running.clone(),
+        assigned: w.assigned.get(&key).cloned(),
+        running: w.running.get(&key).cloned(),
         change: None,
     }
 }
 
-/// A device fleet `f` owns: what it should run, and whether to assign it.
-fn own(f: &Fleet, d: &Device, w: &World, p: &mut FleetPlan) {
-    let Some((app, _)) = f.spec.single_app() else {
-        let apps: Vec<&str> = f.spec.apps.keys().map(String::as_str).collect();
-        p.entries.push(entry(
-            d,
-            w,
-            Standing::Blocked,
-            format!(
-                "fleet {} places {} apps ({}): a device holds one assignment (one app) for now; split it into one fleet per app",
-                f.spec.name,
-                apps.len(),
-                apps.join(", ")
-            ),
-            None,
-        ));
-        return;
-    };
+/// App `app` of a device fleet `f` owns: what it should run, and whether to assign it.
+/// `holding`: what the device holds per app (grows with each app assigned here).
+fn own(
+    f: &Fleet,
+    app: &str,
+    d: &Device,
+    w: &World,
+    p: &mut FleetPlan,
+    holding: &mut BTreeMap<String, String>,
+) {
+    let key = (d.id.clone(), app.to_string());
+    let slot = dev_app(&d.id, app);
     let progress = f.state.apps.get(app).cloned().unwrap_or_default();
     let Some(current) = progress.current.as_deref() else {
         let (state, why) = match (&progress.rollout, &progress.note) {
@@ -596,18 +641,20 @@ fn own(f: &Fleet, d: &Device, w: &World, p: &mut FleetPlan) {
                 "the controller places the release at its next pass".into(),
             ),
         };
-        p.entries.push(entry(d, w, state, why, None));
+        p.entries.push(entry(d, app, w, state, why, None));
         return;
     };
     let desired = format!("{app}@{current}");
     let mut e = entry(
         d,
+        app,
         w,
         Standing::Converging,
         String::new(),
         Some(desired.clone()),
     );
-    let assigned = w.assigned.get(&d.id);
+    let assigned = w.assigned.get(&key);
+    let running = w.running.get(&key);
     let Some(req) = w.releases.get(&desired) else {
         e.state = Standing::Blocked;
         e.why = format!("{desired} is not published: publish it (edgecd release publish)");
@@ -620,17 +667,34 @@ fn own(f: &Fleet, d: &Device, w: &World, p: &mut FleetPlan) {
         p.entries.push(e);
         return;
     }
+    if assigned.is_none() && holding.keys().any(|a| a != app) {
+        let others: Vec<&ReleaseRef> = holding
+            .iter()
+            .filter(|(a, _)| a.as_str() != app)
+            .filter_map(|(_, r)| w.refs.get(r))
+            .collect();
+        let budget = w.budgets.get(&d.id).copied().unwrap_or(Budget::of(None));
+        if let Some(new) = w.refs.get(&desired)
+            && let Err(why) = fits(&d.id, budget, &others, new)
+        {
+            e.state = Standing::Blocked;
+            e.why = format!("does not fit next to the device's other apps: {why}");
+            p.entries.push(e);
+            return;
+        }
+    }
+    holding.insert(app.to_string(), desired.clone());
     if let Some((id, cohort)) = w.rollouts.get(app)
         && cohort.contains(&d.id)
     {
-        if let Some(pl) = f.state.placed.get(&d.id) {
-            p.state.placed.insert(d.id.clone(), pl.clone());
+        if let Some(pl) = f.state.placed.get(&slot) {
+            p.state.placed.insert(slot.clone(), pl.clone());
         }
         e.why = format!("in rollout {id}");
         p.entries.push(e);
         return;
     }
-    let holding = progress
+    let holding_note = progress
         .rollout
         .as_ref()
         .map(|r| {
@@ -641,11 +705,11 @@ fn own(f: &Fleet, d: &Device, w: &World, p: &mut FleetPlan) {
         })
         .unwrap_or_default();
     if assigned == Some(&desired) {
-        p.state.placed.insert(d.id.clone(), desired.clone());
-        if d.running.as_ref() == Some(&desired) {
+        p.state.placed.insert(slot.clone(), desired.clone());
+        if running == Some(&desired) {
             e.state = Standing::Converged;
-            e.why = format!("runs {desired}{holding}");
-        } else if d.failed.as_ref() == Some(&desired) {
+            e.why = format!("runs {desired}{holding_note}");
+        } else if w.failed.get(&key) == Some(&desired) {
             e.state = Standing::Blocked;
             e.why = format!(
                 "the device could not install {desired} (its last outcome; see edgecd device show {})",
@@ -653,22 +717,22 @@ fn own(f: &Fleet, d: &Device, w: &World, p: &mut FleetPlan) {
             );
         } else {
             e.why = format!(
-                "assigned {desired}, the device runs {}{holding}",
-                d.running.as_deref().unwrap_or("nothing yet")
+                "assigned {desired}, the device runs {}{holding_note}",
+                running.map_or("nothing yet", String::as_str)
             );
         }
-    } else if f.state.placed.get(&d.id) == Some(&desired) {
-        p.state.placed.insert(d.id.clone(), desired.clone());
+    } else if f.state.placed.get(&slot) == Some(&desired) {
+        p.state.placed.insert(slot.clone(), desired.clone());
         e.state = Standing::Blocked;
         e.why = format!(
             "drifted: assigned {} by another path (a rollout, rollback or deploy) after the fleet placed {desired}; edgecd fleet apply places it again",
             assigned.map_or("nothing", String::as_str)
         );
     } else {
-        p.state.placed.insert(d.id.clone(), desired.clone());
-        p.assign.insert(d.id.clone(), desired.clone());
+        p.state.placed.insert(slot.clone(), desired.clone());
+        p.assign.insert(key, desired.clone());
         let from = assigned.map_or("nothing", String::as_str);
-        e.why = format!("assigning {desired}{holding}");
+        e.why = format!("assigning {desired}{holding_note}");
         e.change = Some(format!("{from} → {desired}"));
     }
     p.entries.push(e);
@@ -722,16 +786,55 @@ async fn load_all(st: &AppState) -> Result<Vec<Fleet>, ApiError> {
 }
 
 async fn world(st: &AppState) -> Result<(World, BTreeMap<String, ReleaseInfo>), ApiError> {
-    let devices = crate::rollouts::fleet(st).await?;
-    let assigned: BTreeMap<String, String> = st
+    let devices = crate::rollouts::fleet(st, "").await?;
+    let assigned: BTreeMap<(String, String), String> = st
         .store
         .assigned_releases()
         .await?
         .into_iter()
-        .map(|(d, app, v)| (d, format!("{app}@{v}")))
+        .map(|(d, app, v)| {
+            let name = format!("{app}@{v}");
+            ((d, app), name)
+        })
         .collect();
+    let (mut running, mut failed, mut budgets) =
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for d in st.store.devices().await? {
+        if d.revoked {
+            continue;
+        }
+        let inv: Option<edgecd_api::protocol::Inventory> = d
+            .inventory
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok());
+        budgets.insert(d.id.clone(), Budget::of(inv.as_ref()));
+        let status: Option<edgecd_api::protocol::DeviceStatus> = d
+            .status
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok());
+        for a in status.map(|s| s.app_states()).unwrap_or_default() {
+            if let Some(r) = &a.running {
+                running.insert(
+                    (d.id.clone(), a.app.clone()),
+                    format!("{}@{}", r.app, r.version),
+                );
+            }
+            if let Some(o) = a.last_outcome.as_ref().filter(|o| {
+                matches!(
+                    o.kind,
+                    edgecd_api::protocol::OutcomeKind::Failed
+                        | edgecd_api::protocol::OutcomeKind::RolledBack
+                        | edgecd_api::protocol::OutcomeKind::Refused
+                )
+            }) && let Some(r) = &o.release
+            {
+                failed.insert((d.id.clone(), a.app.clone()), r.clone());
+            }
+        }
+    }
     let mut infos = BTreeMap::new();
     let mut releases = BTreeMap::new();
+    let mut refs = BTreeMap::new();
     for s in st.store.release_infos().await? {
         let info: ReleaseInfo = json_col(&s)?;
         let name = format!("{}@{}", info.release.app, info.release.version);
@@ -742,6 +845,7 @@ async fn world(st: &AppState) -> Result<(World, BTreeMap<String, ReleaseInfo>), 
                 runtime: info.release.runtime.clone(),
             },
         );
+        refs.insert(name.clone(), info.release.clone());
         infos.insert(name, info);
     }
     let mut rollouts = BTreeMap::new();
@@ -754,6 +858,10 @@ async fn world(st: &AppState) -> Result<(World, BTreeMap<String, ReleaseInfo>), 
         World {
             devices,
             assigned,
+            running,
+            failed,
+            budgets,
+            refs,
             releases,
             rollouts,
             now: st.now() as i64,
@@ -899,7 +1007,7 @@ pub async fn reconcile(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiEr
             ));
         }
     }
-    let devices = crate::rollouts::fleet(st).await?;
+    let devices = crate::rollouts::fleet(st, "").await?;
     let mut changed = vec![false; fleets.len()];
     for (f, c) in fleets.iter_mut().zip(changed.iter_mut()) {
         *c = progress(st, f, &devices).await?;
@@ -907,11 +1015,18 @@ pub async fn reconcile(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiEr
     let (w, infos) = world(st).await?;
     let plans = plan(&fleets, &w);
     for ((f, p), c) in fleets.iter_mut().zip(plans).zip(changed) {
-        for (device, release) in &p.assign {
+        for ((device, _), release) in &p.assign {
             let Some(info) = infos.get(release) else {
                 continue;
             };
-            assign::assign(st, device, &info.release, assign::Why::Fleet(&f.spec.name)).await?;
+            // One device that cannot take it (say its inventory changed since the plan)
+            // never stops the pass for the others.
+            if let Err(e) =
+                assign::assign(st, device, &info.release, assign::Why::Fleet(&f.spec.name)).await
+            {
+                tracing::warn!(fleet = %f.spec.name, device = %device, release = %release, error = %e.message, "fleet could not assign");
+                continue;
+            }
             tracing::info!(fleet = %f.spec.name, device = %device, release = %release, "fleet assigned");
         }
         for (id, l) in &p.state.left {
@@ -1206,7 +1321,7 @@ pub async fn record_deploy(
         pr.failed = None;
         pr.note = None;
         for d in assigned {
-            f.state.placed.insert(d.clone(), release.clone());
+            f.state.placed.insert(dev_app(d, app), release.clone());
         }
         st.store.put_fleet(&f.to_row()?).await?;
     }
@@ -1231,6 +1346,30 @@ mod tests {
             ram_mb: Some(4096),
             running: None,
             failed: None,
+            blocked: None,
+        }
+    }
+
+    fn k(d: &str, app: &str) -> (String, String) {
+        (d.to_string(), app.to_string())
+    }
+
+    fn rref(name: &str) -> ReleaseRef {
+        let (app, version) = name.split_once('@').unwrap();
+        let blob = |size| edgecd_api::protocol::BlobRef {
+            digest: format!("sha256:{name}"),
+            size,
+        };
+        ReleaseRef {
+            app: app.into(),
+            version: version.into(),
+            bundle_digest: format!("sha256:{name}"),
+            manifest: blob(1000),
+            manifest_sig: blob(1000),
+            bundle: blob(10 << 20),
+            bundle_sig: blob(1000),
+            hardware: req().hardware,
+            runtime: req().runtime,
         }
     }
 
@@ -1272,6 +1411,10 @@ mod tests {
                 ("cls@1".to_string(), req()),
             ]
             .into(),
+            refs: ["det@1", "det@2", "cls@1"]
+                .into_iter()
+                .map(|n| (n.to_string(), rref(n)))
+                .collect(),
             now: 100,
             ..Default::default()
         }
@@ -1351,14 +1494,14 @@ mod tests {
             dev("b", &[("site", "home")]),
         ]);
         let p = &plan(std::slice::from_ref(&f), &w)[0];
-        assert_eq!(p.assign, [("a".to_string(), "det@1".to_string())].into());
+        assert_eq!(p.assign, [(k("a", "det"), "det@1".to_string())].into());
         assert_eq!(p.entries.len(), 1);
         assert_eq!(p.entries[0].change.as_deref(), Some("nothing → det@1"));
         // Once assigned and running: converged, nothing more to do.
         let mut f2 = f.clone();
         f2.state = p.state.clone();
-        w.assigned.insert("a".into(), "det@1".into());
-        w.devices[0].running = Some("det@1".into());
+        w.assigned.insert(k("a", "det"), "det@1".into());
+        w.running.insert(k("a", "det"), "det@1".into());
         let p = &plan(std::slice::from_ref(&f2), &w)[0];
         assert!(p.assign.is_empty());
         assert_eq!(by_device(p)["a"].0, Standing::Converged);
@@ -1380,34 +1523,104 @@ mod tests {
     }
 
     #[test]
-    fn two_applied_fleets_on_one_device_block_it_and_several_apps_block_too() {
+    fn two_applied_fleets_placing_one_app_on_a_device_conflict() {
         let a = fleet(
             "name: a\nselector: {site: lab}\napps: {det: {release: '1'}}",
             Origin::Apply,
             1,
         );
-        let b = fleet("name: b\napps: {cls: {release: '1'}}", Origin::Apply, 2);
+        let b = fleet("name: b\napps: {det: {release: '2'}}", Origin::Apply, 2);
         let p = plan(
             &[a, b],
             &world(vec![dev("x", &[("site", "lab")]), dev("y", &[])]),
         );
         assert!(p[0].assign.is_empty());
         let why = &by_device(&p[0])["x"].1;
-        assert!(why.contains("matched by fleets a, b"), "{why}");
+        assert!(
+            why.contains("matched by fleets a, b that all place det"),
+            "{why}"
+        );
         assert_eq!(by_device(&p[1])["x"].0, Standing::Blocked);
         // y matches only b.
-        assert_eq!(p[1].assign.get("y").map(String::as_str), Some("cls@1"));
+        assert_eq!(
+            p[1].assign.get(&k("y", "det")).map(String::as_str),
+            Some("det@2")
+        );
+    }
 
-        let multi = fleet(
+    #[test]
+    fn several_apps_share_a_device_within_its_budget() {
+        // Two fleets, one app each, on one device whose agent holds two apps.
+        let a = fleet(
+            "name: a\nselector: {site: lab}\napps: {det: {release: '1'}}",
+            Origin::Apply,
+            1,
+        );
+        let b = fleet("name: b\napps: {cls: {release: '1'}}", Origin::Apply, 2);
+        let mut w = world(vec![dev("x", &[("site", "lab")])]);
+        let two = Budget {
+            max_apps: 2,
+            ram_mb: 4096,
+            storage_mb: Some(1024),
+        };
+        w.budgets.insert("x".into(), two);
+        let p = plan(&[a.clone(), b.clone()], &w);
+        assert_eq!(p[0].assign, [(k("x", "det"), "det@1".to_string())].into());
+        assert_eq!(p[1].assign, [(k("x", "cls"), "cls@1".to_string())].into());
+        assert_eq!(p[0].state.placed[&dev_app("x", "det")], "det@1");
+
+        // One fleet placing both apps: one entry per app.
+        let m = fleet(
             "name: m\napps: {det: {release: '1'}, cls: {release: '1'}}",
             Origin::Apply,
             1,
         );
-        let p = &plan(&[multi], &world(vec![dev("x", &[])]))[0];
+        let p = &plan(std::slice::from_ref(&m), &w)[0];
+        assert_eq!(p.assign.len(), 2);
+        assert_eq!(p.entries.len(), 2);
+        assert!(p.entries.iter().all(|e| e.app.is_some()));
+
+        // An agent that holds one app: the second app is blocked with the reason, the
+        // first placed (apps in name order).
+        w.budgets.insert("x".into(), Budget { max_apps: 1, ..two });
+        let p = &plan(std::slice::from_ref(&m), &w)[0];
+        assert_eq!(p.assign, [(k("x", "cls"), "cls@1".to_string())].into());
+        let det = p
+            .entries
+            .iter()
+            .find(|e| e.app.as_deref() == Some("det"))
+            .unwrap();
+        assert_eq!(det.state, Standing::Blocked);
+        assert!(det.why.contains("holds one app"), "{}", det.why);
+
+        // Storage: two slots of 10 MiB per app and a download: 51 MiB > 40 MiB.
+        w.budgets.insert(
+            "x".into(),
+            Budget {
+                storage_mb: Some(40),
+                ..two
+            },
+        );
+        let p = &plan(std::slice::from_ref(&m), &w)[0];
+        let det = p
+            .entries
+            .iter()
+            .find(|e| e.app.as_deref() == Some("det"))
+            .unwrap();
+        assert!(det.why.contains("MiB of storage"), "{}", det.why);
+        // Once the device holds both, nothing is re-checked or re-assigned.
+        w.budgets.insert("x".into(), Budget { max_apps: 1, ..two });
+        w.assigned.insert(k("x", "det"), "det@1".into());
+        w.assigned.insert(k("x", "cls"), "cls@1".into());
+        w.running.insert(k("x", "det"), "det@1".into());
+        let p = &plan(std::slice::from_ref(&m), &w)[0];
         assert!(p.assign.is_empty());
-        let (s, why) = &by_device(p)["x"];
-        assert_eq!(*s, Standing::Blocked);
-        assert!(why.contains("places 2 apps (cls, det)"), "{why}");
+        let det = p
+            .entries
+            .iter()
+            .find(|e| e.app.as_deref() == Some("det"))
+            .unwrap();
+        assert_eq!(det.state, Standing::Converged, "{}", det.why);
     }
 
     #[test]
@@ -1424,16 +1637,16 @@ mod tests {
         );
         let w = world(vec![dev("x", &[("site", "lab")]), dev("y", &[])]);
         let p = plan(&[all.clone(), lab.clone()], &w);
-        assert_eq!(p[0].assign, [("y".to_string(), "det@1".to_string())].into());
-        assert_eq!(p[1].assign, [("x".to_string(), "det@2".to_string())].into());
+        assert_eq!(p[0].assign, [(k("y", "det"), "det@1".to_string())].into());
+        assert_eq!(p[1].assign, [(k("x", "det"), "det@2".to_string())].into());
         let mine = fleet(
             "name: mine\nselector: {site: lab}\napps: {cls: {release: '1'}}",
             Origin::Apply,
             0,
         );
         let p = plan(&[all, lab, mine], &w);
-        assert_eq!(p[2].assign, [("x".to_string(), "cls@1".to_string())].into());
-        assert!(!p[1].assign.contains_key("x"));
+        assert_eq!(p[2].assign, [(k("x", "cls"), "cls@1".to_string())].into());
+        assert!(!p[1].assign.contains_key(&k("x", "det")));
     }
 
     #[test]
@@ -1449,9 +1662,9 @@ mod tests {
             );
             f.spec.on_unmatch = mode;
             f.state.members.insert("a".into());
-            f.state.placed.insert("a".into(), "det@1".into());
+            f.state.placed.insert(dev_app("a", "det"), "det@1".into());
             let mut w = world(vec![dev("a", &[("site", "home")])]);
-            w.assigned.insert("a".into(), "det@1".into());
+            w.assigned.insert(k("a", "det"), "det@1".into());
             let p = &plan(&[f], &w)[0];
             assert!(
                 p.assign.is_empty(),
@@ -1468,9 +1681,9 @@ mod tests {
     #[test]
     fn drift_is_reported_not_forced_back_and_rollout_cohorts_are_left_alone() {
         let mut f = fleet("name: cams\napps: {det: {release: '1'}}", Origin::Apply, 1);
-        f.state.placed.insert("a".into(), "det@1".into());
+        f.state.placed.insert(dev_app("a", "det"), "det@1".into());
         let mut w = world(vec![dev("a", &[]), dev("b", &[])]);
-        w.assigned.insert("a".into(), "det@2".into());
+        w.assigned.insert(k("a", "det"), "det@2".into());
         w.rollouts
             .insert("det".into(), ("det-r1".into(), ["b".to_string()].into()));
         let p = &plan(&[f], &w)[0];

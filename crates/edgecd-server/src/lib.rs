@@ -41,6 +41,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod notify;
+pub mod placement;
 pub mod promql;
 pub mod registry;
 pub mod release;

@@ -58,6 +58,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/rollouts/{id}/{command}", post(command))
 }
 
+/// The app of an `APP@VERSION` release name.
+fn app_of(release: &str) -> &str {
+    release.split_once('@').map_or(release, |(a, _)| a)
+}
+
 fn release_name(app: &str, version: &str) -> String {
     format!("{app}@{version}")
 }
@@ -146,8 +151,39 @@ pub(crate) fn no_device_reason(
     )
 }
 
-/// The fleet as the engine sees it (revoked devices left out).
-pub(crate) async fn fleet(st: &AppState) -> Result<Vec<Device>, ApiError> {
+/// The fleet as the engine sees it for `app` (revoked devices left out; `app` empty: no
+/// app's view): what each device
+/// runs of `app` and whether its install of `app` failed; the RAM its other apps leave
+/// (their releases' `min_ram_mb`); blocked when it holds other apps up to its agent's
+/// limit (see `placement`).
+pub(crate) async fn fleet(st: &AppState, app: &str) -> Result<Vec<Device>, ApiError> {
+    let mut others: BTreeMap<String, Vec<edgecd_api::protocol::ReleaseRef>> = BTreeMap::new();
+    let mut releases: BTreeMap<(String, String), Option<edgecd_api::protocol::ReleaseRef>> =
+        BTreeMap::new();
+    // `app` empty: the devices alone (the fleet planner weighs several apps itself).
+    let assigned = if app.is_empty() {
+        vec![]
+    } else {
+        st.store.assigned_releases().await?
+    };
+    for (device, a, version) in assigned {
+        if a == app {
+            continue;
+        }
+        let key = (a, version);
+        if !releases.contains_key(&key) {
+            let info = st.store.release(&key.0, &key.1).await?;
+            let r = info
+                .as_deref()
+                .map(json_col::<ReleaseInfo>)
+                .transpose()?
+                .map(|i| i.release);
+            releases.insert(key.clone(), r);
+        }
+        if let Some(Some(r)) = releases.get(&key) {
+            others.entry(device).or_default().push(r.clone());
+        }
+    }
     let mut out = vec![];
     for d in st.store.devices().await? {
         if d.revoked {
@@ -161,11 +197,12 @@ pub(crate) async fn fleet(st: &AppState) -> Result<Vec<Device>, ApiError> {
             .status
             .as_deref()
             .and_then(|s| serde_json::from_str(s).ok());
-        let running = status
+        let mine = status.as_ref().and_then(|s| s.app_state(app));
+        let running = mine
             .as_ref()
             .and_then(|s| s.running.as_ref())
             .map(|r| release_name(&r.app, &r.version));
-        let failed = status
+        let failed = mine
             .as_ref()
             .and_then(|s| s.last_outcome.as_ref())
             .filter(|o| {
@@ -175,18 +212,54 @@ pub(crate) async fn fleet(st: &AppState) -> Result<Vec<Device>, ApiError> {
                 )
             })
             .and_then(|o| o.release.clone());
+        let held = others.get(&d.id).map(Vec::as_slice).unwrap_or_default();
+        let budget = crate::placement::Budget::of(inv.as_ref());
+        let blocked = (!held.is_empty() && held.len() as u32 >= budget.max_apps).then(|| {
+            let refs: Vec<&edgecd_api::protocol::ReleaseRef> = held.iter().collect();
+            crate::placement::fits(&d.id, budget, &refs, &placeholder(app))
+                .err()
+                .unwrap_or_default()
+        });
+        let ram_taken: u64 = held.iter().filter_map(|r| r.hardware.min_ram_mb).sum();
         out.push(Device {
             id: d.id,
             labels: json_col(&d.labels)?,
             board: inv.as_ref().map(|i| i.board.clone()),
             accelerator: inv.as_ref().and_then(|i| i.accelerator.clone()),
             runtimes: inv.as_ref().map(|i| i.runtimes.clone()).unwrap_or_default(),
-            ram_mb: inv.as_ref().map(|i| i.ram_mb),
+            ram_mb: inv.as_ref().map(|i| i.ram_mb.saturating_sub(ram_taken)),
             running,
             failed,
+            blocked,
         });
     }
     Ok(out)
+}
+
+/// A release of `app` that needs nothing (to word the "too many apps" refusal).
+fn placeholder(app: &str) -> edgecd_api::protocol::ReleaseRef {
+    let blob = edgecd_api::protocol::BlobRef {
+        digest: String::new(),
+        size: 0,
+    };
+    edgecd_api::protocol::ReleaseRef {
+        app: app.to_string(),
+        version: "?".into(),
+        bundle_digest: String::new(),
+        manifest: blob.clone(),
+        manifest_sig: blob.clone(),
+        bundle: blob.clone(),
+        bundle_sig: blob,
+        hardware: edgecd_api::profile::HardwareProfile {
+            board: String::new(),
+            accelerator: None,
+            min_ram_mb: None,
+        },
+        runtime: edgecd_api::profile::RuntimePin {
+            name: String::new(),
+            version: String::new(),
+        },
+    }
 }
 
 async fn load(st: &AppState, id: &str) -> Result<Rollout, ApiError> {
@@ -312,11 +385,17 @@ pub async fn tick_all(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiErr
     if ids.is_empty() {
         return Ok(());
     }
-    let fleet = fleet(st).await?;
+    // One view of the fleet per app (a device's state differs per app).
+    let mut fleets: BTreeMap<String, Vec<Device>> = BTreeMap::new();
     for id in ids {
         let mut r = load(st, &id).await?;
+        let app = app_of(&r.spec.release).to_string();
+        if !fleets.contains_key(&app) {
+            fleets.insert(app.clone(), fleet(st, &app).await?);
+        }
+        let fleet = &fleets[&app];
         let now = st.now() as i64;
-        let (eligible, _) = r.eligible(&fleet);
+        let (eligible, _) = r.eligible(fleet);
         let selected: BTreeSet<String> = eligible.iter().map(|d| d.id.clone()).collect();
         let canary_devices: BTreeSet<String> = r.state.cohort.clone();
         let baseline_devices: BTreeSet<String> =
@@ -347,7 +426,7 @@ pub async fn tick_all(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiErr
         };
         let d = r.tick(&Observation {
             now,
-            fleet: &fleet,
+            fleet,
             canary: &canary,
             baseline: &baseline,
             external: &external,
@@ -471,7 +550,7 @@ pub(crate) async fn start_locked(st: &AppState, req: StartRollout) -> Result<Rol
             format!("rollout {other} of {app} is still running: abort or finish it first"),
         ));
     }
-    let fleet = fleet(st).await?;
+    let fleet = fleet(st, &app).await?;
     let baseline = match req.baseline {
         Some(b) => release_info(st, &b).await.map(|_| Some(b))?,
         None => usual_release(&req.spec, &fleet, &app),
@@ -558,7 +637,7 @@ fn refuse_empty_cohort(r: &Rollout, fleet: &[Device]) -> Result<(), ApiError> {
 }
 
 async fn status_of(st: &AppState, r: Rollout) -> Result<RolloutStatus, ApiError> {
-    let fleet = fleet(st).await?;
+    let fleet = fleet(st, app_of(&r.spec.release)).await?;
     let (eligible, bad) = r.eligible(&fleet);
     let running_release = fleet
         .iter()

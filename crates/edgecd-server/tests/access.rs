@@ -443,8 +443,10 @@ fn checkin(
             .version
     });
     let req = CheckinRequest {
+        app_metrics: Default::default(),
         inventory: inv(),
         status: DeviceStatus {
+            apps: Default::default(),
             phase: Phase::Idle,
             running: None,
             assignment_version: version,

@@ -177,8 +177,10 @@ impl H {
 
     fn checkin(&self, d: &EnrollResponse, etag: Option<&str>) -> Resp {
         let req = CheckinRequest {
+            app_metrics: Default::default(),
             inventory: inv(),
             status: DeviceStatus {
+                apps: Default::default(),
                 phase: Phase::Idle,
                 running: None,
                 assignment_version: 0,
@@ -1226,8 +1228,10 @@ fn analysis_counts_only_samples_taken_inside_its_window() {
             m
         });
         let req = CheckinRequest {
+            app_metrics: Default::default(),
             inventory: inv(),
             status: DeviceStatus {
+                apps: Default::default(),
                 phase: Phase::Idle,
                 running: Some(RunningRelease {
                     app: "app".into(),
@@ -1424,8 +1428,10 @@ fn the_controller_runs_on_the_injected_clock() {
             };
             let a: Assignment = serde_json::from_str(&a.payload).expect("assignment");
             let req = CheckinRequest {
+                app_metrics: Default::default(),
                 inventory: inv(),
                 status: DeviceStatus {
+                    apps: Default::default(),
                     phase: Phase::Committed,
                     running: Some(RunningRelease {
                         app: a.release.app.clone(),
@@ -1528,8 +1534,10 @@ fn run_assigned(h: &H, d: &EnrollResponse) {
     };
     let a: Assignment = serde_json::from_str(&a.payload).expect("assignment");
     let req = CheckinRequest {
+        app_metrics: Default::default(),
         inventory: inv(),
         status: DeviceStatus {
+            apps: Default::default(),
             phase: Phase::Committed,
             running: Some(RunningRelease {
                 app: a.release.app.clone(),

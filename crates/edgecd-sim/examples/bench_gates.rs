@@ -127,6 +127,7 @@ fn shift_for_psi(target: f64) -> f64 {
 fn fleet() -> Vec<Device> {
     (0..DEVICES)
         .map(|i| Device {
+            blocked: Default::default(),
             id: format!("dev-{i:04}"),
             labels: [(
                 "hw".to_string(),

@@ -261,8 +261,10 @@ impl Fleet {
             m
         });
         let req = CheckinRequest {
+            app_metrics: Default::default(),
             inventory: inventory(&self.cfg),
             status: DeviceStatus {
+                apps: Default::default(),
                 phase: if d.running.is_some() {
                     Phase::Committed
                 } else {

@@ -187,8 +187,9 @@ fn checkin_answer(
     let next = st.config.checkin_interval_secs;
     let image_mirror = c.image_mirror;
     let pending = device_request.is_some();
-    let body = |assignment| {
+    let body = |assignment, assignments| {
         Json(CheckinResponse {
+            assignments,
             assignment,
             next_checkin_secs: next,
             protocol: PROTOCOL_VERSION.into(),
@@ -196,15 +197,25 @@ fn checkin_answer(
             device_request: device_request.clone(),
         })
     };
-    let Some(a) = c.assignment else {
+    // The newest assignment goes to agents of protocol 1.1 (which hold one app); every
+    // app's to newer ones. Versions come from one per-device counter, so the newest
+    // version (and, for a removed app, the count) tells every change.
+    let Some(a) = c.assignments.iter().max_by_key(|a| a.version) else {
         let stamp = timestamp_headers(st, id, 0);
-        return ([next_header(next)], stamp, body(None)).into_response();
+        return ([next_header(next)], stamp, body(None, vec![])).into_response();
     };
+    let mut tag = etag(a.version);
+    if c.assignments.len() > 1 {
+        tag = format!("\"a{}.n{}\"", a.version, c.assignments.len());
+    }
     // The mirror is part of the tag: a device learns a new one at its next check-in.
-    let tag = match &image_mirror {
-        None => etag(a.version),
-        Some(m) => format!("\"a{}.m{}\"", a.version, &util::hash_secret(m)[..8]),
-    };
+    if let Some(m) = &image_mirror {
+        tag = format!(
+            "{}.m{}\"",
+            tag.trim_end_matches('"'),
+            &util::hash_secret(m)[..8]
+        );
+    }
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -214,10 +225,11 @@ fn checkin_answer(
     if matches && !pending {
         return (StatusCode::NOT_MODIFIED, head, stamp).into_response();
     }
-    (head, stamp, body(Some(signed(&a, st)))).into_response()
+    let all = c.assignments.iter().map(|x| signed(x, st)).collect();
+    (head, stamp, body(Some(signed(a, st)), all)).into_response()
 }
 
-/// `GET /api/v1/devices/{id}/assignment`: the device's signed assignment, or 404.
+/// `GET /api/v1/devices/{id}/assignment`: the device's newest signed assignment, or 404.
 async fn get_assignment(
     State(st): State<AppState>,
     OwnDevice(dev): OwnDevice,
@@ -230,7 +242,7 @@ async fn get_assignment(
     Ok(Json(signed(&a, &st)))
 }
 
-/// `GET /api/v1/blobs/{digest}`: a blob of the device's assignment (Range supported), or a
+/// `GET /api/v1/blobs/{digest}`: a blob of one of the device's assignments (Range supported), or a
 /// redirect to the registry or its site's mirror when blobs live there.
 async fn get_blob(
     State(st): State<AppState>,
@@ -239,10 +251,10 @@ async fn get_blob(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_digest(&digest)?;
-    let allowed = match st.store.assignment(&dev.id).await? {
-        Some(a) => json_col::<Vec<String>>(&a.blobs)?.contains(&digest),
-        None => false,
-    };
+    let mut allowed = false;
+    for a in st.store.device_assignments(&dev.id).await? {
+        allowed |= json_col::<Vec<String>>(&a.blobs)?.contains(&digest);
+    }
     if !allowed {
         return Err(ApiError::forbidden(format!(
             "blob {digest} is not assigned to device {}",

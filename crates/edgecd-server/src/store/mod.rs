@@ -96,6 +96,26 @@ pub struct AssignmentRow {
     pub blobs: String,
 }
 
+/// The columns of `assignments`, in [`AssignmentRow`]'s order.
+pub(crate) type AssignmentTuple = (String, i64, String, String, String, String, i64, String);
+
+impl From<AssignmentTuple> for AssignmentRow {
+    fn from(
+        (device_id, version, app, release_version, payload, signature, expires, blobs): AssignmentTuple,
+    ) -> Self {
+        Self {
+            device_id,
+            version,
+            app,
+            release_version,
+            payload,
+            signature,
+            expires,
+            blobs,
+        }
+    }
+}
+
 /// A trusted release key.
 #[derive(Debug, Clone)]
 pub struct TrustedKeyRow {
@@ -326,14 +346,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_device(&self, id: &str) -> StoreResult<bool>;
 
     // ---- assignments ----
+    /// The device's newest assignment (highest version, any app): what an agent of
+    /// protocol 1.1, which holds one app, is given.
     async fn assignment(&self, device_id: &str) -> StoreResult<Option<AssignmentRow>>;
+    /// The device's assignment of `app`.
+    async fn app_assignment(
+        &self,
+        device_id: &str,
+        app: &str,
+    ) -> StoreResult<Option<AssignmentRow>>;
+    /// Every assignment of the device, one per app, by app.
+    async fn device_assignments(&self, device_id: &str) -> StoreResult<Vec<AssignmentRow>>;
     /// The version the device's next assignment must carry: above its current assignment and
     /// above any version the device proved it accepted (`assignment_floor`).
     async fn next_assignment_version(&self, device_id: &str) -> StoreResult<u64>;
     /// Raises the device's assignment floor to `version` (never lowers it).
     async fn raise_assignment_floor(&self, device_id: &str, version: u64) -> StoreResult<()>;
-    /// Inserts or replaces a device's assignment; refuses (`false`) to lower or repeat its
-    /// version, so two writers racing for one version cannot both win.
+    /// Inserts or replaces a device's assignment of an app; refuses (`false`) a version not
+    /// above every assignment the device has (any app), so two writers racing for one
+    /// version of an app cannot both win.
     async fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<bool>;
     /// Test and recovery hook: replaces an assignment regardless of its version.
     async fn force_assignment(&self, a: &AssignmentRow) -> StoreResult<()>;

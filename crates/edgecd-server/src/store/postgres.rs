@@ -4,9 +4,9 @@
 //! start together take turns through a transaction-scoped advisory lock.
 
 use super::{
-    ApiTokenRow, AssignmentRow, AuditRow, ConsoleSessionRow, DeviceLogsRow, DeviceRow, Fenced,
-    FleetRow, NewDevice, OutboxInsert, OutboxRow, RolloutGuard, RolloutSave, Store, StoreResult,
-    TokenRefusal, TrustedKeyRow, merge_labels,
+    ApiTokenRow, AssignmentRow, AssignmentTuple, AuditRow, ConsoleSessionRow, DeviceLogsRow,
+    DeviceRow, Fenced, FleetRow, NewDevice, OutboxInsert, OutboxRow, RolloutGuard, RolloutSave,
+    Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;
@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0009_console_sessions.sql"),
     include_str!("../../migrations/postgres/0010_device_logs.sql"),
     include_str!("../../migrations/postgres/0011_chat_replays.sql"),
+    include_str!("../../migrations/postgres/0012_app_assignments.sql"),
 ];
 
 /// The advisory lock replicas take while migrating (an arbitrary, fixed key).
@@ -387,31 +388,41 @@ impl Store for PgStore {
     }
 
     async fn assignment(&self, device_id: &str) -> StoreResult<Option<AssignmentRow>> {
-        let row: Option<(String, i64, String, String, String, String, i64, String)> = sqlx::query_as(
-            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs FROM assignments WHERE device_id = $1",
+        Ok(self
+            .device_assignments(device_id)
+            .await?
+            .into_iter()
+            .max_by_key(|a| a.version))
+    }
+
+    async fn app_assignment(
+        &self,
+        device_id: &str,
+        app: &str,
+    ) -> StoreResult<Option<AssignmentRow>> {
+        let row: Option<AssignmentTuple> = sqlx::query_as(
+            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs FROM assignments WHERE device_id = $1 AND app = $2",
         )
         .bind(device_id)
+        .bind(app)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(
-            |(device_id, version, app, release_version, payload, signature, expires, blobs)| {
-                AssignmentRow {
-                    device_id,
-                    version,
-                    app,
-                    release_version,
-                    payload,
-                    signature,
-                    expires,
-                    blobs,
-                }
-            },
-        ))
+        Ok(row.map(AssignmentRow::from))
+    }
+
+    async fn device_assignments(&self, device_id: &str) -> StoreResult<Vec<AssignmentRow>> {
+        let rows: Vec<AssignmentTuple> = sqlx::query_as(
+            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs FROM assignments WHERE device_id = $1 ORDER BY app",
+        )
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(AssignmentRow::from).collect())
     }
 
     async fn next_assignment_version(&self, device_id: &str) -> StoreResult<u64> {
         let v: i64 = sqlx::query_scalar(
-            "SELECT GREATEST(COALESCE((SELECT version FROM assignments WHERE device_id = $1), 0),
+            "SELECT GREATEST(COALESCE((SELECT MAX(version) FROM assignments WHERE device_id = $1), 0),
                         COALESCE((SELECT assignment_floor FROM devices WHERE id = $1), 0))",
         )
         .bind(device_id)
@@ -432,10 +443,13 @@ impl Store for PgStore {
     }
 
     async fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<bool> {
+        // Above every assignment of the device (any app) and above the app's own: two
+        // writers racing for one version of an app cannot both win.
         let r = sqlx::query(
             "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT(device_id) DO UPDATE SET version = excluded.version, app = excluded.app,
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8
+             WHERE $9 > COALESCE((SELECT MAX(version) FROM assignments WHERE device_id = $10), 0)
+             ON CONFLICT(device_id, app) DO UPDATE SET version = excluded.version,
                release_version = excluded.release_version, payload = excluded.payload,
                signature = excluded.signature, expires = excluded.expires, blobs = excluded.blobs
              WHERE excluded.version > assignments.version",
@@ -448,17 +462,35 @@ impl Store for PgStore {
         .bind(&a.signature)
         .bind(a.expires)
         .bind(&a.blobs)
+        .bind(a.version)
+        .bind(&a.device_id)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn force_assignment(&self, a: &AssignmentRow) -> StoreResult<()> {
-        sqlx::query("DELETE FROM assignments WHERE device_id = $1")
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM assignments WHERE device_id = $1 AND app = $2")
             .bind(&a.device_id)
-            .execute(&self.pool)
+            .bind(&a.app)
+            .execute(&mut *tx)
             .await?;
-        self.put_assignment(a).await.map(|_| ())
+        sqlx::query(
+            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&a.device_id)
+        .bind(a.version)
+        .bind(&a.app)
+        .bind(&a.release_version)
+        .bind(&a.payload)
+        .bind(&a.signature)
+        .bind(a.expires)
+        .bind(&a.blobs)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn event(

@@ -1,0 +1,163 @@
+//! Several apps on one device (protocol 1.2): each app has its own assignment, A/B slots,
+//! activation, health check and rollback; a failed install of one never touches the other;
+//! an agent that holds one app is not given a second. Checked by what the device reports
+//! it runs and by the slots on its disk.
+#![cfg(target_arch = "x86_64")]
+
+mod common;
+use common::*;
+use edgecd_api::protocol::{AppStatus, OutcomeKind, Phase};
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// The device's state of `app`, as it reports it to the server.
+fn app_status(env: &Env, data_dir: &Path, app: &str) -> Option<AppStatus> {
+    env.device_of(data_dir)?
+        .status?
+        .apps
+        .into_iter()
+        .find(|a| a.app == app)
+}
+
+fn wait_app_running(env: &Env, data_dir: &Path, release: &str) -> AppStatus {
+    let app = release.split_once('@').expect("app@version").0;
+    wait_for(T, &format!("the device to run {release}"), || {
+        let s = app_status(env, data_dir, app)?;
+        let r = s.running.as_ref()?;
+        (format!("{}@{}", r.app, r.version) == release && s.phase == Phase::Committed).then_some(s)
+    })
+}
+
+#[test]
+fn two_apps_run_side_by_side_and_roll_back_independently() {
+    let env = Env::new();
+    let det1 = env.release("det", "1.0.0", 16 * 1024);
+    let det2 = env.release("det", "2.0.0", 16 * 1024);
+    let cls1 = env.release("cls", "1.0.0", 24 * 1024);
+    let cls2 = env.release("cls", "2.0.0", 24 * 1024);
+    for r in [&det1, &det2, &cls1, &cls2] {
+        env.publish(r).expect("publish");
+    }
+    let marker = env.path("activations");
+    let activate = format!(
+        "echo \"$EDGECD_APP $EDGECD_RELEASE $EDGECD_CURRENT\" >> {}",
+        marker.display()
+    );
+    let token = env.token(1, &[]);
+    let a = spawn_agent(
+        &env,
+        "a",
+        Some(&token),
+        &[
+            "--activate-cmd",
+            &activate,
+            // det 2.0.0 is broken: its health check fails.
+            "--health-cmd",
+            "test \"$EDGECD_RELEASE\" != det@2.0.0 && test -f \"$EDGECD_CURRENT/manifest.json\"",
+        ],
+    );
+    wait_for(T, "enrollment", || device_id(&a.data_dir));
+    env.deploy("det", "1.0.0", &[]);
+    wait_app_running(&env, &a.data_dir, "det@1.0.0");
+    env.deploy("cls", "1.0.0", &[]);
+    wait_app_running(&env, &a.data_dir, "cls@1.0.0");
+    // Both at once, each in its own slots: the first app in the data directory (as before
+    // several apps), the second under apps/cls.
+    let s = env
+        .device_of(&a.data_dir)
+        .expect("device")
+        .status
+        .expect("status");
+    assert_eq!(s.apps.len(), 2, "{:?}", s.apps);
+    let det_dir = a.data_dir.clone();
+    let cls_dir = a.data_dir.join("apps").join("cls");
+    assert_eq!(
+        check_current(&det_dir).expect("det current"),
+        (det1.bundle_digest.clone(), "det@1.0.0".into())
+    );
+    assert_eq!(
+        check_current(&cls_dir).expect("cls current"),
+        (cls1.bundle_digest.clone(), "cls@1.0.0".into())
+    );
+
+    // det 2.0.0 fails its health check: det rolls back, cls is not touched.
+    env.deploy("det", "2.0.0", &[]);
+    let det = wait_for(T, "det to roll back", || {
+        let s = app_status(&env, &a.data_dir, "det")?;
+        let o = s.last_outcome.as_ref()?;
+        (o.kind == OutcomeKind::RolledBack && s.phase == Phase::Committed).then_some(s)
+    });
+    let o = det.last_outcome.expect("outcome");
+    assert_eq!(o.release.as_deref(), Some("det@2.0.0"));
+    assert!(o.reason.contains("health check failed"), "{}", o.reason);
+    assert_eq!(det.running.expect("det runs").version, "1.0.0");
+    let cls = app_status(&env, &a.data_dir, "cls").expect("cls");
+    assert_eq!(cls.phase, Phase::Committed);
+    assert_eq!(cls.running.expect("cls runs").version, "1.0.0");
+    assert!(
+        cls.last_outcome
+            .is_some_and(|o| o.kind == OutcomeKind::Committed)
+    );
+    assert_eq!(check_current(&det_dir).expect("det").0, det1.bundle_digest);
+    assert_eq!(check_current(&cls_dir).expect("cls").0, cls1.bundle_digest);
+
+    // cls moves on while det stays where its rollback left it.
+    env.deploy("cls", "2.0.0", &[]);
+    wait_app_running(&env, &a.data_dir, "cls@2.0.0");
+    assert_eq!(check_current(&cls_dir).expect("cls").0, cls2.bundle_digest);
+    assert_eq!(check_current(&det_dir).expect("det").0, det1.bundle_digest);
+    let det = app_status(&env, &a.data_dir, "det").expect("det");
+    assert_eq!(det.running.expect("det runs").version, "1.0.0");
+
+    // Each activation named its own app and its own `current`; cls was activated only for
+    // its own installs, never during det's rollback.
+    let log = std::fs::read_to_string(&marker).expect("marker");
+    let lines: Vec<&str> = log.lines().collect();
+    let cls_current = cls_dir.join("current");
+    let det_current = det_dir.join("current");
+    let want = vec![
+        format!("det det@1.0.0 {}", det_current.display()),
+        format!("cls cls@1.0.0 {}", cls_current.display()),
+        format!("det det@2.0.0 {}", det_current.display()),
+        format!("det det@1.0.0 {}", det_current.display()),
+        format!("cls cls@2.0.0 {}", cls_current.display()),
+    ];
+    assert_eq!(lines, want);
+}
+
+#[test]
+fn an_agent_that_holds_one_app_is_not_given_a_second() {
+    let env = Env::new();
+    let det1 = env.release("det", "1.0.0", 16 * 1024);
+    let cls1 = env.release("cls", "1.0.0", 16 * 1024);
+    env.publish(&det1).expect("publish");
+    env.publish(&cls1).expect("publish");
+    let token = env.token(1, &[]);
+    let a = spawn_agent(&env, "one", Some(&token), &["--max-apps", "1"]);
+    wait_for(T, "enrollment", || device_id(&a.data_dir));
+    env.deploy("det", "1.0.0", &[]);
+    wait_app_running(&env, &a.data_dir, "det@1.0.0");
+    let err = env
+        .admin
+        .deploy(&edgecd_api::protocol::DeployRequest {
+            app: "cls".into(),
+            version: "1.0.0".into(),
+            selector: Default::default(),
+        })
+        .expect_err("no room for a second app");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("already holds det@1.0.0") && msg.contains("--max-apps"),
+        "{msg}"
+    );
+    // Nothing changed on the device.
+    let s = env
+        .device_of(&a.data_dir)
+        .expect("device")
+        .status
+        .expect("status");
+    assert_eq!(s.apps.len(), 1);
+    assert!(!a.data_dir.join("apps").join("cls").exists());
+}
