@@ -159,6 +159,8 @@ pub struct Agent {
     checkins: u64,
     /// The runtime's counters as of the last successful check-in (metrics are deltas).
     metrics_sent: Option<crate::metrics::Snapshot>,
+    /// The same per app, when `--metrics-url` has `{app}` (each app's runtime its own).
+    metrics_sent_by_app: BTreeMap<String, crate::metrics::Snapshot>,
     /// What the local exporter (`--metrics-listen`) reports.
     telemetry: Arc<Telemetry>,
     /// Podman mode, when configured and podman works here.
@@ -359,6 +361,7 @@ impl Agent {
             failures: 0,
             checkins: 0,
             metrics_sent: None,
+            metrics_sent_by_app: BTreeMap::new(),
             telemetry,
             podman,
             device_request: None,
@@ -744,10 +747,15 @@ impl Agent {
         }
     }
 
-    /// Reads the runtime's metrics endpoint; `None` when not configured or unreachable (the
-    /// check-in goes on without metrics, and the next one carries the whole delta).
-    fn scrape_metrics(&self) -> Option<crate::metrics::Snapshot> {
+    /// Reads the runtime's metrics endpoint (`app`'s, with `{app}` in the URL); `None` when
+    /// not configured or unreachable (the check-in goes on without metrics, and the next one
+    /// carries the whole delta).
+    fn scrape_metrics(&self, app: Option<&str>) -> Option<crate::metrics::Snapshot> {
         let url = self.cfg.metrics_url.as_deref()?;
+        let url = &match app {
+            Some(app) => url.replace("{app}", app),
+            None => url.to_string(),
+        };
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
             .build()
@@ -782,10 +790,33 @@ impl Agent {
             .enrollment
             .clone()
             .ok_or_else(|| ClientError::Config("not enrolled".into()))?;
-        let scrape = self.scrape_metrics();
+        let per_app = self
+            .cfg
+            .metrics_url
+            .as_deref()
+            .is_some_and(|u| u.contains("{app}"));
+        let scrape = if per_app {
+            None
+        } else {
+            self.scrape_metrics(None)
+        };
         let mut metrics = scrape
             .as_ref()
             .map(|s| crate::metrics::delta(self.metrics_sent.as_ref(), s));
+        // Several apps, each runtime with its own endpoint (`{app}` in `--metrics-url`):
+        // each app's deltas go separately, for the gates of that app's rollouts.
+        let mut app_scrapes = BTreeMap::new();
+        let mut app_metrics = BTreeMap::new();
+        if per_app {
+            let apps: Vec<String> = self.units().iter().filter_map(|(_, u)| u.app()).collect();
+            for app in apps {
+                if let Some(s) = self.scrape_metrics(Some(&app)) {
+                    let d = crate::metrics::delta(self.metrics_sent_by_app.get(&app), &s);
+                    app_metrics.insert(app.clone(), d);
+                    app_scrapes.insert(app, s);
+                }
+            }
+        }
         if let (Some(t), throttled) = self.telemetry.read_soc() {
             if self.temperatures.len() == TEMPERATURE_HISTORY {
                 self.temperatures.pop_front();
@@ -796,7 +827,7 @@ impl Agent {
                 .record_temperature(t, throttled.unwrap_or(false));
         }
         let req = CheckinRequest {
-            app_metrics: Default::default(),
+            app_metrics,
             inventory: self.inventory.clone(),
             status: self.status(),
             labels: self.cfg.labels.clone(),
@@ -815,6 +846,7 @@ impl Agent {
         if scrape.is_some() {
             self.metrics_sent = scrape;
         }
+        self.metrics_sent_by_app.extend(app_scrapes);
         if req.status.assignment_proof.is_some() {
             self.send_proof = false;
         }

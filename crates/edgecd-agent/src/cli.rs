@@ -93,6 +93,8 @@ pub struct Args {
     pub max_checkins: Option<u64>,
     /// The local inference runtime's Prometheus metrics (latency, errors, confidence), sent
     /// as deltas with each check-in for rollout gates, e.g. http://127.0.0.1:9500/metrics.
+    /// With several apps, `{app}` in it is replaced by each app's name (one runtime per
+    /// app) and each app's metrics feed the gates of that app's rollouts.
     #[arg(long, env = "EDGECD_METRICS_URL")]
     pub metrics_url: Option<String>,
     /// SoC temperature file in millidegrees (default: /sys/class/thermal/thermal_zone0/temp).

@@ -45,8 +45,15 @@ pub async fn record(
             &serde_json::to_string(&req.status).map_err(ApiError::internal)?,
         )
         .await?;
+    // Device-wide readings (and a single runtime's metrics) go with the first app; with
+    // several apps, each app's runtime metrics with that app (protocol 1.2).
     if let Some(m) = &req.metrics {
-        crate::rollouts::record_metrics(st, id, &req.status, m, dev.last_seen).await?;
+        let running = req.status.running.as_ref();
+        crate::rollouts::record_metrics(st, id, running, m, dev.last_seen).await?;
+    }
+    for (app, m) in &req.app_metrics {
+        let running = req.status.running_app(app);
+        crate::rollouts::record_metrics(st, id, running.as_ref(), m, dev.last_seen).await?;
     }
     record_events(st, id, &req.status, prev.as_ref()).await?;
     let assignments = current_assignments(st, id, &req.status).await?;

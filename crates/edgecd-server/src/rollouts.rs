@@ -67,21 +67,22 @@ fn release_name(app: &str, version: &str) -> String {
     format!("{app}@{version}")
 }
 
-/// Stores the aggregates a device sent with its check-in, tagged with what it runs and the
+/// Stores the aggregates a device sent with its check-in, tagged with what it runs (of the
+/// app they are about) and the
 /// period they cover: from `since` (the device's previous check-in; `None` on its first)
 /// to now. An analysis counts a delta only if its whole period lies inside the analysis
 /// window, so no sample taken before a step began counts for it.
 pub async fn record_metrics(
     st: &AppState,
     device_id: &str,
-    status: &DeviceStatus,
+    running: Option<&edgecd_api::protocol::RunningRelease>,
     metrics: &MetricsAggregate,
     since: Option<i64>,
 ) -> Result<(), ApiError> {
     metrics
         .validate()
         .map_err(|e| ApiError::bad_request(format!("metrics: {e}")))?;
-    let Some(running) = &status.running else {
+    let Some(running) = running else {
         return Ok(());
     };
     if metrics.requests == 0 && metrics.temp_samples == 0 {

@@ -176,9 +176,13 @@ impl H {
     }
 
     fn checkin(&self, d: &EnrollResponse, etag: Option<&str>) -> Resp {
+        self.checkin_inv(d, inv(), etag)
+    }
+
+    fn checkin_inv(&self, d: &EnrollResponse, inventory: Inventory, etag: Option<&str>) -> Resp {
         let req = CheckinRequest {
             app_metrics: Default::default(),
-            inventory: inv(),
+            inventory,
             status: DeviceStatus {
                 apps: Default::default(),
                 phase: Phase::Idle,
@@ -2076,4 +2080,179 @@ fn fleet_rollout_that_aborts_leaves_the_fleet_on_its_release() {
     let (_, t, _) = h.admin("GET", "/api/v1/admin/rollouts", None);
     let all: Vec<serde_json::Value> = serde_json::from_str(&t).expect("rollouts");
     assert_eq!(all.len(), 2, "no new rollout of the aborted release: {t}");
+}
+
+/// Several apps on one device (protocol 1.2): one assignment per app in the check-in
+/// answer (the newest also as `assignment`, for agents that hold one app); an agent that
+/// holds one app is not given a second; a rollout of one app is judged on that app's
+/// metrics, never on the other app's.
+#[test]
+fn several_apps_get_one_assignment_each_and_gates_judge_their_own_metrics() {
+    let h = H::with(|c| c.controller_tick_ms = 50);
+    h.trust_ci();
+    let cls = |v: &str| {
+        fixtures::make_release(
+            &h.dir.join("rel-cls"),
+            &h.ci,
+            "cls",
+            v,
+            fixtures::rpi5(),
+            fixtures::infer_pin(),
+            4096,
+        )
+        .expect("release")
+    };
+    for r in [h.release("1.0.0", &h.ci), cls("1.0.0"), cls("2.0.0")] {
+        let (s, t, _) = h.publish(&r);
+        assert_eq!(s, 201, "{t}");
+    }
+    let two = Inventory {
+        max_apps: Some(2),
+        storage_mb: Some(16 * 1024),
+        ..inv()
+    };
+    let d = h.enroll_inv(&[("fleet", "x")], two.clone());
+    let old = h.enroll(&[("fleet", "old")]);
+    let deploy = |app: &str, fleet: &str| {
+        h.admin(
+            "POST",
+            "/api/v1/admin/deployments",
+            Some(serde_json::json!({"app": app, "version": "1.0.0", "selector": {"fleet": fleet}})),
+        )
+    };
+    for (app, fleet) in [("app", "x"), ("cls", "x"), ("app", "old")] {
+        let (s, t, _) = deploy(app, fleet);
+        assert_eq!(s, 200, "{app} on {fleet}: {t}");
+    }
+    // An agent of protocol 1.1 (no maxApps in its inventory) holds one app.
+    let (s, t, _) = deploy("cls", "old");
+    assert_eq!(s, 422, "{t}");
+    assert!(
+        t.contains("already holds app@1.0.0") && t.contains("holds one app"),
+        "{t}"
+    );
+
+    let (s, body, headers) = h.checkin_inv(&d, two.clone(), None);
+    assert_eq!(s, 200, "{body}");
+    let r: CheckinResponse = serde_json::from_str(&body).expect("answer");
+    let apps: Vec<Assignment> = r
+        .assignments
+        .iter()
+        .map(|a| serde_json::from_str(&a.payload).expect("payload"))
+        .collect();
+    assert_eq!(
+        apps.iter()
+            .map(|a| a.release.app.as_str())
+            .collect::<Vec<_>>(),
+        ["app", "cls"]
+    );
+    assert!(apps[1].version > apps[0].version, "one counter per device");
+    let newest: Assignment =
+        serde_json::from_str(&r.assignment.expect("newest").payload).expect("payload");
+    assert_eq!(newest, apps[1]);
+    let etag = headers
+        .iter()
+        .find(|(k, _)| k == "etag")
+        .map(|(_, v)| v.clone())
+        .expect("etag");
+    let (s, _, _) = h.checkin_inv(&d, two.clone(), Some(&etag));
+    assert_eq!(s, 304);
+
+    // A rollout of cls: the device reports app's (device-wide) metrics full of errors and
+    // cls's own, clean; the gate judges cls's.
+    let spec = serde_json::json!({"spec": {
+        "release": "cls@2.0.0",
+        "selector": {"fleet": "x"},
+        "steps": [
+            {"canary": {"devices": 1}},
+            {"analyze": {"duration": "2s", "interval": "1s"}},
+            {"canary": {"percent": 100}}
+        ],
+        "gates": [{"metric": "error_rate", "max": 0.03}],
+        "min_samples": 100
+    }});
+    let (s, t, _) = h.admin("POST", "/api/v1/admin/rollouts", Some(spec));
+    assert_eq!(s, 200, "{t}");
+    let v: serde_json::Value = serde_json::from_str(&t).expect("status");
+    let id = v["rollout"]["id"].as_str().expect("id").to_string();
+    let state = || -> serde_json::Value {
+        let (s, t, _) = h.admin("GET", &format!("/api/v1/admin/rollouts/{id}"), None);
+        assert_eq!(s, 200, "{t}");
+        serde_json::from_str::<serde_json::Value>(&t).expect("status")["rollout"].clone()
+    };
+    let running = |app: &str, version: &str| RunningRelease {
+        app: app.into(),
+        version: version.into(),
+        bundle_digest: format!("sha256:{}", "0".repeat(64)),
+        slot: "a".into(),
+        image: None,
+    };
+    let report = |requests: u64| {
+        let batch = |errors: bool| {
+            let mut m = edgecd_api::metrics::MetricsAggregate::default();
+            for _ in 0..requests {
+                m.record(20.0, errors, Some(0.9));
+            }
+            m
+        };
+        let app_state = |app: &str, version: &str| AppStatus {
+            app: app.into(),
+            phase: Phase::Committed,
+            running: Some(running(app, version)),
+            assignment_version: 1,
+            last_outcome: None,
+            download: None,
+        };
+        let req = CheckinRequest {
+            inventory: two.clone(),
+            status: DeviceStatus {
+                phase: Phase::Committed,
+                running: Some(running("app", "1.0.0")),
+                assignment_version: 1,
+                last_outcome: None,
+                download: None,
+                stale_since: None,
+                assignment_proof: None,
+                apps: vec![app_state("app", "1.0.0"), app_state("cls", "2.0.0")],
+            },
+            labels: BTreeMap::new(),
+            metrics: (requests > 0).then(|| batch(true)),
+            protocol: edgecd_api::protocol::PROTOCOL_VERSION.into(),
+            app_metrics: if requests > 0 {
+                [("cls".to_string(), batch(false))].into()
+            } else {
+                BTreeMap::new()
+            },
+        };
+        let (s, t, _) = h.req(
+            "POST",
+            &format!("/api/v1/devices/{}/checkin", d.device_id),
+            Some(&d.credential),
+            Some(&serde_json::to_vec(&req).expect("json")),
+            &[],
+        );
+        assert!(s == 200 || s == 304, "{s} {t}");
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while state()["state"]["cohort"]
+        .as_array()
+        .is_none_or(|c| c.is_empty())
+    {
+        assert!(std::time::Instant::now() < until, "no canary: {}", state());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    report(0);
+    let done = loop {
+        let st = state();
+        if st["state"]["phase"] == "completed" || st["state"]["phase"] == "aborted" {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "rollout still running: {st}"
+        );
+        report(1000);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(done["state"]["phase"], "completed", "{done}");
 }
