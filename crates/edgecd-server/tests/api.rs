@@ -2131,6 +2131,11 @@ fn several_apps_get_one_assignment_each_and_gates_judge_their_own_metrics() {
         t.contains("already holds app@1.0.0") && t.contains("holds one app"),
         "{t}"
     );
+    let (s, body, _) = h.checkin(&old, None);
+    assert_eq!(s, 200, "{body}");
+    let r: CheckinResponse = serde_json::from_str(&body).expect("answer");
+    let a: Assignment = serde_json::from_str(&r.assignment.expect("one").payload).expect("payload");
+    assert_eq!((a.release.app.as_str(), r.assignments.len()), ("app", 1));
 
     let (s, body, headers) = h.checkin_inv(&d, two.clone(), None);
     assert_eq!(s, 200, "{body}");
