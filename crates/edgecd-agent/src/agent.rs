@@ -79,6 +79,8 @@ pub struct Config {
     pub enroll_token: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub activate_cmd: Option<String>,
+    /// Stops an app's runtime when the server removes the app (`--deactivate-cmd`).
+    pub deactivate_cmd: Option<String>,
     pub health: Option<HealthCheck>,
     pub activate_timeout: Duration,
     pub health_timeout: Duration,
@@ -508,9 +510,17 @@ impl Agent {
     /// Queues a signed assignment with the unit of its app (read from the payload unverified:
     /// the unit verifies it before anything is done).
     fn route(&mut self, signed: SignedAssignment) {
-        let app = serde_json::from_str::<edgecd_api::protocol::Assignment>(&signed.payload)
-            .map(|a| a.release.app)
-            .unwrap_or_default();
+        let peek = serde_json::from_str::<edgecd_api::protocol::Assignment>(&signed.payload).ok();
+        let app = peek.as_ref().map(|a| a.release.app.clone()).unwrap_or_default();
+        if peek.as_ref().is_some_and(|a| a.remove)
+            && !self.units().iter().any(|(_, u)| u.app().as_deref() == Some(app.as_str()))
+        {
+            // The removal of an app this device does not hold (any more): nothing to do.
+            return;
+        }
+        // A new unit accepts nothing older than what the device accepted already: an old
+        // assignment of an app removed since cannot be replayed into a fresh unit.
+        let floor = self.highest_version();
         let key = if app.is_empty() {
             // Unreadable: the loaded unit refuses it with the reason.
             Some(self.loaded.clone())
@@ -531,6 +541,9 @@ impl Agent {
                 }
                 std::collections::btree_map::Entry::Vacant(e) => match Unit::open(dir) {
                     Ok(mut u) => {
+                        if u.app().is_none() {
+                            u.state.highest_version = u.state.highest_version.max(floor);
+                        }
                         u.pending = Some(signed);
                         e.insert(u);
                     }
@@ -932,6 +945,9 @@ impl Agent {
         // any app, so go round until none is left (bounded).
         for _ in 0..4 {
             for key in self.unit_keys() {
+                if key != self.loaded && !self.parked.contains_key(&key) {
+                    continue; // removed meanwhile
+                }
                 self.switch_to(&key)?;
                 self.handle_unit_pending()?;
             }
@@ -1097,6 +1113,9 @@ impl Agent {
                 return Ok(None);
             }
         };
+        if a.remove {
+            return self.remove_app(&signed, &a);
+        }
         let label = format!("{}@{}", a.release.app, a.release.version);
         if let Some(held) = self.u.app()
             && held != a.release.app
@@ -1158,6 +1177,60 @@ impl Agent {
         });
         if failed && matches!(self.u.state.phase, Phase::Idle | Phase::Committed) {
             return Ok(Some(signed));
+        }
+        Ok(None)
+    }
+
+    /// The server removed this unit's app: stops its runtime (podman, `--deactivate-cmd`),
+    /// deletes its files (the data directory's own unit is emptied, keeping its version
+    /// floor; another app's directory goes) and reports. Waits while an install runs.
+    fn remove_app(
+        &mut self,
+        signed: &SignedAssignment,
+        a: &edgecd_api::protocol::Assignment,
+    ) -> Result<Option<SignedAssignment>, AgentError> {
+        let app = a.release.app.clone();
+        if self.u.app().as_deref() != Some(app.as_str()) {
+            return Ok(None);
+        }
+        if !matches!(self.u.state.phase, Phase::Idle | Phase::Committed) {
+            // An install in flight finishes (or rolls back) first.
+            return Ok(Some(signed.clone()));
+        }
+        self.save_proof(signed);
+        tracing::info!(%app, version = a.version, "the server removed this app: stopping it and deleting its slots");
+        if let Some(p) = self.unit_podman() {
+            p.stop();
+        }
+        if let Some(cmd) = &self.cfg.deactivate_cmd
+            && let Err(e) = hooks::run_cmd(cmd, &self.hook_env(), self.cfg.activate_timeout)
+        {
+            tracing::warn!(error = %e, %app, "the deactivation command failed; removing the app anyway");
+        }
+        if self.loaded.is_empty() {
+            let link = self.current_link();
+            fsutil::switch_symlink(&link, None).map_err(io_err(&link))?;
+            for s in [Slot::A, Slot::B] {
+                let d = self.slot_dir(s);
+                fsutil::remove_dir_if_exists(&d).map_err(io_err(&d))?;
+            }
+            self.prune_staging(None);
+            self.u.refused.clear();
+            self.u.retrying = None;
+            self.persist(State {
+                highest_version: a.version,
+                done_version: a.version,
+                ..State::default()
+            })?;
+        } else {
+            let key = self.loaded.clone();
+            let dir = self.u.dir.clone();
+            self.switch_to("")?;
+            self.parked.remove(&key);
+            fsutil::remove_dir_if_exists(&dir).map_err(io_err(&dir))?;
+        }
+        if let Err(e) = self.checkin() {
+            tracing::warn!(error = %e, "could not report the removal; will at the next check-in");
         }
         Ok(None)
     }

@@ -34,6 +34,11 @@ pub struct Args {
     /// Command run after `current` is switched (gets EDGECD_CURRENT, EDGECD_SLOT_DIR, EDGECD_RELEASE).
     #[arg(long, env = "EDGECD_ACTIVATE_CMD")]
     pub activate_cmd: Option<String>,
+    /// Command run when the server removes an app from this device (`on_unmatch: remove`),
+    /// to stop its runtime before its slots are deleted; it gets the same `EDGECD_*`
+    /// variables as the activation command.
+    #[arg(long)]
+    pub deactivate_cmd: Option<String>,
     /// Health check command (exit 0 = healthy).
     #[arg(long, env = "EDGECD_HEALTH_CMD", conflicts_with = "health_url")]
     pub health_cmd: Option<String>,
@@ -253,6 +258,7 @@ impl Args {
             enroll_token: self.enroll_token,
             labels: self.labels.into_iter().collect(),
             activate_cmd: self.activate_cmd,
+            deactivate_cmd: self.deactivate_cmd,
             health,
             activate_timeout: Duration::from_secs(self.activate_timeout_secs),
             health_timeout: Duration::from_secs(self.health_timeout_secs),

@@ -161,3 +161,94 @@ fn an_agent_that_holds_one_app_is_not_given_a_second() {
     assert_eq!(s.apps.len(), 1);
     assert!(!a.data_dir.join("apps").join("cls").exists());
 }
+
+fn apply_fleet(env: &Env, spec: serde_json::Value) {
+    let _: serde_json::Value = env
+        .admin
+        .send("POST", "/api/v1/admin/fleets", &spec)
+        .expect("fleet apply");
+}
+
+fn relabel(env: &Env, data_dir: &Path, labels: &[(&str, &str)]) {
+    let id = device_id(data_dir).expect("id");
+    env.admin
+        .label_device(
+            &id,
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .expect("relabel");
+}
+
+#[test]
+fn an_app_whose_fleet_the_device_leaves_is_stopped_and_deleted() {
+    let env = Env::new();
+    let det1 = env.release("det", "1.0.0", 16 * 1024);
+    let cls1 = env.release("cls", "1.0.0", 16 * 1024);
+    env.publish(&det1).expect("publish");
+    env.publish(&cls1).expect("publish");
+    let removed = env.path("removed");
+    let deactivate = format!(
+        "echo \"$EDGECD_APP $EDGECD_RELEASE\" >> {}",
+        removed.display()
+    );
+    let token = env.token(1, &[("kind", "cam"), ("site", "lab")]);
+    let a = spawn_agent(&env, "a", Some(&token), &["--deactivate-cmd", &deactivate]);
+    wait_for(T, "enrollment", || device_id(&a.data_dir));
+    for (name, key, app) in [("cams", "kind", "det"), ("lab", "site", "cls")] {
+        let value = if key == "kind" { "cam" } else { "lab" };
+        apply_fleet(
+            &env,
+            serde_json::json!({"name": name, "selector": {key: value},
+                "apps": {app: {"release": "1.0.0"}}, "on_unmatch": "remove"}),
+        );
+        wait_app_running(&env, &a.data_dir, &format!("{app}@1.0.0"));
+    }
+    // det came first: the data directory's own unit; cls under apps/cls.
+    let cls_dir = a.data_dir.join("apps").join("cls");
+    assert_eq!(check_current(&a.data_dir).expect("det").1, "det@1.0.0");
+    assert_eq!(check_current(&cls_dir).expect("cls").1, "cls@1.0.0");
+
+    // The device leaves the lab: cls is stopped and its directory deleted; det untouched.
+    relabel(&env, &a.data_dir, &[("kind", "cam"), ("site", "home")]);
+    wait_for(T, "cls to be removed", || {
+        let s = env.device_of(&a.data_dir)?.status?;
+        (s.apps.len() == 1 && s.apps[0].app == "det").then_some(())
+    });
+    assert!(!cls_dir.exists(), "cls's slots are deleted");
+    assert_eq!(
+        check_current(&a.data_dir).expect("det").0,
+        det1.bundle_digest
+    );
+    assert_eq!(
+        std::fs::read_to_string(&removed).expect("deactivated"),
+        "cls cls@1.0.0\n"
+    );
+    let body: serde_json::Value = env
+        .admin
+        .get("/api/v1/admin/fleets/lab")
+        .expect("fleet status");
+    assert!(
+        body.to_string().contains("cls@1.0.0 removed from the device"),
+        "{body}"
+    );
+
+    // Back in the lab: cls is installed afresh next to det.
+    relabel(&env, &a.data_dir, &[("kind", "cam"), ("site", "lab")]);
+    wait_app_running(&env, &a.data_dir, "cls@1.0.0");
+    assert_eq!(check_current(&cls_dir).expect("cls again").0, cls1.bundle_digest);
+
+    // It stops being a camera: det, the data directory's own app, is removed; cls stays.
+    relabel(&env, &a.data_dir, &[("kind", "none"), ("site", "lab")]);
+    wait_for(T, "det to be removed", || {
+        let s = env.device_of(&a.data_dir)?.status?;
+        (s.apps.len() == 1 && s.apps[0].app == "cls").then_some(())
+    });
+    assert!(!a.data_dir.join("current").exists(), "det's current is gone");
+    assert!(!a.data_dir.join("slots").join("a").exists());
+    assert_eq!(check_current(&cls_dir).expect("cls stays").0, cls1.bundle_digest);
+    let log = std::fs::read_to_string(&removed).expect("deactivated");
+    assert_eq!(log, "cls cls@1.0.0\ndet det@1.0.0\n");
+}

@@ -451,6 +451,11 @@ pub struct Assignment {
     /// Unix seconds; the agent refuses the assignment after this (freeze attack).
     pub expires: u64,
     pub release: ReleaseRef,
+    /// Protocol 1.2: remove this app from the device (stop its runtime, delete its slots);
+    /// `release` names what it ran. Sent only among `assignments`, to agents that hold
+    /// several apps, never as the `assignment` an agent of protocol 1.1 reads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
 }
 
 /// A content-addressed blob with its exact size.

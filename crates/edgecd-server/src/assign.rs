@@ -1,4 +1,5 @@
-//! The one path that changes what a device should run (one assignment per app): [`assign`] (deploy, rollouts,
+//! The one path that changes what a device should run (one assignment per app; a removal
+//! is an assignment too, [`remove`]): [`assign`] (deploy, rollouts,
 //! rollbacks, fleets) and [`resign`] (a fresh signature for the same release: refresh before expiry,
 //! resync after a restored database). Each signs an assignment at the device's next version
 //! and stores it only if no other writer took that version meanwhile (the store refuses a
@@ -28,7 +29,11 @@ pub async fn assign(
     release: &ReleaseRef,
     why: Why<'_>,
 ) -> Result<Option<AssignmentRow>, ApiError> {
-    let current = st.store.app_assignment(device_id, &release.app).await?;
+    let current = st
+        .store
+        .app_assignment(device_id, &release.app)
+        .await?
+        .filter(|a| !a.removed);
     if current
         .as_ref()
         .is_some_and(|a| a.release_version == release.version)
@@ -37,7 +42,7 @@ pub async fn assign(
         return Ok(None);
     }
     crate::placement::check_device(st, device_id, release).await?;
-    let a = store_next(st, device_id, release).await?;
+    let a = store_next(st, device_id, release, false).await?;
     let name = format!("{}@{}", release.app, release.version);
     let detail = match why {
         Why::Deploy => format!("{name} v{}", a.version),
@@ -50,23 +55,53 @@ pub async fn assign(
     Ok(Some(a))
 }
 
-/// Signs `release` again for `device_id` at its next version (same release, new expiry).
-pub async fn resign(
+/// Signs `a` again for `device_id` at its next version (same release, or same removal,
+/// new expiry).
+pub async fn resign(st: &AppState, device_id: &str, a: &Assignment) -> Result<AssignmentRow, ApiError> {
+    store_next(st, device_id, &a.release, a.remove).await
+}
+
+/// Removes `app` from `device_id`: a signed removal at the device's next version (the agent
+/// stops the app's runtime and deletes its slots). `None`: the device holds no such app.
+pub async fn remove(
     st: &AppState,
     device_id: &str,
-    release: &ReleaseRef,
-) -> Result<AssignmentRow, ApiError> {
-    store_next(st, device_id, release).await
+    app: &str,
+    why: Why<'_>,
+) -> Result<Option<AssignmentRow>, ApiError> {
+    let Some(current) = st
+        .store
+        .app_assignment(device_id, app)
+        .await?
+        .filter(|a| !a.removed)
+    else {
+        return Ok(None);
+    };
+    let held: Assignment = crate::util::json_col(&current.payload)?;
+    let a = store_next(st, device_id, &held.release, true).await?;
+    let name = format!("{app}@{}", held.release.version);
+    let detail = match why {
+        Why::Deploy => format!("{name} v{}", a.version),
+        Why::Rollout(id) => format!("{name} v{} by rollout {id}", a.version),
+        Why::Fleet(f) => format!("{name} v{} by fleet {f} (on_unmatch: remove)", a.version),
+    };
+    st.store
+        .event(Some(device_id), st.now() as i64, "removed", &detail)
+        .await?;
+    Ok(Some(a))
 }
 
 async fn store_next(
     st: &AppState,
     device_id: &str,
     release: &ReleaseRef,
+    remove: bool,
 ) -> Result<AssignmentRow, ApiError> {
     for _ in 0..ATTEMPTS {
         let version = st.store.next_assignment_version(device_id).await?;
-        let a = sign_assignment(st, device_id, version, release.clone())?;
+        let now = st.now();
+        let expires = now + st.config.assignment_ttl_secs;
+        let a = sign_at(st, device_id, version, release.clone(), remove, now, expires)?;
         if st.store.put_assignment(&a).await? {
             return Ok(a);
         }
@@ -104,12 +139,29 @@ pub fn sign_assignment_at(
     issued: u64,
     expires: u64,
 ) -> Result<AssignmentRow, ApiError> {
-    let blobs = vec![
-        release.manifest.digest.clone(),
-        release.manifest_sig.digest.clone(),
-        release.bundle.digest.clone(),
-        release.bundle_sig.digest.clone(),
-    ];
+    sign_at(st, device_id, version, release, false, issued, expires)
+}
+
+fn sign_at(
+    st: &AppState,
+    device_id: &str,
+    version: u64,
+    release: ReleaseRef,
+    remove: bool,
+    issued: u64,
+    expires: u64,
+) -> Result<AssignmentRow, ApiError> {
+    // A removal gives access to no blob.
+    let blobs = if remove {
+        vec![]
+    } else {
+        vec![
+            release.manifest.digest.clone(),
+            release.manifest_sig.digest.clone(),
+            release.bundle.digest.clone(),
+            release.bundle_sig.digest.clone(),
+        ]
+    };
     let (app, rv) = (release.app.clone(), release.version.clone());
     let a = Assignment {
         device_id: device_id.to_string(),
@@ -117,6 +169,7 @@ pub fn sign_assignment_at(
         issued,
         expires,
         release,
+        remove,
     };
     let payload = serde_json::to_string(&a).map_err(ApiError::internal)?;
     let sig = st.signing_key.sign(payload.as_bytes());
@@ -129,5 +182,6 @@ pub fn sign_assignment_at(
         payload,
         expires: expires as i64,
         blobs: serde_json::to_string(&blobs).map_err(ApiError::internal)?,
+        removed: remove,
     })
 }

@@ -118,7 +118,7 @@ async fn current_assignments(
         for a in rows.iter_mut() {
             if a.expires - (st.now() as i64) < ttl / 2 {
                 let p: Assignment = json_col(&a.payload)?;
-                *a = crate::assign::resign(st, id, &p.release).await?;
+                *a = crate::assign::resign(st, id, &p).await?;
             }
         }
     }
@@ -163,7 +163,7 @@ async fn resync(
     let mut out = Vec::with_capacity(rows.len());
     for a in rows {
         let p: Assignment = json_col(&a.payload)?;
-        out.push(crate::assign::resign(st, id, &p.release).await?);
+        out.push(crate::assign::resign(st, id, &p).await?);
     }
     Ok(out)
 }

@@ -12,10 +12,12 @@
 //! spaces passes so that they take at most a tenth of its time.
 //!
 //! **Rules.**
-//! - One app per device for now: a fleet placing several apps, or two applied fleets
-//!   matching one device, leaves the device *blocked* with the reason (nothing is guessed).
-//!   Fleets written by `deploy` give way to applied fleets, and among themselves the newest
-//!   wins (what imperative deploys did).
+//! - Several apps per device: fleets may place different apps on one device, within what
+//!   the device can hold (`placement`: its agent's app limit, RAM, storage); an app that
+//!   does not fit is *blocked* with the reason, and two applied fleets placing the same app
+//!   on one device leave that app *blocked* (nothing is guessed). Fleets written by
+//!   `deploy` give way to applied fleets, and among themselves the newest wins (what
+//!   imperative deploys did).
 //! - Like Argo CD's auto-sync without self-heal, a fleet assigns a device when the device
 //!   joins it or the fleet's release changes; a device changed afterwards by another path (a
 //!   rollout with a bare selector, a rollback) is reported *drifted*, not forced back.
@@ -23,11 +25,11 @@
 //! - Devices in an active rollout's cohort belong to the rollout. While a fleet's rollout
 //!   runs, the fleet holds its other devices (and devices that join) at the baseline; once it
 //!   completes, the fleet's release moves to the rolled-out one.
-//! - `on_unmatch`: a device that stops matching keeps its installed release either way —
-//!   edgecd agents have no uninstall (the protocol has no "remove" assignment, and
-//!   withdrawing a signed assignment would make the agent take the server for a restored
-//!   database) — `keep` leaves the fleet's assignment in place, `remove` stops managing the
-//!   device; both are listed as `left` with what the device keeps.
+//! - `on_unmatch`: a device that stops matching is listed as `left`. `keep` leaves it the
+//!   fleet's release; `remove` sends a signed removal of each of the fleet's apps no other
+//!   fleet now places (`assign::remove`: the agent stops the app's runtime and deletes its
+//!   slots). An agent of protocol 1.1 cannot remove an app: it keeps what it runs, and the
+//!   entry says so.
 
 use crate::controller::Fence;
 use crate::placement::{Budget, fits};
@@ -422,6 +424,8 @@ pub struct FleetPlan {
     pub entries: Vec<DeviceEntry>,
     /// Assignments to make: `(device, app)` → `app@version`.
     pub assign: BTreeMap<(String, String), String>,
+    /// Apps to remove from devices that left (`on_unmatch: remove`): `(device, app)`.
+    pub remove: BTreeSet<(String, String)>,
     /// The fleet's state after them.
     pub state: FleetState,
 }
@@ -485,6 +489,7 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
         .map(|f| FleetPlan {
             entries: vec![],
             assign: BTreeMap::new(),
+            remove: BTreeSet::new(),
             state: FleetState {
                 apps: f.state.apps.clone(),
                 ..Default::default()
@@ -492,6 +497,7 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
         })
         .collect();
     let mut owned: BTreeSet<&str> = BTreeSet::new();
+    let mut owned_apps: BTreeSet<(&str, &str)> = BTreeSet::new();
     for d in &w.devices {
         let idx: Vec<usize> = (0..fleets.len())
             .filter(|&i| matches(&fleets[i].spec.selector, &d.labels))
@@ -517,6 +523,9 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
             for (&i, claim) in placing.iter().zip(claims(&matching)) {
                 let f = &fleets[i];
                 let p = &mut out[i];
+                if !matches!(claim, Claim::Other) {
+                    owned_apps.insert((&d.id, app));
+                }
                 match claim {
                     Claim::Other => {}
                     Claim::Conflict(names) => {
@@ -574,14 +583,29 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
                 continue;
             };
             let keeps = l.release.as_deref().unwrap_or("nothing");
+            let removes = w.budgets.get(id).is_some_and(|b| b.removes);
             let why = match l.on_unmatch {
                 OnUnmatch::Keep => {
                     format!(
                         "left the fleet (labels no longer match); on_unmatch keep: keeps {keeps}"
                     )
                 }
+                OnUnmatch::Remove if removes => {
+                    // The fleet's apps the device still holds and no other fleet now places.
+                    for app in f.spec.apps.keys() {
+                        let key = (id.clone(), app.clone());
+                        if w.assigned.contains_key(&key)
+                            && !owned_apps.contains(&(id.as_str(), app.as_str()))
+                        {
+                            p.remove.insert(key);
+                        }
+                    }
+                    format!(
+                        "left the fleet (labels no longer match); on_unmatch remove: {keeps} removed from the device"
+                    )
+                }
                 OnUnmatch::Remove => format!(
-                    "left the fleet (labels no longer match); on_unmatch remove: no longer managed, the agent keeps running {keeps} (agents cannot uninstall yet)"
+                    "left the fleet (labels no longer match); on_unmatch remove: no longer managed, the agent keeps running {keeps} (its agent, of protocol 1.1, cannot remove an app: upgrade it)"
                 ),
             };
             let app = f.spec.apps.keys().next().map_or("", String::as_str);
@@ -1028,6 +1052,17 @@ pub async fn reconcile(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiEr
                 continue;
             }
             tracing::info!(fleet = %f.spec.name, device = %device, release = %release, "fleet assigned");
+        }
+        for (device, app) in &p.remove {
+            match assign::remove(st, device, app, assign::Why::Fleet(&f.spec.name)).await {
+                Ok(Some(_)) => {
+                    tracing::info!(fleet = %f.spec.name, device = %device, %app, "fleet removed an app from a device that left it")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(fleet = %f.spec.name, device = %device, %app, error = %e.message, "fleet could not remove the app")
+                }
+            }
         }
         for (id, l) in &p.state.left {
             if !f.state.left.contains_key(id) {
@@ -1562,6 +1597,7 @@ mod tests {
             max_apps: 2,
             ram_mb: 4096,
             storage_mb: Some(1024),
+            removes: true,
         };
         w.budgets.insert("x".into(), two);
         let p = plan(&[a.clone(), b.clone()], &w);
@@ -1651,9 +1687,10 @@ mod tests {
 
     #[test]
     fn a_device_that_stops_matching_is_left_per_on_unmatch() {
-        for (mode, want) in [
-            (OnUnmatch::Keep, "on_unmatch keep: keeps det@1"),
-            (OnUnmatch::Remove, "on_unmatch remove"),
+        for (mode, removes, want) in [
+            (OnUnmatch::Keep, true, "on_unmatch keep: keeps det@1"),
+            (OnUnmatch::Remove, false, "cannot remove an app: upgrade it"),
+            (OnUnmatch::Remove, true, "on_unmatch remove: det@1 removed from the device"),
         ] {
             let mut f = fleet(
                 "name: cams\nselector: {site: lab}\napps: {det: {release: '1'}}",
@@ -1665,11 +1702,20 @@ mod tests {
             f.state.placed.insert(dev_app("a", "det"), "det@1".into());
             let mut w = world(vec![dev("a", &[("site", "home")])]);
             w.assigned.insert(k("a", "det"), "det@1".into());
+            w.budgets.insert(
+                "a".into(),
+                Budget {
+                    removes,
+                    ..Budget::of(None)
+                },
+            );
             let p = &plan(&[f], &w)[0];
             assert!(
                 p.assign.is_empty(),
                 "nothing assigned to a device that left"
             );
+            let removed = mode == OnUnmatch::Remove && removes;
+            assert_eq!(p.remove.contains(&k("a", "det")), removed, "{mode:?}");
             let (s, why) = &by_device(p)["a"];
             assert_eq!(*s, Standing::Left);
             assert!(why.contains(want), "{why}");

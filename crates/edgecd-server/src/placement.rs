@@ -17,6 +17,8 @@ pub struct Budget {
     pub max_apps: u32,
     pub ram_mb: u64,
     pub storage_mb: Option<u64>,
+    /// Its agent removes an app when told to (protocol 1.2; older agents cannot).
+    pub removes: bool,
 }
 
 impl Budget {
@@ -26,6 +28,7 @@ impl Budget {
             max_apps: inv.and_then(|i| i.max_apps).unwrap_or(1).max(1),
             ram_mb: inv.map_or(0, |i| i.ram_mb),
             storage_mb: inv.and_then(|i| i.storage_mb),
+            removes: inv.is_some_and(|i| i.max_apps.is_some()),
         }
     }
 }
@@ -122,7 +125,8 @@ pub async fn refusal(
     device_id: &str,
     release: &ReleaseRef,
 ) -> Result<Option<String>, ApiError> {
-    let rows = st.store.device_assignments(device_id).await?;
+    let mut rows = st.store.device_assignments(device_id).await?;
+    rows.retain(|a| !a.removed);
     if rows.iter().any(|a| a.app == release.app) || rows.is_empty() {
         return Ok(None);
     }

@@ -9,6 +9,8 @@ CREATE TABLE assignments_by_app (
     signature TEXT NOT NULL,
     expires   INTEGER NOT NULL,
     blobs     TEXT NOT NULL,
+    -- 1: a signed removal of the app (the agent stops it and deletes its slots).
+    removed   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device_id, app)
 );
 INSERT INTO assignments_by_app(device_id, app, version, release_version, payload, signature, expires, blobs)

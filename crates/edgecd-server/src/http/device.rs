@@ -204,6 +204,12 @@ fn checkin_answer(
         let stamp = timestamp_headers(st, id, 0);
         return ([next_header(next)], stamp, body(None, vec![])).into_response();
     };
+    // Never a removal for an agent that reads only `assignment` (it would install it).
+    let legacy = c
+        .assignments
+        .iter()
+        .filter(|x| !x.removed)
+        .max_by_key(|x| x.version);
     let mut tag = etag(a.version);
     if c.assignments.len() > 1 {
         tag = format!("\"a{}.n{}\"", a.version, c.assignments.len());
@@ -226,7 +232,7 @@ fn checkin_answer(
         return (StatusCode::NOT_MODIFIED, head, stamp).into_response();
     }
     let all = c.assignments.iter().map(|x| signed(x, st)).collect();
-    (head, stamp, body(Some(signed(a, st)), all)).into_response()
+    (head, stamp, body(legacy.map(|x| signed(x, st)), all)).into_response()
 }
 
 /// `GET /api/v1/devices/{id}/assignment`: the device's newest signed assignment, or 404.

@@ -94,14 +94,26 @@ pub struct AssignmentRow {
     pub signature: String,
     pub expires: i64,
     pub blobs: String,
+    /// A signed removal of the app (`Assignment::remove`), not a release to run.
+    pub removed: bool,
 }
 
 /// The columns of `assignments`, in [`AssignmentRow`]'s order.
-pub(crate) type AssignmentTuple = (String, i64, String, String, String, String, i64, String);
+pub(crate) type AssignmentTuple = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i32,
+);
 
 impl From<AssignmentTuple> for AssignmentRow {
     fn from(
-        (device_id, version, app, release_version, payload, signature, expires, blobs): AssignmentTuple,
+        (device_id, version, app, release_version, payload, signature, expires, blobs, removed): AssignmentTuple,
     ) -> Self {
         Self {
             device_id,
@@ -112,6 +124,7 @@ impl From<AssignmentTuple> for AssignmentRow {
             signature,
             expires,
             blobs,
+            removed: removed != 0,
         }
     }
 }
@@ -346,8 +359,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_device(&self, id: &str) -> StoreResult<bool>;
 
     // ---- assignments ----
-    /// The device's newest assignment (highest version, any app): what an agent of
-    /// protocol 1.1, which holds one app, is given.
+    /// The device's newest assignment of a release (highest version, any app, removals
+    /// left out): what an agent of protocol 1.1, which holds one app, is given.
     async fn assignment(&self, device_id: &str) -> StoreResult<Option<AssignmentRow>>;
     /// The device's assignment of `app`.
     async fn app_assignment(
@@ -355,7 +368,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         device_id: &str,
         app: &str,
     ) -> StoreResult<Option<AssignmentRow>>;
-    /// Every assignment of the device, one per app, by app.
+    /// Every assignment of the device, one per app, by app (removals included).
     async fn device_assignments(&self, device_id: &str) -> StoreResult<Vec<AssignmentRow>>;
     /// The version the device's next assignment must carry: above its current assignment and
     /// above any version the device proved it accepted (`assignment_floor`).
@@ -518,7 +531,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn fleets(&self) -> StoreResult<Vec<FleetRow>>;
     /// `false` when there was no such fleet.
     async fn delete_fleet(&self, name: &str) -> StoreResult<bool>;
-    /// Every assignment's `(device, app, version)` (one query for the fleet reconciler).
+    /// Every assignment's `(device, app, version)`, removals left out (one query for the
+    /// fleet reconciler).
     async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>>;
 
     // ---- device logs and diagnoses (`device_logs`) ----

@@ -401,7 +401,7 @@ impl Store for PgStore {
         app: &str,
     ) -> StoreResult<Option<AssignmentRow>> {
         let row: Option<AssignmentTuple> = sqlx::query_as(
-            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs FROM assignments WHERE device_id = $1 AND app = $2",
+            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs, removed FROM assignments WHERE device_id = $1 AND app = $2",
         )
         .bind(device_id)
         .bind(app)
@@ -412,7 +412,7 @@ impl Store for PgStore {
 
     async fn device_assignments(&self, device_id: &str) -> StoreResult<Vec<AssignmentRow>> {
         let rows: Vec<AssignmentTuple> = sqlx::query_as(
-            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs FROM assignments WHERE device_id = $1 ORDER BY app",
+            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs, removed FROM assignments WHERE device_id = $1 ORDER BY app",
         )
         .bind(device_id)
         .fetch_all(&self.pool)
@@ -446,12 +446,13 @@ impl Store for PgStore {
         // Above every assignment of the device (any app) and above the app's own: two
         // writers racing for one version of an app cannot both win.
         let r = sqlx::query(
-            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8
+            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs, removed)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11
              WHERE $9 > COALESCE((SELECT MAX(version) FROM assignments WHERE device_id = $10), 0)
              ON CONFLICT(device_id, app) DO UPDATE SET version = excluded.version,
                release_version = excluded.release_version, payload = excluded.payload,
-               signature = excluded.signature, expires = excluded.expires, blobs = excluded.blobs
+               signature = excluded.signature, expires = excluded.expires, blobs = excluded.blobs,
+               removed = excluded.removed
              WHERE excluded.version > assignments.version",
         )
         .bind(&a.device_id)
@@ -464,6 +465,7 @@ impl Store for PgStore {
         .bind(&a.blobs)
         .bind(a.version)
         .bind(&a.device_id)
+        .bind(a.removed as i32)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -477,7 +479,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs, removed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&a.device_id)
         .bind(a.version)
@@ -487,6 +489,7 @@ impl Store for PgStore {
         .bind(&a.signature)
         .bind(a.expires)
         .bind(&a.blobs)
+        .bind(a.removed as i32)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1187,7 +1190,7 @@ impl Store for PgStore {
     }
 
     async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>> {
-        sqlx::query("SELECT device_id, app, release_version FROM assignments")
+        sqlx::query("SELECT device_id, app, release_version FROM assignments WHERE removed = 0")
             .fetch_all(&self.pool)
             .await?
             .iter()

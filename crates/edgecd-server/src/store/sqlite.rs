@@ -399,7 +399,7 @@ impl Store for SqliteStore {
         app: &str,
     ) -> StoreResult<Option<AssignmentRow>> {
         let row: Option<AssignmentTuple> = sqlx::query_as(
-            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs FROM assignments WHERE device_id = ? AND app = ?",
+            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs, removed FROM assignments WHERE device_id = ? AND app = ?",
         )
         .bind(device_id)
         .bind(app)
@@ -410,7 +410,7 @@ impl Store for SqliteStore {
 
     async fn device_assignments(&self, device_id: &str) -> StoreResult<Vec<AssignmentRow>> {
         let rows: Vec<AssignmentTuple> = sqlx::query_as(
-            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs FROM assignments WHERE device_id = ? ORDER BY app",
+            "SELECT device_id, version, app, release_version, payload, signature, expires, blobs, removed FROM assignments WHERE device_id = ? ORDER BY app",
         )
         .bind(device_id)
         .fetch_all(&self.pool)
@@ -442,12 +442,13 @@ impl Store for SqliteStore {
         // Above every assignment of the device (any app) and above the app's own: two
         // writers racing for one version of an app cannot both win.
         let r = sqlx::query(
-            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs)
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?
+            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs, removed)
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
              WHERE ? > COALESCE((SELECT MAX(version) FROM assignments WHERE device_id = ?), 0)
              ON CONFLICT(device_id, app) DO UPDATE SET version = excluded.version,
                release_version = excluded.release_version, payload = excluded.payload,
-               signature = excluded.signature, expires = excluded.expires, blobs = excluded.blobs
+               signature = excluded.signature, expires = excluded.expires, blobs = excluded.blobs,
+               removed = excluded.removed
              WHERE excluded.version > assignments.version",
         )
         .bind(&a.device_id)
@@ -458,6 +459,7 @@ impl Store for SqliteStore {
         .bind(&a.signature)
         .bind(a.expires)
         .bind(&a.blobs)
+        .bind(a.removed as i32)
         .bind(a.version)
         .bind(&a.device_id)
         .execute(&self.pool)
@@ -473,7 +475,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO assignments(device_id, version, app, release_version, payload, signature, expires, blobs, removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&a.device_id)
         .bind(a.version)
@@ -483,6 +485,7 @@ impl Store for SqliteStore {
         .bind(&a.signature)
         .bind(a.expires)
         .bind(&a.blobs)
+        .bind(a.removed as i32)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1178,7 +1181,7 @@ impl Store for SqliteStore {
     }
 
     async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>> {
-        sqlx::query("SELECT device_id, app, release_version FROM assignments")
+        sqlx::query("SELECT device_id, app, release_version FROM assignments WHERE removed = 0")
             .fetch_all(&self.pool)
             .await?
             .iter()
