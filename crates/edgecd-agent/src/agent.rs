@@ -511,9 +511,15 @@ impl Agent {
     /// the unit verifies it before anything is done).
     fn route(&mut self, signed: SignedAssignment) {
         let peek = serde_json::from_str::<edgecd_api::protocol::Assignment>(&signed.payload).ok();
-        let app = peek.as_ref().map(|a| a.release.app.clone()).unwrap_or_default();
+        let app = peek
+            .as_ref()
+            .map(|a| a.release.app.clone())
+            .unwrap_or_default();
         if peek.as_ref().is_some_and(|a| a.remove)
-            && !self.units().iter().any(|(_, u)| u.app().as_deref() == Some(app.as_str()))
+            && !self
+                .units()
+                .iter()
+                .any(|(_, u)| u.app().as_deref() == Some(app.as_str()))
         {
             // The removal of an app this device does not hold (any more): nothing to do.
             return;

@@ -231,14 +231,18 @@ fn an_app_whose_fleet_the_device_leaves_is_stopped_and_deleted() {
         .get("/api/v1/admin/fleets/lab")
         .expect("fleet status");
     assert!(
-        body.to_string().contains("cls@1.0.0 removed from the device"),
+        body.to_string()
+            .contains("cls@1.0.0 removed from the device"),
         "{body}"
     );
 
     // Back in the lab: cls is installed afresh next to det.
     relabel(&env, &a.data_dir, &[("kind", "cam"), ("site", "lab")]);
     wait_app_running(&env, &a.data_dir, "cls@1.0.0");
-    assert_eq!(check_current(&cls_dir).expect("cls again").0, cls1.bundle_digest);
+    assert_eq!(
+        check_current(&cls_dir).expect("cls again").0,
+        cls1.bundle_digest
+    );
 
     // It stops being a camera: det, the data directory's own app, is removed; cls stays.
     relabel(&env, &a.data_dir, &[("kind", "none"), ("site", "lab")]);
@@ -246,9 +250,15 @@ fn an_app_whose_fleet_the_device_leaves_is_stopped_and_deleted() {
         let s = env.device_of(&a.data_dir)?.status?;
         (s.apps.len() == 1 && s.apps[0].app == "cls").then_some(())
     });
-    assert!(!a.data_dir.join("current").exists(), "det's current is gone");
+    assert!(
+        !a.data_dir.join("current").exists(),
+        "det's current is gone"
+    );
     assert!(!a.data_dir.join("slots").join("a").exists());
-    assert_eq!(check_current(&cls_dir).expect("cls stays").0, cls1.bundle_digest);
+    assert_eq!(
+        check_current(&cls_dir).expect("cls stays").0,
+        cls1.bundle_digest
+    );
     let log = std::fs::read_to_string(&removed).expect("deactivated");
     assert_eq!(log, "cls cls@1.0.0\ndet det@1.0.0\n");
 }

@@ -884,6 +884,7 @@ mod tests {
             protocol: PROTOCOL_VERSION.into(),
         });
         roundtrips_with_future_fields(&Assignment {
+            remove: Default::default(),
             device_id: "d".into(),
             version: 1,
             issued: 1,

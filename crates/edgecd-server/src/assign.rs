@@ -57,7 +57,11 @@ pub async fn assign(
 
 /// Signs `a` again for `device_id` at its next version (same release, or same removal,
 /// new expiry).
-pub async fn resign(st: &AppState, device_id: &str, a: &Assignment) -> Result<AssignmentRow, ApiError> {
+pub async fn resign(
+    st: &AppState,
+    device_id: &str,
+    a: &Assignment,
+) -> Result<AssignmentRow, ApiError> {
     store_next(st, device_id, &a.release, a.remove).await
 }
 
@@ -101,7 +105,15 @@ async fn store_next(
         let version = st.store.next_assignment_version(device_id).await?;
         let now = st.now();
         let expires = now + st.config.assignment_ttl_secs;
-        let a = sign_at(st, device_id, version, release.clone(), remove, now, expires)?;
+        let a = sign_at(
+            st,
+            device_id,
+            version,
+            release.clone(),
+            remove,
+            now,
+            expires,
+        )?;
         if st.store.put_assignment(&a).await? {
             return Ok(a);
         }

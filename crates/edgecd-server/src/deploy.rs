@@ -109,7 +109,11 @@ async fn of_app(
     d: &edgecd_rollout::cohort::Device,
     app: &str,
 ) -> Result<bool, ApiError> {
-    let current = st.store.app_assignment(&d.id, app).await?.filter(|a| !a.removed);
+    let current = st
+        .store
+        .app_assignment(&d.id, app)
+        .await?
+        .filter(|a| !a.removed);
     let prefix = format!("{app}@");
     Ok(current.is_some() || d.running.as_deref().is_some_and(|r| r.starts_with(&prefix)))
 }

@@ -496,7 +496,6 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
             },
         })
         .collect();
-    let mut owned: BTreeSet<&str> = BTreeSet::new();
     let mut owned_apps: BTreeSet<(&str, &str)> = BTreeSet::new();
     for d in &w.devices {
         let idx: Vec<usize> = (0..fleets.len())
@@ -529,7 +528,6 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
                 match claim {
                     Claim::Other => {}
                     Claim::Conflict(names) => {
-                        owned.insert(&d.id);
                         p.entries.push(entry(
                             d,
                             app,
@@ -543,7 +541,6 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
                         ));
                     }
                     Claim::Owner => {
-                        owned.insert(&d.id);
                         p.state.members.insert(d.id.clone());
                         own(f, app, d, w, p, &mut holding);
                     }
@@ -573,10 +570,17 @@ pub fn plan(fleets: &[Fleet], w: &World) -> Vec<FleetPlan> {
                 );
             }
         }
+        // Left: still enrolled, not a member, and none of this fleet's apps on it taken
+        // over by another fleet (a device other fleets place other apps on has left this
+        // one all the same).
         left.retain(|id, _| {
             present.contains(id.as_str())
                 && !p.state.members.contains(id)
-                && !owned.contains(id.as_str())
+                && !f
+                    .spec
+                    .apps
+                    .keys()
+                    .any(|a| owned_apps.contains(&(id.as_str(), a.as_str())))
         });
         for (id, l) in &left {
             let Some(d) = w.devices.iter().find(|d| &d.id == id) else {
@@ -1690,7 +1694,11 @@ mod tests {
         for (mode, removes, want) in [
             (OnUnmatch::Keep, true, "on_unmatch keep: keeps det@1"),
             (OnUnmatch::Remove, false, "cannot remove an app: upgrade it"),
-            (OnUnmatch::Remove, true, "on_unmatch remove: det@1 removed from the device"),
+            (
+                OnUnmatch::Remove,
+                true,
+                "on_unmatch remove: det@1 removed from the device",
+            ),
         ] {
             let mut f = fleet(
                 "name: cams\nselector: {site: lab}\napps: {det: {release: '1'}}",

@@ -184,6 +184,7 @@ mod tests {
             "{err}"
         );
         let b = Budget {
+            removes: Default::default(),
             max_apps: 2,
             ram_mb: 8192,
             storage_mb: None,
@@ -197,6 +198,7 @@ mod tests {
     #[test]
     fn ram_and_storage_are_summed_over_the_apps() {
         let b = Budget {
+            removes: Default::default(),
             max_apps: 4,
             ram_mb: 4096,
             storage_mb: Some(100),
