@@ -1,6 +1,7 @@
 //! The controller: the one background service of a server that changes state on its own — it
 //! drives active rollouts (the pure engine of `edgecd-rollout`, applied by [`crate::rollouts`]),
-//! reconciles fleets (desired state, [`crate::fleets`]), sweeps the notification outbox
+//! reconciles fleets (desired state, [`crate::fleets`]), applies the GitOps repo's commits
+//! ([`crate::gitops`]), sweeps the notification outbox
 //! ([`crate::notify::Notify::sweep_outbox`]) and unreferenced blobs. Its clock, lease and
 //! notifier are injected ([`Clock`], the store's lease, `Config::notifier`), so tests drive it
 //! with a fake clock and see what it sends. A panic in a pass restarts it with backoff.
@@ -214,6 +215,12 @@ async fn run(st: AppState) {
             }
             // On a big fleet a pass reads every device: keep it to a tenth of the time.
             next_reconcile = tokio::time::Instant::now() + started.elapsed() * 9;
+        }
+        // GitOps: fetch when due, apply or refuse a new commit (before the next reconcile
+        // pass acts on the fleets it stored).
+        if let Err(e) = crate::gitops::pass(&st, Some(&fence)).await {
+            health.passes_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = ?e, "GitOps pass failed; retrying next tick");
         }
         // Notifications the passes saved are queued as they are saved; the sweep queues
         // what a full queue, a restart or a failover left pending.
