@@ -372,6 +372,18 @@ fn a_commit_promotes_a_revert_rolls_back_and_a_bad_commit_changes_nothing() {
             && err.contains("change the repo"),
         "{err}"
     );
+    let o = cli(&lab, &["fleet", "delete", "lab-cams"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(&url));
+    // A diff still previews a file (nothing is stored).
+    let diff = ok(&lab, &["fleet", "diff", "-f", f.to_str().unwrap()]);
+    assert!(diff.contains("nothing changed"), "{diff}");
+    let fleet = json(&lab, &["fleet", "status", "lab-cams", "--json"]);
+    assert_eq!(fleet["origin"], "gitops", "{fleet}");
+    assert_eq!(
+        fleet["apps"][0]["placed"],
+        format!("{APP}@1.0.0"),
+        "{fleet}"
+    );
 
     // Reviewers read the status from the repo's status branch.
     let s = work.status_file("status.json");

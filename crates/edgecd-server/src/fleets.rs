@@ -1060,7 +1060,9 @@ pub(crate) async fn check_on_server(st: &AppState, spec: &FleetSpec) -> Result<(
 /// valid — then stores it (replacing a fleet of that name) and answers what the fleet's
 /// devices will do; a dry run answers the same without storing anything.
 pub async fn apply(st: &AppState, spec: FleetSpec, dry_run: bool) -> Result<FleetStatus, ApiError> {
-    crate::gitops::refuse_cli_change(st, &spec.name).await?;
+    if !dry_run {
+        crate::gitops::refuse_cli_change(st, &spec.name).await?;
+    }
     check_on_server(st, &spec).await?;
     let _serialized = lock(st).await?;
     let mut fleets = load_all(st).await?;

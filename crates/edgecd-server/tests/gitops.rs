@@ -434,6 +434,14 @@ fn commits_apply_whole_or_not_at_all_and_the_status_goes_back_to_the_repo() {
             "/api/v1/admin/deployments",
             Some(json!({"app": "app", "version": "1.1.0", "selector": {"site": "lab"}})),
         ),
+        (
+            "POST",
+            "/api/v1/admin/rollouts",
+            Some(json!({
+                "spec": {"release": "app@1.1.0", "steps": [{"canary": {"percent": 100}}]},
+                "fleet": "cams",
+            })),
+        ),
     ] {
         let (s, t) = h.admin(method, path, body);
         assert_eq!(s, 409, "{method} {path}: {t}");
@@ -670,4 +678,45 @@ fn only_commits_signed_by_a_trusted_key_are_applied() {
         "{st}"
     );
     assert_eq!(h.fleet("cams").unwrap()["spec"]["selector"]["site"], "lab");
+}
+
+/// A status push that fails is shown in the status and does not keep the commit from applying.
+#[test]
+fn a_failed_status_push_is_reported_and_does_not_block_applying() {
+    let Some(h) = H::new() else { return };
+    h.publish("1.0.0");
+    let repo = Repo::new(&h.git, &h.dir);
+    // `edgecd-status/blocker` on the remote: the ref `edgecd-status` cannot be created there.
+    repo.write("fleets/cams.yaml", &cams("1.0.0", None));
+    let c1 = repo.commit("cams", &[]);
+    repo.git(&[
+        "push",
+        "-q",
+        "origin",
+        "HEAD:refs/heads/edgecd-status/blocker",
+    ]);
+    connect(&h, &repo, json!({}));
+    let st = h.judged(&c1);
+    assert_eq!(st["lastApplied"], c1, "{st}");
+    assert!(
+        st["pushError"]
+            .as_str()
+            .is_some_and(|e| e.contains("edgecd-status")),
+        "{st}"
+    );
+    assert!(st["pushed"].is_null(), "{st}");
+    assert_eq!(h.fleet("cams").expect("applied")["origin"], "gitops");
+    // Pushing works again once the repo lets it.
+    repo.git(&["push", "-q", "origin", ":refs/heads/edgecd-status/blocker"]);
+    repo.write(
+        "fleets/cams.yaml",
+        &cams("1.0.0", None).replace("lab", "shop"),
+    );
+    let c2 = repo.commit("shop", &[]);
+    h.poke();
+    let st = h.judged(&c2);
+    assert_eq!(st["pushed"], c2, "{st}");
+    assert!(st["pushError"].is_null(), "{st}");
+    let doc: Value = serde_json::from_str(&repo.show("edgecd-status:status.json")).unwrap();
+    assert_eq!(doc["commit"], c2, "{doc}");
 }
