@@ -5,7 +5,8 @@
 //! what is wrong, in the API and on the status branch; a fleet removed from the repo is
 //! deleted; fleets from git refuse CLI changes (409 naming the repo); a revert while the
 //! fleet's rollout runs aborts it and the cohort goes back; only commits signed by a trusted
-//! SSH key are applied when signers are given; the webhook needs the right HMAC.
+//! SSH key are applied when signers are given; the webhook needs the right HMAC; a failed
+//! status push is shown and does not block applying; fetch failures are shown.
 
 use edgecd_api::protocol::*;
 use edgecd_server::gitops::check::webhook_signature;
@@ -719,4 +720,46 @@ fn a_failed_status_push_is_reported_and_does_not_block_applying() {
     assert!(st["pushError"].is_null(), "{st}");
     let doc: Value = serde_json::from_str(&repo.show("edgecd-status:status.json")).unwrap();
     assert_eq!(doc["commit"], c2, "{doc}");
+}
+
+/// A repo that cannot be fetched, or a branch it does not have, is shown as the last error;
+/// nothing changes.
+#[test]
+fn fetch_failures_are_shown_in_the_status() {
+    let Some(h) = H::new() else { return };
+    let missing = h.dir.join("nowhere.git");
+    let (s, t) = h.admin(
+        "POST",
+        "/api/v1/admin/gitops",
+        Some(json!({"repo": format!("file://{}", missing.display()), "branch": "main", "path": "fleets"})),
+    );
+    assert_eq!(s, 200, "{t}");
+    let st = wait_for("the fetch fails", LONG, || {
+        let st = h.gitops();
+        st["lastError"]["message"].as_str().map(|_| st.clone())
+    });
+    let e = st["lastError"]["message"].as_str().unwrap();
+    assert!(e.contains("fetching") && e.contains("nowhere.git"), "{st}");
+    assert!(
+        st["lastError"]["commit"].is_null() && st["lastApplied"].is_null(),
+        "{st}"
+    );
+
+    let repo = Repo::new(&h.git, &h.dir);
+    repo.write("fleets/cams.yaml", &cams("1.0.0", None));
+    repo.commit("cams", &[]);
+    let (s, t) = h.admin(
+        "POST",
+        "/api/v1/admin/gitops",
+        Some(json!({"repo": repo.url(), "branch": "prod", "path": "fleets"})),
+    );
+    assert_eq!(s, 200, "{t}");
+    wait_for("the missing branch is reported", LONG, || {
+        let st = h.gitops();
+        st["lastError"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("branch prod not found"))
+            .then_some(())
+    });
+    assert!(h.fleet("cams").is_none());
 }

@@ -70,6 +70,23 @@ fn default_status_branch() -> String {
 }
 
 impl GitopsSource {
+    /// What decides how a commit is judged (not the poll interval, not the webhook secret).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [
+            self.repo.as_str(),
+            self.branch.as_str(),
+            self.path.as_str(),
+            self.trusted_signers.as_deref().unwrap_or_default(),
+            self.status_branch.as_str(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize()[..8])
+    }
+
     /// Checks what can be wrong without fetching.
     pub fn validate(&self) -> Result<(), String> {
         if self.repo.trim().is_empty() || self.repo.len() > 2048 {
@@ -145,6 +162,10 @@ pub struct GitopsState {
     /// The commit last judged (applied or refused): not judged again until it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluated: Option<String>,
+    /// The source settings it was judged under ([`GitopsSource::fingerprint`]): other settings
+    /// (a new path, new trusted signers) judge the head again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_under: Option<String>,
     /// The webhook wake-up last acted on.
     #[serde(default)]
     pub handled_wake_ms: i64,
@@ -258,7 +279,8 @@ pub async fn refuse_deploy_over(
 /// `edgecd gitops --repo …`: registers the source; the next controller pass fetches it.
 pub async fn connect(st: &AppState, source: GitopsSource) -> Result<GitopsStatus, ApiError> {
     source.validate().map_err(ApiError::unprocessable)?;
-    // Keep what was seen and applied; judge the head again under the new settings.
+    // Keep what was seen and applied; judge the head again at once (registering the same
+    // source again is how an operator asks for a sync).
     let mut state = match load(st).await? {
         Some((_, s, _)) => s,
         None => GitopsState::default(),
@@ -361,10 +383,12 @@ pub async fn pass(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiError> 
         return Ok(());
     };
     let now = st.clock.now_ms();
+    let fingerprint = src.fingerprint();
     let due = state
         .last_fetch_ms
         .is_none_or(|t| now.saturating_sub(t) >= (src.poll_secs as i64) * 1000 || now < t)
-        || wake_ms > state.handled_wake_ms;
+        || wake_ms > state.handled_wake_ms
+        || state.evaluated_under.as_deref() != Some(fingerprint.as_str());
     if !due {
         return Ok(());
     }
@@ -390,7 +414,9 @@ pub async fn pass(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiError> 
     };
     state.last_seen = Some(snap.commit.clone());
     state.last_seen_summary = Some(snap.summary.clone());
-    if state.evaluated.as_deref() == Some(snap.commit.as_str()) {
+    if state.evaluated.as_deref() == Some(snap.commit.as_str())
+        && state.evaluated_under.as_deref() == Some(fingerprint.as_str())
+    {
         save(st, &state).await?;
         return Ok(());
     }
@@ -425,6 +451,7 @@ pub async fn pass(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiError> 
         }
     };
     state.evaluated = Some(commit.clone());
+    state.evaluated_under = Some(fingerprint);
     // The status goes back to the repo; a failed push is shown, never blocks applying.
     let bytes = serde_json::to_vec_pretty(&doc).map_err(ApiError::internal)?;
     let message = format!(
@@ -571,4 +598,57 @@ async fn apply_commit(
         }
     }
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> GitopsSource {
+        serde_json::from_value(serde_json::json!({
+            "repo": "file:///srv/fleets.git", "branch": "main", "path": "fleets",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let s = src();
+        assert_eq!(
+            (s.poll_secs, s.status_branch.as_str()),
+            (60, DEFAULT_STATUS_BRANCH)
+        );
+        assert_eq!(s.validate(), Ok(()));
+        for (tweak, want) in [
+            (serde_json::json!({"path": "../etc"}), "--path"),
+            (serde_json::json!({"statusBranch": "main"}), "must differ"),
+            (
+                serde_json::json!({"repo": "ssh://git@host/x"}),
+                "file:// and git://",
+            ),
+            (serde_json::json!({"repo": " "}), "--repo"),
+        ] {
+            let mut v = serde_json::to_value(src()).unwrap();
+            for (k, x) in tweak.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let s: GitopsSource = serde_json::from_value(v).unwrap();
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(want), "{tweak}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_what_decides_a_judgement_only() {
+        let a = src();
+        let mut b = src();
+        b.poll_secs = 5;
+        b.webhook_secret = Some("x".repeat(20));
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.path = "other".into();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let mut c = src();
+        c.trusted_signers = Some("k".into());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
 }
