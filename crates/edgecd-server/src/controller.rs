@@ -158,6 +158,7 @@ async fn run(st: AppState) {
     let sweep_every = Duration::from_secs(st.config.blob_gc_every_secs.max(1));
     let mut last_sweep: Option<tokio::time::Instant> = None;
     let mut next_reconcile = tokio::time::Instant::now();
+    let mut gitops: Option<AbortOnDrop> = None;
     let mut t = tokio::time::interval(every);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let health = st.controller.clone();
@@ -216,11 +217,17 @@ async fn run(st: AppState) {
             // On a big fleet a pass reads every device: keep it to a tenth of the time.
             next_reconcile = tokio::time::Instant::now() + started.elapsed() * 9;
         }
-        // GitOps: fetch when due, apply or refuse a new commit (before the next reconcile
-        // pass acts on the fleets it stored).
-        if let Err(e) = crate::gitops::pass(&st, Some(&fence)).await {
-            health.passes_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = ?e, "GitOps pass failed; retrying next tick");
+        // GitOps: fetch when due, apply or refuse a new commit. It runs beside the passes (one
+        // at a time): a slow or hanging fetch never holds rollouts back. Its saves are fenced
+        // by the lease like the others.
+        if gitops.as_ref().is_none_or(|t| t.0.is_finished()) {
+            let (st, fence, health) = (st.clone(), fence.clone(), health.clone());
+            gitops = Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = crate::gitops::pass(&st, Some(&fence)).await {
+                    health.passes_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = ?e, "GitOps pass failed; retrying next tick");
+                }
+            })));
         }
         // Notifications the passes saved are queued as they are saved; the sweep queues
         // what a full queue, a restart or a failover left pending.
