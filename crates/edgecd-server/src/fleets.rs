@@ -692,6 +692,18 @@ pub fn preview(old: Option<&Fleet>, spec: &FleetSpec) -> (FleetState, Vec<String
     for (app, p) in &spec.apps {
         let Ok(v) = p.version(app) else { continue };
         let pr = state.apps.entry(app.clone()).or_default();
+        if let Some(r) = pr
+            .rollout
+            .as_ref()
+            .filter(|r| r.manual_over.is_none() && r.version != v)
+        {
+            notes.push(format!(
+                "rollout {} of {app}@{} is aborted (the fleet places {app}@{v} now): its devices go back to {}",
+                r.id,
+                r.version,
+                pr.current.as_deref().map_or("their baseline".to_string(), |c| format!("{app}@{c}"))
+            ));
+        }
         if pr.current.as_deref() == Some(v) || pr.rollout.as_ref().is_some_and(|r| r.version == v) {
             continue;
         }
@@ -1108,9 +1120,13 @@ pub async fn delete(st: &AppState, name: &str) -> Result<FleetStatus, ApiError> 
 }
 
 /// GitOps: stores `spec` as a fleet written from the repo (origin `gitops`), as `fleet apply`
-/// would; `false` (nothing written) when the stored fleet already is exactly that, so
-/// applying a commit again changes nothing. Call with [`lock`] held.
-pub(crate) async fn put_from_git(st: &AppState, spec: FleetSpec) -> Result<bool, ApiError> {
+/// would, with what the change does (the notes of a diff); `None` (nothing written) when the
+/// stored fleet already is exactly that, so applying a commit again changes nothing. Call
+/// with [`lock`] held.
+pub(crate) async fn put_from_git(
+    st: &AppState,
+    spec: FleetSpec,
+) -> Result<Option<Vec<String>>, ApiError> {
     let old = match st.store.fleet(&spec.name).await? {
         Some(r) => Some(Fleet::from_row(&r)?),
         None => None,
@@ -1119,9 +1135,9 @@ pub(crate) async fn put_from_git(st: &AppState, spec: FleetSpec) -> Result<bool,
         && o.origin == Origin::Gitops
         && o.spec == spec
     {
-        return Ok(false);
+        return Ok(None);
     }
-    let (state, _) = preview(old.as_ref(), &spec);
+    let (state, notes) = preview(old.as_ref(), &spec);
     let f = Fleet {
         spec,
         origin: Origin::Gitops,
@@ -1130,7 +1146,7 @@ pub(crate) async fn put_from_git(st: &AppState, spec: FleetSpec) -> Result<bool,
     };
     st.store.put_fleet(&f.to_row()?).await?;
     tracing::info!(fleet = %f.spec.name, "fleet applied from git");
-    Ok(true)
+    Ok(Some(notes))
 }
 
 /// The selector a rollout of `release` (`app@version`) started with `--fleet name` uses:
@@ -1545,6 +1561,20 @@ mod tests {
         );
         assert!(
             notes[0].contains("a rollout of det@2 starts") && notes[0].contains("stay on det@1"),
+            "{notes:?}"
+        );
+        // Placing the baseline again while the fleet's rollout runs (a revert) aborts it.
+        let mut running = old.clone();
+        running.state = state.clone();
+        running.state.apps.get_mut("det").unwrap().rollout = Some(RolloutLink {
+            id: "det-r2".into(),
+            version: "2".into(),
+            manual_over: None,
+        });
+        let (_, notes) = preview(Some(&running), &old.spec);
+        assert!(
+            notes[0].contains("rollout det-r2 of det@2 is aborted")
+                && notes[0].contains("go back to det@1"),
             "{notes:?}"
         );
         let plain = spec("name: cams\napps: {det: {release: '2'}}");

@@ -582,6 +582,12 @@ fn a_revert_during_the_fleets_rollout_aborts_it() {
     h.poke();
     let st = h.judged(&revert);
     assert_eq!(st["lastApplied"], revert, "{st}");
+    assert!(
+        st["changes"]
+            .to_string()
+            .contains(&format!("rollout {rollout} of app@1.1.0 is aborted")),
+        "{st}"
+    );
     wait_for("the rollout is aborted", LONG, || {
         let (_, t) = h.admin("GET", &format!("/api/v1/admin/rollouts/{rollout}"), None);
         let v: Value = serde_json::from_str(&t).ok()?;

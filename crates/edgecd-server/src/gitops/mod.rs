@@ -582,12 +582,13 @@ async fn apply_commit(
     let mut changes = vec![];
     for f in commit {
         let name = f.spec.name.clone();
-        if fleets::put_from_git(st, f.spec.clone()).await? {
+        if let Some(notes) = fleets::put_from_git(st, f.spec.clone()).await? {
             changes.push(match existing.get(&name).map(String::as_str) {
                 None => format!("creates fleet {name} ({})", f.file),
                 Some("gitops") => format!("updates fleet {name} ({})", f.file),
                 Some(o) => format!("takes over fleet {name} (was {o}) ({})", f.file),
             });
+            changes.extend(notes.into_iter().map(|n| format!("fleet {name}: {n}")));
         }
     }
     for (name, origin) in &existing {
