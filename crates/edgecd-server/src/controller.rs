@@ -1,7 +1,7 @@
 //! The controller: the one background service of a server that changes state on its own — it
 //! drives active rollouts (the pure engine of `edgecd-rollout`, applied by [`crate::rollouts`]),
 //! reconciles fleets (desired state, [`crate::fleets`]), applies the GitOps repo's commits
-//! ([`crate::gitops`]), sweeps the notification outbox
+//! ([`crate::gitops`], in a task beside the passes: a slow fetch holds nothing back), sweeps the notification outbox
 //! ([`crate::notify::Notify::sweep_outbox`]) and unreferenced blobs. Its clock, lease and
 //! notifier are injected ([`Clock`], the store's lease, `Config::notifier`), so tests drive it
 //! with a fake clock and see what it sends. A panic in a pass restarts it with backoff.
