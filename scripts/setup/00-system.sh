@@ -13,6 +13,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v systemd-sysusers >/dev/null || need+=(systemd)
 command -v git >/dev/null || need+=(git)
+# ssh-keygen signs and git daemon serves the GitOps tests' repos (git daemon comes with git)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v rsync >/dev/null || need+=(rsync)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -53,6 +53,9 @@ pub enum Command {
     /// Fleets as desired state: apply, diff, status, list, delete.
     #[command(subcommand)]
     Fleet(cmd::fleet::FleetCommand),
+    /// Fleets from a git repo: `gitops --repo URL --branch B --path DIR` registers it,
+    /// `gitops status`, `gitops disconnect`.
+    Gitops(Box<cmd::gitops::GitopsArgs>),
     /// Progressive rollouts: start, status, list, promote, pause, resume, abort, approve,
     /// rollback, history.
     #[command(subcommand)]
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Device(c) => cmd::admin::run_device(c),
         Command::Deploy(a) => cmd::admin::run_deploy(a),
         Command::Fleet(c) => cmd::fleet::run(c),
+        Command::Gitops(a) => cmd::gitops::run(*a),
         Command::Rollout(c) => cmd::rollout::run(c),
         Command::Rollback(a) => cmd::rollout::rollback(a),
         Command::Token(c) => cmd::access::run_token(c),

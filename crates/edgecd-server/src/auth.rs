@@ -111,6 +111,7 @@ pub const ROUTES: &[RouteAccess] = &[
     r("POST", "/api/v1/hooks/alertmanager", Hook),
     r("POST", "/api/v1/hooks/slack", Hook),
     r("POST", "/api/v1/hooks/teams", Hook),
+    r("POST", "/api/v1/gitops/webhook", Hook),
     // reads
     r("GET", "/api/v1/admin/keys", VIEWER),
     r("GET", "/api/v1/admin/releases", VIEWER),
@@ -123,6 +124,7 @@ pub const ROUTES: &[RouteAccess] = &[
     r("GET", "/api/v1/admin/whoami", VIEWER),
     r("GET", "/api/v1/admin/fleets", VIEWER),
     r("GET", "/api/v1/admin/fleets/{name}", VIEWER),
+    r("GET", "/api/v1/admin/gitops", VIEWER),
     // changing what devices run
     r("PUT", "/api/v1/admin/blobs/{digest}", DEPLOYER),
     r("POST", "/api/v1/admin/releases", DEPLOYER),
@@ -150,6 +152,9 @@ pub const ROUTES: &[RouteAccess] = &[
     r("POST", "/api/v1/admin/tokens/{name}/rotate", ADMIN),
     r("POST", "/api/v1/admin/tokens/{name}/revoke", ADMIN),
     r("GET", "/api/v1/admin/audit", ADMIN),
+    // a GitOps source decides what every device runs
+    r("POST", "/api/v1/admin/gitops", ADMIN),
+    r("DELETE", "/api/v1/admin/gitops", ADMIN),
     // the web console (`crate::console`): login/logout and its assets are public (logout
     // checks the session and its CSRF token itself); its pages need a session (or token)
     // with role viewer, and an unauthenticated browser is sent through the login

@@ -1,6 +1,7 @@
 //! The controller: the one background service of a server that changes state on its own — it
 //! drives active rollouts (the pure engine of `edgecd-rollout`, applied by [`crate::rollouts`]),
-//! reconciles fleets (desired state, [`crate::fleets`]), sweeps the notification outbox
+//! reconciles fleets (desired state, [`crate::fleets`]), applies the GitOps repo's commits
+//! ([`crate::gitops`], in a task beside the passes: a slow fetch holds nothing back), sweeps the notification outbox
 //! ([`crate::notify::Notify::sweep_outbox`]) and unreferenced blobs. Its clock, lease and
 //! notifier are injected ([`Clock`], the store's lease, `Config::notifier`), so tests drive it
 //! with a fake clock and see what it sends. A panic in a pass restarts it with backoff.
@@ -157,6 +158,7 @@ async fn run(st: AppState) {
     let sweep_every = Duration::from_secs(st.config.blob_gc_every_secs.max(1));
     let mut last_sweep: Option<tokio::time::Instant> = None;
     let mut next_reconcile = tokio::time::Instant::now();
+    let mut gitops: Option<AbortOnDrop> = None;
     let mut t = tokio::time::interval(every);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let health = st.controller.clone();
@@ -214,6 +216,18 @@ async fn run(st: AppState) {
             }
             // On a big fleet a pass reads every device: keep it to a tenth of the time.
             next_reconcile = tokio::time::Instant::now() + started.elapsed() * 9;
+        }
+        // GitOps: fetch when due, apply or refuse a new commit. It runs beside the passes (one
+        // at a time): a slow or hanging fetch never holds rollouts back. Its saves are fenced
+        // by the lease like the others.
+        if gitops.as_ref().is_none_or(|t| t.0.is_finished()) {
+            let (st, fence, health) = (st.clone(), fence.clone(), health.clone());
+            gitops = Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = crate::gitops::pass(&st, Some(&fence)).await {
+                    health.passes_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = ?e, "GitOps pass failed; retrying next tick");
+                }
+            })));
         }
         // Notifications the passes saved are queued as they are saved; the sweep queues
         // what a full queue, a restart or a failover left pending.

@@ -3,7 +3,7 @@
 //! policy that carries a new release there (`apps.APP.rollout`: a rollout spec without
 //! `release` and `selector`, which the fleet supplies). `edgecd deploy` writes a fleet too
 //! (origin `deploy`, named `deploy:APP[:SELECTOR]`), so a device that enrolls later also
-//! gets the release.
+//! gets the release. Fleets from a GitOps repo have origin `gitops` ([`crate::gitops`]).
 //!
 //! **Sans-IO core.** [`FleetSpec::validate`], [`plan`] (who owns each device, what it should
 //! run, what to assign, converged/converging/blocked with why) and [`preview`] are pure;
@@ -25,6 +25,9 @@
 //! - Devices in an active rollout's cohort belong to the rollout. While a fleet's rollout
 //!   runs, the fleet holds its other devices (and devices that join) at the baseline; once it
 //!   completes, the fleet's release moves to the rolled-out one.
+//!   A fleet whose release changes while its own rollout runs (a `git revert`, a newer
+//!   release) aborts that rollout — its cohort goes back to the baseline — and moves on from
+//!   its current release.
 //! - `on_unmatch`: a device that stops matching is listed as `left`. `keep` leaves it the
 //!   fleet's release; `remove` sends a signed removal of each of the fleet's apps no other
 //!   fleet now places (`assign::remove`: the agent stops the app's runtime and deletes its
@@ -93,6 +96,8 @@ pub enum Origin {
     Apply,
     /// `edgecd deploy`.
     Deploy,
+    /// A fleet file in the GitOps repo (see [`crate::gitops`]): CLI changes are refused.
+    Gitops,
 }
 
 impl Origin {
@@ -100,6 +105,7 @@ impl Origin {
         match self {
             Origin::Apply => "apply",
             Origin::Deploy => "deploy",
+            Origin::Gitops => "gitops",
         }
     }
 }
@@ -374,10 +380,10 @@ impl Fleet {
             .collect();
         Ok(Fleet {
             spec: json_col(&r.spec)?,
-            origin: if r.origin == "deploy" {
-                Origin::Deploy
-            } else {
-                Origin::Apply
+            origin: match r.origin.as_str() {
+                "deploy" => Origin::Deploy,
+                "gitops" => Origin::Gitops,
+                _ => Origin::Apply,
             },
             updated_ms: r.updated_ms,
             state,
@@ -442,14 +448,14 @@ enum Claim<'a> {
 fn claims<'a>(matching: &[&'a Fleet]) -> Vec<Claim<'a>> {
     let applied: Vec<&str> = matching
         .iter()
-        .filter(|f| f.origin == Origin::Apply)
+        .filter(|f| f.origin != Origin::Deploy)
         .map(|f| f.spec.name.as_str())
         .collect();
     if applied.len() > 1 {
         return matching
             .iter()
             .map(|f| match f.origin {
-                Origin::Apply => Claim::Conflict(applied.clone()),
+                Origin::Apply | Origin::Gitops => Claim::Conflict(applied.clone()),
                 Origin::Deploy => Claim::Other,
             })
             .collect();
@@ -778,6 +784,18 @@ pub fn preview(old: Option<&Fleet>, spec: &FleetSpec) -> (FleetState, Vec<String
     for (app, p) in &spec.apps {
         let Ok(v) = p.version(app) else { continue };
         let pr = state.apps.entry(app.clone()).or_default();
+        if let Some(r) = pr
+            .rollout
+            .as_ref()
+            .filter(|r| r.manual_over.is_none() && r.version != v)
+        {
+            notes.push(format!(
+                "rollout {} of {app}@{} is aborted (the fleet places {app}@{v} now): its devices go back to {}",
+                r.id,
+                r.version,
+                pr.current.as_deref().map_or("their baseline".to_string(), |c| format!("{app}@{c}"))
+            ));
+        }
         if pr.current.as_deref() == Some(v) || pr.rollout.as_ref().is_some_and(|r| r.version == v) {
             continue;
         }
@@ -802,7 +820,7 @@ pub async fn lock(st: &AppState) -> Result<crate::store::RolloutGuard, ApiError>
     Ok(st.store.lock_rollouts().await?)
 }
 
-async fn load_all(st: &AppState) -> Result<Vec<Fleet>, ApiError> {
+pub(crate) async fn load_all(st: &AppState) -> Result<Vec<Fleet>, ApiError> {
     let mut out = vec![];
     for r in st.store.fleets().await? {
         match Fleet::from_row(&r) {
@@ -936,6 +954,16 @@ async fn progress(st: &AppState, f: &mut Fleet, devices: &[Device]) -> Result<bo
                         reason: r.state.reason.clone().unwrap_or_else(|| "aborted".into()),
                     });
                     pr.rollout = None;
+                }
+                // The fleet's release changed while its own rollout ran (a `git revert`, or a
+                // newer release): the rollout no longer carries the fleet where it should go.
+                // It is aborted (its cohort goes back to the baseline, as `rollout abort`),
+                // and the fleet moves on from its current release below.
+                Some(_) if link.manual_over.is_none() && link.version != version => {
+                    crate::rollouts::abort_locked(st, &link.id).await?;
+                    tracing::info!(fleet = %f.spec.name, rollout = %link.id, placed = %version, "the fleet's release changed under its rollout: rollout aborted");
+                    pr.rollout = None;
+                    pr.note = None;
                 }
                 Some(_) => {
                     f.state.apps.insert(app, pr);
@@ -1164,7 +1192,7 @@ pub async fn list(st: &AppState) -> Result<Vec<FleetStatus>, ApiError> {
 
 /// Checks what only the server knows: the releases are published, the rollout policies'
 /// Prometheus gates and notification channels exist here.
-async fn check_on_server(st: &AppState, spec: &FleetSpec) -> Result<(), ApiError> {
+pub(crate) async fn check_on_server(st: &AppState, spec: &FleetSpec) -> Result<(), ApiError> {
     spec.validate().map_err(ApiError::unprocessable)?;
     for (app, p) in &spec.apps {
         let v = p.version(app).map_err(ApiError::unprocessable)?;
@@ -1198,6 +1226,9 @@ async fn check_on_server(st: &AppState, spec: &FleetSpec) -> Result<(), ApiError
 /// valid — then stores it (replacing a fleet of that name) and answers what the fleet's
 /// devices will do; a dry run answers the same without storing anything.
 pub async fn apply(st: &AppState, spec: FleetSpec, dry_run: bool) -> Result<FleetStatus, ApiError> {
+    if !dry_run {
+        crate::gitops::refuse_cli_change(st, &spec.name).await?;
+    }
     check_on_server(st, &spec).await?;
     let _serialized = lock(st).await?;
     let mut fleets = load_all(st).await?;
@@ -1232,6 +1263,7 @@ pub async fn apply(st: &AppState, spec: FleetSpec, dry_run: bool) -> Result<Flee
 
 /// `fleet delete`: the desired state goes; devices keep what they were assigned.
 pub async fn delete(st: &AppState, name: &str) -> Result<FleetStatus, ApiError> {
+    crate::gitops::refuse_cli_change(st, name).await?;
     let status = status(st, name).await?;
     let _serialized = lock(st).await?;
     if !st.store.delete_fleet(name).await? {
@@ -1241,6 +1273,36 @@ pub async fn delete(st: &AppState, name: &str) -> Result<FleetStatus, ApiError> 
     Ok(status)
 }
 
+/// GitOps: stores `spec` as a fleet written from the repo (origin `gitops`), as `fleet apply`
+/// would, with what the change does (the notes of a diff); `None` (nothing written) when the
+/// stored fleet already is exactly that, so applying a commit again changes nothing. Call
+/// with [`lock`] held.
+pub(crate) async fn put_from_git(
+    st: &AppState,
+    spec: FleetSpec,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let old = match st.store.fleet(&spec.name).await? {
+        Some(r) => Some(Fleet::from_row(&r)?),
+        None => None,
+    };
+    if let Some(o) = &old
+        && o.origin == Origin::Gitops
+        && o.spec == spec
+    {
+        return Ok(None);
+    }
+    let (state, notes) = preview(old.as_ref(), &spec);
+    let f = Fleet {
+        spec,
+        origin: Origin::Gitops,
+        updated_ms: st.clock.now_ms(),
+        state,
+    };
+    st.store.put_fleet(&f.to_row()?).await?;
+    tracing::info!(fleet = %f.spec.name, "fleet applied from git");
+    Ok(Some(notes))
+}
+
 /// The selector a rollout of `release` (`app@version`) started with `--fleet name` uses:
 /// the fleet's, when the fleet places that app.
 pub(crate) async fn rollout_selector(
@@ -1248,6 +1310,7 @@ pub(crate) async fn rollout_selector(
     name: &str,
     release: &str,
 ) -> Result<BTreeMap<String, String>, ApiError> {
+    crate::gitops::refuse_cli_change(st, name).await?;
     let row = st.store.fleet(name).await?.ok_or_else(|| not_found(name))?;
     let f = Fleet::from_row(&row)?;
     let app = split_release(release).map_or(release, |(a, _)| a);
@@ -1765,6 +1828,20 @@ mod tests {
         );
         assert!(
             notes[0].contains("a rollout of det@2 starts") && notes[0].contains("stay on det@1"),
+            "{notes:?}"
+        );
+        // Placing the baseline again while the fleet's rollout runs (a revert) aborts it.
+        let mut running = old.clone();
+        running.state = state.clone();
+        running.state.apps.get_mut("det").unwrap().rollout = Some(RolloutLink {
+            id: "det-r2".into(),
+            version: "2".into(),
+            manual_over: None,
+        });
+        let (_, notes) = preview(Some(&running), &old.spec);
+        assert!(
+            notes[0].contains("rollout det-r2 of det@2 is aborted")
+                && notes[0].contains("go back to det@1"),
             "{notes:?}"
         );
         let plain = spec("name: cams\napps: {det: {release: '2'}}");

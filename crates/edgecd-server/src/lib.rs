@@ -37,6 +37,7 @@ pub mod devices;
 pub mod embedded;
 pub mod error;
 pub mod fleets;
+pub mod gitops;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -104,18 +104,27 @@ async fn device_metrics(w: &mut String, st: &AppState) -> Result<(), ApiError> {
             .status
             .as_deref()
             .and_then(|s| serde_json::from_str(s).ok());
-        let release = status
-            .as_ref()
-            .and_then(|s| s.running.as_ref())
-            .map_or("none".to_string(), |r| format!("{}@{}", r.app, r.version));
-        let phase = status
-            .as_ref()
-            .map_or("unknown".to_string(), |s| s.phase.to_string());
-        *by_release.entry((release, phase)).or_default() += 1;
+        // A device with several apps counts once per app (each runs its own release).
+        let apps = status.as_ref().map(|s| s.app_states()).unwrap_or_default();
+        if apps.is_empty() {
+            let phase = status
+                .as_ref()
+                .map_or("unknown".to_string(), |s| s.phase.to_string());
+            *by_release.entry(("none".to_string(), phase)).or_default() += 1;
+        }
+        for a in apps {
+            let release = a
+                .running
+                .as_ref()
+                .map_or("none".to_string(), |r| format!("{}@{}", r.app, r.version));
+            *by_release
+                .entry((release, a.phase.to_string()))
+                .or_default() += 1;
+        }
     }
     let _ = writeln!(
         w,
-        "# HELP edgecd_server_devices Enrolled devices by the release they report running and their install phase."
+        "# HELP edgecd_server_devices Enrolled devices by the release they report running and their install phase (a device counts once per app)."
     );
     let _ = writeln!(w, "# TYPE edgecd_server_devices gauge");
     for ((release, phase), n) in &by_release {

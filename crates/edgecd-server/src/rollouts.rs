@@ -765,6 +765,16 @@ async fn rollback(st: &AppState, id: &str) -> Result<RolloutStatus, ApiError> {
     status_of(st, r).await
 }
 
+/// Aborts rollout `id` with the rollouts lock already held (a fleet whose release changed
+/// while its rollout ran): its cohort goes back to the baseline, as `rollout abort` does.
+pub(crate) async fn abort_locked(st: &AppState, id: &str) -> Result<(), ApiError> {
+    let mut r = load(st, id).await?;
+    let d = r
+        .command(Command::Abort, st.now() as i64)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::CONFLICT, e))?;
+    apply(st, &r, &d, None).await
+}
+
 /// What a chat button does (`approve`, `abort`, `rollback`), through the same code as the
 /// JSON API's routes; the role each needs is [`action_role`].
 pub(crate) async fn act(st: &AppState, id: &str, action: &str) -> Result<RolloutStatus, ApiError> {

@@ -306,13 +306,19 @@ fn ago(t: Option<u64>) -> String {
 }
 
 fn print_device_row(d: &DeviceInfo) {
+    // Every app the device runs (several apps side by side: joined with "+").
     let running = d
         .status
         .as_ref()
-        .and_then(|s| s.running.as_ref())
-        .map_or("-".to_string(), |r| {
-            format!("{}@{} ({})", r.app, r.version, r.slot)
-        });
+        .map(|s| {
+            s.running_all()
+                .iter()
+                .map(|r| format!("{}@{} ({})", r.app, r.version, r.slot))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        })
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "-".to_string());
     let phase = d
         .status
         .as_ref()

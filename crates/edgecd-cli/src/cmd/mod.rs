@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bundle;
 pub mod demo;
 pub mod fleet;
+pub mod gitops;
 pub mod image;
 pub mod keys;
 pub mod release;

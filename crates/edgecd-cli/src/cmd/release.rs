@@ -136,8 +136,8 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         .filter_map(|d| {
             let status = d.status.as_ref();
             let running = status
-                .and_then(|s| s.running.as_ref())
-                .is_some_and(|x| x.app == app && x.version == version);
+                .and_then(|s| s.running_app(app))
+                .is_some_and(|x| x.version == version);
             let assigned = d.assigned.as_deref() == Some(name.as_str());
             (running || assigned).then(|| {
                 serde_json::json!({

@@ -8,11 +8,13 @@
 //! - [`blobs`]: the resumable blob upload protocol and garbage collection.
 //! - [`admin`]: keys, releases, enrollment tokens, devices, deployments.
 //! - [`fleets`]: desired state (apply, diff, status, delete).
+//! - [`gitops`]: the GitOps source (register, status, disconnect) and its webhook.
 
 pub mod admin;
 pub mod blobs;
 pub mod device;
 pub mod fleets;
+pub mod gitops;
 
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -31,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(blobs::routes())
         .merge(fleets::routes())
+        .merge(gitops::routes())
         .route("/metrics", get(crate::metrics::metrics))
         .route(
             "/api/v1/hooks/alertmanager",

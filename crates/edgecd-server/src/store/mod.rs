@@ -221,12 +221,21 @@ pub struct AuditRow {
     pub summary: Option<String>,
 }
 
+/// The GitOps source row (`gitops`): JSON source and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitopsRow {
+    pub source: String,
+    pub status: String,
+    pub wake_ms: i64,
+}
+
 /// One fleet (`fleets`): its spec and the reconciler's state, both JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetRow {
     pub name: String,
     pub spec: String,
-    /// `apply` (a fleet file) or `deploy` (written by `edgecd deploy`).
+    /// `apply` (a fleet file), `deploy` (written by `edgecd deploy`) or `gitops` (a file in
+    /// the GitOps repo).
     pub origin: String,
     pub updated_ms: i64,
     pub state: String,
@@ -534,6 +543,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every assignment's `(device, app, version)`, removals left out (one query for the
     /// fleet reconciler).
     async fn assigned_releases(&self) -> StoreResult<Vec<(String, String, String)>>;
+
+    // ---- the GitOps source (see `gitops`) ----
+    /// The source, its status and when a webhook last asked for a fetch.
+    async fn gitops(&self) -> StoreResult<Option<GitopsRow>>;
+    /// Registers the source (replacing one), with its initial status.
+    async fn put_gitops(&self, source: &str, status: &str) -> StoreResult<()>;
+    /// Saves the status; `false` when no source is registered (disconnected meanwhile).
+    async fn set_gitops_status(&self, status: &str) -> StoreResult<bool>;
+    /// A verified webhook asks for a fetch; `false` when no source is registered.
+    async fn gitops_wake(&self, now_ms: i64) -> StoreResult<bool>;
+    /// `false` when no source was registered.
+    async fn delete_gitops(&self) -> StoreResult<bool>;
 
     // ---- device logs and diagnoses (`device_logs`) ----
     /// Records a new logs request for the device (replacing the previous request; the last

@@ -3,8 +3,8 @@
 
 use super::{
     ApiTokenRow, AssignmentRow, AssignmentTuple, AuditRow, ConsoleSessionRow, DeviceLogsRow,
-    DeviceRow, Fenced, FleetRow, NewDevice, OutboxInsert, OutboxRow, RolloutGuard, RolloutSave,
-    Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
+    DeviceRow, Fenced, FleetRow, GitopsRow, NewDevice, OutboxInsert, OutboxRow, RolloutGuard,
+    RolloutSave, Store, StoreResult, TokenRefusal, TrustedKeyRow, merge_labels,
 };
 use crate::error::ServerError;
 use async_trait::async_trait;
@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0010_device_logs.sql"),
     include_str!("../../migrations/sqlite/0011_chat_replays.sql"),
     include_str!("../../migrations/sqlite/0012_app_assignments.sql"),
+    include_str!("../../migrations/sqlite/0013_gitops.sql"),
 ];
 
 /// The number of migrations this server knows (both backends have the same).
@@ -1187,6 +1188,55 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect()
+    }
+
+    async fn gitops(&self) -> StoreResult<Option<GitopsRow>> {
+        sqlx::query("SELECT source, status, wake_ms FROM gitops WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok(GitopsRow {
+                    source: r.try_get(0)?,
+                    status: r.try_get(1)?,
+                    wake_ms: r.try_get(2)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn put_gitops(&self, source: &str, status: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO gitops (id, source, status, wake_ms) VALUES (1, ?1, ?2, 0)
+             ON CONFLICT(id) DO UPDATE SET source = excluded.source, status = excluded.status",
+        )
+        .bind(source)
+        .bind(status)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_gitops_status(&self, status: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE gitops SET status = ?1 WHERE id = 1")
+            .bind(status)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn gitops_wake(&self, now_ms: i64) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE gitops SET wake_ms = ?1 WHERE id = 1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_gitops(&self) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM gitops WHERE id = 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 }
 
