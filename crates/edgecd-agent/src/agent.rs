@@ -1318,7 +1318,8 @@ impl Agent {
     }
 
     /// Whether the pending assignment is valid, newer than the target, and names another
-    /// release (a copy that does not verify never stops an install).
+    /// release (a copy that does not verify never stops an install). A removal of the app
+    /// does not: the install runs to its end and the app is removed right after.
     fn superseded(&self) -> bool {
         let (Some(p), Some(t), Some(e)) = (&self.u.pending, &self.u.state.target, &self.enrollment)
         else {
@@ -1328,7 +1329,7 @@ impl Agent {
             return false;
         };
         verify::verify_assignment(p, &key, &e.device_id, self.u.state.highest_version, now())
-            .is_ok_and(|a| a.version > t.assignment_version && a.release != t.release)
+            .is_ok_and(|a| !a.remove && a.version > t.assignment_version && a.release != t.release)
     }
 
     fn perform(&mut self, eff: Effect) -> Result<Option<Event>, AgentError> {

@@ -262,3 +262,58 @@ fn an_app_whose_fleet_the_device_leaves_is_stopped_and_deleted() {
     let log = std::fs::read_to_string(&removed).expect("deactivated");
     assert_eq!(log, "cls cls@1.0.0\ndet det@1.0.0\n");
 }
+
+/// A removal that arrives while the app is still downloading does not stop the download
+/// halfway (which would leave the install stuck, never resumed and never removed): the
+/// install runs to its end and the app is removed right after.
+#[test]
+fn a_removal_during_the_apps_download_lands_once_the_install_ends() {
+    let env = Env::new();
+    // About 28 s for cls's 4 MiB, so the removal arrives mid-download.
+    let link = slow_link(
+        env.server.addr,
+        Link {
+            bytes_per_sec: 150_000,
+            stall_after: None,
+        },
+    );
+    let det1 = env.release("det", "1.0.0", 16 * 1024);
+    let cls1 = env.release("cls", "1.0.0", 4 << 20);
+    env.publish(&det1).expect("publish");
+    env.publish(&cls1).expect("publish");
+    let token = env.token(1, &[("kind", "cam"), ("site", "lab")]);
+    let dir = env.path("slow");
+    let _agent = AgentProc {
+        child: agent_cmd(&link.url, &dir, Some(&token), &[])
+            .stderr(std::fs::File::create(env.path("slow.log")).expect("log"))
+            .spawn()
+            .expect("spawn agent"),
+        data_dir: dir.clone(),
+        log: env.path("slow.log"),
+    };
+    wait_for(T, "enrollment", || device_id(&dir));
+    apply_fleet(
+        &env,
+        serde_json::json!({"name": "cams", "selector": {"kind": "cam"},
+            "apps": {"det": {"release": "1.0.0"}}}),
+    );
+    wait_app_running(&env, &dir, "det@1.0.0");
+    apply_fleet(
+        &env,
+        serde_json::json!({"name": "lab", "selector": {"site": "lab"},
+            "apps": {"cls": {"release": "1.0.0"}}, "on_unmatch": "remove"}),
+    );
+    wait_for(T, "cls to be downloading", || {
+        (app_status(&env, &dir, "cls")?.phase == Phase::Downloading).then_some(())
+    });
+    relabel(&env, &dir, &[("kind", "cam"), ("site", "home")]);
+    wait_for(Duration::from_secs(120), "cls to be removed", || {
+        let s = env.device_of(&dir)?.status?;
+        (s.apps.len() == 1 && s.apps[0].app == "det").then_some(())
+    });
+    assert!(
+        !dir.join("apps").join("cls").exists(),
+        "cls's files are deleted"
+    );
+    assert_eq!(check_current(&dir).expect("det").0, det1.bundle_digest);
+}
