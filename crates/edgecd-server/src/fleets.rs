@@ -832,7 +832,15 @@ pub(crate) async fn load_all(st: &AppState) -> Result<Vec<Fleet>, ApiError> {
 }
 
 async fn world(st: &AppState) -> Result<(World, BTreeMap<String, ReleaseInfo>), ApiError> {
-    let devices = crate::rollouts::fleet(st, "").await?;
+    world_of(st, &st.store.devices().await?).await
+}
+
+/// [`world`] from device rows already read (a reconcile pass reads them once).
+async fn world_of(
+    st: &AppState,
+    rows: &[crate::store::DeviceRow],
+) -> Result<(World, BTreeMap<String, ReleaseInfo>), ApiError> {
+    let devices = crate::rollouts::fleet_of(rows, "", &BTreeMap::new())?;
     let assigned: BTreeMap<(String, String), String> = st
         .store
         .assigned_releases()
@@ -845,10 +853,7 @@ async fn world(st: &AppState) -> Result<(World, BTreeMap<String, ReleaseInfo>), 
         .collect();
     let (mut running, mut failed, mut budgets) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    for d in st.store.devices().await? {
-        if d.revoked {
-            continue;
-        }
+    for d in rows.iter().filter(|d| !d.revoked) {
         let inv: Option<edgecd_api::protocol::Inventory> = d
             .inventory
             .as_deref()
@@ -865,16 +870,8 @@ async fn world(st: &AppState) -> Result<(World, BTreeMap<String, ReleaseInfo>), 
                     format!("{}@{}", r.app, r.version),
                 );
             }
-            if let Some(o) = a.last_outcome.as_ref().filter(|o| {
-                matches!(
-                    o.kind,
-                    edgecd_api::protocol::OutcomeKind::Failed
-                        | edgecd_api::protocol::OutcomeKind::RolledBack
-                        | edgecd_api::protocol::OutcomeKind::Refused
-                )
-            }) && let Some(r) = &o.release
-            {
-                failed.insert((d.id.clone(), a.app.clone()), r.clone());
+            if let Some(r) = crate::rollouts::failed_release(&a) {
+                failed.insert((d.id.clone(), a.app.clone()), r);
             }
         }
     }
@@ -1063,12 +1060,14 @@ pub async fn reconcile(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiEr
             ));
         }
     }
-    let devices = crate::rollouts::fleet(st, "").await?;
+    // Every device is read once per pass: for the fleets' rollouts and for the plan.
+    let rows = st.store.devices().await?;
+    let devices = crate::rollouts::fleet_of(&rows, "", &BTreeMap::new())?;
     let mut changed = vec![false; fleets.len()];
     for (f, c) in fleets.iter_mut().zip(changed.iter_mut()) {
         *c = progress(st, f, &devices).await?;
     }
-    let (w, infos) = world(st).await?;
+    let (w, infos) = world_of(st, &rows).await?;
     let plans = plan(&fleets, &w);
     for ((f, p), c) in fleets.iter_mut().zip(plans).zip(changed) {
         for ((device, _), release) in &p.assign {

@@ -49,6 +49,31 @@ fn storage_need_mb(apps: &[&ReleaseRef]) -> u64 {
     mib(slots + staging)
 }
 
+/// Why the device cannot take `app` at all, whatever its release: it already holds
+/// `others` (its other apps' releases), as many apps as its agent can. `None`: room left.
+pub fn full(device: &str, b: Budget, others: &[&ReleaseRef], app: &str) -> Option<String> {
+    if others.is_empty() || (others.len() as u32) < b.max_apps {
+        return None;
+    }
+    let held: Vec<String> = others
+        .iter()
+        .map(|r| format!("{}@{}", r.app, r.version))
+        .collect();
+    Some(if b.max_apps == 1 {
+        format!(
+            "device {device} already holds {} and its agent holds one app (protocol 1.1, or --max-apps 1): upgrade the agent or raise --max-apps to place {app} next to it",
+            held.join(", ")
+        )
+    } else {
+        format!(
+            "device {device} already holds {} apps ({}), its agent's limit (--max-apps {}): remove one or raise the limit",
+            others.len(),
+            held.join(", "),
+            b.max_apps
+        )
+    })
+}
+
 /// Whether `new` (an app the device does not hold yet) fits next to `others` (the device's
 /// other apps' releases). `Err`: why not, saying what to do.
 pub fn fits(
@@ -60,27 +85,13 @@ pub fn fits(
     if others.is_empty() {
         return Ok(());
     }
+    if let Some(why) = full(device, b, others, &new.app) {
+        return Err(why);
+    }
     let held: Vec<String> = others
         .iter()
         .map(|r| format!("{}@{}", r.app, r.version))
         .collect();
-    let count = others.len() as u32 + 1;
-    if count > b.max_apps {
-        return Err(if b.max_apps == 1 {
-            format!(
-                "device {device} already holds {} and its agent holds one app (protocol 1.1, or --max-apps 1): upgrade the agent or raise --max-apps to place {} next to it",
-                held.join(", "),
-                new.app
-            )
-        } else {
-            format!(
-                "device {device} already holds {} apps ({}), its agent's limit (--max-apps {}): remove one or raise the limit",
-                others.len(),
-                held.join(", "),
-                b.max_apps
-            )
-        });
-    }
     let mut all = others.to_vec();
     all.push(new);
     let ram: u64 = all.iter().filter_map(|r| r.hardware.min_ram_mb).sum();

@@ -185,11 +185,18 @@ pub(crate) async fn fleet(st: &AppState, app: &str) -> Result<Vec<Device>, ApiEr
             others.entry(device).or_default().push(r.clone());
         }
     }
+    fleet_of(&st.store.devices().await?, app, &others)
+}
+
+/// [`fleet`] from device rows already read: `others`, per device, its other apps' releases
+/// (empty: the devices alone, as the fleet planner wants them).
+pub(crate) fn fleet_of(
+    rows: &[crate::store::DeviceRow],
+    app: &str,
+    others: &BTreeMap<String, Vec<edgecd_api::protocol::ReleaseRef>>,
+) -> Result<Vec<Device>, ApiError> {
     let mut out = vec![];
-    for d in st.store.devices().await? {
-        if d.revoked {
-            continue;
-        }
+    for d in rows.iter().filter(|d| !d.revoked) {
         let inv: Option<Inventory> = d
             .inventory
             .as_deref()
@@ -203,27 +210,14 @@ pub(crate) async fn fleet(st: &AppState, app: &str) -> Result<Vec<Device>, ApiEr
             .as_ref()
             .and_then(|s| s.running.as_ref())
             .map(|r| release_name(&r.app, &r.version));
-        let failed = mine
-            .as_ref()
-            .and_then(|s| s.last_outcome.as_ref())
-            .filter(|o| {
-                matches!(
-                    o.kind,
-                    OutcomeKind::Failed | OutcomeKind::RolledBack | OutcomeKind::Refused
-                )
-            })
-            .and_then(|o| o.release.clone());
+        let failed = mine.as_ref().and_then(failed_release);
         let held = others.get(&d.id).map(Vec::as_slice).unwrap_or_default();
+        let refs: Vec<&edgecd_api::protocol::ReleaseRef> = held.iter().collect();
         let budget = crate::placement::Budget::of(inv.as_ref());
-        let blocked = (!held.is_empty() && held.len() as u32 >= budget.max_apps).then(|| {
-            let refs: Vec<&edgecd_api::protocol::ReleaseRef> = held.iter().collect();
-            crate::placement::fits(&d.id, budget, &refs, &placeholder(app))
-                .err()
-                .unwrap_or_default()
-        });
+        let blocked = crate::placement::full(&d.id, budget, &refs, app);
         let ram_taken: u64 = held.iter().filter_map(|r| r.hardware.min_ram_mb).sum();
         out.push(Device {
-            id: d.id,
+            id: d.id.clone(),
             labels: json_col(&d.labels)?,
             board: inv.as_ref().map(|i| i.board.clone()),
             accelerator: inv.as_ref().and_then(|i| i.accelerator.clone()),
@@ -237,30 +231,17 @@ pub(crate) async fn fleet(st: &AppState, app: &str) -> Result<Vec<Device>, ApiEr
     Ok(out)
 }
 
-/// A release of `app` that needs nothing (to word the "too many apps" refusal).
-fn placeholder(app: &str) -> edgecd_api::protocol::ReleaseRef {
-    let blob = edgecd_api::protocol::BlobRef {
-        digest: String::new(),
-        size: 0,
-    };
-    edgecd_api::protocol::ReleaseRef {
-        app: app.to_string(),
-        version: "?".into(),
-        bundle_digest: String::new(),
-        manifest: blob.clone(),
-        manifest_sig: blob.clone(),
-        bundle: blob.clone(),
-        bundle_sig: blob,
-        hardware: edgecd_api::profile::HardwareProfile {
-            board: String::new(),
-            accelerator: None,
-            min_ram_mb: None,
-        },
-        runtime: edgecd_api::profile::RuntimePin {
-            name: String::new(),
-            version: String::new(),
-        },
-    }
+/// The release whose install of this app last failed, was refused or rolled back.
+pub(crate) fn failed_release(a: &edgecd_api::protocol::AppStatus) -> Option<String> {
+    a.last_outcome
+        .as_ref()
+        .filter(|o| {
+            matches!(
+                o.kind,
+                OutcomeKind::Failed | OutcomeKind::RolledBack | OutcomeKind::Refused
+            )
+        })
+        .and_then(|o| o.release.clone())
 }
 
 async fn load(st: &AppState, id: &str) -> Result<Rollout, ApiError> {
