@@ -6,46 +6,13 @@
 //! before it is applied; a release placed with a rollout policy is carried by a rollout, and a
 //! rollout started with `--fleet` moves the fleet when it completes.
 mod common;
-use common::sibling;
+use common::{
+    Agents, lab_cli as cli, lab_json as json, lab_ok as ok, reported_release as running, sibling,
+};
 use edgecd_cli::story::Lab;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Agents(Vec<Child>);
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn cli(lab: &Lab, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgecd"))
-        .args(args)
-        .env("EDGECD_SERVER", lab.url())
-        .env("EDGECD_TOKEN", &lab.server.admin_token)
-        .output()
-        .unwrap()
-}
-
-fn ok(lab: &Lab, args: &[&str]) -> String {
-    let o = cli(lab, args);
-    assert!(
-        o.status.success(),
-        "edgecd {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn json(lab: &Lab, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&ok(lab, args)).unwrap()
-}
 
 /// Starts an agent named `who` (label `who=NAME`) with `labels` and `board`.
 fn agent(lab: &Lab, dir: &Path, who: &str, labels: &[&str], board: &str) -> Child {
@@ -78,33 +45,7 @@ fn agent(lab: &Lab, dir: &Path, who: &str, labels: &[&str], board: &str) -> Chil
 
 /// The device id of agent `who`, once it enrolled.
 fn device_id(lab: &Lab, who: &str) -> String {
-    let t = Instant::now();
-    loop {
-        if let Some(d) = lab
-            .admin
-            .list_devices()
-            .unwrap()
-            .into_iter()
-            .find(|d| d.labels.get("who").map(String::as_str) == Some(who))
-        {
-            return d.id;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{who} did not enroll"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// What the device reports it runs (`app@version`).
-fn running(lab: &Lab, id: &str) -> Option<String> {
-    lab.admin
-        .show_device(id)
-        .unwrap()
-        .status
-        .and_then(|s| s.running)
-        .map(|r| format!("{}@{}", r.app, r.version))
+    common::device_labelled(lab, who, Duration::from_secs(30))
 }
 
 fn wait_running(lab: &Lab, id: &str, release: &str, dir: &Path) {

@@ -7,48 +7,15 @@
 //! is shown in `gitops status`; `fleet apply` of a fleet from git is refused naming the repo;
 //! the status the server pushes is readable from the repo's status branch.
 mod common;
-use common::sibling;
+use common::{
+    Agents, lab_cli as cli, lab_json as json, lab_ok as ok, reported_release as running, sibling,
+};
 use edgecd_cli::story::Lab;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const APP: &str = "receipt-classifier";
-
-struct Agents(Vec<Child>);
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn cli(lab: &Lab, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgecd"))
-        .args(args)
-        .env("EDGECD_SERVER", lab.url())
-        .env("EDGECD_TOKEN", &lab.server.admin_token)
-        .output()
-        .unwrap()
-}
-
-fn ok(lab: &Lab, args: &[&str]) -> String {
-    let o = cli(lab, args);
-    assert!(
-        o.status.success(),
-        "edgecd {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn json(lab: &Lab, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&ok(lab, args)).unwrap()
-}
 
 fn agent(lab: &Lab, dir: &Path, who: &str) -> Child {
     let token = lab
@@ -92,24 +59,7 @@ fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn device_id(lab: &Lab, who: &str) -> String {
-    wait(&format!("{who} enrolls"), || {
-        lab.admin
-            .list_devices()
-            .unwrap()
-            .into_iter()
-            .find(|d| d.labels.get("who").map(String::as_str) == Some(who))
-            .map(|d| d.id)
-    })
-}
-
-/// What the device reports it runs (`app@version`).
-fn running(lab: &Lab, id: &str) -> Option<String> {
-    lab.admin
-        .show_device(id)
-        .unwrap()
-        .status
-        .and_then(|s| s.running)
-        .map(|r| format!("{}@{}", r.app, r.version))
+    common::device_labelled(lab, who, Duration::from_secs(120))
 }
 
 fn wait_running(lab: &Lab, id: &str, version: &str) {

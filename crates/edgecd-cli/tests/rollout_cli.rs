@@ -1,36 +1,12 @@
 //! The rollout verbs through the real `edgecd` binary against a running server with a small
 //! simulated fleet: start, status (--json), pause/resume, approve, abort, history, rollback.
 mod common;
+use common::{lab_cli as cli, lab_json as json, lab_ok as ok};
 
 use edgecd_cli::story::{Lab, census, settle};
 use edgecd_testkit::StopOnDrop;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-fn cli(lab: &Lab, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgecd"))
-        .args(args)
-        .env("EDGECD_SERVER", lab.url())
-        .env("EDGECD_TOKEN", &lab.server.admin_token)
-        .output()
-        .unwrap()
-}
-
-fn ok(lab: &Lab, args: &[&str]) -> String {
-    let o = cli(lab, args);
-    assert!(
-        o.status.success(),
-        "edgecd {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn json(lab: &Lab, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&ok(lab, args)).unwrap()
-}
 
 fn wait_for(
     lab: &Lab,

@@ -1,8 +1,10 @@
 //! Helpers for the CLI tests: run the built `edgecd` binary, read JSON output.
 #![allow(dead_code)]
 
+use edgecd_cli::story::Lab;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 pub fn edgecd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edgecd"))
@@ -94,4 +96,71 @@ pub fn sibling(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Agent processes, killed and reaped when dropped.
+pub struct Agents(pub Vec<Child>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `edgecd args…` against `lab`'s server with its admin token (any exit code).
+pub fn lab_cli(lab: &Lab, args: &[&str]) -> Output {
+    edgecd()
+        .args(args)
+        .env("EDGECD_SERVER", lab.url())
+        .env("EDGECD_TOKEN", &lab.server.admin_token)
+        .output()
+        .unwrap()
+}
+
+/// [`lab_cli`], asserting success; returns stdout.
+pub fn lab_ok(lab: &Lab, args: &[&str]) -> String {
+    let o = lab_cli(lab, args);
+    assert!(
+        o.status.success(),
+        "edgecd {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// [`lab_ok`], parsed as JSON.
+pub fn lab_json(lab: &Lab, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&lab_ok(lab, args)).unwrap()
+}
+
+/// The id of the device labelled `who=WHO`, once it has enrolled (within `timeout`).
+pub fn device_labelled(lab: &Lab, who: &str, timeout: Duration) -> String {
+    let t = Instant::now();
+    loop {
+        if let Some(d) = lab
+            .admin
+            .list_devices()
+            .unwrap()
+            .into_iter()
+            .find(|d| d.labels.get("who").map(String::as_str) == Some(who))
+        {
+            return d.id;
+        }
+        assert!(t.elapsed() < timeout, "{who} did not enroll");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the device reports it runs (`app@version`).
+pub fn reported_release(lab: &Lab, id: &str) -> Option<String> {
+    lab.admin
+        .show_device(id)
+        .unwrap()
+        .status
+        .and_then(|s| s.running)
+        .map(|r| format!("{}@{}", r.app, r.version))
 }
