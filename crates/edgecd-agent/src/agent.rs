@@ -23,7 +23,9 @@
 //! the image's signature checked (when the release carries one) before any download, the image
 //! pulled by digest and its digest checked before the switch, and runs in that image; health is
 //! the runtime's readiness plus the golden vectors through its API; a rollback, or a crash loop
-//! after commit, brings the previous image back with the previous model.
+//! after commit, brings the previous image back with the previous model. Each app runs in a
+//! container of its own (`edgecd-infer`, then `edgecd-infer-APP` on a port of its own, kept in
+//! `apps/APP/runtime-port`).
 
 use crate::client::{
     Checkin, Client, ClientError, DownloadError, DownloadOptions, StampHeaders, Storage,
@@ -280,6 +282,17 @@ const TEMPERATURE_HISTORY: usize = 120;
 /// How long the committed runtime's container may stay exited before it counts as a crash
 /// loop (podman restarts a crash at once; a container that stays down does not come back).
 const RUNTIME_DOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// In an app's directory under `apps/`: the host port of its runtime container (podman mode).
+const RUNTIME_PORT_FILE: &str = "runtime-port";
+
+/// The runtime image of the release a unit's `current` points to (`None`: native).
+fn unit_image(u: &Unit) -> Option<String> {
+    match u.state.phase {
+        Phase::Activating | Phase::Trial => u.state.target.as_ref()?.image.clone(),
+        _ => u.state.active.as_ref()?.image.clone(),
+    }
+}
 
 /// A refused assignment: identified by its signature (an unsigned or wrongly signed copy of a
 /// payload never blocks the genuine one) and the conditions under which it was refused.
@@ -766,13 +779,26 @@ impl Agent {
         }
     }
 
-    /// Reads the runtime's metrics endpoint (`app`'s, with `{app}` in the URL); `None` when
+    /// Reads the runtime's metrics endpoint (`app`'s, with `{app}` in the URL, or `{port}`:
+    /// its runtime container's port in podman mode); `None` when
     /// not configured or unreachable (the check-in goes on without metrics, and the next one
     /// carries the whole delta).
     fn scrape_metrics(&self, app: Option<&str>) -> Option<crate::metrics::Snapshot> {
         let url = self.cfg.metrics_url.as_deref()?;
         let url = &match app {
-            Some(app) => url.replace("{app}", app),
+            Some(app) => {
+                let port = self
+                    .units()
+                    .into_iter()
+                    .find(|(_, u)| u.app().as_deref() == Some(app))
+                    .and_then(|(k, u)| self.podman_for(k, &u.dir))
+                    .map(|p| p.cfg.publish.port().to_string());
+                let url = url.replace("{app}", app);
+                match port {
+                    Some(port) => url.replace("{port}", &port),
+                    None => url,
+                }
+            }
             None => url.to_string(),
         };
         let agent = ureq::Agent::config_builder()
@@ -813,7 +839,7 @@ impl Agent {
             .cfg
             .metrics_url
             .as_deref()
-            .is_some_and(|u| u.contains("{app}"));
+            .is_some_and(|u| u.contains("{app}") || u.contains("{port}"));
         let scrape = if per_app {
             None
         } else {
@@ -822,7 +848,8 @@ impl Agent {
         let mut metrics = scrape
             .as_ref()
             .map(|s| crate::metrics::delta(self.metrics_sent.as_ref(), s));
-        // Several apps, each runtime with its own endpoint (`{app}` in `--metrics-url`):
+        // Several apps, each runtime with its own endpoint (`{app}` or `{port}` in
+        // `--metrics-url`):
         // each app's deltas go separately, for the gates of that app's rollouts.
         let mut app_scrapes = BTreeMap::new();
         let mut app_metrics = BTreeMap::new();
@@ -1394,19 +1421,95 @@ impl Agent {
         }
     }
 
-    /// Podman, for the unit it serves: the data directory's own (the first app). Other
-    /// apps run natively, next to it.
-    fn unit_podman(&self) -> Option<&crate::runtime::Podman> {
-        self.podman.as_ref().filter(|_| self.loaded.is_empty())
+    /// Podman, for the unit it serves: the data directory's own (the first app) runs in the
+    /// container `--runtime-listen` names, each other app in its own (see [`Self::podman_for`]).
+    fn unit_podman(&self) -> Option<crate::runtime::Podman> {
+        self.podman_for(&self.loaded, &self.u.dir)
+    }
+
+    /// Podman for unit `key` (in `dir`): the first app's container is `edgecd-infer`,
+    /// published at `--runtime-listen`; another app's is `edgecd-infer-APP`, published on the
+    /// same address at a port above it, chosen once and kept in `apps/APP/runtime-port`
+    /// (see [`Self::runtime_port`]).
+    fn podman_for(&self, key: &str, dir: &Path) -> Option<crate::runtime::Podman> {
+        let base = self.podman.as_ref()?;
+        if key.is_empty() {
+            return Some(base.clone());
+        }
+        let mut p = base.clone();
+        p.cfg.container = format!("{}-{key}", base.cfg.container);
+        match self.runtime_port(key, dir) {
+            Ok(port) => p.cfg.publish.set_port(port),
+            Err(e) => {
+                tracing::error!(error = %e, app = key, "cannot choose the app's runtime port");
+                return None;
+            }
+        }
+        Some(p)
+    }
+
+    /// The host port of app unit `key`'s runtime container: the one kept in its
+    /// `runtime-port` file, else the lowest port above `--runtime-listen`'s that no other
+    /// unit holds and that can be bound now (then kept, so it never moves).
+    fn runtime_port(&self, key: &str, dir: &Path) -> Result<u16, String> {
+        let file = dir.join(RUNTIME_PORT_FILE);
+        if let Some(port) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+        {
+            return Ok(port);
+        }
+        let base = self
+            .podman
+            .as_ref()
+            .map(|p| p.cfg.publish)
+            .ok_or("not in podman mode")?;
+        let held: Vec<u16> = self
+            .units()
+            .into_iter()
+            .filter(|(k, _)| *k != key)
+            .filter_map(|(k, u)| {
+                if k.is_empty() {
+                    return Some(base.port());
+                }
+                std::fs::read_to_string(u.dir.join(RUNTIME_PORT_FILE))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+            })
+            .collect();
+        let port = (base.port().saturating_add(1)..=u16::MAX)
+            .filter(|p| !held.contains(p))
+            .find(|p| std::net::TcpListener::bind((base.ip(), *p)).is_ok())
+            .ok_or_else(|| format!("no free port above {base} for the app's runtime"))?;
+        fsutil::write_atomic(&file, port.to_string().as_bytes(), 0o644)
+            .map_err(|e| format!("writing {}: {e}", file.display()))?;
+        tracing::info!(
+            app = key,
+            port,
+            "the app's runtime container will listen on this port"
+        );
+        Ok(port)
     }
 
     /// The runtime image of the release `current` points to (podman mode).
     fn current_image(&self) -> Option<String> {
-        self.unit_podman()?;
-        match self.u.state.phase {
-            Phase::Activating | Phase::Trial => self.u.state.target.as_ref()?.image.clone(),
-            _ => self.u.state.active.as_ref()?.image.clone(),
+        self.podman.as_ref()?;
+        unit_image(&self.u)
+    }
+
+    /// Podman mode: every app's runtime container that should run, with its image, the
+    /// first app's first.
+    fn containers(&self) -> Vec<(crate::runtime::Podman, String)> {
+        if self.podman.is_none() {
+            return Vec::new();
         }
+        self.units()
+            .into_iter()
+            .filter_map(|(k, u)| {
+                let image = unit_image(u)?;
+                Some((self.podman_for(k, &u.dir)?, image))
+            })
+            .collect()
     }
 
     /// Starts what `current` points to: its runtime image under podman (podman mode, the
@@ -1442,7 +1545,7 @@ impl Agent {
     }
 
     fn health(&self) -> Result<(), String> {
-        if let (Some(p), Some(_)) = (&self.podman, self.current_image()) {
+        if let (Some(p), Some(_)) = (self.unit_podman(), self.current_image()) {
             let alive = || match p.state() {
                 Some(s) if s.status == "exited" || s.status == "stopped" => Err(format!(
                     "the runtime container {} with exit code {}: {}",
@@ -1707,12 +1810,6 @@ impl Agent {
         }
         let m = edgecd_bundle::release::ReleaseManifest::from_json(manifest)
             .map_err(|e| Refusal(format!("release manifest: {e}")))?;
-        if m.image.is_some() && self.unit_podman().is_none() {
-            let first = self.parked.get("").and_then(Unit::app).unwrap_or_default();
-            return Err(Refusal(format!(
-                "this release pins a runtime image, and under podman this device runs the runtime container of its first app ({first}) only: run this app natively (a release without an image) or on another device"
-            )));
-        }
         if m.image.is_some() {
             m.verify_image_signature(key)
                 .map_err(|e| Refusal(format!("runtime image refused: {e}")))?;
@@ -1747,16 +1844,21 @@ impl Agent {
     /// Removes pulled images that neither slot's release (nor the install in flight) uses:
     /// the last two are kept, older ones go.
     fn prune_images(&self) {
-        let Some(p) = self.unit_podman() else { return };
-        let s = &self.u.state;
-        let keep: Vec<String> = [
-            s.active.as_ref().and_then(|a| a.image.clone()),
-            s.previous.as_ref().and_then(|a| a.image.clone()),
-            s.target.as_ref().and_then(|t| t.image.clone()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let Some(p) = &self.podman else { return };
+        // Every app's slots keep their images (two apps may share one).
+        let keep: Vec<String> = self
+            .units()
+            .iter()
+            .flat_map(|(_, u)| {
+                let s = &u.state;
+                [
+                    s.active.as_ref().and_then(|a| a.image.clone()),
+                    s.previous.as_ref().and_then(|a| a.image.clone()),
+                    s.target.as_ref().and_then(|t| t.image.clone()),
+                ]
+            })
+            .flatten()
+            .collect();
         let pulled = self.pulled_images();
         if pulled.iter().all(|i| keep.contains(i)) {
             return;
@@ -1850,13 +1952,30 @@ impl Agent {
         };
         let n = req.lines.clamp(1, 5000) as usize;
         let now = now();
-        let runtime = match (&self.podman, &self.cfg.runtime_log) {
-            (Some(p), _) if self.current_image().is_some() => match p.logs(n) {
-                Ok(text) => crate::report::podman_lines(&text),
-                Err(err) => vec![(String::new(), format!("podman logs failed: {err}"))],
-            },
-            (_, Some(path)) => crate::report::file_tail(path, n, now),
-            _ => vec![],
+        let containers = self.containers();
+        let runtime = match &self.cfg.runtime_log {
+            _ if !containers.is_empty() => {
+                let several = containers.len() > 1;
+                let mut all = Vec::new();
+                for (p, _) in &containers {
+                    let lines = match p.logs(n) {
+                        Ok(text) => crate::report::podman_lines(&text),
+                        Err(err) => vec![(String::new(), format!("podman logs failed: {err}"))],
+                    };
+                    // Several runtimes: each line says whose it is.
+                    all.extend(lines.into_iter().map(|(ts, l)| {
+                        let l = if several {
+                            format!("[{}] {l}", p.cfg.container)
+                        } else {
+                            l
+                        };
+                        (ts, l)
+                    }));
+                }
+                all
+            }
+            Some(path) => crate::report::file_tail(path, n, now),
+            None => vec![],
         };
         let (lines, truncated) = crate::report::lines(crate::logbuf::recent(n), runtime, now);
         let diagnostics = req.diagnose.then(|| self.diagnostics(now));
@@ -1888,21 +2007,29 @@ impl Agent {
     /// What a diagnosis reports from the device itself.
     fn diagnostics(&self, now: u64) -> Diagnostics {
         let (free, total) = crate::report::disk(&self.cfg.data_dir);
-        let runtime = if let (Some(p), Some(image)) = (&self.podman, self.current_image()) {
-            match p.state() {
-                Some(s) => RuntimeHealth {
-                    kind: "podman".into(),
-                    healthy: Some(s.status == "running" && s.restarts <= p.cfg.max_restarts),
-                    detail: format!(
-                        "container {} {} (image {image}), {} restarts, last exit code {}",
-                        p.cfg.container, s.status, s.restarts, s.exit_code
-                    ),
-                },
-                None => RuntimeHealth {
-                    kind: "podman".into(),
-                    healthy: Some(false),
-                    detail: format!("container {} is gone (image {image})", p.cfg.container),
-                },
+        let containers = self.containers();
+        let runtime = if !containers.is_empty() {
+            let mut healthy = true;
+            let detail: Vec<String> = containers
+                .iter()
+                .map(|(p, image)| match p.state() {
+                    Some(s) => {
+                        healthy &= s.status == "running" && s.restarts <= p.cfg.max_restarts;
+                        format!(
+                            "container {} {} (image {image}), {} restarts, last exit code {}",
+                            p.cfg.container, s.status, s.restarts, s.exit_code
+                        )
+                    }
+                    None => {
+                        healthy = false;
+                        format!("container {} is gone (image {image})", p.cfg.container)
+                    }
+                })
+                .collect();
+            RuntimeHealth {
+                kind: "podman".into(),
+                healthy: Some(healthy),
+                detail: detail.join("; "),
             }
         } else if let Some(h) = &self.cfg.health {
             let kind = match h {

@@ -99,7 +99,9 @@ pub struct Args {
     /// The local inference runtime's Prometheus metrics (latency, errors, confidence), sent
     /// as deltas with each check-in for rollout gates, e.g. http://127.0.0.1:9500/metrics.
     /// With several apps, `{app}` in it is replaced by each app's name (one runtime per
-    /// app) and each app's metrics feed the gates of that app's rollouts.
+    /// app) and each app's metrics feed the gates of that app's rollouts; in podman mode
+    /// `{port}` is replaced by the port of the app's runtime container
+    /// (http://127.0.0.1:{port}/metrics).
     #[arg(long, env = "EDGECD_METRICS_URL")]
     pub metrics_url: Option<String>,
     /// SoC temperature file in millidegrees (default: /sys/class/thermal/thermal_zone0/temp).
@@ -145,7 +147,9 @@ pub struct Args {
     /// Pull over plain HTTP / without TLS verification (a registry on loopback, a lab mirror).
     #[arg(long, requires = "podman")]
     pub registry_insecure: bool,
-    /// Where the runtime container's HTTP API is published on the device.
+    /// Where the runtime container's HTTP API is published on the device: the first app's.
+    /// Each further app's container (edgecd-infer-APP) gets the lowest free port above it,
+    /// chosen once and kept in DATA/apps/APP/runtime-port.
     #[arg(long, default_value = "127.0.0.1:9500", requires = "podman")]
     pub runtime_listen: std::net::SocketAddr,
     /// Device node passed to the runtime container when a release needs an accelerator
@@ -156,9 +160,10 @@ pub struct Args {
     /// the release's hardware profile `minRamMb`.
     #[arg(long, requires = "podman")]
     pub runtime_cpus: Option<String>,
-    /// Production: write the runtime's podman quadlet (edgecd-infer.container) into this
-    /// directory (e.g. /etc/containers/systemd) and restart edgecd-infer.service through
-    /// systemd, instead of running the container with podman directly.
+    /// Production: write the runtime's podman quadlet (edgecd-infer.container, and
+    /// edgecd-infer-APP.container for each further app) into this directory (e.g.
+    /// /etc/containers/systemd) and restart its service through systemd, instead of
+    /// running the container with podman directly.
     #[arg(long, requires = "podman")]
     pub quadlet_dir: Option<PathBuf>,
     /// Restarts of the committed runtime's container that count as a crash loop (then the

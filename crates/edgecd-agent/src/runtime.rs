@@ -579,6 +579,16 @@ fn selftest_over_http(
         .iter()
         .filter(|c| model.is_none_or(|m| c.model == m))
         .collect();
+    if cases.is_empty()
+        && let (Some(m), Some(first)) = (model, st.cases.first())
+    {
+        // Nothing to compare is no evidence: the runtime serves another model than the
+        // release's (a wrong image, or a model file the runtime picked by mistake).
+        return Err(format!(
+            "the runtime serves model {m:?}, and this release's self-test vectors are for {:?}: the runtime image does not serve this release's model",
+            first.model
+        ));
+    }
     for case in cases {
         let body = serde_json::json!({ "inputs": case.inputs }).to_string();
         let r = http

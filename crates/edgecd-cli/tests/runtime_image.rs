@@ -18,12 +18,14 @@ mod common;
 use common::sibling;
 use edgecd_api::protocol::{DeviceInfo, OutcomeKind, Phase};
 use edgecd_testkit::services::Registry;
-use edgecd_testkit::{free_port, tool, wait_for};
+use edgecd_testkit::{free_port, tool, wait_for, wait_for_or};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const APP: &str = "receipt-classifier";
+/// The second app on the device.
+const DET: &str = "receipt-detector";
 const PODMAN_GLOBAL: &str = "--runtime runc --storage-driver vfs --cgroup-manager cgroupfs";
 const PODMAN_RUN: &str = "--ulimit nofile=1024:1024 --ulimit nproc=1024:1024";
 const T: Duration = Duration::from_secs(180);
@@ -361,11 +363,14 @@ impl Lab {
     }
     /// Bundles `model` (self-test vectors recorded) and signs it; returns the bundle's path.
     fn bundle(&self, version: &str, model: &[u8]) -> PathBuf {
-        let src = self.dir.join(format!("src-{version}"));
+        self.bundle_of(APP, version, model)
+    }
+    fn bundle_of(&self, app: &str, version: &str, model: &[u8]) -> PathBuf {
+        let src = self.dir.join(format!("src-{app}-{version}"));
         std::fs::create_dir_all(&src).expect("src");
-        let m = src.join("receipt-classifier.onnx");
+        let m = src.join(format!("{app}.onnx"));
         std::fs::write(&m, model).expect("model");
-        let out = self.dir.join(format!("dist-{version}"));
+        let out = self.dir.join(format!("dist-{app}-{version}"));
         let (m, out_s) = (m.to_str().expect("utf8"), out.to_str().expect("utf8"));
         self.cli(&[
             "bundle",
@@ -373,7 +378,7 @@ impl Lab {
             "--model",
             m,
             "--name",
-            APP,
+            app,
             "--version",
             version,
             "--board",
@@ -387,7 +392,7 @@ impl Lab {
             "--out",
             out_s,
         ]);
-        let bundle = out.join(format!("{APP}-{version}.edgecd"));
+        let bundle = out.join(format!("{app}-{version}.edgecd"));
         self.cli(&[
             "bundle",
             "sign",
@@ -418,15 +423,21 @@ impl Lab {
         manifest
     }
     fn publish(&self, version: &str) {
+        self.publish_of(APP, version)
+    }
+    fn publish_of(&self, app: &str, version: &str) {
         let bundle = self
             .dir
-            .join(format!("dist-{version}/{APP}-{version}.edgecd"));
+            .join(format!("dist-{app}-{version}/{app}-{version}.edgecd"));
         self.cli(&["release", "publish", bundle.to_str().expect("utf8")]);
     }
     fn deploy(&self, version: &str) {
+        self.deploy_of(APP, version)
+    }
+    fn deploy_of(&self, app: &str, version: &str) {
         self.admin()
             .deploy(&edgecd_api::protocol::DeployRequest {
-                app: APP.into(),
+                app: app.into(),
                 version: version.into(),
                 selector: Default::default(),
             })
@@ -594,6 +605,14 @@ fn runtime_image_and_model_install_roll_back_and_are_refused_together() {
     let b5 = lab.bundle("5.0.0", &edgecd_cli::demo_model::classifier_onnx(5));
     lab.release(&b5, &image3);
     lab.publish("5.0.0");
+    // The second app: its release 1 in image 1, its release 2 in image 2 (a runtime that
+    // says it serves the classifier's model, not the detector's).
+    let det1 = lab.bundle_of(DET, "1.0.0", &edgecd_cli::demo_model::classifier_onnx(6));
+    lab.release(&det1, &image1);
+    lab.publish_of(DET, "1.0.0");
+    let det2 = lab.bundle_of(DET, "2.0.0", &edgecd_cli::demo_model::classifier_onnx(7));
+    lab.release(&det2, &image2);
+    lab.publish_of(DET, "2.0.0");
 
     // The device: a real agent in podman mode.
     let podman = Podman::new();
@@ -656,7 +675,7 @@ fn runtime_image_and_model_install_roll_back_and_are_refused_together() {
             (s.phase == Phase::Committed && r.version == version).then_some(r)
         }
     };
-    let inspect = |what: &str| {
+    let inspect_in = |container: &str, what: &str| {
         podman
             .out(&[
                 "inspect",
@@ -664,10 +683,11 @@ fn runtime_image_and_model_install_roll_back_and_are_refused_together() {
                 "container",
                 "--format",
                 what,
-                "edgecd-infer",
+                container,
             ])
             .map_err(|e| format!("{e}\nagent log:\n{}", log_tail()))
     };
+    let inspect = |what: &str| inspect_in("edgecd-infer", what);
     let body = serde_json::json!({ "inputs": case.inputs }).to_string();
 
     // Release 1 installs: the device reports image 1 and model 1, and the container serves.
@@ -689,6 +709,50 @@ fn runtime_image_and_model_install_roll_back_and_are_refused_together() {
     assert_eq!(answer["release"], format!("{APP}@1.0.0"), "{answer}");
     assert!(!answer["outputs"].as_array().expect("outputs").is_empty());
 
+    // A second app on the same device runs in a runtime container of its own
+    // (edgecd-infer-DET), published on a port the agent chose above --runtime-listen and
+    // kept in apps/DET/runtime-port; the first app's container is not touched.
+    let det_body = {
+        let p = edgecd_bundle::read_bundle(&det1, &mut |_| {})
+            .expect("bundle")
+            .profile;
+        serde_json::json!({ "inputs": p.selftest.expect("vectors").cases[0].inputs }).to_string()
+    };
+    lab.deploy_of(DET, "1.0.0");
+    let det_running = |version: &'static str| {
+        move || {
+            let s = lab.device()?.status?;
+            let a = s.app_state(DET)?;
+            (a.phase == Phase::Committed && a.running.as_ref()?.version == version)
+                .then_some(a.running?)
+        }
+    };
+    let r = wait_for_or("the second app to run", T, det_running("1.0.0"), || {
+        format!("{:?}\nagent log:\n{}", lab.device(), log_tail())
+    });
+    assert_eq!(r.image.as_deref(), Some(image1.as_str()));
+    let det_port: u16 = std::fs::read_to_string(d.join(format!("agent/apps/{DET}/runtime-port")))
+        .expect("the second app's runtime port")
+        .trim()
+        .parse()
+        .expect("port");
+    assert_ne!(det_port, port);
+    let det_container = format!("edgecd-infer-{DET}");
+    let inspect_det = |what: &str| inspect_in(&det_container, what);
+    let det_first =
+        inspect_det("{{.Id}} {{index .Config.Labels \"edgecd.release\"}}").expect("container");
+    assert!(det_first.ends_with(&format!("{DET}@1.0.0")), "{det_first}");
+    assert_eq!(
+        infer(det_port, &det_body)["release"],
+        format!("{DET}@1.0.0")
+    );
+    assert_eq!(infer(port, &body)["release"], format!("{APP}@1.0.0"));
+    assert_eq!(
+        inspect("{{.Id}} {{index .Config.Labels \"edgecd.image\"}}").expect("container"),
+        first,
+        "the first app's container kept running"
+    );
+
     // Release 2's runtime image is ready but answers wrong: rolled back, image and model.
     lab.deploy("2.0.0");
     let o = wait_for("release 2 to be rolled back", T, || {
@@ -707,7 +771,52 @@ fn runtime_image_and_model_install_roll_back_and_are_refused_together() {
     assert!(back.ends_with(&image1), "image 1 runs again: {back}");
     assert_ne!(back, first, "a new container of image 1 replaced image 2's");
     assert_eq!(infer(port, &body)["release"], format!("{APP}@1.0.0"));
-    assert_eq!(podman.containers().len(), 1, "only the runtime container");
+    assert_eq!(
+        inspect_det("{{.Id}} {{index .Config.Labels \"edgecd.release\"}}").expect("container"),
+        det_first,
+        "the first app's rollback did not touch the second app's container"
+    );
+    assert_eq!(
+        infer(det_port, &det_body)["release"],
+        format!("{DET}@1.0.0")
+    );
+
+    // The second app's release 2 fails its health check: that app alone goes back.
+    lab.deploy_of(DET, "2.0.0");
+    let o = wait_for_or(
+        "the second app's release 2 to be rolled back",
+        T,
+        || {
+            let o = lab.device()?.status?.app_state(DET)?.last_outcome?;
+            (o.kind == OutcomeKind::RolledBack).then_some(o)
+        },
+        || format!("{:?}\nagent log:\n{}", lab.device(), log_tail()),
+    );
+    assert_eq!(o.release.as_deref(), Some(&*format!("{DET}@2.0.0")));
+    assert!(
+        o.reason.contains("does not serve this release's model"),
+        "{}",
+        o.reason
+    );
+    let r = wait_for("the second app's release 1 again", T, det_running("1.0.0"));
+    assert_eq!(r.image.as_deref(), Some(image1.as_str()));
+    let det_back =
+        inspect_det("{{.Id}} {{index .Config.Labels \"edgecd.release\"}}").expect("container");
+    assert!(det_back.ends_with(&format!("{DET}@1.0.0")), "{det_back}");
+    assert_eq!(
+        infer(det_port, &det_body)["release"],
+        format!("{DET}@1.0.0")
+    );
+    assert_eq!(
+        inspect("{{.Id}} {{index .Config.Labels \"edgecd.image\"}}").expect("container"),
+        back,
+        "the second app's rollback did not touch the first app's container"
+    );
+    assert_eq!(
+        podman.containers().len(),
+        2,
+        "one runtime container per app"
+    );
 
     // A bad image signature, then a digest the registry does not have: refused before
     // anything runs (the same container keeps serving release 1).

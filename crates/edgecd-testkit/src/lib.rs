@@ -92,6 +92,26 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// [`wait_for`], and when it times out the message carries `context()` (e.g. the state the
+/// server holds and the agent's log), to tell why.
+pub fn wait_for_or<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Sets its flag when dropped, so a scoped worker thread (e.g. a simulated fleet's
 /// `run(&stop)`) stops even when an assertion fails in the scope.
 pub struct StopOnDrop<'a>(pub &'a AtomicBool);
