@@ -21,7 +21,7 @@ use edgecd_testkit::services::Registry;
 use edgecd_testkit::{free_port, tool, wait_for, wait_for_or};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const APP: &str = "receipt-classifier";
 /// The second app on the device.
@@ -36,58 +36,6 @@ fn tools() -> Option<()> {
         tool(t)?;
     }
     Some(())
-}
-
-/// Builds edgecd-infer as a static binary for `target` (debug, cached across runs in
-/// `$EDGECD_TEST_CACHE/target-runtime-image`, the directory `scripts/build-runtime-image`'s
-/// test mode uses too) and returns its path.
-fn static_infer(target: &str) -> PathBuf {
-    let dir = edgecd_testkit::test_cache().join("target-runtime-image");
-    let env_target = target.to_uppercase().replace('-', "_");
-    let started = Instant::now();
-    let mut c = Command::new(env!("CARGO"));
-    c.args([
-        "build",
-        "--locked",
-        "-p",
-        "edgecd-infer",
-        "--bin",
-        "edgecd-infer",
-    ])
-    .args(["--target", target]);
-    // The amd64 binary is built unoptimised and without debug info: the tests run a tiny
-    // model, and a cold build of tract at the workspace's opt-level 2 is a large part of a
-    // cold `scripts/test`. (An unoptimised static aarch64 binary does not link: too many GOT
-    // entries for glibc's static libm; that one keeps the workspace profile.)
-    if !target.starts_with("aarch64") {
-        c.args([
-            "--config",
-            "profile.dev.package.\"*\".opt-level=0",
-            "--config",
-            "profile.dev.package.edgecd-infer.opt-level=0",
-            "--config",
-            "profile.dev.debug=0",
-        ]);
-    }
-    c.current_dir(edgecd_testkit::workspace_root())
-        .env("CARGO_TARGET_DIR", &dir)
-        .env(
-            format!("CARGO_TARGET_{env_target}_RUSTFLAGS"),
-            "-C target-feature=+crt-static",
-        );
-    if target.starts_with("aarch64") {
-        c.env(
-            format!("CARGO_TARGET_{env_target}_LINKER"),
-            "aarch64-linux-gnu-gcc",
-        );
-    }
-    let st = c.status().expect("cargo build");
-    assert!(st.success(), "building static edgecd-infer for {target}");
-    eprintln!(
-        "static edgecd-infer for {target}: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    dir.join(target).join("debug/edgecd-infer")
 }
 
 /// podman with this machine's global arguments and a storage of the test's own.
@@ -188,8 +136,8 @@ fn image_build_pushes_a_multi_arch_static_non_root_index_that_runs_under_podman(
     let Some(reg) = Registry::try_start() else {
         return;
     };
-    let amd64 = static_infer("x86_64-unknown-linux-gnu");
-    let arm64 = static_infer("aarch64-unknown-linux-gnu");
+    let amd64 = edgecd_testkit::static_infer("x86_64-unknown-linux-gnu");
+    let arm64 = edgecd_testkit::static_infer("aarch64-unknown-linux-gnu");
     let tmp = tempfile::tempdir().expect("tmp");
     let image = build_image(
         tmp.path(),
@@ -494,7 +442,7 @@ fn runtime_image_and_model_install_roll_back_and_are_refused_together() {
     };
     let tmp = tempfile::tempdir().expect("tmp");
     let d = tmp.path().to_path_buf();
-    let amd64 = static_infer("x86_64-unknown-linux-gnu");
+    let amd64 = edgecd_testkit::static_infer("x86_64-unknown-linux-gnu");
     let mut cfg = edgecd_server::Config::new(d.join("server"));
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
     cfg.checkin_interval_secs = 1;

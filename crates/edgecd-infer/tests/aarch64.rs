@@ -1,8 +1,9 @@
-//! Raspberry Pi 5 smoke test: cross-build the `edgecd-infer` binary for aarch64, run it under
-//! `qemu-aarch64 -L /usr/aarch64-linux-gnu` and answer one inference over HTTP. Needs the cross
-//! toolchain, qemu-user and the rustup target (`scripts/setup/infer.sh`); skips without them unless
-//! `EDGECD_REQUIRE_EXTERNAL=1`. The build goes to `$EDGECD_TEST_CACHE/target-infer-aarch64` so
-//! later runs only rebuild what changed.
+//! Raspberry Pi 5 smoke test: cross-build the `edgecd-infer` binary for aarch64 (static, by
+//! `scripts/static-infer`, the build runtime images ship), run it under `qemu-aarch64` and
+//! answer one inference over HTTP. Needs the cross toolchain, qemu-user and the rustup target
+//! (`scripts/setup/infer.sh`); skips without them unless `EDGECD_REQUIRE_EXTERNAL=1`. The
+//! build goes to `$EDGECD_TEST_CACHE/target-infer-aarch64` so later runs only rebuild what
+//! changed.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TARGET: &str = "aarch64-unknown-linux-gnu";
 
@@ -48,30 +49,9 @@ fn aarch64_binary_answers_one_inference_under_qemu() {
     if !target_installed() {
         return;
     }
-    let root = edgecd_testkit::workspace_root();
-    let target_dir = edgecd_testkit::test_cache().join("target-infer-aarch64");
-    let started = Instant::now();
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-p",
-            "edgecd-infer",
-            "--bin",
-            "edgecd-infer",
-            "--target",
-            TARGET,
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env(
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-            "aarch64-linux-gnu-gcc",
-        )
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "aarch64 cross build failed");
-    eprintln!("aarch64 build took {:.0}s", started.elapsed().as_secs_f64());
-    let bin = target_dir.join(TARGET).join("debug/edgecd-infer");
+    // The static build runtime images use too (`scripts/static-infer`): one build of the
+    // dependencies for aarch64, shared with the kernels' tests in `scripts/test`.
+    let bin = edgecd_testkit::static_infer(TARGET);
     let elf = std::fs::read(&bin).unwrap();
     assert_eq!(&elf[..4], b"\x7fELF");
     assert_eq!(

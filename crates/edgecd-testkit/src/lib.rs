@@ -180,6 +180,33 @@ pub fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
+/// A static edgecd-infer binary for `target` (`x86_64-unknown-linux-gnu` or
+/// `aarch64-unknown-linux-gnu`), built by `scripts/static-infer` (where the flags and target
+/// directories are defined once; `scripts/test` builds both before the tests, so here the
+/// build is fresh). Panics with cargo's error when the build fails.
+pub fn static_infer(target: &str) -> PathBuf {
+    let started = std::time::Instant::now();
+    let out = Command::new(workspace_root().join("scripts/static-infer"))
+        .arg(target)
+        .env("EDGECD_TEST_CACHE", test_cache())
+        .env(
+            "CARGO",
+            std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()),
+        )
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/static-infer");
+    assert!(
+        out.status.success(),
+        "building static edgecd-infer for {target} failed (see cargo's output above)"
+    );
+    eprintln!(
+        "static edgecd-infer for {target}: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// Runs the venv Python with `args`; panics with stderr on failure. Returns stdout.
 pub fn run_py(python: &Path, args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(python)
