@@ -218,6 +218,38 @@ fn an_app_whose_fleet_the_device_leaves_is_stopped_and_deleted() {
         (s.apps.len() == 1 && s.apps[0].app == "det").then_some(())
     });
     assert!(!cls_dir.exists(), "cls's slots are deleted");
+    // The server shows what is assigned: det, not the removal of cls (newest as it is).
+    let info = env.device_of(&a.data_dir).expect("device");
+    assert_eq!(info.assigned.as_deref(), Some("det@1.0.0"), "{info:?}");
+    assert_eq!(info.assignments, ["det@1.0.0"], "{info:?}");
+    // And so does the device's own assignment endpoint (what an agent that holds one app
+    // reads): never a removal, which such an agent would install.
+    let dev: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.data_dir.join("device.json")).expect("device"))
+            .expect("json");
+    let text = ureq::get(&format!(
+        "{}/api/v1/devices/{}/assignment",
+        env.url,
+        dev["deviceId"].as_str().expect("id")
+    ))
+    .header(
+        "authorization",
+        &format!("Bearer {}", dev["credential"].as_str().expect("credential")),
+    )
+    .call()
+    .expect("GET assignment")
+    .body_mut()
+    .read_to_string()
+    .expect("body");
+    let signed: edgecd_api::protocol::SignedAssignment =
+        serde_json::from_str(&text).expect("signed assignment");
+    let newest: edgecd_api::protocol::Assignment =
+        serde_json::from_str(&signed.payload).expect("payload");
+    assert_eq!(
+        (newest.release.app.as_str(), newest.remove),
+        ("det", false),
+        "{newest:?}"
+    );
     assert_eq!(
         check_current(&a.data_dir).expect("det").0,
         det1.bundle_digest

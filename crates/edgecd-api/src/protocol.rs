@@ -568,11 +568,26 @@ pub struct DeviceInfo {
     pub inventory: Option<Inventory>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DeviceStatus>,
-    /// `APP@VERSION` and version of the current assignment.
+    /// `APP@VERSION` and version of the newest assignment (of any app; removals left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment_version: Option<u64>,
+    /// `APP@VERSION` of every app assigned to the device, by app (several apps per device).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignments: Vec<String>,
+}
+
+impl DeviceInfo {
+    /// `APP@VERSION` of every app assigned to the device (`assigned` alone from a server
+    /// that lists no `assignments`).
+    pub fn assigned_all(&self) -> Vec<String> {
+        if self.assignments.is_empty() {
+            self.assigned.iter().cloned().collect()
+        } else {
+            self.assignments.clone()
+        }
+    }
 }
 
 /// `PATCH /api/v1/admin/devices/{id}/labels`: set (or with an empty value, remove) labels.

@@ -80,6 +80,64 @@ fn token(lab: &Lab, name: &str, role: &str) -> String {
     v["token"].as_str().expect("secret").to_string()
 }
 
+/// A device running two apps side by side (protocol 1.2 reports each app), enrolled and
+/// checked in once over the device protocol: the console must show both. Returns its id.
+fn two_app_device(lab: &Lab) -> String {
+    use edgecd_api::protocol::{CheckinRequest, EnrollRequest, PROTOCOL_VERSION};
+    let token = lab
+        .admin
+        .create_token(&CreateTokenRequest {
+            labels: [("site".to_string(), "store-2apps".to_string())].into(),
+            expires_in_secs: Some(600),
+            max_uses: Some(1),
+        })
+        .expect("enrollment token")
+        .token;
+    let inventory: edgecd_api::protocol::Inventory = serde_json::from_value(serde_json::json!({
+        "board": "rpi5", "ramMb": 8192, "runtimes": {"edgecd-infer": "0.1.0"},
+        "agentVersion": "0.1.0", "maxApps": 4,
+    }))
+    .expect("inventory");
+    let client = edgecd_agent::client::Client::new(&lab.url(), None).expect("client");
+    let e = client
+        .enroll(&EnrollRequest {
+            token,
+            inventory: inventory.clone(),
+            labels: Default::default(),
+            protocol: PROTOCOL_VERSION.into(),
+        })
+        .expect("enroll");
+    let app = |app: &str, version: &str| {
+        serde_json::json!({
+            "app": app, "phase": "committed", "assignmentVersion": 1,
+            "running": {"app": app, "version": version,
+                "bundleDigest": format!("sha256:{}", "0".repeat(64)), "slot": "a"},
+        })
+    };
+    let status = serde_json::from_value(serde_json::json!({
+        "phase": "committed", "assignmentVersion": 1,
+        "running": app("receipt-classifier", "1.0.0")["running"],
+        "apps": [app("receipt-classifier", "1.0.0"), app("receipt-detector", "2.0.0")],
+    }))
+    .expect("status");
+    client
+        .checkin(
+            &e.device_id,
+            &e.credential,
+            &CheckinRequest {
+                inventory,
+                status,
+                labels: Default::default(),
+                metrics: None,
+                protocol: PROTOCOL_VERSION.into(),
+                app_metrics: Default::default(),
+            },
+            None,
+        )
+        .expect("check-in");
+    e.device_id
+}
+
 struct StopFleet<'a>(&'a AtomicBool);
 
 impl Drop for StopFleet<'_> {
@@ -161,6 +219,7 @@ fn the_console_in_headless_chromium() {
                 .then_some(())
         });
     });
+    let two_apps = two_app_device(&lab);
     let approver = token(&lab, "alice", "approver");
     let viewer = token(&lab, "victor", "viewer");
     let a = lab.start_rollout(SPEC_A).expect("rollout A");
@@ -186,6 +245,7 @@ fn the_console_in_headless_chromium() {
             .env("ROLLOUT_A", &a)
             .env("SPEC_B", serde_json::to_string(&spec_b).expect("json"))
             .env("ARTIFACTS", &art)
+            .env("TWO_APPS", &two_apps)
             .output()
             .expect("run node");
         eprintln!(
@@ -205,6 +265,8 @@ fn the_console_in_headless_chromium() {
                     .ok()?
                     .into_iter()
                     .filter(|d| d.inventory.as_ref().is_some_and(|i| i.board == "rpi5"))
+                    // The two-app device only reported once; it runs nothing it is told.
+                    .filter(|d| d.id != two_apps)
                     .collect();
                 ds.iter()
                     .all(|d| {

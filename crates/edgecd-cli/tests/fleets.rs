@@ -262,6 +262,29 @@ fn a_device_that_enrolls_after_a_fleet_is_applied_runs_its_release_with_no_comma
         json(&lab, &["fleet", "list", "--json"]),
         serde_json::json!([])
     );
+
+    // A fleet without a selector takes every device, now and later: without a terminal it
+    // needs --yes, and nothing is stored until then.
+    write(&format!(
+        "name: everywhere\napps:\n  {APP}: {{release: 1.2.0}}\n"
+    ));
+    let o = cli(&lab, &["fleet", "apply", "-f", f]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("no selector") && err.contains("--yes"),
+        "{err}"
+    );
+    assert_eq!(
+        json(&lab, &["fleet", "list", "--json"]),
+        serde_json::json!([])
+    );
+    let applied = ok(&lab, &["fleet", "apply", "-f", f, "--yes"]);
+    assert!(applied.contains("applied fleet everywhere"), "{applied}");
+    let list = ok(&lab, &["fleet", "list"]);
+    assert!(
+        list.contains("everywhere") && list.contains("(all devices)"),
+        "{list}"
+    );
 }
 
 /// `deploy` stays a shortcut that writes desired state: a device that enrolls after it also

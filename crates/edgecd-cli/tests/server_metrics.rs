@@ -101,6 +101,22 @@ fn server_metrics_are_promtool_clean_and_true() {
         Some(0.5),
         "{text}"
     );
+    // The deploy's fleet: its 12 devices by standing, most still converged (the canary's
+    // two run the rollout's release).
+    let fleet_state = |state: &str| {
+        value(
+            &text,
+            &format!(
+                "edgecd_server_fleet_devices{{fleet=\"deploy:receipt-classifier\",state=\"{state}\"}}"
+            ),
+        )
+    };
+    let standings: Vec<f64> = ["converged", "converging", "blocked", "left"]
+        .iter()
+        .map(|s| fleet_state(s).unwrap_or_else(|| panic!("{s} missing: {text}")))
+        .collect();
+    assert_eq!(standings.iter().sum::<f64>(), 12.0, "{text}");
+    assert!(standings[0] >= 10.0, "{text}");
     // The fleet checked in every second until just now: nobody is silent yet.
     assert_eq!(
         value(&text, "edgecd_server_devices_silent"),

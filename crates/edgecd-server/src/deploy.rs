@@ -54,7 +54,7 @@ pub async fn deploy(
     };
     // The desired state is written under the same lock: no reconcile pass runs in between.
     let _fleets = crate::fleets::lock(st).await?;
-    crate::gitops::refuse_deploy_over(st, &req.app, &req.selector).await?;
+    crate::gitops::refuse_change_over(st, &req.app, &req.selector).await?;
     let (mut assigned, mut skipped, mut matched) = (Vec::new(), Vec::new(), 0usize);
     for d in crate::rollouts::fleet(st, &req.app).await? {
         if !req.selector.iter().all(|(k, v)| d.labels.get(k) == Some(v)) {

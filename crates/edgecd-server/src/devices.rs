@@ -272,18 +272,28 @@ pub async fn list(st: &AppState, q: &DeviceQuery) -> Result<Vec<DeviceInfo>, Api
 
 /// A device's row as the API shows it, with its current assignment.
 pub async fn device_info(st: &AppState, d: DeviceRow) -> Result<DeviceInfo, ApiError> {
-    let a = st.store.assignment(&d.id).await?;
+    // One read: every app's assignment (removals left out), the newest of them `assigned`.
+    let all: Vec<_> = st
+        .store
+        .device_assignments(&d.id)
+        .await?
+        .into_iter()
+        .filter(|a| !a.removed)
+        .collect();
+    let a = all.iter().max_by_key(|a| a.version);
     Ok(DeviceInfo {
+        assignments: all
+            .iter()
+            .map(|a| format!("{}@{}", a.app, a.release_version))
+            .collect(),
         labels: json_col(&d.labels)?,
         enrolled: d.enrolled as u64,
         last_seen: d.last_seen.map(|t| t as u64),
         revoked: d.revoked,
         inventory: d.inventory.as_deref().map(json_col).transpose()?,
         status: d.status.as_deref().map(json_col).transpose()?,
-        assigned: a
-            .as_ref()
-            .map(|a| format!("{}@{}", a.app, a.release_version)),
-        assignment_version: a.as_ref().map(|a| a.version as u64),
+        assigned: a.map(|a| format!("{}@{}", a.app, a.release_version)),
+        assignment_version: a.map(|a| a.version as u64),
         id: d.id,
     })
 }
@@ -323,6 +333,7 @@ mod tests {
                 assignment_proof: None,
             }),
             assigned: None,
+            assignments: Vec::new(),
             assignment_version: None,
         }
     }

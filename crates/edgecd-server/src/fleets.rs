@@ -191,6 +191,18 @@ pub enum Standing {
     Left,
 }
 
+impl Standing {
+    /// The name used in the API and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Converged => "converged",
+            Standing::Converging => "converging",
+            Standing::Blocked => "blocked",
+            Standing::Left => "left",
+        }
+    }
+}
+
 /// One device of a fleet's status (or diff).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

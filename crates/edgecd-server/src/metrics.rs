@@ -2,7 +2,8 @@
 //! latency (counted in-process), devices by running release and phase, rollouts by phase,
 //! devices that stopped checking in, each active rollout's step and last gate values and
 //! thresholds (read from the store at scrape time), rollouts aborted by cause and devices
-//! rolled back, rollout notifications and delivery attempts per channel (counted by `notify`).
+//! rolled back, rollout notifications and delivery attempts per channel (counted by `notify`),
+//! each fleet's devices by standing.
 //! Names follow Prometheus conventions (base units, `_total` counters, bounded labels).
 use crate::{ApiError, AppState};
 use axum::extract::State;
@@ -44,6 +45,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     controller_metrics(&mut out, &st);
     device_metrics(&mut out, &st).await?;
     rollout_metrics(&mut out, &st).await?;
+    fleet_metrics(&mut out, &st).await?;
     notification_metrics(&mut out, st.notifier.as_ref());
     pending_notification_metrics(&mut out, &st).await?;
     Ok((
@@ -150,6 +152,35 @@ async fn device_metrics(w: &mut String, st: &AppState) -> Result<(), ApiError> {
     );
     let _ = writeln!(w, "# TYPE edgecd_server_devices_silent gauge");
     let _ = writeln!(w, "edgecd_server_devices_silent {silent}");
+    Ok(())
+}
+
+/// Each fleet's devices by standing (converged, converging, blocked, left): what `fleet
+/// status` counts, so a fleet that stops converging can be graphed and alerted on.
+async fn fleet_metrics(w: &mut String, st: &AppState) -> Result<(), ApiError> {
+    use crate::fleets::Standing;
+    let fleets = crate::fleets::list(st).await?;
+    let _ = writeln!(
+        w,
+        "# HELP edgecd_server_fleet_devices Devices of each fleet by standing (a device counts once per app the fleet places on it)."
+    );
+    let _ = writeln!(w, "# TYPE edgecd_server_fleet_devices gauge");
+    for f in &fleets {
+        for state in [
+            Standing::Converged,
+            Standing::Converging,
+            Standing::Blocked,
+            Standing::Left,
+        ] {
+            let _ = writeln!(
+                w,
+                "edgecd_server_fleet_devices{{fleet=\"{}\",state=\"{}\"}} {}",
+                escape_label_value(&f.name),
+                state.as_str(),
+                f.counts.get(&state).copied().unwrap_or(0)
+            );
+        }
+    }
     Ok(())
 }
 

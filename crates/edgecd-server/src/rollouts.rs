@@ -504,6 +504,10 @@ pub async fn start_rollout(
             )));
         }
         req.spec.selector = crate::fleets::rollout_selector(st, name, &req.spec.release).await?;
+    } else if let Ok((app, _)) = req.spec.app_and_version() {
+        // A bare selector may not reach past git into a fleet managed from a repo (its
+        // rollouts start from commits), just as `deploy` may not.
+        crate::gitops::refuse_change_over(st, app, &req.spec.selector).await?;
     }
     let r = start_locked(st, req).await?;
     if let Some(name) = &fleet

@@ -360,4 +360,15 @@ fn logs_reach_the_device_and_come_back_bounded_and_redacted() {
     assert_eq!(t["max_c"], 63.0);
     assert_eq!(t["mean_c"], 62.25);
     assert_eq!(t["throttled_fraction"], 0.5);
+
+    // A deleted device's logs and diagnosis go with it.
+    let logs = |id: &str| {
+        h.srv
+            .block_on(h.srv.state.store.device_logs(id))
+            .expect("store")
+    };
+    assert!(logs(&dev.0).is_some());
+    let (s, v) = h.admin("DELETE", &format!("/api/v1/admin/devices/{}", dev.0), None);
+    assert_eq!(s, 200, "{v}");
+    assert!(logs(&dev.0).is_none(), "the device's logs row is deleted");
 }

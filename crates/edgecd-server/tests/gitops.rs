@@ -443,6 +443,18 @@ fn commits_apply_whole_or_not_at_all_and_the_status_goes_back_to_the_repo() {
                 "fleet": "cams",
             })),
         ),
+        // A bare selector over the fleet's devices is no way around it.
+        (
+            "POST",
+            "/api/v1/admin/rollouts",
+            Some(json!({
+                "spec": {
+                    "release": "app@1.1.0",
+                    "selector": {"site": "lab"},
+                    "steps": [{"canary": {"percent": 100}}],
+                },
+            })),
+        ),
     ] {
         let (s, t) = h.admin(method, path, body);
         assert_eq!(s, 409, "{method} {path}: {t}");

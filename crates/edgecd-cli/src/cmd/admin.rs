@@ -305,20 +305,26 @@ fn ago(t: Option<u64>) -> String {
     }
 }
 
-fn print_device_row(d: &DeviceInfo) {
-    // Every app the device runs (several apps side by side: joined with "+").
-    let running = d
-        .status
-        .as_ref()
+/// Every app the device runs, `APP@VERSION (SLOT_WORDslot)` joined with " + " (several apps
+/// side by side), or "-".
+pub(crate) fn running_summary(
+    status: Option<&edgecd_api::protocol::DeviceStatus>,
+    slot_word: &str,
+) -> String {
+    status
         .map(|s| {
             s.running_all()
                 .iter()
-                .map(|r| format!("{}@{} ({})", r.app, r.version, r.slot))
+                .map(|r| format!("{}@{} ({slot_word}{})", r.app, r.version, r.slot))
                 .collect::<Vec<_>>()
                 .join(" + ")
         })
         .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "-".to_string());
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn print_device_row(d: &DeviceInfo) {
+    let running = running_summary(d.status.as_ref(), "");
     let phase = d
         .status
         .as_ref()
@@ -345,13 +351,17 @@ fn print_device_row(d: &DeviceInfo) {
         .as_ref()
         .and_then(|i| i.hostname.as_deref())
         .unwrap_or("-");
+    let assigned = match d.assigned_all().join(" + ") {
+        a if a.is_empty() => "-".to_string(),
+        a => a,
+    };
     crate::outln!(
         "{:<22} {:<20} {:<28} {:<12} {:<24} {:<10} {}{}  {}",
         d.id,
         host,
         running,
         phase,
-        d.assigned.as_deref().unwrap_or("-"),
+        assigned,
         ago(d.last_seen),
         if d.revoked { "REVOKED " } else { "" },
         labels,

@@ -49,6 +49,10 @@ pub struct FileArgs {
     /// Print the fleet's status (per device, with the change) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// `apply`: do not ask before storing a fleet without a selector, which places its apps
+    /// on every device, now and enrolled later (needed without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -137,15 +141,45 @@ pub fn run(c: FleetCommand) -> anyhow::Result<ExitCode> {
 
 fn send(a: FileArgs, dry_run: bool) -> anyhow::Result<ExitCode> {
     let spec = load(&a.file)?;
-    let path = if dry_run {
-        "/api/v1/admin/fleets?dryRun=true"
-    } else {
-        "/api/v1/admin/fleets"
+    let client = a.remote.client()?;
+    let post = |dry_run: bool| -> anyhow::Result<FleetStatus> {
+        let path = if dry_run {
+            "/api/v1/admin/fleets?dryRun=true"
+        } else {
+            "/api/v1/admin/fleets"
+        };
+        Ok(client.send("POST", path, &spec)?)
     };
-    let st: FleetStatus = a.remote.client()?.send("POST", path, &spec)?;
-    if a.json {
-        print_json(&st)?;
-        return Ok(ExitCode::SUCCESS);
+    if !dry_run && !a.yes && spec.selector.is_empty() {
+        // No selector: every device, now and enrolled later. As `deploy` without one, it
+        // shows the plan and asks on a terminal, and needs --yes without one.
+        use std::io::IsTerminal as _;
+        let scope = format!(
+            "fleet {} has no selector: it places its apps on every device, now and enrolled later",
+            spec.name
+        );
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "{scope}: pass --yes to confirm (or `edgecd fleet diff -f {}` to see what it would do, or give it a selector)",
+                a.file.display()
+            );
+        }
+        print_result(&post(true)?, true, a.json)?;
+        eprint!("{scope}. Apply it? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("fleet apply cancelled: nothing was stored");
+        }
+    }
+    print_result(&post(dry_run)?, dry_run, a.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what applying (or, `dry_run`, diffing) a fleet did per device.
+fn print_result(st: &FleetStatus, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(st);
     }
     for n in &st.notes {
         crate::outln!("{n}");
@@ -178,7 +212,7 @@ fn send(a: FileArgs, dry_run: bool) -> anyhow::Result<ExitCode> {
             st.name
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn selector(spec: &FleetSpec) -> String {

@@ -138,7 +138,7 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             let running = status
                 .and_then(|s| s.running_app(app))
                 .is_some_and(|x| x.version == version);
-            let assigned = d.assigned.as_deref() == Some(name.as_str());
+            let assigned = d.assigned_all().contains(&name);
             (running || assigned).then(|| {
                 serde_json::json!({
                     "id": d.id,

@@ -178,13 +178,7 @@ fn print_diagnosis(d: &Diagnosis) {
         None => crate::outln!("  (never reported)"),
     }
     crate::outln!("\nrelease");
-    let running = d
-        .status
-        .as_ref()
-        .and_then(|s| s.running.as_ref())
-        .map_or("-".to_string(), |r| {
-            format!("{}@{} (slot {})", r.app, r.version, r.slot)
-        });
+    let running = super::admin::running_summary(d.status.as_ref(), "slot ");
     crate::outln!(
         "  running {running}  assigned {}  phase {}",
         d.assigned.as_deref().unwrap_or("-"),

@@ -201,6 +201,24 @@ const phase = (page) => page.locator('#content .ph-completed, #content .ph-abort
   check(/not available|Fetch logs|No log lines/.test(logs), 'the recent logs panel renders: ' + logs.slice(0, 80));
   await shot(page, 'device');
   await axe(page, 'device');
+  // A device with two apps: both releases in the fleet's devices table and on its own page.
+  const TWO = process.env.TWO_APPS;
+  await page.goto(URL + '/console/');
+  await page.waitForSelector('#h-devices', { timeout: LONG });
+  const twoRow = await page.evaluate((id) => {
+    const rows = [...document.getElementById('h-devices').parentElement.querySelectorAll('tbody tr')];
+    const r = rows.find((x) => x.textContent.includes(id));
+    return r ? r.textContent : '';
+  }, TWO);
+  check(twoRow.includes('receipt-classifier@1.0.0') && twoRow.includes('receipt-detector@2.0.0'), 'the devices table shows every app a device runs: ' + twoRow.slice(0, 200));
+  const byApp = await page.locator('#h-by-app').locator('xpath=..').textContent();
+  check(byApp.includes('receipt-detector'), 'devices are counted under each app they run: ' + byApp.slice(0, 200));
+  await page.goto(URL + '/console/devices/' + encodeURIComponent(TWO));
+  await page.waitForSelector('#h-apps-on-this-device', { timeout: LONG });
+  const appsCard = await page.locator('#h-apps-on-this-device').locator('xpath=..').textContent();
+  check(appsCard.includes('receipt-classifier@1.0.0') && appsCard.includes('receipt-detector@2.0.0'), 'the device page lists each app with its release and state: ' + appsCard.slice(0, 200));
+  await shot(page, 'device-two-apps');
+  await axe(page, 'device with two apps');
   const rel = SPEC_B.release.replace(/@.*/, '@1.0.0');
   await page.goto(URL + '/console/releases/' + encodeURIComponent(rel));
   await page.waitForSelector('#h-sbom', { timeout: LONG });

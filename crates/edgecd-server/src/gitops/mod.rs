@@ -243,9 +243,10 @@ async fn managed_message(st: &AppState, what: &str) -> Result<String, ApiError> 
     ))
 }
 
-/// `deploy` refuses to write over devices of a fleet managed from git that places `app`
-/// (a device holds one assignment per app: git fleets of other apps are not concerned).
-pub async fn refuse_deploy_over(
+/// `deploy`, and a rollout with a bare selector, refuse to write over devices of a fleet
+/// managed from git that places `app` (a device holds one assignment per app: git fleets of
+/// other apps are not concerned).
+pub async fn refuse_change_over(
     st: &AppState,
     app: &str,
     selector: &BTreeMap<String, String>,

@@ -532,6 +532,23 @@ mod tests {
 
     #[derive(Clone, Default)]
     struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    /// Every log line of this test binary (a global subscriber, set once, at TRACE).
+    fn global_logs() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let l = logs.clone();
+            let sub = tracing_subscriber::fmt()
+                .with_writer(move || l.clone())
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(sub).expect("the test binary's subscriber");
+            logs
+        })
+        .clone()
+    }
     impl std::io::Write for Logs {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().expect("lock").extend_from_slice(b);
@@ -581,14 +598,10 @@ mod tests {
         ] {
             cfg.channels.insert(ch.name.clone(), ch);
         }
-        let logs = Logs::default();
-        let l = logs.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_writer(move || l.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        let counts = tracing::subscriber::with_default(sub, || {
+        // The binary's global subscriber: a scoped one (`with_default`) misses events
+        // whose callsites another test's thread registered first under `cargo test`.
+        let logs = global_logs();
+        let counts = {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -636,7 +649,7 @@ mod tests {
                 }
                 (notifier.counts(), rows)
             })
-        });
+        };
         let (counts, rows) = counts;
         let summary: Vec<(&str, &str, i64)> = rows
             .iter()
@@ -680,7 +693,21 @@ mod tests {
             "the outbox row's delivery id: {ids:?}"
         );
 
-        let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf8");
+        // This test's lines: those naming its receivers (other tests log to the same place).
+        let hosts: Vec<String> = [&ok_base, &bad_base]
+            .iter()
+            .map(|b| b.trim_start_matches("http://").to_string())
+            .chain([closed_addr.to_string()])
+            .collect();
+        let all = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf8");
+        for secret in ["TOPSECRETPATH", "QUERYSECRET", "HMACSECRETKEY"] {
+            assert!(!all.contains(secret), "{secret} logged:\n{all}");
+        }
+        let text: String = all
+            .lines()
+            .filter(|l| hosts.iter().any(|h| l.contains(&format!("host={h}"))))
+            .map(|l| format!("{l}\n"))
+            .collect();
         assert!(text.contains("notification delivered"), "{text}");
         assert!(text.contains("notification not delivered"), "{text}");
         assert!(

@@ -376,10 +376,13 @@ impl Store for PgStore {
 
     async fn delete_device(&self, id: &str) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM assignments WHERE device_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // Its logs and diagnosis go with it (they are the device's, redacted or not).
+        for table in ["assignments", "device_logs"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE device_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let r = sqlx::query("DELETE FROM devices WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -393,6 +396,7 @@ impl Store for PgStore {
             .device_assignments(device_id)
             .await?
             .into_iter()
+            .filter(|a| !a.removed)
             .max_by_key(|a| a.version))
     }
 

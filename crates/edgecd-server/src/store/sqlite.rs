@@ -374,10 +374,13 @@ impl Store for SqliteStore {
 
     async fn delete_device(&self, id: &str) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM assignments WHERE device_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // Its logs and diagnosis go with it (they are the device's, redacted or not).
+        for table in ["assignments", "device_logs"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE device_id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let r = sqlx::query("DELETE FROM devices WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -391,6 +394,7 @@ impl Store for SqliteStore {
             .device_assignments(device_id)
             .await?
             .into_iter()
+            .filter(|a| !a.removed)
             .max_by_key(|a| a.version))
     }
 

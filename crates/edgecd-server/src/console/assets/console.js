@@ -81,6 +81,16 @@
     return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3);
   }
   const release = (r) => (r ? r.app + '@' + r.version : null);
+  // A device's apps as it reports them (protocol 1.2: one entry per app; older agents: the one).
+  const appsOf = (x) => {
+    const st = x.status || {};
+    if (st.apps && st.apps.length) return st.apps;
+    return st.running ? [{ app: st.running.app, running: st.running, phase: st.phase, lastOutcome: st.lastOutcome }] : [];
+  };
+  // Every release a device runs, and every one assigned to it (one per app).
+  const runningAll = (x) => appsOf(x).map((a) => release(a.running)).filter((r) => r);
+  const assignedAll = (x) => (x.assignments && x.assignments.length ? x.assignments : x.assigned ? [x.assigned] : []);
+  const relLinks = (rs) => (rs.length ? rs.map((r, i) => [i ? ', ' : '', relLink(r)]) : relLink(null));
 
   function status(text, isError) {
     const el = $('status');
@@ -171,12 +181,15 @@
       },
       render: (d) => {
         const live = d.devices.filter((x) => !x.revoked);
+        // f gives one key or several (a device with two apps counts under both).
         const count = (f) => {
           const m = new Map();
-          live.forEach((x) => { const k = f(x) || '(none)'; m.set(k, (m.get(k) || 0) + 1); });
+          live.forEach((x) => {
+            const ks = [].concat(f(x) || []);
+            (ks.length ? ks : ['(none)']).forEach((k) => m.set(k, (m.get(k) || 0) + 1));
+          });
           return [...m.entries()].sort((a, b) => b[1] - a[1] || String(a[0]).localeCompare(String(b[0])));
         };
-        const running = (x) => release(x.status && x.status.running);
         const refusing = live.filter((x) => x.status && x.status.lastOutcome && ['refused', 'failed', 'rolledBack'].includes(x.status.lastOutcome.kind));
         const active = d.rollouts.filter((r) => !['completed', 'aborted'].includes(r.rollout.state.phase));
         const incompatible = new Map();
@@ -203,16 +216,16 @@
           num(String(r.rollout.state.cohort.length)),
         ]), { empty: 'No rollouts yet.' })));
         out.push(h('div', { class: 'grid' },
-          card('By app', countTable('Devices by app', 'App', count((x) => x.status && x.status.running && x.status.running.app))),
-          card('By release', countTable('Devices by running release', 'Release', count(running), relLink)),
+          card('By app', countTable('Devices by app', 'App', count((x) => appsOf(x).filter((a) => a.running).map((a) => a.app)))),
+          card('By release', countTable('Devices by running release', 'Release', count(runningAll), relLink)),
           card('By site', countTable('Devices by site label', 'Site', count((x) => x.labels && x.labels.site))),
           card('By state', countTable('Devices by state', 'State', count((x) => x.status && x.status.phase)))));
         out.push(card('Releases', table('Releases', ['Release', 'Signed by', 'Published', 'Devices'], d.releases.slice().reverse().map((r) => {
           const name = r.release.app + '@' + r.release.version;
-          return [relLink(name), h('code', {}, r.signedBy), time(r.published), num(String(live.filter((x) => running(x) === name).length))];
+          return [relLink(name), h('code', {}, r.signedBy), time(r.published), num(String(live.filter((x) => runningAll(x).includes(name)).length))];
         }), { empty: 'No releases published.' })));
         out.push(card('Devices', table('Devices', ['Device', 'Site', 'Running', 'Assigned', 'State', 'Last seen'], live.slice(0, 500).map((x) => [
-          devLink(x.id), (x.labels && x.labels.site) || '—', relLink(running(x)), relLink(x.assigned),
+          devLink(x.id), (x.labels && x.labels.site) || '—', relLinks(runningAll(x)), relLinks(assignedAll(x)),
           x.status ? phaseBadge(x.status.phase) : '—', d.offline.includes(x.id) ? h('span', { class: 'error' }, 'offline, ' + ago(x.lastSeen)) : ago(x.lastSeen),
         ]))));
         return out;
@@ -242,8 +255,8 @@
         if (x.revoked) out.push(h('p', { class: 'callout' }, 'This device is revoked.'));
         out.push(h('div', { class: 'grid' },
           card('Releases', kv([
-            ['Installed', relLink(release(st.running))],
-            ['Assigned', x.assigned ? [relLink(x.assigned), ' (assignment v' + x.assignmentVersion + ')'] : null],
+            ['Installed', relLinks(runningAll(x))],
+            ['Assigned', x.assigned ? [relLinks(assignedAll(x)), ' (assignment v' + x.assignmentVersion + ')'] : null],
             ['State', st.phase ? phaseBadge(st.phase) : null],
             st.download ? ['Downloading', st.download.release + ': ' + Math.round(100 * st.download.doneBytes / Math.max(1, st.download.totalBytes)) + '%'] : null,
             ['Last seen', x.lastSeen ? [time(x.lastSeen), ' (' + ago(x.lastSeen) + ')'] : 'never'],
@@ -260,6 +273,14 @@
           ])),
           card('Labels', Object.keys(x.labels || {}).length ? kv(Object.entries(x.labels).map(([k, v]) => [k, v])) : h('p', { class: 'muted' }, 'No labels.'))));
         if (!x.inventory) out.push(h('p', { class: 'callout info' }, 'This device has not checked in yet.'));
+        // Several apps: each with its own state, install and last outcome.
+        const apps = appsOf(x);
+        if (apps.length > 1) {
+          out.push(card('Apps on this device', table('Apps on this device', ['App', 'Installed', 'State', 'Last outcome'], apps.map((a) => [
+            a.app, relLink(release(a.running)), phaseBadge(a.phase),
+            a.lastOutcome ? [badge(a.lastOutcome.kind, 'ph-' + a.lastOutcome.kind), ' ', relLink(a.lastOutcome.release), a.lastOutcome.reason ? ': ' + a.lastOutcome.reason : ''] : '—',
+          ]))));
+        }
         // Assignments the server made and what the device reported, newest first.
         const rows = d.history.map((e) => {
           if (e.outcome) {
@@ -540,8 +561,8 @@
           ['Components', String(sb.components) + ' (' + Object.entries(sb.byType).map(([k, v]) => v + ' ' + k).join(', ') + ')'],
         ]), table('SBOM components', ['Name', 'Version', 'Type', 'Package URL'], sb.list.slice(0, 50).map((c) => [c.name || '?', c.version || '—', c.type || '—', c.purl ? h('code', {}, c.purl) : '—']))]
           : h('p', { class: 'muted' }, 'No SBOM on this server for this release.')));
-        const runs = d.devices.filter((x) => !x.revoked && release(x.status && x.status.running) === id);
-        const assigned = d.devices.filter((x) => !x.revoked && x.assigned === id && release(x.status && x.status.running) !== id);
+        const runs = d.devices.filter((x) => !x.revoked && runningAll(x).includes(id));
+        const assigned = d.devices.filter((x) => !x.revoked && assignedAll(x).includes(id) && !runningAll(x).includes(id));
         out.push(card('Where it runs', h('p', {}, runs.length + ' devices run it; ' + assigned.length + ' more are assigned it.'),
           table('Devices running or assigned this release', ['Device', 'Site', 'State'], runs.concat(assigned).slice(0, 500).map((x) => [devLink(x.id), (x.labels && x.labels.site) || '—', runs.includes(x) ? 'running' : 'assigned']))));
         return out;
