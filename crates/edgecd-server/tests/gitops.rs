@@ -763,6 +763,39 @@ fn fetch_failures_are_shown_in_the_status() {
         "{st}"
     );
 
+    // The status is fenced by the controller lease: a deposed leader's pass (a stale holder
+    // or epoch) writes nothing; the lease's holder does.
+    let store = &h.srv.state.store;
+    let row = h.srv.block_on(store.gitops()).unwrap().expect("source");
+    let (holder, epoch, _) = h
+        .srv
+        .block_on(store.lease(edgecd_server::controller::LEASE))
+        .unwrap()
+        .expect("the controller holds the lease");
+    for stale in [
+        edgecd_server::controller::Fence {
+            holder: "a-deposed-replica".into(),
+            epoch,
+        },
+        edgecd_server::controller::Fence {
+            holder: holder.clone(),
+            epoch: epoch - 1,
+        },
+    ] {
+        let saved = h
+            .srv
+            .block_on(store.set_gitops_status("{\"stale\": true}", Some(&stale)))
+            .unwrap();
+        assert!(!saved, "{stale:?}");
+    }
+    assert!(h.gitops()["lastError"]["message"].is_string(), "untouched");
+    let current = edgecd_server::controller::Fence { holder, epoch };
+    assert!(
+        h.srv
+            .block_on(store.set_gitops_status(&row.status, Some(&current)))
+            .unwrap()
+    );
+
     let repo = Repo::new(&h.git, &h.dir);
     repo.write("fleets/cams.yaml", &cams("1.0.0", None));
     repo.commit("cams", &[]);

@@ -408,7 +408,7 @@ pub async fn pass(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiError> 
             }
             state.last_error = Some(r);
             state.last_error_ms = Some(now);
-            save(st, &state).await?;
+            save(st, fence, &state).await?;
             return Ok(());
         }
     };
@@ -417,7 +417,7 @@ pub async fn pass(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiError> 
     if state.evaluated.as_deref() == Some(snap.commit.as_str())
         && state.evaluated_under.as_deref() == Some(fingerprint.as_str())
     {
-        save(st, &state).await?;
+        save(st, fence, &state).await?;
         return Ok(());
     }
     let outcome = match judge(st, &src, &snap).await? {
@@ -480,17 +480,27 @@ pub async fn pass(st: &AppState, fence: Option<&Fence>) -> Result<(), ApiError> 
             state.push_error = Some(e);
         }
     }
-    save(st, &state).await
+    save(st, fence, &state).await
 }
 
 fn repo_dir(st: &AppState) -> std::path::PathBuf {
     st.config.data_dir.join("gitops").join("repo.git")
 }
 
-async fn save(st: &AppState, state: &GitopsState) -> Result<(), ApiError> {
-    st.store
-        .set_gitops_status(&serde_json::to_string(state).map_err(ApiError::internal)?)
+/// Saves the status, fenced by the controller lease when the pass runs under one.
+async fn save(st: &AppState, fence: Option<&Fence>, state: &GitopsState) -> Result<(), ApiError> {
+    let saved = st
+        .store
+        .set_gitops_status(
+            &serde_json::to_string(state).map_err(ApiError::internal)?,
+            fence,
+        )
         .await?;
+    if !saved && fence.is_some() {
+        tracing::info!(
+            "GitOps status not saved: the source was disconnected or the controller lease moved on"
+        );
+    }
     Ok(())
 }
 

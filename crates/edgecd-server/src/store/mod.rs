@@ -549,8 +549,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn gitops(&self) -> StoreResult<Option<GitopsRow>>;
     /// Registers the source (replacing one), with its initial status.
     async fn put_gitops(&self, source: &str, status: &str) -> StoreResult<()>;
-    /// Saves the status; `false` when no source is registered (disconnected meanwhile).
-    async fn set_gitops_status(&self, status: &str) -> StoreResult<bool>;
+    /// Saves the status; `false` when no source is registered (disconnected meanwhile) or,
+    /// with a `fence`, when the controller lease moved on (a deposed leader's pass writes
+    /// nothing over the new leader's status).
+    async fn set_gitops_status(
+        &self,
+        status: &str,
+        fence: Option<&crate::controller::Fence>,
+    ) -> StoreResult<bool>;
     /// A verified webhook asks for a fetch; `false` when no source is registered.
     async fn gitops_wake(&self, now_ms: i64) -> StoreResult<bool>;
     /// `false` when no source was registered.

@@ -1229,11 +1229,22 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn set_gitops_status(&self, status: &str) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE gitops SET status = $1 WHERE id = 1")
-            .bind(status)
-            .execute(&self.pool)
-            .await?;
+    async fn set_gitops_status(
+        &self,
+        status: &str,
+        fence: Option<&crate::controller::Fence>,
+    ) -> StoreResult<bool> {
+        // The lease check and the write in one statement: nothing in between.
+        let r = sqlx::query(
+            "UPDATE gitops SET status = $1 WHERE id = 1
+               AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM leases WHERE name = $3 AND holder = $2 AND epoch = $4))",
+        )
+        .bind(status)
+        .bind(fence.map(|f| f.holder.clone()))
+        .bind(crate::controller::LEASE)
+        .bind(fence.map_or(0, |f| f.epoch))
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 
