@@ -286,6 +286,13 @@ const RUNTIME_DOWN_GRACE: Duration = Duration::from_secs(5);
 /// In an app's directory under `apps/`: the host port of its runtime container (podman mode).
 const RUNTIME_PORT_FILE: &str = "runtime-port";
 
+/// The runtime port kept in an app's directory, once chosen (see `Agent::runtime_port`).
+fn kept_port(dir: &Path) -> Option<u16> {
+    std::fs::read_to_string(dir.join(RUNTIME_PORT_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+}
+
 /// The runtime image of the release a unit's `current` points to (`None`: native).
 fn unit_image(u: &Unit) -> Option<String> {
     match u.state.phase {
@@ -787,16 +794,26 @@ impl Agent {
         let url = self.cfg.metrics_url.as_deref()?;
         let url = &match app {
             Some(app) => {
-                let port = self
-                    .units()
-                    .into_iter()
-                    .find(|(_, u)| u.app().as_deref() == Some(app))
-                    .and_then(|(k, u)| self.podman_for(k, &u.dir))
-                    .map(|p| p.cfg.publish.port().to_string());
                 let url = url.replace("{app}", app);
-                match port {
-                    Some(port) => url.replace("{port}", &port),
-                    None => url,
+                if !url.contains("{port}") {
+                    url
+                } else {
+                    // The port its container was given; only read here (a port is chosen
+                    // when a container first starts, never by a scrape).
+                    let port = self
+                        .units()
+                        .into_iter()
+                        .find(|(_, u)| u.app().as_deref() == Some(app))
+                        .and_then(|(k, u)| match (k.is_empty(), &self.podman) {
+                            (true, Some(p)) => Some(p.cfg.publish.port()),
+                            (false, Some(_)) => kept_port(&u.dir),
+                            (_, None) => None,
+                        });
+                    let Some(port) = port else {
+                        tracing::debug!(%app, "no runtime container port for this app (yet): its metrics are not read");
+                        return None;
+                    };
+                    url.replace("{port}", &port.to_string())
                 }
             }
             None => url.to_string(),
@@ -1452,13 +1469,10 @@ impl Agent {
     /// `runtime-port` file, else the lowest port above `--runtime-listen`'s that no other
     /// unit holds and that can be bound now (then kept, so it never moves).
     fn runtime_port(&self, key: &str, dir: &Path) -> Result<u16, String> {
-        let file = dir.join(RUNTIME_PORT_FILE);
-        if let Some(port) = std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|t| t.trim().parse::<u16>().ok())
-        {
+        if let Some(port) = kept_port(dir) {
             return Ok(port);
         }
+        let file = dir.join(RUNTIME_PORT_FILE);
         let base = self
             .podman
             .as_ref()
@@ -1470,11 +1484,10 @@ impl Agent {
             .filter(|(k, _)| *k != key)
             .filter_map(|(k, u)| {
                 if k.is_empty() {
-                    return Some(base.port());
+                    Some(base.port())
+                } else {
+                    kept_port(&u.dir)
                 }
-                std::fs::read_to_string(u.dir.join(RUNTIME_PORT_FILE))
-                    .ok()
-                    .and_then(|t| t.trim().parse().ok())
             })
             .collect();
         let port = (base.port().saturating_add(1)..=u16::MAX)
